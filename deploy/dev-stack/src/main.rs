@@ -1,0 +1,118 @@
+//! `cargo run -p tether-dev`: the whole platform on one machine.
+//!
+//! Starts identity, tenancy, authz and audit on loopback (ports 50051-50054 unless
+//! `TETHER_<SVC>_LISTEN_ADDR` says otherwise), each with its own SQLite file under
+//! `TETHER_DATA_DIR` (default `./.tether-data`), and stops them all on Ctrl-C. The services are
+//! in one process for convenience only: they reach each other through their configured
+//! addresses, exactly as separate deployments do. Every setting a service binary reads from the
+//! environment is read here the same way.
+
+use std::{future::Future, process::ExitCode};
+
+use tether_runtime::{
+    ConfigSource, ServiceHost, StartError,
+    telemetry::{self, TelemetrySettings},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether-dev: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether-dev: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), StartError> {
+    let source = ConfigSource::from_env()?;
+    let _telemetry = telemetry::init(&TelemetrySettings::load(&source, "tether-dev")?)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+
+    let identity_config = identity_svc::Config::load(&source)?;
+    let owner_email = identity_config.bootstrap_owner.email.to_string();
+    let tenancy_config = tenancy_svc::Config::load(&source)?;
+    let authz_config = authz_svc::Config::load(&source)?;
+    let audit_config = audit_svc::Config::load(&source)?;
+
+    let identity = identity_svc::prepare(identity_config).await?;
+    let hosts = [
+        ("identity", identity.host),
+        ("tenancy", tenancy_svc::prepare(tenancy_config).await?),
+        ("authz", authz_svc::prepare(authz_config).await?),
+        ("audit", audit_svc::prepare(audit_config).await?),
+    ];
+
+    // Bind every port before serving any, so a busy port fails the whole start cleanly.
+    let mut bound = Vec::new();
+    for (name, host) in hosts {
+        let addr = host.settings.listen_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        bound.push((name, host, listener));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    println!();
+    println!("Tether dev stack");
+    let mut tasks: Vec<(&str, JoinHandle<Result<(), StartError>>)> = Vec::new();
+    for (name, host, listener) in bound {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let database = match &host.settings.database {
+            tether_runtime::config::DatabaseTarget::Sqlite(path) => path.display().to_string(),
+            tether_runtime::config::DatabaseTarget::Postgres(_) => "PostgreSQL".to_owned(),
+        };
+        println!("  {name:<9} http://{addr}   ({database})");
+        tasks.push((name, spawn(host, listener, stopped())));
+    }
+    match &identity.bootstrap_owner {
+        Some(owner) => println!("  {owner}"),
+        None => println!("  MSP owner: {owner_email}  (password as set or shown at first start)"),
+    }
+    println!("  Ctrl-C stops all four.");
+    println!();
+
+    tether_runtime::shutdown::signal().await;
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for (name, task) in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("{name}: {e}");
+                result = Err(e);
+            }
+            Err(e) => result = Err(StartError::Other(format!("{name} task failed: {e}"))),
+        }
+    }
+    result
+}
+
+fn spawn(
+    host: ServiceHost,
+    listener: TcpListener,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<Result<(), StartError>> {
+    tokio::spawn(host.serve(listener, stopped))
+}

@@ -1,0 +1,42 @@
+//! The v1 contracts of Tether's four services, generated from `proto/tether/**.proto`.
+//!
+//! Services depend on this crate, never on each other.
+
+// Everything below is generated. Doc comments are the .proto comments verbatim (written for
+// buf, not rustdoc), and a few oneofs hold one large message beside small ones; boxing those
+// would make every caller allocate for no gain.
+#![allow(
+    clippy::doc_lazy_continuation,
+    clippy::doc_overindented_list_items,
+    clippy::large_enum_variant
+)]
+
+/// Encoded `FileDescriptorSet` of every Tether proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tether_descriptor.bin"));
+
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("tether.common.v1");
+    }
+}
+pub mod identity {
+    pub mod v1 {
+        tonic::include_proto!("tether.identity.v1");
+    }
+}
+pub mod tenancy {
+    pub mod v1 {
+        tonic::include_proto!("tether.tenancy.v1");
+    }
+}
+pub mod authz {
+    pub mod v1 {
+        tonic::include_proto!("tether.authz.v1");
+    }
+}
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("tether.audit.v1");
+    }
+}

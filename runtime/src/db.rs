@@ -1,0 +1,184 @@
+//! Storage: one sqlx pool per service, SQLite by default, PostgreSQL in production.
+//!
+//! Services write portable SQL (`$1` placeholders, `TEXT` and `BIGINT` columns, times as unix
+//! microseconds) and run it through sqlx's `Any` driver, so one query set serves both backends.
+//! On PostgreSQL each service keeps its tables in a schema named after itself, so several
+//! services may share one database without seeing each other's tables. Migrations are embedded
+//! in each service's binary and applied at start-up; applying them again is a no-op.
+
+use std::{borrow::Cow, time::Duration};
+
+use sqlx::{
+    AnyPool, Executor, SqlSafeStr,
+    any::{Any, AnyPoolOptions},
+    migrate::{Migration, MigrationType, Migrator},
+};
+
+use crate::config::DatabaseTarget;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One migration compiled into the service (`include_str!` of its SQL file).
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedMigration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("invalid schema name {0:?}")]
+    SchemaName(String),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects to `target`, creating the SQLite file or the PostgreSQL schema `schema` if needed,
+    /// and applies `migrations` in order.
+    pub async fn open(
+        target: &DatabaseTarget,
+        schema: &'static str,
+        migrations: &[EmbeddedMigration],
+    ) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(DbError::SchemaName(schema.to_owned()));
+        }
+        let database = match target {
+            DatabaseTarget::Sqlite(path) => Self::open_sqlite(path).await?,
+            DatabaseTarget::Postgres(url) => Self::open_postgres(url, schema).await?,
+        };
+        database.migrate(migrations).await?;
+        Ok(database)
+    }
+
+    async fn open_sqlite(path: &std::path::Path) -> Result<Self, DbError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; busy_timeout makes a second
+                    // writer wait for the lock instead of failing at once.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(DbError::Connect)?;
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    async fn open_postgres(url: &str, schema: &'static str) -> Result<Self, DbError> {
+        let create = sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+        let setup = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .map_err(DbError::Connect)?;
+        setup
+            .execute(create.into_sql_str())
+            .await
+            .map_err(DbError::Connect)?;
+        setup.close().await;
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let set = sqlx::AssertSqlSafe(format!("SET search_path TO {schema}"));
+                    conn.execute(set.into_sql_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(DbError::Connect)?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    async fn migrate(&self, migrations: &[EmbeddedMigration]) -> Result<(), DbError> {
+        let migrations = migrations
+            .iter()
+            .map(|m| {
+                Migration::new(
+                    m.version,
+                    Cow::Borrowed(m.description),
+                    MigrationType::Simple,
+                    m.sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(migrations);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so two writers queue on busy_timeout instead of one failing when
+    /// it upgrades from reading.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Now, as stored: unix time in microseconds.
+pub fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+}
