@@ -11,10 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let descriptors = protox::compile(&files, ["."])?;
-    std::fs::write(
-        out_dir.join("tether_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
+    std::fs::write(out_dir.join("tether_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
     tonic_prost_build::configure()
         // RPCs whose issue has not landed answer UNIMPLEMENTED through the generated default.
         .generate_default_stubs(true)

@@ -12,8 +12,6 @@ pub struct Config {
 
 impl Config {
     pub fn load(source: &ConfigSource) -> Result<Self, ConfigError> {
-        Ok(Self {
-            server: ServiceSettings::load(source, SERVICE, DEFAULT_PORT)?,
-        })
+        Ok(Self { server: ServiceSettings::load(source, SERVICE, DEFAULT_PORT)? })
     }
 }

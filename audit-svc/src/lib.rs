@@ -13,16 +13,10 @@ use tether_runtime::{ServiceHost, StartError, db::Database, server::HealthReport
 use tonic::{server::NamedService, service::Routes};
 
 pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
-    let database =
-        Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
+    let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     let api = api::AuditApi::new(database.clone());
     let health = HealthReporter::new(&[<AuditServiceServer<api::AuditApi> as NamedService>::NAME]);
     health.set_serving(true);
     let routes = Routes::new(AuditServiceServer::new(api));
-    Ok(ServiceHost {
-        settings: config.server,
-        routes,
-        health,
-        database,
-    })
+    Ok(ServiceHost { settings: config.server, routes, health, database, stopping: Default::default() })
 }

@@ -9,13 +9,7 @@ pub const SERVICE: &str = "authz";
 pub const DEFAULT_PORT: u16 = 50053;
 
 /// The role packs a deployment can pick, one per product the requirements describe.
-pub const ROLE_PACKS: &[&str] = &[
-    "msp-assets",
-    "demand-forecast",
-    "msp-panel",
-    "platform",
-    "password-manager",
-];
+pub const ROLE_PACKS: &[&str] = &["msp-assets", "demand-forecast", "msp-panel", "platform", "password-manager"];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,11 +27,7 @@ impl Config {
         let pack_key = service_key(SERVICE, "ROLE_PACK");
         let role_pack = source.get(&pack_key).unwrap_or("msp-assets").to_owned();
         if !ROLE_PACKS.contains(&role_pack.as_str()) {
-            return Err(invalid(
-                &pack_key,
-                &role_pack,
-                &format!("one of {}", ROLE_PACKS.join(", ")),
-            ));
+            return Err(invalid(&pack_key, &role_pack, &format!("one of {}", ROLE_PACKS.join(", "))));
         }
         Ok(Self {
             server: ServiceSettings::load(source, SERVICE, DEFAULT_PORT)?,

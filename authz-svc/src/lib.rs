@@ -13,18 +13,12 @@ use tether_runtime::{ServiceHost, StartError, db::Database, server::HealthReport
 use tonic::{server::NamedService, service::Routes};
 
 pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
-    let database =
-        Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
+    let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     let api = api::AuthzApi::new(database.clone());
     let health = HealthReporter::new(&[<AuthzServiceServer<api::AuthzApi> as NamedService>::NAME]);
     // No decision RPC answers yet (they are UNIMPLEMENTED, never "allowed"); once the
     // in-memory index lands, SERVING waits for its first snapshot.
     health.set_serving(true);
     let routes = Routes::new(AuthzServiceServer::new(api));
-    Ok(ServiceHost {
-        settings: config.server,
-        routes,
-        health,
-        database,
-    })
+    Ok(ServiceHost { settings: config.server, routes, health, database, stopping: Default::default() })
 }

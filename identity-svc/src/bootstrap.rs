@@ -18,38 +18,21 @@ impl fmt::Display for BootstrapOwner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MSP owner created: {}", self.email)?;
         match &self.generated_password {
-            Some(p) => write!(
-                f,
-                "  password: {}  (generated; shown only this once)",
-                p.expose()
-            ),
-            None => write!(
-                f,
-                "  password: as set in TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD"
-            ),
+            Some(p) => write!(f, "  password: {}  (generated; shown only this once)", p.expose()),
+            None => write!(f, "  password: as set in TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD"),
         }
     }
 }
 
 /// Creates the owner on the first start; returns `None` when it already exists.
-pub async fn ensure_owner(
-    db: &Database,
-    config: &BootstrapOwnerConfig,
-) -> Result<Option<BootstrapOwner>, StartError> {
+pub async fn ensure_owner(db: &Database, config: &BootstrapOwnerConfig) -> Result<Option<BootstrapOwner>, StartError> {
     let fail = |e: sqlx::Error| StartError::Other(format!("bootstrap owner: {e}"));
-    if accounts::bootstrap_owner_id(db)
-        .await
-        .map_err(fail)?
-        .is_some()
-    {
+    if accounts::bootstrap_owner_id(db).await.map_err(fail)?.is_some() {
         return Ok(None);
     }
     let (password, generated) = match &config.password {
         Some(p) => (p.clone(), false),
-        None => (
-            Secret::new(password::generate(20).map_err(|e| StartError::Other(e.to_string()))?),
-            true,
-        ),
+        None => (Secret::new(password::generate(20).map_err(|e| StartError::Other(e.to_string()))?), true),
     };
     let to_hash = password.clone();
     let hash = tokio::task::spawn_blocking(move || password::hash(to_hash.expose()))
@@ -57,9 +40,8 @@ pub async fn ensure_owner(
         .map_err(|e| StartError::Other(e.to_string()))?
         .map_err(|e| StartError::Other(e.to_string()))?;
     let mut tx = db.begin_write().await.map_err(fail)?;
-    let id = accounts::insert_bootstrap_owner(&mut tx, &config.email, &config.display_name, &hash)
-        .await
-        .map_err(fail)?;
+    let id =
+        accounts::insert_bootstrap_owner(&mut tx, &config.email, &config.display_name, &hash).await.map_err(fail)?;
     tx.commit().await.map_err(fail)?;
     tracing::info!(account_id = %id, email = %config.email, "bootstrap MSP owner created");
     Ok(Some(BootstrapOwner {

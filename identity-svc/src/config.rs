@@ -43,19 +43,11 @@ impl Config {
         if let Some(p) = &password
             && p.expose().chars().count() < 12
         {
-            return Err(tether_runtime::config::invalid(
-                &password_key,
-                "***",
-                "at least 12 characters",
-            ));
+            return Err(tether_runtime::config::invalid(&password_key, "***", "at least 12 characters"));
         }
         Ok(Self {
             server: ServiceSettings::load(source, SERVICE, DEFAULT_PORT)?,
-            bootstrap_owner: BootstrapOwnerConfig {
-                email,
-                display_name,
-                password,
-            },
+            bootstrap_owner: BootstrapOwnerConfig { email, display_name, password },
         })
     }
 }

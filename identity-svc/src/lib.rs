@@ -23,21 +23,14 @@ pub struct Prepared {
 }
 
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
-    let database =
-        Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
+    let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     let bootstrap_owner = bootstrap::ensure_owner(&database, &config.bootstrap_owner).await?;
     let api = api::IdentityApi::new(database.clone());
-    let health =
-        HealthReporter::new(&[<IdentityServiceServer<api::IdentityApi> as NamedService>::NAME]);
+    let health = HealthReporter::new(&[<IdentityServiceServer<api::IdentityApi> as NamedService>::NAME]);
     health.set_serving(true);
     let routes = Routes::new(IdentityServiceServer::new(api));
     Ok(Prepared {
-        host: ServiceHost {
-            settings: config.server,
-            routes,
-            health,
-            database,
-        },
+        host: ServiceHost { settings: config.server, routes, health, database, stopping: Default::default() },
         bootstrap_owner,
     })
 }

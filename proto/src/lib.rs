@@ -5,15 +5,10 @@
 // Everything below is generated. Doc comments are the .proto comments verbatim (written for
 // buf, not rustdoc), and a few oneofs hold one large message beside small ones; boxing those
 // would make every caller allocate for no gain.
-#![allow(
-    clippy::doc_lazy_continuation,
-    clippy::doc_overindented_list_items,
-    clippy::large_enum_variant
-)]
+#![allow(clippy::doc_lazy_continuation, clippy::doc_overindented_list_items, clippy::large_enum_variant)]
 
 /// Encoded `FileDescriptorSet` of every Tether proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/tether_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tether_descriptor.bin"));
 
 pub mod common {
     pub mod v1 {

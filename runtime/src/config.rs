@@ -21,11 +21,7 @@ pub enum ConfigError {
     #[error("configuration key {key} is required ({expected})")]
     Missing { key: String, expected: String },
     #[error("configuration key {key} has an invalid value {value:?}: expected {expected}")]
-    Invalid {
-        key: String,
-        value: String,
-        expected: String,
-    },
+    Invalid { key: String, value: String, expected: String },
     #[error("configuration file {path}: {reason}")]
     File { path: String, reason: String },
 }
@@ -39,9 +35,7 @@ pub struct ConfigSource {
 impl fmt::Debug for ConfigSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Values may be secrets; only the keys are shown.
-        f.debug_struct("ConfigSource")
-            .field("keys", &self.values.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("ConfigSource").field("keys", &self.values.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -58,15 +52,8 @@ impl ConfigSource {
     }
 
     /// A source made of explicit pairs only (tests, the dev stack); the environment is not read.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self {
-            values: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self { values: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
     }
 
     /// Returns a copy with `key` set to `value`.
@@ -76,10 +63,8 @@ impl ConfigSource {
     }
 
     fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.display().to_string(), reason: e.to_string() })?;
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -99,19 +84,11 @@ impl ConfigSource {
 
     /// The raw value of `key`, if set and not blank.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.values
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
+        self.values.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
     }
 
     /// Parses `key` as `T`, or returns `default` when it is unset.
-    pub fn parse_or<T: FromStr>(
-        &self,
-        key: &str,
-        default: T,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
+    pub fn parse_or<T: FromStr>(&self, key: &str, default: T, expected: &str) -> Result<T, ConfigError> {
         match self.get(key) {
             None => Ok(default),
             Some(raw) => raw.trim().parse().map_err(|_| invalid(key, raw, expected)),
@@ -119,14 +96,8 @@ impl ConfigSource {
     }
 
     /// Parses `key` as `T` if it is set.
-    pub fn parse_opt<T: FromStr>(
-        &self,
-        key: &str,
-        expected: &str,
-    ) -> Result<Option<T>, ConfigError> {
-        self.get(key)
-            .map(|raw| raw.trim().parse().map_err(|_| invalid(key, raw, expected)))
-            .transpose()
+    pub fn parse_opt<T: FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+        self.get(key).map(|raw| raw.trim().parse().map_err(|_| invalid(key, raw, expected))).transpose()
     }
 
     /// A duration given in milliseconds, bounded to `range_ms`.
@@ -136,11 +107,7 @@ impl ConfigSource {
         default: Duration,
         range_ms: std::ops::RangeInclusive<u64>,
     ) -> Result<Duration, ConfigError> {
-        let expected = format!(
-            "milliseconds between {} and {}",
-            range_ms.start(),
-            range_ms.end()
-        );
+        let expected = format!("milliseconds between {} and {}", range_ms.start(), range_ms.end());
         let ms: u64 = self.parse_or(key, default.as_millis() as u64, &expected)?;
         if !range_ms.contains(&ms) {
             return Err(invalid(key, &ms.to_string(), &expected));
@@ -165,11 +132,7 @@ impl ConfigSource {
 }
 
 pub fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        expected: expected.to_owned(),
-    }
+    ConfigError::Invalid { key: key.to_owned(), value: value.to_owned(), expected: expected.to_owned() }
 }
 
 /// Where a service keeps its data.
@@ -217,11 +180,7 @@ impl ServiceSettings {
     /// | `TETHER_<SVC>_REQUEST_TIMEOUT_MS` | 10000 |
     /// | `TETHER_<SVC>_MAX_CONCURRENT_REQUESTS` | 1024 |
     /// | `TETHER_<SVC>_SHUTDOWN_GRACE_MS` | 4000 |
-    pub fn load(
-        source: &ConfigSource,
-        service: &'static str,
-        default_port: u16,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(source: &ConfigSource, service: &'static str, default_port: u16) -> Result<Self, ConfigError> {
         let key = |k: &str| service_key(service, k);
         let listen_addr = source.parse_or(
             &key("LISTEN_ADDR"),
@@ -233,21 +192,9 @@ impl ServiceSettings {
             service,
             listen_addr,
             database,
-            request_timeout: source.millis_or(
-                &key("REQUEST_TIMEOUT_MS"),
-                Duration::from_secs(10),
-                1..=600_000,
-            )?,
-            max_concurrent_requests: source.count_or(
-                &key("MAX_CONCURRENT_REQUESTS"),
-                1024,
-                1..=1_000_000,
-            )?,
-            shutdown_grace: source.millis_or(
-                &key("SHUTDOWN_GRACE_MS"),
-                Duration::from_secs(4),
-                0..=120_000,
-            )?,
+            request_timeout: source.millis_or(&key("REQUEST_TIMEOUT_MS"), Duration::from_secs(10), 1..=600_000)?,
+            max_concurrent_requests: source.count_or(&key("MAX_CONCURRENT_REQUESTS"), 1024, 1..=1_000_000)?,
+            shutdown_grace: source.millis_or(&key("SHUTDOWN_GRACE_MS"), Duration::from_secs(4), 0..=120_000)?,
         })
     }
 }
@@ -265,13 +212,9 @@ pub fn upstream_addr(
         None => Ok(format!("http://127.0.0.1:{default_port}")),
         Some(addr) => {
             let addr = addr.trim().trim_end_matches('/');
-            let rest = addr
-                .strip_prefix("http://")
-                .or_else(|| addr.strip_prefix("https://"));
+            let rest = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://"));
             match rest {
-                Some(host_port) if !host_port.is_empty() && !host_port.contains('/') => {
-                    Ok(addr.to_owned())
-                }
+                Some(host_port) if !host_port.is_empty() && !host_port.contains('/') => Ok(addr.to_owned()),
                 _ => Err(invalid(&key, addr, "a URL such as http://127.0.0.1:50051")),
             }
         }
@@ -294,10 +237,7 @@ fn database_target(source: &ConfigSource, service: &str) -> Result<DatabaseTarge
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Ok(DatabaseTarget::Postgres(url.to_owned()))
         }
-        Some(url) => match url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
+        Some(url) => match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             Some(path) if !path.is_empty() => Ok(DatabaseTarget::Sqlite(PathBuf::from(path))),
             _ => Err(invalid(&key, url, expected)),
         },
@@ -335,10 +275,7 @@ mod tests {
     fn defaults_apply_when_nothing_is_set() {
         let s = ServiceSettings::load(&ConfigSource::default(), "identity", 50051).unwrap();
         assert_eq!(s.listen_addr, "127.0.0.1:50051".parse().unwrap());
-        assert_eq!(
-            s.database,
-            DatabaseTarget::Sqlite(PathBuf::from(".tether-data/identity.db"))
-        );
+        assert_eq!(s.database, DatabaseTarget::Sqlite(PathBuf::from(".tether-data/identity.db")));
         assert_eq!(s.request_timeout, Duration::from_secs(10));
     }
 
@@ -346,16 +283,10 @@ mod tests {
     fn a_bad_value_names_its_key() {
         let src = ConfigSource::from_pairs([("TETHER_AUTHZ_LISTEN_ADDR", "not-an-address")]);
         let err = ServiceSettings::load(&src, "authz", 50053).unwrap_err();
-        assert!(
-            err.to_string().contains("TETHER_AUTHZ_LISTEN_ADDR"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("TETHER_AUTHZ_LISTEN_ADDR"), "{err}");
         let src = ConfigSource::from_pairs([("TETHER_AUDIT_REQUEST_TIMEOUT_MS", "0")]);
         let err = ServiceSettings::load(&src, "audit", 50054).unwrap_err();
-        assert!(
-            err.to_string().contains("TETHER_AUDIT_REQUEST_TIMEOUT_MS"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("TETHER_AUDIT_REQUEST_TIMEOUT_MS"), "{err}");
     }
 
     #[test]
@@ -365,15 +296,9 @@ mod tests {
             ("TETHER_TENANCY_DATABASE_URL", "sqlite:///tmp/t.db"),
         ]);
         let s = ServiceSettings::load(&src, "tenancy", 50052).unwrap();
-        assert_eq!(
-            s.database,
-            DatabaseTarget::Sqlite(PathBuf::from("/tmp/t.db"))
-        );
+        assert_eq!(s.database, DatabaseTarget::Sqlite(PathBuf::from("/tmp/t.db")));
         let s = ServiceSettings::load(&src, "identity", 50051).unwrap();
-        assert_eq!(
-            s.database,
-            DatabaseTarget::Postgres("postgres://shared/db".into())
-        );
+        assert_eq!(s.database, DatabaseTarget::Postgres("postgres://shared/db".into()));
         let bad = ConfigSource::from_pairs([("DATABASE_URL", "mysql://x")]);
         let err = ServiceSettings::load(&bad, "identity", 50051).unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
@@ -381,24 +306,12 @@ mod tests {
 
     #[test]
     fn upstream_addresses_default_to_loopback_and_are_checked() {
-        let src = ConfigSource::from_pairs([(
-            "TETHER_AUTHZ_TENANCY_ADDR",
-            "http://tenancy.internal:7000/",
-        )]);
-        assert_eq!(
-            upstream_addr(&src, "authz", "identity", 50051).unwrap(),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            upstream_addr(&src, "authz", "tenancy", 50052).unwrap(),
-            "http://tenancy.internal:7000"
-        );
+        let src = ConfigSource::from_pairs([("TETHER_AUTHZ_TENANCY_ADDR", "http://tenancy.internal:7000/")]);
+        assert_eq!(upstream_addr(&src, "authz", "identity", 50051).unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(upstream_addr(&src, "authz", "tenancy", 50052).unwrap(), "http://tenancy.internal:7000");
         let bad = ConfigSource::from_pairs([("TETHER_AUTHZ_TENANCY_ADDR", "tenancy:50052")]);
         let err = upstream_addr(&bad, "authz", "tenancy", 50052).unwrap_err();
-        assert!(
-            err.to_string().contains("TETHER_AUTHZ_TENANCY_ADDR"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("TETHER_AUTHZ_TENANCY_ADDR"), "{err}");
     }
 
     #[test]
@@ -406,17 +319,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tether-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("tether.env");
-        std::fs::write(
-            &file,
-            "# comment\nTETHER_IDENTITY_LISTEN_ADDR=127.0.0.1:6000\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "# comment\nTETHER_IDENTITY_LISTEN_ADDR=127.0.0.1:6000\n").unwrap();
         let mut src = ConfigSource::default();
         src.merge_file(&file).unwrap();
-        assert_eq!(
-            src.get("TETHER_IDENTITY_LISTEN_ADDR"),
-            Some("127.0.0.1:6000")
-        );
+        assert_eq!(src.get("TETHER_IDENTITY_LISTEN_ADDR"), Some("127.0.0.1:6000"));
         std::fs::write(&file, "garbage line\n").unwrap();
         let err = ConfigSource::default().merge_file(&file).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");

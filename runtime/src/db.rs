@@ -33,10 +33,7 @@ pub struct EmbeddedMigration {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("invalid schema name {0:?}")]
@@ -73,10 +70,8 @@ impl Database {
 
     async fn open_sqlite(path: &std::path::Path) -> Result<Self, DbError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| DbError::DataDir { path: dir.display().to_string(), source })?;
         }
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPoolOptions::new()
@@ -97,23 +92,13 @@ impl Database {
             .connect(&url)
             .await
             .map_err(DbError::Connect)?;
-        Ok(Self {
-            pool,
-            backend: Backend::Sqlite,
-        })
+        Ok(Self { pool, backend: Backend::Sqlite })
     }
 
     async fn open_postgres(url: &str, schema: &'static str) -> Result<Self, DbError> {
         let create = sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
-        let setup = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .map_err(DbError::Connect)?;
-        setup
-            .execute(create.into_sql_str())
-            .await
-            .map_err(DbError::Connect)?;
+        let setup = AnyPoolOptions::new().max_connections(1).connect(url).await.map_err(DbError::Connect)?;
+        setup.execute(create.into_sql_str()).await.map_err(DbError::Connect)?;
         setup.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(16)
@@ -128,10 +113,7 @@ impl Database {
             .connect(url)
             .await
             .map_err(DbError::Connect)?;
-        Ok(Self {
-            pool,
-            backend: Backend::Postgres,
-        })
+        Ok(Self { pool, backend: Backend::Postgres })
     }
 
     async fn migrate(&self, migrations: &[EmbeddedMigration]) -> Result<(), DbError> {
@@ -177,8 +159,6 @@ impl Database {
 
 /// Now, as stored: unix time in microseconds.
 pub fn now_micros() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
 }

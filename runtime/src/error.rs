@@ -26,12 +26,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, reason: ErrorReason, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            metadata: Vec::new(),
-        }
+        Self { code, reason, message: message.into(), metadata: Vec::new() }
     }
     pub fn invalid_argument(reason: ErrorReason, message: impl Into<String>) -> Self {
         Self::new(Code::InvalidArgument, reason, message)
@@ -59,11 +54,7 @@ impl ApiError {
     pub fn internal(detail: impl fmt::Display) -> Self {
         let trace_id = crate::telemetry::current_trace_id().unwrap_or_else(|| "none".to_owned());
         tracing::error!(%trace_id, error = %detail, "internal error");
-        Self::new(
-            Code::Internal,
-            ErrorReason::Internal,
-            format!("internal error (trace id {trace_id})"),
-        )
+        Self::new(Code::Internal, ErrorReason::Internal, format!("internal error (trace id {trace_id})"))
     }
 
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -83,9 +74,7 @@ impl From<ApiError> for Status {
         let details = ErrorDetails::with_error_info(
             reason_name(err.reason),
             ERROR_DOMAIN,
-            err.metadata
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
+            err.metadata.into_iter().collect::<std::collections::HashMap<_, _>>(),
         );
         Status::with_error_details(err.code, err.message, details)
     }
@@ -93,13 +82,7 @@ impl From<ApiError> for Status {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({:?}): {}",
-            reason_name(self.reason),
-            self.code,
-            self.message
-        )
+        write!(f, "{} ({:?}): {}", reason_name(self.reason), self.code, self.message)
     }
 }
 
@@ -107,10 +90,7 @@ impl std::error::Error for ApiError {}
 
 /// The reason a status carries, for clients and tests: `None` if it has no Tether `ErrorInfo`.
 pub fn reason_of(status: &Status) -> Option<String> {
-    status
-        .get_details_error_info()
-        .filter(|info| info.domain == ERROR_DOMAIN)
-        .map(|info| info.reason)
+    status.get_details_error_info().filter(|info| info.domain == ERROR_DOMAIN).map(|info| info.reason)
 }
 
 #[cfg(test)]
@@ -119,8 +99,7 @@ mod tests {
 
     #[test]
     fn status_carries_a_stable_reason() {
-        let status: Status =
-            ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant").into();
+        let status: Status = ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant").into();
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(reason_of(&status).as_deref(), Some("TENANT_NOT_FOUND"));
         assert_eq!(status.message(), "no such tenant");
@@ -128,8 +107,7 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_detail() {
-        let status: Status =
-            ApiError::internal("connection to 10.1.2.3 refused: password xyz").into();
+        let status: Status = ApiError::internal("connection to 10.1.2.3 refused: password xyz").into();
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("xyz"));
         assert_eq!(reason_of(&status).as_deref(), Some("INTERNAL"));

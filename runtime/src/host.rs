@@ -4,6 +4,7 @@
 use std::{future::Future, process::ExitCode};
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::{
@@ -18,10 +19,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Database(#[from] DbError),
     #[error(transparent)]
@@ -36,35 +34,25 @@ pub struct ServiceHost {
     pub routes: Routes,
     pub health: HealthReporter,
     pub database: Database,
+    /// Cancelled when shutdown begins, so long-lived streams (Watch) end instead of holding
+    /// the drain open.
+    pub stopping: CancellationToken,
 }
 
 impl ServiceHost {
     /// Binds the configured listen address and serves until `shutdown`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
         let addr = self.settings.listen_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         self.serve(listener, shutdown).await
     }
 
     /// Serves on `listener` until `shutdown`, then drains and closes the database.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), StartError> {
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(service = self.settings.service, %addr, "serving gRPC");
         }
-        let result = server::serve(
-            &self.settings,
-            self.routes,
-            &self.health,
-            listener,
-            shutdown,
-        )
-        .await;
+        let result = server::serve(&self.settings, self.routes, &self.health, &self.stopping, listener, shutdown).await;
         self.database.close().await;
         tracing::info!(service = self.settings.service, "stopped");
         Ok(result?)
@@ -79,10 +67,7 @@ where
     F: FnOnce(ConfigSource) -> Fut,
     Fut: Future<Output = Result<(), StartError>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{service_name}: cannot start the async runtime: {e}");
@@ -92,8 +77,7 @@ where
     let result = runtime.block_on(async {
         let source = ConfigSource::from_env()?;
         let settings = TelemetrySettings::load(&source, service_name)?;
-        let _telemetry =
-            telemetry::init(&settings).map_err(|e| StartError::Other(e.to_string()))?;
+        let _telemetry = telemetry::init(&settings).map_err(|e| StartError::Other(e.to_string()))?;
         service(source).await
     });
     match result {

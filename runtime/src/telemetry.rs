@@ -12,9 +12,7 @@ use opentelemetry::{
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{
-    EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt,
-};
+use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::{ConfigError, ConfigSource, invalid};
 
@@ -42,33 +40,16 @@ impl TelemetrySettings {
             Some(other) => return Err(invalid("TETHER_LOG_FORMAT", other, "pretty or json")),
         };
         let log_filter = source.get("TETHER_LOG").unwrap_or("info").to_owned();
-        EnvFilter::try_new(&log_filter).map_err(|_| {
-            invalid(
-                "TETHER_LOG",
-                &log_filter,
-                "a tracing filter such as info or tether=debug",
-            )
-        })?;
+        EnvFilter::try_new(&log_filter)
+            .map_err(|_| invalid("TETHER_LOG", &log_filter, "a tracing filter such as info or tether=debug"))?;
         let otlp_endpoint = source.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned);
         if let Some(endpoint) = &otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return Err(invalid(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                endpoint,
-                "an http:// or https:// URL",
-            ));
+            return Err(invalid("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, "an http:// or https:// URL"));
         }
-        let service_name = source
-            .get("OTEL_SERVICE_NAME")
-            .unwrap_or(service_name)
-            .to_owned();
-        Ok(Self {
-            service_name,
-            log_format,
-            log_filter,
-            otlp_endpoint,
-        })
+        let service_name = source.get("OTEL_SERVICE_NAME").unwrap_or(service_name).to_owned();
+        Ok(Self { service_name, log_format, log_filter, otlp_endpoint })
     }
 }
 
@@ -93,11 +74,8 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber, tracer provider and W3C propagator.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(settings.service_name.clone())
-            .build(),
-    );
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(settings.service_name.clone()).build());
     if let Some(endpoint) = &settings.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -107,12 +85,9 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
-    let filter =
-        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = match settings.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
@@ -133,10 +108,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
 /// W3C propagator. Tests use it with an in-memory exporter.
 pub fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + 'static
 where
-    S: tracing::Subscriber
-        + for<'span> tracing_subscriber::registry::LookupSpan<'span>
-        + Send
-        + Sync,
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
 {
     install_propagator();
     opentelemetry::global::set_tracer_provider(provider.clone());
@@ -151,9 +123,7 @@ pub fn install_propagator() {
 pub fn current_trace_id() -> Option<String> {
     let cx = tracing::Span::current().context();
     let span_context = cx.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
 /// Reads propagation headers out of an HTTP/2 header map.
@@ -173,10 +143,7 @@ pub(crate) struct HeaderInjector<'a>(pub &'a mut http::HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::try_from(key),
-            http::HeaderValue::try_from(value),
-        ) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
             self.0.insert(name, value);
         }
     }

@@ -10,9 +10,7 @@ use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 use tether_runtime::{ConfigSource, ServiceHost, StartError};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 pub const TEST_DATABASE_URL: &str = "TETHER_TEST_DATABASE_URL";
 
@@ -35,46 +33,29 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn fresh() -> Self {
-        match std::env::var(TEST_DATABASE_URL)
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
+        match std::env::var(TEST_DATABASE_URL).ok().filter(|u| !u.is_empty()) {
             Some(admin_url) => {
                 let name = format!("tether_{}", uuid::Uuid::new_v4().simple());
                 sqlx::any::install_default_drivers();
-                let admin = AnyPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&admin_url)
-                    .await
-                    .expect("connect to PostgreSQL");
+                let admin =
+                    AnyPoolOptions::new().max_connections(1).connect(&admin_url).await.expect("connect to PostgreSQL");
                 admin
                     .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .expect("create test database");
                 admin.close().await;
                 let url = match admin_url.rsplit_once('/') {
-                    Some((server, _db))
-                        if server.contains("://") && server.matches('/').count() >= 2 =>
-                    {
+                    Some((server, _db)) if server.contains("://") && server.matches('/').count() >= 2 => {
                         format!("{server}/{name}")
                     }
                     _ => format!("{}/{name}", admin_url.trim_end_matches('/')),
                 };
-                Self {
-                    backend: Backend::Postgres,
-                    data_dir: None,
-                    url: Some(url),
-                }
+                Self { backend: Backend::Postgres, data_dir: None, url: Some(url) }
             }
             None => {
-                let dir = std::env::temp_dir()
-                    .join(format!("tether-test-{}", uuid::Uuid::new_v4().simple()));
+                let dir = std::env::temp_dir().join(format!("tether-test-{}", uuid::Uuid::new_v4().simple()));
                 std::fs::create_dir_all(&dir).expect("create temp dir");
-                Self {
-                    backend: Backend::Sqlite,
-                    data_dir: Some(dir),
-                    url: None,
-                }
+                Self { backend: Backend::Sqlite, data_dir: Some(dir), url: None }
             }
         }
     }
@@ -97,10 +78,7 @@ impl TestDatabase {
         match (&self.data_dir, &self.url) {
             (Some(dir), _) => AnyPoolOptions::new()
                 .max_connections(1)
-                .connect(&format!(
-                    "sqlite://{}",
-                    dir.join(format!("{service}.db")).display()
-                ))
+                .connect(&format!("sqlite://{}", dir.join(format!("{service}.db")).display()))
                 .await
                 .expect("open sqlite"),
             (_, Some(url)) => {
@@ -151,12 +129,7 @@ impl RunningService {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(host.serve(listener, shutdown));
-        Self {
-            name,
-            addr,
-            stop: None,
-            task,
-        }
+        Self { name, addr, stop: None, task }
     }
 
     fn with_stop(mut self, stop: oneshot::Sender<()>) -> Self {
@@ -169,11 +142,7 @@ impl RunningService {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
+        Channel::from_shared(self.url()).unwrap().connect().await.expect("connect")
     }
 
     /// Waits until the overall health check answers SERVING (or panics after 10 s).
@@ -181,20 +150,12 @@ impl RunningService {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(channel) = Channel::from_shared(self.url()).unwrap().connect().await {
-                let reply = HealthClient::new(channel)
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await;
+                let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
                 if reply.is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32) {
                     return;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} never became SERVING",
-                self.name
-            );
+            assert!(tokio::time::Instant::now() < deadline, "{} never became SERVING", self.name);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -216,30 +177,9 @@ impl RunningService {
 /// The four services, prepared against one test database.
 pub async fn prepare_all(source: &ConfigSource) -> Vec<(&'static str, ServiceHost)> {
     vec![
-        (
-            "identity",
-            identity_svc::prepare(identity_svc::Config::load(source).unwrap())
-                .await
-                .unwrap()
-                .host,
-        ),
-        (
-            "tenancy",
-            tenancy_svc::prepare(tenancy_svc::Config::load(source).unwrap())
-                .await
-                .unwrap(),
-        ),
-        (
-            "authz",
-            authz_svc::prepare(authz_svc::Config::load(source).unwrap())
-                .await
-                .unwrap(),
-        ),
-        (
-            "audit",
-            audit_svc::prepare(audit_svc::Config::load(source).unwrap())
-                .await
-                .unwrap(),
-        ),
+        ("identity", identity_svc::prepare(identity_svc::Config::load(source).unwrap()).await.unwrap().host),
+        ("tenancy", tenancy_svc::prepare(tenancy_svc::Config::load(source).unwrap()).await.unwrap()),
+        ("authz", authz_svc::prepare(authz_svc::Config::load(source).unwrap()).await.unwrap()),
+        ("audit", audit_svc::prepare(audit_svc::Config::load(source).unwrap()).await.unwrap()),
     ]
 }

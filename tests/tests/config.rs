@@ -3,10 +3,7 @@
 use tether_runtime::{ConfigError, ConfigSource};
 
 fn named(err: ConfigError, key: &str) {
-    assert!(
-        err.to_string().contains(key),
-        "error {err:?} should name {key}"
-    );
+    assert!(err.to_string().contains(key), "error {err:?} should name {key}");
 }
 
 #[test]
@@ -18,53 +15,26 @@ fn each_service_names_the_bad_key() {
         ("TETHER_AUDIT_MAX_CONCURRENT_REQUESTS", "0"),
     ];
     let bad = |key: &str, value: &str| ConfigSource::from_pairs([(key, value)]);
-    named(
-        identity_svc::Config::load(&bad(cases[0].0, cases[0].1)).unwrap_err(),
-        cases[0].0,
-    );
-    named(
-        tenancy_svc::Config::load(&bad(cases[1].0, cases[1].1)).unwrap_err(),
-        cases[1].0,
-    );
-    named(
-        authz_svc::Config::load(&bad(cases[2].0, cases[2].1)).unwrap_err(),
-        cases[2].0,
-    );
-    named(
-        audit_svc::Config::load(&bad(cases[3].0, cases[3].1)).unwrap_err(),
-        cases[3].0,
-    );
+    named(identity_svc::Config::load(&bad(cases[0].0, cases[0].1)).unwrap_err(), cases[0].0);
+    named(tenancy_svc::Config::load(&bad(cases[1].0, cases[1].1)).unwrap_err(), cases[1].0);
+    named(authz_svc::Config::load(&bad(cases[2].0, cases[2].1)).unwrap_err(), cases[2].0);
+    named(audit_svc::Config::load(&bad(cases[3].0, cases[3].1)).unwrap_err(), cases[3].0);
 }
 
 #[test]
 fn service_specific_values_are_checked_too() {
     let src = ConfigSource::from_pairs([("TETHER_IDENTITY_BOOTSTRAP_OWNER_EMAIL", "not-an-email")]);
-    named(
-        identity_svc::Config::load(&src).unwrap_err(),
-        "TETHER_IDENTITY_BOOTSTRAP_OWNER_EMAIL",
-    );
+    named(identity_svc::Config::load(&src).unwrap_err(), "TETHER_IDENTITY_BOOTSTRAP_OWNER_EMAIL");
     let src = ConfigSource::from_pairs([("TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD", "short")]);
-    named(
-        identity_svc::Config::load(&src).unwrap_err(),
-        "TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD",
-    );
+    named(identity_svc::Config::load(&src).unwrap_err(), "TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD");
     let src = ConfigSource::from_pairs([("TETHER_TENANCY_MSP_SLUG", "Not A Slug")]);
-    named(
-        tenancy_svc::Config::load(&src).unwrap_err(),
-        "TETHER_TENANCY_MSP_SLUG",
-    );
+    named(tenancy_svc::Config::load(&src).unwrap_err(), "TETHER_TENANCY_MSP_SLUG");
     let src = ConfigSource::from_pairs([("TETHER_AUTHZ_IDENTITY_ADDR", "identity:50051")]);
-    named(
-        authz_svc::Config::load(&src).unwrap_err(),
-        "TETHER_AUTHZ_IDENTITY_ADDR",
-    );
+    named(authz_svc::Config::load(&src).unwrap_err(), "TETHER_AUTHZ_IDENTITY_ADDR");
     let src = ConfigSource::from_pairs([("DATABASE_URL", "mysql://db/tether")]);
     named(audit_svc::Config::load(&src).unwrap_err(), "DATABASE_URL");
     let src = ConfigSource::from_pairs([("TETHER_LOG_FORMAT", "xml")]);
-    named(
-        tether_runtime::telemetry::TelemetrySettings::load(&src, "x").unwrap_err(),
-        "TETHER_LOG_FORMAT",
-    );
+    named(tether_runtime::telemetry::TelemetrySettings::load(&src, "x").unwrap_err(), "TETHER_LOG_FORMAT");
 }
 
 #[test]
@@ -75,33 +45,17 @@ fn the_dev_stack_binary_refuses_to_start_and_says_which_key() {
         eprintln!("tether-dev binary not built; skipped (cargo test --workspace builds it)");
         return;
     };
-    for (key, value) in [
-        ("TETHER_TENANCY_LISTEN_ADDR", "nowhere"),
-        ("TETHER_CONFIG_FILE", "/nonexistent/tether.env"),
-    ] {
+    for (key, value) in [("TETHER_TENANCY_LISTEN_ADDR", "nowhere"), ("TETHER_CONFIG_FILE", "/nonexistent/tether.env")] {
         let output = std::process::Command::new(&binary)
             .env_clear()
             .env(key, value)
-            .env(
-                "TETHER_DATA_DIR",
-                std::env::temp_dir().join(format!("tether-cfg-{}", uuid::Uuid::new_v4())),
-            )
+            .env("TETHER_DATA_DIR", std::env::temp_dir().join(format!("tether-cfg-{}", uuid::Uuid::new_v4())))
             .output()
             .unwrap();
-        assert!(
-            !output.status.success(),
-            "{key}={value} should fail start-up"
-        );
+        assert!(!output.status.success(), "{key}={value} should fail start-up");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let named = if key == "TETHER_CONFIG_FILE" {
-            value
-        } else {
-            key
-        };
-        assert!(
-            stderr.contains(named),
-            "stderr should name {named}: {stderr}"
-        );
+        let named = if key == "TETHER_CONFIG_FILE" { value } else { key };
+        assert!(stderr.contains(named), "stderr should name {named}: {stderr}");
     }
 }
 

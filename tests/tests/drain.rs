@@ -21,11 +21,7 @@ impl TenancyService for SlowDouble {
         &self,
         request: Request<GetAdminTenancyRequest>,
     ) -> Result<Response<GetAdminTenancyResponse>, Status> {
-        let ms = request
-            .metadata()
-            .get("x-sleep-ms")
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
+        let ms = request.metadata().get("x-sleep-ms").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(Response::new(GetAdminTenancyResponse::default()))
     }
@@ -38,9 +34,7 @@ async fn host(extra: &[(&str, &str)]) -> ServiceHost {
         source = source.with(*k, *v);
     }
     let settings = ServiceSettings::load(&source, "double", 0).unwrap();
-    let database = Database::open(&settings.database, "double", &[])
-        .await
-        .unwrap();
+    let database = Database::open(&settings.database, "double", &[]).await.unwrap();
     let health = HealthReporter::new(&["tether.tenancy.v1.TenancyService"]);
     health.set_serving(true);
     ServiceHost {
@@ -48,14 +42,13 @@ async fn host(extra: &[(&str, &str)]) -> ServiceHost {
         routes: Routes::new(TenancyServiceServer::new(SlowDouble)),
         health,
         database,
+        stopping: Default::default(),
     }
 }
 
 fn call_sleeping(ms: u64) -> Request<GetAdminTenancyRequest> {
     let mut request = Request::new(GetAdminTenancyRequest::default());
-    request
-        .metadata_mut()
-        .insert("x-sleep-ms", ms.to_string().parse().unwrap());
+    request.metadata_mut().insert("x-sleep-ms", ms.to_string().parse().unwrap());
     request
 }
 
@@ -70,14 +63,8 @@ async fn a_call_in_flight_at_shutdown_completes() {
     let started = Instant::now();
     service.stop().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(
-        started.elapsed() >= Duration::from_millis(400),
-        "stop returned before the call finished"
-    );
-    in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight call completes with OK");
+    assert!(started.elapsed() >= Duration::from_millis(400), "stop returned before the call finished");
+    in_flight.await.unwrap().expect("the in-flight call completes with OK");
 
     // Once stopped, the port no longer accepts.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
@@ -85,77 +72,41 @@ async fn a_call_in_flight_at_shutdown_completes() {
 
 #[tokio::test]
 async fn calls_outliving_the_grace_period_are_cut_and_shutdown_still_ends() {
-    let service = RunningService::spawn(
-        "double",
-        host(&[("TETHER_DOUBLE_SHUTDOWN_GRACE_MS", "300")]).await,
-    )
-    .await;
+    let service = RunningService::spawn("double", host(&[("TETHER_DOUBLE_SHUTDOWN_GRACE_MS", "300")]).await).await;
     let mut client = TenancyServiceClient::new(service.channel().await);
     let stuck = tokio::spawn(async move { client.get_admin_tenancy(call_sleeping(60_000)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     service.stop().await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert!(
-        stuck.await.unwrap().is_err(),
-        "the cut call fails rather than hanging"
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(stuck.await.unwrap().is_err(), "the cut call fails rather than hanging");
 }
 
 #[tokio::test]
 async fn a_call_past_the_timeout_gets_deadline_exceeded_with_a_reason() {
-    let service = RunningService::spawn(
-        "double",
-        host(&[("TETHER_DOUBLE_REQUEST_TIMEOUT_MS", "100")]).await,
-    )
-    .await;
+    let service = RunningService::spawn("double", host(&[("TETHER_DOUBLE_REQUEST_TIMEOUT_MS", "100")]).await).await;
     let mut client = TenancyServiceClient::new(service.channel().await);
-    let status = client
-        .get_admin_tenancy(call_sleeping(2_000))
-        .await
-        .unwrap_err();
+    let status = client.get_admin_tenancy(call_sleeping(2_000)).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
-    assert_eq!(
-        tether_runtime::error::reason_of(&status).as_deref(),
-        Some("DEADLINE_EXCEEDED")
-    );
-    client
-        .get_admin_tenancy(call_sleeping(0))
-        .await
-        .expect("fast calls still pass");
+    assert_eq!(tether_runtime::error::reason_of(&status).as_deref(), Some("DEADLINE_EXCEEDED"));
+    client.get_admin_tenancy(call_sleeping(0)).await.expect("fast calls still pass");
     service.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn calls_beyond_the_concurrency_limit_are_shed_at_once() {
-    let service = RunningService::spawn(
-        "double",
-        host(&[("TETHER_DOUBLE_MAX_CONCURRENT_REQUESTS", "2")]).await,
-    )
-    .await;
+    let service = RunningService::spawn("double", host(&[("TETHER_DOUBLE_MAX_CONCURRENT_REQUESTS", "2")]).await).await;
     let channel = service.channel().await;
     let mut busy = Vec::new();
     for _ in 0..2 {
         let mut client = TenancyServiceClient::new(channel.clone());
-        busy.push(tokio::spawn(async move {
-            client.get_admin_tenancy(call_sleeping(1_000)).await
-        }));
+        busy.push(tokio::spawn(async move { client.get_admin_tenancy(call_sleeping(1_000)).await }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let status = TenancyServiceClient::new(channel.clone())
-        .get_admin_tenancy(call_sleeping(0))
-        .await
-        .unwrap_err();
+    let status = TenancyServiceClient::new(channel.clone()).get_admin_tenancy(call_sleeping(0)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "shed, not queued"
-    );
+    assert!(started.elapsed() < Duration::from_millis(500), "shed, not queued");
     for call in busy {
         call.await.unwrap().expect("the admitted calls complete");
     }

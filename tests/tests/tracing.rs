@@ -37,11 +37,7 @@ impl TenancyService for Relay {
         _request: Request<GetAdminTenancyRequest>,
     ) -> Result<Response<GetAdminTenancyResponse>, Status> {
         tracing::info!("relaying to the next service");
-        HealthClient::new(self.next.clone())
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?;
+        HealthClient::new(self.next.clone()).check(HealthCheckRequest { service: String::new() }).await?;
         Ok(Response::new(GetAdminTenancyResponse::default()))
     }
 }
@@ -62,38 +58,25 @@ impl Write for Captured {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_flows_in_and_out() {
     let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
     let logs = Captured::default();
     let writer = logs.clone();
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(true)
-                .with_writer(move || writer.clone()),
-        )
+        .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(move || writer.clone()))
         .with(tether_runtime::telemetry::otel_layer(&provider))
         .init();
 
     let db = TestDatabase::fresh().await;
     // Downstream: the real identity service.
-    let identity = identity_svc::prepare(identity_svc::Config::load(&db.config()).unwrap())
-        .await
-        .unwrap();
+    let identity = identity_svc::prepare(identity_svc::Config::load(&db.config()).unwrap()).await.unwrap();
     let downstream = RunningService::spawn("identity", identity.host).await;
     // Upstream: the relay, calling identity through the shared traced client.
     let settings = ServiceSettings::load(&db.config(), "relay", 0).unwrap();
-    let database = Database::open(&settings.database, "relay", &[])
-        .await
-        .unwrap();
+    let database = Database::open(&settings.database, "relay", &[]).await.unwrap();
     let health = HealthReporter::new(&[]);
     health.set_serving(true);
-    let relay = Relay {
-        next: connect_lazy(&downstream.url()).unwrap(),
-    };
+    let relay = Relay { next: connect_lazy(&downstream.url()).unwrap() };
     let upstream = RunningService::spawn(
         "relay",
         ServiceHost {
@@ -101,22 +84,15 @@ async fn trace_context_flows_in_and_out() {
             routes: Routes::new(TenancyServiceServer::new(relay)),
             health,
             database,
+            stopping: Default::default(),
         },
     )
     .await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut request = Request::new(GetAdminTenancyRequest::default());
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01")
-            .parse()
-            .unwrap(),
-    );
-    TenancyServiceClient::new(upstream.channel().await)
-        .get_admin_tenancy(request)
-        .await
-        .unwrap();
+    request.metadata_mut().insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap());
+    TenancyServiceClient::new(upstream.channel().await).get_admin_tenancy(request).await.unwrap();
     upstream.stop().await.unwrap();
     downstream.stop().await.unwrap();
     provider.force_flush().unwrap();
@@ -126,36 +102,17 @@ async fn trace_context_flows_in_and_out() {
         spans
             .iter()
             .find(|s| s.name == name && s.span_kind == SpanKind::Server)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no server span {name}: {:?}",
-                    spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-                )
-            })
+            .unwrap_or_else(|| panic!("no server span {name}: {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
     };
     let expected = TraceId::from_hex(trace_id).unwrap();
     let inbound = server_span("/tether.tenancy.v1.TenancyService/GetAdminTenancy");
-    assert_eq!(
-        inbound.span_context.trace_id(),
-        expected,
-        "server span joins the caller's trace"
-    );
+    assert_eq!(inbound.span_context.trace_id(), expected, "server span joins the caller's trace");
     assert_eq!(inbound.parent_span_id.to_string(), "00f067aa0ba902b7");
     let outbound = server_span("/grpc.health.v1.Health/Check");
-    assert_eq!(
-        outbound.span_context.trace_id(),
-        expected,
-        "the downstream call carried the trace"
-    );
+    assert_eq!(outbound.span_context.trace_id(), expected, "the downstream call carried the trace");
     assert_eq!(outbound.parent_span_id, inbound.span_context.span_id());
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let relay_line = logs
-        .lines()
-        .find(|l| l.contains("relaying to the next service"))
-        .expect("log line");
-    assert!(
-        relay_line.contains(trace_id),
-        "log line carries the trace id: {relay_line}"
-    );
+    let relay_line = logs.lines().find(|l| l.contains("relaying to the next service")).expect("log line");
+    assert!(relay_line.contains(trace_id), "log line carries the trace id: {relay_line}");
 }

@@ -3,8 +3,5 @@
 use tether_runtime::db::EmbeddedMigration;
 
 /// Applied in order at start-up; a migration, once released, is never edited.
-pub const MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "events",
-    sql: include_str!("migrations/0001_events.sql"),
-}];
+pub const MIGRATIONS: &[EmbeddedMigration] =
+    &[EmbeddedMigration { version: 1, description: "events", sql: include_str!("migrations/0001_events.sql") }];

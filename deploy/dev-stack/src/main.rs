@@ -16,10 +16,7 @@ use tether_runtime::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tether-dev: cannot start the async runtime: {e}");
@@ -58,9 +55,7 @@ async fn run() -> Result<(), StartError> {
     let mut bound = Vec::new();
     for (name, host) in hosts {
         let addr = host.settings.listen_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         bound.push((name, host, listener));
     }
 
@@ -76,9 +71,7 @@ async fn run() -> Result<(), StartError> {
     println!("Tether dev stack");
     let mut tasks: Vec<(&str, JoinHandle<Result<(), StartError>>)> = Vec::new();
     for (name, host, listener) in bound {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
         let database = match &host.settings.database {
             tether_runtime::config::DatabaseTarget::Sqlite(path) => path.display().to_string(),
             tether_runtime::config::DatabaseTarget::Postgres(_) => "PostgreSQL".to_owned(),

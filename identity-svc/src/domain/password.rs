@@ -19,8 +19,7 @@ pub enum HashError {
 }
 
 fn hasher() -> Result<Argon2<'static>, HashError> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
-        .map_err(|e| HashError::Hash(e.to_string()))?;
+    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None).map_err(|e| HashError::Hash(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -29,9 +28,8 @@ fn hasher() -> Result<Argon2<'static>, HashError> {
 pub fn hash(password: &str) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| HashError::Random(e.to_string()))?;
-    let hash = hasher()?
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .map_err(|e| HashError::Hash(e.to_string()))?;
+    let hash =
+        hasher()?.hash_password_with_salt(password.as_bytes(), &salt).map_err(|e| HashError::Hash(e.to_string()))?;
     Ok(hash.to_string())
 }
 
@@ -40,9 +38,7 @@ pub fn verify(password: &str, phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
+    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
 /// True if `phc` was made with parameters other than today's, so it should be re-hashed on the
@@ -53,10 +49,7 @@ pub fn needs_rehash(phc: &str) -> bool {
     };
     let current = (MEMORY_KIB, ITERATIONS, PARALLELISM);
     match Params::try_from(&parsed) {
-        Ok(p) => {
-            parsed.algorithm.as_str() != "argon2id"
-                || (p.m_cost(), p.t_cost(), p.p_cost()) != current
-        }
+        Ok(p) => parsed.algorithm.as_str() != "argon2id" || (p.m_cost(), p.t_cost(), p.p_cost()) != current,
         Err(_) => true,
     }
 }
@@ -95,15 +88,8 @@ mod tests {
 
     #[test]
     fn weaker_hashes_still_verify_but_ask_for_a_rehash() {
-        let weak = Argon2::new(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            Params::new(8192, 1, 1, None).unwrap(),
-        );
-        let phc = weak
-            .hash_password_with_salt(b"hunter2hunter2", b"saltsaltsaltsalt")
-            .unwrap()
-            .to_string();
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 1, 1, None).unwrap());
+        let phc = weak.hash_password_with_salt(b"hunter2hunter2", b"saltsaltsaltsalt").unwrap().to_string();
         assert!(verify("hunter2hunter2", &phc));
         assert!(needs_rehash(&phc));
     }

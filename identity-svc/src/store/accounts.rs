@@ -8,9 +8,7 @@ use crate::domain::{DisplayName, Email};
 
 /// The bootstrap owner's account id, if one was created.
 pub async fn bootstrap_owner_id(db: &Database) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT value FROM bootstrap WHERE name = 'owner_account_id'")
-        .fetch_optional(db.pool())
-        .await
+    sqlx::query_scalar("SELECT value FROM bootstrap WHERE name = 'owner_account_id'").fetch_optional(db.pool()).await
 }
 
 /// Inserts the MSP owner (active MSP staff) and records it as the bootstrap owner, in one

@@ -29,33 +29,20 @@ pin_project! {
 
 impl CuttableStream {
     pub fn new(stream: TcpStream, cut: &CancellationToken) -> Self {
-        Self {
-            stream,
-            cut: Box::pin(cut.clone().cancelled_owned()),
-        }
+        Self { stream, cut: Box::pin(cut.clone().cancelled_owned()) }
     }
 }
 
 /// `Err` once the connection has been cut; otherwise registers for the cut and returns `Ok`.
-fn check_cut(
-    cut: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-    cx: &mut Context<'_>,
-) -> io::Result<()> {
+fn check_cut(cut: &mut Pin<Box<WaitForCancellationFutureOwned>>, cx: &mut Context<'_>) -> io::Result<()> {
     match cut.as_mut().poll(cx) {
-        Poll::Ready(()) => Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "server shutdown grace elapsed",
-        )),
+        Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "server shutdown grace elapsed")),
         Poll::Pending => Ok(()),
     }
 }
 
 impl AsyncRead for CuttableStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         check_cut(this.cut, cx)?;
         this.stream.poll_read(cx, buf)
@@ -63,11 +50,7 @@ impl AsyncRead for CuttableStream {
 }
 
 impl AsyncWrite for CuttableStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         check_cut(this.cut, cx)?;
         this.stream.poll_write(cx, buf)

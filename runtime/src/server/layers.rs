@@ -50,10 +50,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or((path, ""));
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
         let span = tracing::info_span!(
             "grpc",
             otel.name = %path,
@@ -65,8 +62,7 @@ where
             rpc.grpc.status_code = Empty,
             trace_id = Empty,
         );
-        let parent =
-            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+        let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
         if parent.span().span_context().is_valid() {
             let _ = span.set_parent(parent);
         }
@@ -101,14 +97,7 @@ where
 
 /// Codes that mean the server failed, as opposed to the caller asking for something wrong.
 fn is_server_fault(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Internal
-            | Code::Unknown
-            | Code::DataLoss
-            | Code::Unavailable
-            | Code::DeadlineExceeded
-    )
+    matches!(code, Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable | Code::DeadlineExceeded)
 }
 
 /// Answers DEADLINE_EXCEEDED (reason `DEADLINE_EXCEEDED`) when a call runs past the limit.
@@ -121,10 +110,7 @@ pub struct RequestTimeoutLayer {
 impl<S> Layer<S> for RequestTimeoutLayer {
     type Service = RequestTimeout<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestTimeout {
-            inner,
-            timeout: self.timeout,
-        }
+        RequestTimeout { inner, timeout: self.timeout }
     }
 }
 

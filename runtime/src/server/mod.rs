@@ -38,6 +38,7 @@ pub async fn serve(
     settings: &ServiceSettings,
     routes: Routes,
     health: &HealthReporter,
+    stopping: &CancellationToken,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -53,12 +54,8 @@ pub async fn serve(
 
     let layers = ServiceBuilder::new()
         .layer(ServerSpanLayer)
-        .layer(RequestTimeoutLayer {
-            timeout: settings.request_timeout,
-        })
-        .layer(GlobalConcurrencyLimitLayer::new(
-            settings.max_concurrent_requests,
-        ));
+        .layer(RequestTimeoutLayer { timeout: settings.request_timeout })
+        .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrent_requests));
 
     let cut = CancellationToken::new();
     let cut_on_accept = cut.clone();
@@ -91,14 +88,12 @@ pub async fn serve(
     }
     tracing::info!(service = settings.service, "draining in-flight calls");
     health.begin_shutdown();
+    stopping.cancel();
     let _ = drain_tx.send(());
     match tokio::time::timeout(settings.shutdown_grace, server).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => {
-            tracing::warn!(
-                service = settings.service,
-                "shutdown grace elapsed; closing remaining calls"
-            );
+            tracing::warn!(service = settings.service, "shutdown grace elapsed; closing remaining calls");
             cut.cancel();
             Ok(())
         }

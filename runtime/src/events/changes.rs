@@ -1,0 +1,157 @@
+//! Revisions, the change log and the audit outbox.
+
+use std::sync::Arc;
+
+use prost::Message;
+use sqlx::{Any, Row, Transaction};
+use tether_proto::common::v1::AuditEvent;
+use tokio::sync::Notify;
+
+use crate::db::{Database, EmbeddedMigration, now_micros};
+
+/// The outbox tables, applied by each publishing service in its own schema.
+pub const OUTBOX_MIGRATION: EmbeddedMigration =
+    EmbeddedMigration { version: 1000, description: "outbox", sql: include_str!("outbox.sql") };
+
+/// A change-stream message: the service's `…Change` type. The outbox stamps it with its
+/// revision, commit time and whether it closes its revision.
+pub trait ChangeMessage: Message + Default + Clone + Send + Sync + 'static {
+    fn stamp(&mut self, revision: u64, committed_at: prost_types::Timestamp, end_of_revision: bool);
+}
+
+/// Takes the next revision. Call it first in a write transaction: the counter's row lock is
+/// held until commit, which is what makes revisions visible in order.
+pub async fn next_revision(tx: &mut Transaction<'static, Any>) -> Result<u64, sqlx::Error> {
+    let revision: i64 =
+        sqlx::query_scalar("UPDATE revision_counter SET revision = revision + 1 WHERE id = 1 RETURNING revision")
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(u64::try_from(revision).unwrap_or_default())
+}
+
+/// The latest committed revision.
+pub async fn current_revision<'e, E>(executor: E) -> Result<u64, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let revision: i64 =
+        sqlx::query_scalar("SELECT revision FROM revision_counter WHERE id = 1").fetch_one(executor).await?;
+    Ok(u64::try_from(revision).unwrap_or_default())
+}
+
+/// Records the changes of one revision, in order; the last is marked `end_of_revision`.
+pub async fn record_changes<C: ChangeMessage>(
+    tx: &mut Transaction<'static, Any>,
+    revision: u64,
+    changes: Vec<C>,
+) -> Result<(), sqlx::Error> {
+    let now = now_micros();
+    let committed_at = timestamp_from_micros(now);
+    let count = changes.len();
+    for (seq, mut change) in changes.into_iter().enumerate() {
+        change.stamp(revision, committed_at, seq + 1 == count);
+        sqlx::query("INSERT INTO change_log (revision, seq, payload, committed_at) VALUES ($1, $2, $3, $4)")
+            .bind(revision as i64)
+            .bind(seq as i64)
+            .bind(hex::encode(change.encode_to_vec()))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Queues audit events for delivery to audit-svc; `event_id` makes redelivery harmless.
+pub async fn record_audit(tx: &mut Transaction<'static, Any>, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+    let now = now_micros();
+    for event in events {
+        sqlx::query(
+            "INSERT INTO audit_outbox (event_id, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(event.event_id.clone())
+        .bind(hex::encode(event.encode_to_vec()))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub fn timestamp_from_micros(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// A change read back from the log.
+#[derive(Debug, Clone)]
+pub struct StoredChange<C> {
+    pub revision: u64,
+    pub change: C,
+}
+
+/// Reads the change log, and wakes local watchers when a write commits.
+#[derive(Debug, Clone)]
+pub struct ChangeFeed {
+    database: Database,
+    notify: Arc<Notify>,
+}
+
+impl ChangeFeed {
+    pub fn new(database: Database) -> Self {
+        Self { database, notify: Arc::new(Notify::new()) }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Call after a write that recorded changes has committed.
+    pub fn notify(&self) {
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    pub async fn current_revision(&self) -> Result<u64, sqlx::Error> {
+        current_revision(self.database.pool()).await
+    }
+
+    /// The oldest revision still in the log (0 when the log is empty).
+    pub async fn oldest_retained(&self) -> Result<u64, sqlx::Error> {
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(revision) FROM change_log").fetch_one(self.database.pool()).await?;
+        Ok(oldest.and_then(|r| u64::try_from(r).ok()).unwrap_or(0))
+    }
+
+    /// Up to `limit` changes after `after`, whole revisions only (a revision is never split
+    /// across two reads, so a receiver can apply each revision at once).
+    pub async fn read_after<C: ChangeMessage>(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredChange<C>>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT revision, payload FROM change_log WHERE revision > $1 AND revision <= \
+             (SELECT COALESCE(MAX(revision), 0) FROM (SELECT DISTINCT revision FROM change_log \
+              WHERE revision > $1 ORDER BY revision LIMIT $2) AS next_revisions) \
+             ORDER BY revision, seq",
+        )
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(self.database.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let revision: i64 = row.try_get(0)?;
+                let payload: String = row.try_get(1)?;
+                let bytes = hex::decode(payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                let change = C::decode(bytes.as_slice()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                Ok(StoredChange { revision: u64::try_from(revision).unwrap_or_default(), change })
+            })
+            .collect()
+    }
+}

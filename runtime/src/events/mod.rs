@@ -1,0 +1,23 @@
+//! The outbox: changes and audit events committed in the same transaction as the write that
+//! caused them, and the `Watch(from_revision)` stream that serves the changes.
+//!
+//! Every service that publishes events includes [`OUTBOX_MIGRATION`] in its own migrations, so
+//! the tables live in its own schema. A write:
+//!
+//! 1. opens a write transaction ([`crate::db::Database::begin_write`]);
+//! 2. takes the next revision with [`next_revision`] (a one-row counter: its row lock serialises
+//!    writers, so revisions become visible in commit order and a reader that has seen revision N
+//!    has seen everything before it);
+//! 3. makes its change, then records the change-stream events ([`record_changes`]) and the audit
+//!    events ([`record_audit`]) in the same transaction;
+//! 4. commits, then calls [`ChangeFeed::notify`] so local watchers wake at once (watchers on
+//!    other replicas find the change on their next poll).
+
+mod changes;
+mod watch;
+
+pub use changes::{
+    ChangeFeed, ChangeMessage, OUTBOX_MIGRATION, StoredChange, current_revision, next_revision, record_audit,
+    record_changes,
+};
+pub use watch::{WatchMessage, WatchOptions, watch_stream};
