@@ -6,6 +6,7 @@
 //! ([`server`]). Outbound calls go through [`client`] so the W3C trace context travels with
 //! them, and every handler error becomes a gRPC status through [`error`].
 
+pub mod access;
 pub mod client;
 pub mod config;
 pub mod db;

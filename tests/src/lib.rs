@@ -1,5 +1,8 @@
 //! The test kit: a fresh database per test, and services started in-process on port 0.
 //!
+//! It depends on no service crate, so each service's own tests can use it (as a dev-dependency)
+//! while the cross-service tests in `tests/tests/` use it with all four.
+//!
 //! Tests run on SQLite by default. With `TETHER_TEST_DATABASE_URL=postgres://…` set, every test
 //! gets a new PostgreSQL database named by a UUID instead; the four services share it, each in
 //! its own schema, as they may in production.
@@ -172,14 +175,4 @@ impl RunningService {
     pub async fn join(self) -> Result<(), StartError> {
         self.task.await.expect("service task panicked")
     }
-}
-
-/// The four services, prepared against one test database.
-pub async fn prepare_all(source: &ConfigSource) -> Vec<(&'static str, ServiceHost)> {
-    vec![
-        ("identity", identity_svc::prepare(identity_svc::Config::load(source).unwrap()).await.unwrap().host),
-        ("tenancy", tenancy_svc::prepare(tenancy_svc::Config::load(source).unwrap()).await.unwrap()),
-        ("authz", authz_svc::prepare(authz_svc::Config::load(source).unwrap()).await.unwrap()),
-        ("audit", audit_svc::prepare(audit_svc::Config::load(source).unwrap()).await.unwrap()),
-    ]
 }

@@ -1,7 +1,10 @@
 //! Each service starts in-process on an ephemeral port and answers health SERVING, and offers
 //! reflection so stock gRPC tools work without the .proto files.
 
-use tether_tests::{RunningService, TestDatabase, prepare_all};
+mod stack;
+
+use stack::prepare_all;
+use tether_tests::{RunningService, TestDatabase};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,

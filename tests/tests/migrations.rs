@@ -2,7 +2,10 @@
 //! twice and no bootstrap row is created twice.
 
 use sqlx::Row;
-use tether_tests::{TestDatabase, prepare_all};
+mod stack;
+
+use stack::prepare_all;
+use tether_tests::TestDatabase;
 
 async fn applied_versions(db: &TestDatabase, service: &str) -> Vec<i64> {
     let pool = db.inspect(service).await;

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use tether_tests::{RunningService, TestDatabase, prepare_all};
+mod stack;
+
+use stack::prepare_all;
+use tether_tests::{RunningService, TestDatabase};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

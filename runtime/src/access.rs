@@ -1,0 +1,181 @@
+//! Who is calling, and may they: the two questions every user-facing RPC asks other services.
+//!
+//! [`Authenticator`] turns the call's `authorization: Bearer <token>` into a [`Principal`]
+//! (identity-svc's `Authenticate`); [`Authorizer`] asks authz-svc whether that principal may do
+//! something. Services hold them as trait objects, so tests can put doubles in their place; the
+//! gRPC implementations here are what the binaries and the dev stack use.
+
+use std::sync::Arc;
+
+use tether_proto::{
+    authz::v1::{CheckRequest, CheckRoleGrantRequest, authz_service_client::AuthzServiceClient},
+    common::v1::ErrorReason,
+    identity::v1::{AuthenticateRequest, identity_service_client::IdentityServiceClient},
+};
+use tonic::{Code, metadata::MetadataMap};
+
+use crate::{client::TracedChannel, error::ApiError};
+
+/// The authenticated person behind a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub is_msp_staff: bool,
+    /// Empty for MSP staff.
+    pub primary_tenant_id: String,
+    pub session_id: String,
+    pub display_name: String,
+    pub email: String,
+}
+
+/// A principal plus what the call says about where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    /// From `x-client-ip` (set by the edge), else empty.
+    pub client_ip: String,
+}
+
+#[tonic::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// The principal a session token belongs to; UNAUTHENTICATED if it is not valid now.
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError>;
+}
+
+/// The answer to "may this actor give that role?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleGrantDecision {
+    pub allowed: bool,
+    /// Why not, when refused (pass it straight back to the caller).
+    pub denial_reason: ErrorReason,
+    pub summary: String,
+}
+
+/// A role change to be judged by [`Authorizer::check_role_grant`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoleGrant {
+    pub actor_user_id: String,
+    pub target_user_id: String,
+    pub target_is_msp_staff: bool,
+    pub tenant_id: String,
+    /// The role to give; empty when the role is being removed.
+    pub role: String,
+    /// The role held now; empty when there is none.
+    pub previous_role: String,
+}
+
+#[tonic::async_trait]
+pub trait Authorizer: Send + Sync + 'static {
+    /// May `user_id` do `permission` in `tenant_id`? Any doubt is `Ok(false)` or an error,
+    /// never `Ok(true)`.
+    async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError>;
+
+    /// May the actor give (or change, or remove) this role? The delegation rules live in
+    /// authz-svc; services ask instead of re-implementing them.
+    async fn check_role_grant(&self, grant: &RoleGrant) -> Result<RoleGrantDecision, ApiError>;
+}
+
+/// Resolves the caller of a request: UNAUTHENTICATED without a valid bearer token.
+pub async fn caller(metadata: &MetadataMap, authenticator: &dyn Authenticator) -> Result<Caller, ApiError> {
+    let token = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required"))?;
+    let principal = authenticator.authenticate(token).await?;
+    let client_ip = metadata.get("x-client-ip").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    Ok(Caller { principal, client_ip })
+}
+
+/// Passes a downstream error on: its Tether reason if it has one, UNAVAILABLE if the service
+/// could not be reached.
+fn downstream(service: &str, status: tonic::Status) -> ApiError {
+    let reason = crate::error::reason_of(&status)
+        .and_then(|r| ErrorReason::from_str_name(&format!("ERROR_REASON_{r}")))
+        .unwrap_or(ErrorReason::Unavailable);
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Unimplemented => {
+            ApiError::unavailable(ErrorReason::Unavailable, format!("{service} is unavailable: {}", status.message()))
+        }
+        code => ApiError::new(code, reason, status.message().to_owned()),
+    }
+}
+
+/// [`Authenticator`] backed by identity-svc.
+#[derive(Clone)]
+pub struct GrpcAuthenticator {
+    client: IdentityServiceClient<TracedChannel>,
+}
+
+impl GrpcAuthenticator {
+    pub fn new(channel: TracedChannel) -> Arc<Self> {
+        Arc::new(Self { client: IdentityServiceClient::new(channel) })
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticator for GrpcAuthenticator {
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        let reply = self
+            .client
+            .clone()
+            .authenticate(AuthenticateRequest { session_token: token.to_owned() })
+            .await
+            .map_err(|s| downstream("identity-svc", s))?
+            .into_inner();
+        let p = reply
+            .principal
+            .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "the session token is not valid"))?;
+        Ok(Principal {
+            user_id: p.user_id,
+            is_msp_staff: p.is_msp_staff,
+            primary_tenant_id: p.primary_tenant_id,
+            session_id: p.session_id,
+            display_name: p.display_name,
+            email: p.email,
+        })
+    }
+}
+
+/// [`Authorizer`] backed by authz-svc.
+#[derive(Clone)]
+pub struct GrpcAuthorizer {
+    client: AuthzServiceClient<TracedChannel>,
+}
+
+impl GrpcAuthorizer {
+    pub fn new(channel: TracedChannel) -> Arc<Self> {
+        Arc::new(Self { client: AuthzServiceClient::new(channel) })
+    }
+}
+
+#[tonic::async_trait]
+impl Authorizer for GrpcAuthorizer {
+    async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError> {
+        let request = CheckRequest {
+            subject_user_id: user_id.to_owned(),
+            permission: permission.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            ..Default::default()
+        };
+        let reply = self.client.clone().check(request).await.map_err(|s| downstream("authz-svc", s))?;
+        Ok(reply.get_ref().allowed)
+    }
+
+    async fn check_role_grant(&self, grant: &RoleGrant) -> Result<RoleGrantDecision, ApiError> {
+        let request = CheckRoleGrantRequest {
+            actor_user_id: grant.actor_user_id.clone(),
+            target_user_id: grant.target_user_id.clone(),
+            target_is_msp_staff: grant.target_is_msp_staff,
+            tenant_id: grant.tenant_id.clone(),
+            role: grant.role.clone(),
+            previous_role: grant.previous_role.clone(),
+            at_least_as_fresh: None,
+        };
+        let reply =
+            self.client.clone().check_role_grant(request).await.map_err(|s| downstream("authz-svc", s))?.into_inner();
+        Ok(RoleGrantDecision { allowed: reply.allowed, denial_reason: reply.denial_reason(), summary: reply.summary })
+    }
+}
