@@ -28,12 +28,81 @@ pub struct Principal {
     pub email: String,
 }
 
-/// A principal plus what the call says about where it came from.
+/// Who made a call: a person with a session, or another Tether service acting on its own
+/// account (an outbox relay, a bootstrap step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(Principal),
+    /// The calling service's name, as it sent it in `x-tether-service`.
+    Service(String),
+}
+
+/// The actor plus what the call says about where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    pub principal: Principal,
+    pub actor: Actor,
     /// From `x-client-ip` (set by the edge), else empty.
     pub client_ip: String,
+}
+
+impl Caller {
+    /// The person behind the call, if it is not a service.
+    pub fn user(&self) -> Option<&Principal> {
+        match &self.actor {
+            Actor::User(p) => Some(p),
+            Actor::Service(_) => None,
+        }
+    }
+}
+
+/// The secret Tether services present to each other (`TETHER_SERVICE_TOKEN`, the same value in
+/// every service of a deployment). Without one, service-to-service calls are refused.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ServiceToken(Option<String>);
+
+impl std::fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ServiceToken(set)" } else { "ServiceToken(unset)" })
+    }
+}
+
+impl ServiceToken {
+    pub const KEY: &'static str = "TETHER_SERVICE_TOKEN";
+    const HEADER: &'static str = "x-tether-service-token";
+    const NAME_HEADER: &'static str = "x-tether-service";
+
+    /// Reads `TETHER_SERVICE_TOKEN`; it must be at least 32 characters when set.
+    pub fn load(source: &crate::ConfigSource) -> Result<Self, crate::ConfigError> {
+        match source.get(Self::KEY) {
+            None => Ok(Self(None)),
+            Some(t) if t.len() >= 32 => Ok(Self(Some(t.to_owned()))),
+            Some(_) => Err(crate::config::invalid(Self::KEY, "***", "at least 32 characters")),
+        }
+    }
+
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(Some(token.into()))
+    }
+
+    /// Marks an outgoing request as made by `service` itself.
+    pub fn attach<T>(&self, service: &str, request: &mut tonic::Request<T>) {
+        if let (Some(token), Ok(name)) = (&self.0, service.parse())
+            && let Ok(value) = token.parse()
+        {
+            request.metadata_mut().insert(Self::HEADER, value);
+            request.metadata_mut().insert(Self::NAME_HEADER, name);
+        }
+    }
+
+    /// The calling service's name if the request carries this deployment's token.
+    fn verify(&self, metadata: &MetadataMap) -> Option<String> {
+        let expected = self.0.as_deref()?;
+        let presented = metadata.get(Self::HEADER)?.to_str().ok()?;
+        // Compare without an early exit, so timing does not reveal a matching prefix.
+        let matches = presented.len() == expected.len()
+            && presented.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        matches.then(|| metadata.get(Self::NAME_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("service").to_owned())
+    }
 }
 
 #[tonic::async_trait]
@@ -75,8 +144,17 @@ pub trait Authorizer: Send + Sync + 'static {
     async fn check_role_grant(&self, grant: &RoleGrant) -> Result<RoleGrantDecision, ApiError>;
 }
 
-/// Resolves the caller of a request: UNAUTHENTICATED without a valid bearer token.
-pub async fn caller(metadata: &MetadataMap, authenticator: &dyn Authenticator) -> Result<Caller, ApiError> {
+/// Resolves the caller of a request: a service presenting this deployment's service token, or
+/// a person with a valid bearer session token; UNAUTHENTICATED otherwise.
+pub async fn caller(
+    metadata: &MetadataMap,
+    authenticator: &dyn Authenticator,
+    service_token: &ServiceToken,
+) -> Result<Caller, ApiError> {
+    let client_ip = metadata.get("x-client-ip").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    if let Some(service) = service_token.verify(metadata) {
+        return Ok(Caller { actor: Actor::Service(service), client_ip });
+    }
     let token = metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -85,8 +163,7 @@ pub async fn caller(metadata: &MetadataMap, authenticator: &dyn Authenticator) -
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required"))?;
     let principal = authenticator.authenticate(token).await?;
-    let client_ip = metadata.get("x-client-ip").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    Ok(Caller { principal, client_ip })
+    Ok(Caller { actor: Actor::User(principal), client_ip })
 }
 
 /// Passes a downstream error on: its Tether reason if it has one, UNAVAILABLE if the service
@@ -177,5 +254,41 @@ impl Authorizer for GrpcAuthorizer {
         let reply =
             self.client.clone().check_role_grant(request).await.map_err(|s| downstream("authz-svc", s))?.into_inner();
         Ok(RoleGrantDecision { allowed: reply.allowed, denial_reason: reply.denial_reason(), summary: reply.summary })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSessions;
+
+    #[tonic::async_trait]
+    impl Authenticator for NoSessions {
+        async fn authenticate(&self, _token: &str) -> Result<Principal, ApiError> {
+            Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "no"))
+        }
+    }
+
+    #[tokio::test]
+    async fn services_are_recognised_only_by_the_right_token() {
+        let token = ServiceToken::new("s".repeat(40));
+        let mut request = tonic::Request::new(());
+        token.attach("identity", &mut request);
+        let caller = caller(request.metadata(), &NoSessions, &token).await.unwrap();
+        assert_eq!(caller.actor, Actor::Service("identity".into()));
+
+        let other = ServiceToken::new("t".repeat(40));
+        let refused = super::caller(request.metadata(), &NoSessions, &other).await.unwrap_err();
+        assert_eq!(refused.code, Code::Unauthenticated);
+        let unset = super::caller(request.metadata(), &NoSessions, &ServiceToken::default()).await.unwrap_err();
+        assert_eq!(unset.code, Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn a_call_without_credentials_is_unauthenticated() {
+        let request = tonic::Request::new(());
+        let err = caller(request.metadata(), &NoSessions, &ServiceToken::default()).await.unwrap_err();
+        assert_eq!(err.reason, ErrorReason::Unauthenticated);
     }
 }
