@@ -11,6 +11,7 @@ use std::{future::Future, process::ExitCode};
 
 use tether_runtime::{
     ConfigSource, ServiceHost, StartError,
+    access::ServiceToken,
     telemetry::{self, TelemetrySettings},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -33,7 +34,14 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), StartError> {
-    let source = ConfigSource::from_env()?;
+    let mut source = ConfigSource::from_env()?;
+    if source.get(ServiceToken::KEY).is_none() {
+        // The services of this one process share a fresh secret for the calls they make to each
+        // other on their own account; a real deployment sets TETHER_SERVICE_TOKEN itself.
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| StartError::Other(format!("random source: {e}")))?;
+        source = source.with(ServiceToken::KEY, hex::encode(bytes));
+    }
     let _telemetry = telemetry::init(&TelemetrySettings::load(&source, "tether-dev")?)
         .map_err(|e| StartError::Other(e.to_string()))?;
 

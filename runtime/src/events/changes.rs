@@ -48,15 +48,32 @@ pub async fn record_changes<C: ChangeMessage>(
     let now = now_micros();
     let committed_at = timestamp_from_micros(now);
     let count = changes.len();
-    for (seq, mut change) in changes.into_iter().enumerate() {
-        change.stamp(revision, committed_at, seq + 1 == count);
-        sqlx::query("INSERT INTO change_log (revision, seq, payload, committed_at) VALUES ($1, $2, $3, $4)")
-            .bind(revision as i64)
-            .bind(seq as i64)
-            .bind(hex::encode(change.encode_to_vec()))
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+    let payloads: Vec<String> = changes
+        .into_iter()
+        .enumerate()
+        .map(|(seq, mut change)| {
+            change.stamp(revision, committed_at, seq + 1 == count);
+            hex::encode(change.encode_to_vec())
+        })
+        .collect();
+    // Multi-row inserts: one revision may carry thousands of changes (a tenant with the shadow
+    // memberships of every MSP staff member), and one round trip per row would dominate.
+    const ROWS_PER_INSERT: usize = 500;
+    for (chunk_index, chunk) in payloads.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut sql = String::from("INSERT INTO change_log (revision, seq, payload, committed_at) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let p = i * 4;
+            sql.push_str(&format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, payload) in chunk.iter().enumerate() {
+            let seq = chunk_index * ROWS_PER_INSERT + i;
+            query = query.bind(revision as i64).bind(seq as i64).bind(payload.clone()).bind(now);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }
