@@ -12,7 +12,7 @@ use opentelemetry::{
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::{ConfigError, ConfigSource, invalid};
 
@@ -95,10 +95,11 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
             .with_writer(std::io::stderr)
             .boxed(),
     };
+    // The log filter applies to log lines only: a quiet log level must not stop spans from
+    // reaching the collector.
     Registry::default()
-        .with(filter)
-        .with(fmt_layer)
-        .with(otel_layer(&provider))
+        .with(fmt_layer.with_filter(filter))
+        .with(otel_layer(&provider).with_filter(LevelFilter::INFO))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })

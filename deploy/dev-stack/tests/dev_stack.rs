@@ -32,6 +32,10 @@ impl DevStack {
         for (service, port) in SERVICES.iter().zip(ports) {
             command.env(format!("TETHER_{service}_LISTEN_ADDR"), format!("127.0.0.1:{port}"));
         }
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -120,4 +124,89 @@ fn a_bad_setting_stops_start_up_naming_the_key() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(named), "stderr should name {named}: {stderr}");
     }
+}
+
+mod otlp {
+    //! A stand-in OTLP collector: keeps the trace ids of the spans it is sent.
+
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    };
+
+    #[derive(Clone, Default)]
+    pub struct Collector {
+        pub spans: Arc<Mutex<Vec<(String, String, String)>>>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.spans.lock().unwrap();
+            for resource_spans in &request.get_ref().resource_spans {
+                let service = resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| kv.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default();
+                for scope in &resource_spans.scope_spans {
+                    for span in &scope.spans {
+                        spans.push((hex::encode(&span.trace_id), span.name.clone(), service.clone()));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    pub async fn start() -> (Collector, String) {
+        let collector = Collector::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = TraceServiceServer::new(collector.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (collector, format!("http://{addr}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_in_the_callers_trace() {
+    let (collector, endpoint) = otlp::start().await;
+    let data_dir = std::env::temp_dir().join(format!("tether-otlp-{}", uuid::Uuid::new_v4().simple()));
+    let ports = free_ports();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether-dev"));
+    command.env_clear().env("TETHER_DATA_DIR", &data_dir).env("TETHER_LOG", "warn");
+    command.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+    for (service, port) in SERVICES.iter().zip(&ports) {
+        command.env(format!("TETHER_{service}_LISTEN_ADDR"), format!("127.0.0.1:{port}"));
+    }
+    let stack = DevStack::spawn(command);
+    stack.banner();
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", ports[2])).unwrap().connect().await.unwrap();
+    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    request.metadata_mut().insert("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01").parse().unwrap());
+    HealthClient::new(channel).check(request).await.unwrap();
+    // Ctrl-C flushes the exporter before the process exits; the collector keeps serving meanwhile.
+    tokio::task::spawn_blocking(move || stack.interrupt()).await.unwrap();
+
+    let spans = collector.spans.lock().unwrap().clone();
+    let span = spans.iter().find(|(id, _, _)| id == trace_id);
+    let (_, name, service) = span.unwrap_or_else(|| panic!("no span of trace {trace_id} among {spans:?}"));
+    assert_eq!(name, "/grpc.health.v1.Health/Check");
+    assert!(service.contains("tether-dev"), "service.name: {service}");
+    std::fs::remove_dir_all(data_dir).ok();
 }
