@@ -1,9 +1,14 @@
 //! authz-svc settings (`TETHER_AUTHZ_*`).
 
+use std::time::Duration;
+
 use tether_runtime::{
     ConfigError, ConfigSource, ServiceSettings,
+    access::ServiceToken,
     config::{invalid, service_key, upstream_addr},
 };
+
+use crate::domain::policy::SHIPPED_PACKS;
 
 pub const SERVICE: &str = "authz";
 pub const DEFAULT_PORT: u16 = 50053;
@@ -11,29 +16,106 @@ pub const DEFAULT_PORT: u16 = 50053;
 /// The role packs a deployment can pick, one per product the requirements describe.
 pub const ROLE_PACKS: &[&str] = &["msp-assets", "demand-forecast", "msp-panel", "platform", "password-manager"];
 
+/// Where the policy comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A shipped pack, by name.
+    Shipped(String),
+    /// `TETHER_AUTHZ_POLICY_FILE`: a custom file (its text, read at start-up).
+    File { path: String, text: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServiceSettings,
     /// `TETHER_AUTHZ_ROLE_PACK`: one of [`ROLE_PACKS`], default `msp-assets`.
     pub role_pack: String,
+    /// `TETHER_AUTHZ_POLICY_FILE`: a custom policy file; wins over the role pack.
+    pub policy: PolicySource,
     /// `TETHER_AUTHZ_IDENTITY_ADDR`: whose Watch stream feeds user status.
     pub identity_addr: String,
     /// `TETHER_AUTHZ_TENANCY_ADDR`: whose Watch stream feeds the tree and memberships.
     pub tenancy_addr: String,
+    /// `TETHER_AUTHZ_MAX_LAG_MS`, default 15000: a stream silent for longer (no change, no
+    /// heartbeat) makes the replica fail closed (INDEX_STALE, health NOT_SERVING).
+    pub max_lag: Duration,
+    /// `TETHER_AUTHZ_CONSISTENCY_WAIT_MS`, default 2000: how long a decision waits for the
+    /// index to reach `at_least_as_fresh` before NOT_CAUGHT_UP.
+    pub consistency_wait: Duration,
+    /// `TETHER_AUTHZ_RECONNECT_MS`, default 500: delay before re-opening a broken stream.
+    pub reconnect: Duration,
+    /// `TETHER_AUTHZ_OWN_POLL_MS`, default 1000: how often a replica looks for writes other
+    /// replicas made to authz's schema (its own writes apply at once).
+    pub own_poll: Duration,
+    /// `TETHER_AUTHZ_AUDIT_ALLOWED_SAMPLE`, default 0: record one allowed decision in N as an
+    /// audit event (0: none). Denied decisions are always recorded.
+    pub audit_allowed_sample: usize,
+    /// `TETHER_SERVICE_TOKEN`.
+    pub service_token: ServiceToken,
 }
 
 impl Config {
     pub fn load(source: &ConfigSource) -> Result<Self, ConfigError> {
         let pack_key = service_key(SERVICE, "ROLE_PACK");
         let role_pack = source.get(&pack_key).unwrap_or("msp-assets").to_owned();
-        if !ROLE_PACKS.contains(&role_pack.as_str()) {
+        if !ROLE_PACKS.contains(&role_pack.as_str()) || !SHIPPED_PACKS.iter().any(|(n, _)| *n == role_pack) {
             return Err(invalid(&pack_key, &role_pack, &format!("one of {}", ROLE_PACKS.join(", "))));
         }
+        let file_key = service_key(SERVICE, "POLICY_FILE");
+        let policy = match source.get(&file_key) {
+            None => PolicySource::Shipped(role_pack.clone()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| invalid(&file_key, path, &format!("a readable file ({e})")))?;
+                PolicySource::File { path: path.to_owned(), text }
+            }
+        };
         Ok(Self {
             server: ServiceSettings::load(source, SERVICE, DEFAULT_PORT)?,
             role_pack,
+            policy,
             identity_addr: upstream_addr(source, SERVICE, "identity", 50051)?,
             tenancy_addr: upstream_addr(source, SERVICE, "tenancy", 50052)?,
+            max_lag: source.millis_or(&service_key(SERVICE, "MAX_LAG_MS"), Duration::from_secs(15), 100..=3_600_000)?,
+            consistency_wait: source.millis_or(
+                &service_key(SERVICE, "CONSISTENCY_WAIT_MS"),
+                Duration::from_secs(2),
+                0..=60_000,
+            )?,
+            reconnect: source.millis_or(
+                &service_key(SERVICE, "RECONNECT_MS"),
+                Duration::from_millis(500),
+                10..=60_000,
+            )?,
+            own_poll: source.millis_or(&service_key(SERVICE, "OWN_POLL_MS"), Duration::from_secs(1), 10..=60_000)?,
+            audit_allowed_sample: source.count_or(
+                &service_key(SERVICE, "AUDIT_ALLOWED_SAMPLE"),
+                0,
+                0..=1_000_000_000,
+            )?,
+            service_token: ServiceToken::load(source)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let src = ConfigSource::from_pairs([("TETHER_AUTHZ_ROLE_PACK", "nope")]);
+        assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_ROLE_PACK"));
+        let src = ConfigSource::from_pairs([("TETHER_AUTHZ_MAX_LAG_MS", "soon")]);
+        assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_MAX_LAG_MS"));
+        let src = ConfigSource::from_pairs([("TETHER_AUTHZ_POLICY_FILE", "/nonexistent/policy.toml")]);
+        assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_POLICY_FILE"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(&ConfigSource::default()).unwrap();
+        assert_eq!(c.policy, PolicySource::Shipped("msp-assets".into()));
+        assert_eq!(c.max_lag, Duration::from_secs(15));
     }
 }

@@ -4,7 +4,11 @@ use std::fmt;
 
 use tether_runtime::{StartError, config::Secret, db::Database};
 
-use crate::{config::BootstrapOwnerConfig, domain::password, store::accounts};
+use crate::{
+    config::BootstrapOwnerConfig,
+    domain::password,
+    store::{accounts, intents},
+};
 
 /// The owner login created on this start; shown once.
 pub struct BootstrapOwner {
@@ -42,6 +46,9 @@ pub async fn ensure_owner(db: &Database, config: &BootstrapOwnerConfig) -> Resul
     let mut tx = db.begin_write().await.map_err(fail)?;
     let id =
         accounts::insert_bootstrap_owner(&mut tx, &config.email, &config.display_name, &hash).await.map_err(fail)?;
+    // tenancy-svc records the owner and their admin-tenancy membership when the relay
+    // delivers this; until then the owner cannot log in.
+    intents::insert(&mut tx, &id.to_string(), intents::Op::Own, "", "").await.map_err(fail)?;
     tx.commit().await.map_err(fail)?;
     tracing::info!(account_id = %id, email = %config.email, "bootstrap MSP owner created");
     Ok(Some(BootstrapOwner {

@@ -1,19 +1,34 @@
 //! identity-svc: who a person is and how they prove it.
 //!
 //! `api` decodes gRPC calls and calls the `domain`; `store` holds the SQL for identity's own
-//! schema. [`prepare`] opens the database, applies migrations, creates the bootstrap owner on
-//! first start and returns a [`ServiceHost`] ready to serve.
+//! schema; `events` the outbox side (change stream, audit, the membership relay to
+//! tenancy-svc). [`prepare`] opens the database, applies migrations, creates the bootstrap
+//! owner on first start and returns a [`ServiceHost`] ready to serve.
 
 mod api;
+mod auth;
 mod bootstrap;
 pub mod config;
 pub mod domain;
+pub mod events;
+mod mail;
 mod store;
+
+use std::sync::Arc;
 
 pub use bootstrap::BootstrapOwner;
 pub use config::Config;
+pub use events::relay::Tenancy;
 use tether_proto::identity::v1::identity_service_server::IdentityServiceServer;
-use tether_runtime::{ServiceHost, StartError, db::Database, server::HealthReporter};
+use tether_runtime::{
+    ServiceHost, StartError,
+    access::{Authorizer, GrpcAuthorizer},
+    client::connect_lazy,
+    db::Database,
+    events::ChangeFeed,
+    server::HealthReporter,
+};
+use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
 /// identity-svc ready to serve, and the owner login if this start created it.
@@ -22,15 +37,48 @@ pub struct Prepared {
     pub bootstrap_owner: Option<BootstrapOwner>,
 }
 
+/// The other services identity talks to, as trait objects so tests can put doubles in.
+pub struct Deps {
+    pub authorizer: Arc<dyn Authorizer>,
+    pub tenancy: Arc<dyn Tenancy>,
+}
+
+/// Wires the real gRPC clients from the configured addresses.
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
+    let channel = |addr: &str| connect_lazy(addr).map_err(|e| StartError::Other(format!("{addr}: {e}")));
+    let deps = Deps {
+        authorizer: GrpcAuthorizer::new(channel(&config.authz_addr)?),
+        tenancy: events::relay::GrpcTenancy::new(channel(&config.tenancy_addr)?, config.service_token.clone()),
+    };
+    prepare_with(config, deps).await
+}
+
+pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartError> {
     let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     let bootstrap_owner = bootstrap::ensure_owner(&database, &config.bootstrap_owner).await?;
-    let api = api::IdentityApi::new(database.clone());
+    let auth_database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
+    let stopping = CancellationToken::new();
+    let admin = Arc::new(events::relay::AdminTenancy::new(deps.tenancy.clone()));
+    let relay = events::relay::spawn(database.clone(), deps.tenancy, admin.clone(), config.relay, stopping.clone());
+    let mailer = mail::from_config(&config.mail).map_err(StartError::Other)?;
+    let hasher = auth::Hasher::new(config.hash_concurrency).await.map_err(|e| StartError::Other(e.to_string()))?;
+    let identity = api::Identity {
+        db: database.clone(),
+        auth_db: auth_database,
+        feed: ChangeFeed::new(database.clone()),
+        service_token: config.service_token.clone(),
+        mailer,
+        config: config.clone(),
+        hasher,
+        cache: auth::SessionCache::default(),
+        authorizer: deps.authorizer,
+        admin,
+        relay,
+        stopping: stopping.clone(),
+    };
+    let api = api::IdentityApi::new(Arc::new(identity));
     let health = HealthReporter::new(&[<IdentityServiceServer<api::IdentityApi> as NamedService>::NAME]);
     health.set_serving(true);
     let routes = Routes::new(IdentityServiceServer::new(api));
-    Ok(Prepared {
-        host: ServiceHost { settings: config.server, routes, health, database, stopping: Default::default() },
-        bootstrap_owner,
-    })
+    Ok(Prepared { host: ServiceHost { settings: config.server, routes, health, database, stopping }, bootstrap_owner })
 }

@@ -1,6 +1,10 @@
 //! tenancy-svc settings (`TETHER_TENANCY_*`).
 
-use tether_runtime::{ConfigError, ConfigSource, ServiceSettings, config::service_key};
+use tether_runtime::{
+    ConfigError, ConfigSource, ServiceSettings,
+    access::ServiceToken,
+    config::{service_key, upstream_addr},
+};
 
 use crate::domain::{TenantName, TenantSlug};
 
@@ -14,6 +18,12 @@ pub struct Config {
     pub admin_tenancy: AdminTenancyConfig,
     /// `TETHER_TENANCY_MAX_DEPTH`: how deep the tree may grow below the admin tenancy (default 6).
     pub max_depth: usize,
+    /// `TETHER_TENANCY_IDENTITY_ADDR`, default `http://127.0.0.1:50051`.
+    pub identity_addr: String,
+    /// `TETHER_TENANCY_AUTHZ_ADDR`, default `http://127.0.0.1:50053`.
+    pub authz_addr: String,
+    /// `TETHER_SERVICE_TOKEN`: how tenancy recognises (and calls) other Tether services.
+    pub service_token: ServiceToken,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +49,9 @@ impl Config {
             server: ServiceSettings::load(source, SERVICE, DEFAULT_PORT)?,
             admin_tenancy: AdminTenancyConfig { name, slug },
             max_depth: source.count_or(&key("MAX_DEPTH"), 6, 2..=32)?,
+            identity_addr: upstream_addr(source, SERVICE, "identity", 50051)?,
+            authz_addr: upstream_addr(source, SERVICE, "authz", 50053)?,
+            service_token: ServiceToken::load(source)?,
         })
     }
 }

@@ -1,20 +1,329 @@
-//! gRPC handlers: decode the request, call the domain, encode the reply. No SQL, no rules.
+//! gRPC handlers: decode the request, call the domain, encode the reply.
 //!
 //! RPCs not implemented yet answer UNIMPLEMENTED (the generated default).
 
-use tether_proto::identity::v1::identity_service_server::IdentityService;
-use tether_runtime::db::Database;
+mod convert;
+pub use convert::timestamp;
+mod invitations;
+mod login;
+mod two_factor;
+mod users;
+
+use std::sync::Arc;
+
+use tether_proto::{
+    common::v1::ErrorReason,
+    identity::v1::{self as pb, identity_service_server::IdentityService},
+};
+use tether_runtime::{
+    ApiError,
+    access::{Actor, Authenticator, Authorizer, Caller, Principal, ServiceToken},
+    db::Database,
+    events::{ChangeFeed, WatchOptions, watch_stream},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth::{Hasher, SessionCache},
+    config::Config,
+    events::relay::{AdminTenancy, Relay},
+    store::accounts::AccountRow,
+};
+
+/// Everything the handlers share.
+pub struct Identity {
+    pub db: Database,
+    /// A pool of its own for `Authenticate`, so its reads never queue behind connections that
+    /// login writes hold while waiting for the write lock.
+    pub auth_db: Database,
+    pub feed: ChangeFeed,
+    pub config: Config,
+    pub hasher: Hasher,
+    pub cache: SessionCache,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub admin: Arc<AdminTenancy>,
+    pub relay: Relay,
+    pub service_token: ServiceToken,
+    pub mailer: Arc<dyn crate::mail::Mailer>,
+    pub stopping: CancellationToken,
+}
 
 pub struct IdentityApi {
-    #[allow(dead_code)] // used as the identity RPCs land
-    database: Database,
+    inner: Arc<Identity>,
 }
 
 impl IdentityApi {
-    pub fn new(database: Database) -> Self {
-        Self { database }
+    pub fn new(inner: Arc<Identity>) -> Self {
+        Self { inner }
     }
 }
 
+impl Identity {
+    /// Who is calling: a Tether service (service token) or a person with a session.
+    pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
+        let client_ip = request
+            .metadata()
+            .get("x-client-ip")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
+            .unwrap_or_default();
+        let service = tether_runtime::access::caller(request.metadata(), &NoUsers, &self.service_token).await;
+        if let Ok(mut c) = service {
+            c.client_ip = client_ip;
+            return Ok(c);
+        }
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required"))?;
+        let principal = self.authenticate_principal(token).await?;
+        Ok(Caller { actor: Actor::User(principal), client_ip })
+    }
+
+    async fn authenticate_principal(&self, token: &str) -> Result<Principal, ApiError> {
+        let p = self.authenticate(token).await?.principal.unwrap_or_default();
+        Ok(Principal {
+            user_id: p.user_id,
+            is_msp_staff: p.is_msp_staff,
+            primary_tenant_id: p.primary_tenant_id,
+            session_id: p.session_id,
+            display_name: p.display_name,
+            email: p.email,
+        })
+    }
+
+    /// The tenant a user belongs to for permission checks: their primary tenant, or the admin
+    /// tenancy for MSP staff.
+    pub async fn home_tenant(&self, a: &AccountRow) -> Result<String, ApiError> {
+        match (&a.primary_tenant_id, a.is_msp_staff) {
+            (Some(t), false) => Ok(t.clone()),
+            _ => self.admin.id().await,
+        }
+    }
+
+    /// May the caller do `permission` to `target`? Services may; people need the permission in
+    /// the target's home tenant, and a client user never sees MSP staff (USER_NOT_FOUND). A
+    /// refused `users.view` is reported as USER_NOT_FOUND too, so existence does not leak.
+    pub async fn require_on(&self, caller: &Caller, permission: &str, target: &AccountRow) -> Result<(), ApiError> {
+        let Some(p) = caller.user() else { return Ok(()) };
+        let not_found = || ApiError::not_found(ErrorReason::UserNotFound, "no such user");
+        if !p.is_msp_staff && target.is_msp_staff {
+            return Err(not_found());
+        }
+        let tenant = self.home_tenant(target).await?;
+        if self.authorizer.check(&p.user_id, permission, &tenant).await? {
+            return Ok(());
+        }
+        if permission == PERM_VIEW || !self.authorizer.check(&p.user_id, PERM_VIEW, &tenant).await? {
+            return Err(not_found());
+        }
+        Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))
+    }
+
+    /// May the caller do `permission` in `tenant_id`?
+    pub async fn require_in(&self, caller: &Caller, permission: &str, tenant_id: &str) -> Result<(), ApiError> {
+        let Some(p) = caller.user() else { return Ok(()) };
+        if self.authorizer.check(&p.user_id, permission, tenant_id).await? {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))
+        }
+    }
+}
+
+pub const PERM_VIEW: &str = "users.view";
+pub const PERM_MANAGE: &str = "users.manage";
+
+/// For `access::caller`: recognises services only (people are authenticated locally).
+struct NoUsers;
+
 #[tonic::async_trait]
-impl IdentityService for IdentityApi {}
+impl Authenticator for NoUsers {
+    async fn authenticate(&self, _token: &str) -> Result<Principal, ApiError> {
+        Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "not a service"))
+    }
+}
+
+type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(r: Result<T, ApiError>) -> Reply<T> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl IdentityService for IdentityApi {
+    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Reply<pb::CreateUserResponse> {
+        reply(self.inner.create_user(request).await)
+    }
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Reply<pb::GetUserResponse> {
+        reply(self.inner.get_user(request).await)
+    }
+    async fn batch_get_users(&self, request: Request<pb::BatchGetUsersRequest>) -> Reply<pb::BatchGetUsersResponse> {
+        reply(self.inner.batch_get_users(request).await)
+    }
+    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Reply<pb::ListUsersResponse> {
+        reply(self.inner.list_users(request).await)
+    }
+    async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Reply<pb::UpdateUserResponse> {
+        reply(self.inner.update_user(request).await)
+    }
+    async fn deactivate_user(&self, request: Request<pb::DeactivateUserRequest>) -> Reply<pb::DeactivateUserResponse> {
+        reply(self.inner.deactivate_user(request).await)
+    }
+    async fn reactivate_user(&self, request: Request<pb::ReactivateUserRequest>) -> Reply<pb::ReactivateUserResponse> {
+        reply(self.inner.reactivate_user(request).await)
+    }
+    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Reply<pb::DeleteUserResponse> {
+        reply(self.inner.delete_user(request).await)
+    }
+    async fn change_password(&self, request: Request<pb::ChangePasswordRequest>) -> Reply<pb::ChangePasswordResponse> {
+        reply(self.inner.change_password(request).await)
+    }
+    async fn set_temporary_password(
+        &self,
+        request: Request<pb::SetTemporaryPasswordRequest>,
+    ) -> Reply<pb::SetTemporaryPasswordResponse> {
+        reply(self.inner.set_temporary_password(request).await)
+    }
+    async fn get_password_policy(
+        &self,
+        _request: Request<pb::GetPasswordPolicyRequest>,
+    ) -> Reply<pb::GetPasswordPolicyResponse> {
+        reply(Ok(pb::GetPasswordPolicyResponse { policy: Some(convert::policy(&self.inner.config.password_policy)) }))
+    }
+    async fn create_invitation(
+        &self,
+        request: Request<pb::CreateInvitationRequest>,
+    ) -> Reply<pb::CreateInvitationResponse> {
+        reply(self.inner.create_invitation(request).await)
+    }
+    async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Reply<pb::ListInvitationsResponse> {
+        reply(self.inner.list_invitations(request).await)
+    }
+    async fn resend_invitation(
+        &self,
+        request: Request<pb::ResendInvitationRequest>,
+    ) -> Reply<pb::ResendInvitationResponse> {
+        reply(self.inner.resend_invitation(request).await)
+    }
+    async fn revoke_invitation(
+        &self,
+        request: Request<pb::RevokeInvitationRequest>,
+    ) -> Reply<pb::RevokeInvitationResponse> {
+        reply(self.inner.revoke_invitation(request).await)
+    }
+    async fn get_invitation(&self, request: Request<pb::GetInvitationRequest>) -> Reply<pb::GetInvitationResponse> {
+        reply(self.inner.get_invitation(request).await)
+    }
+    async fn accept_invitation(
+        &self,
+        request: Request<pb::AcceptInvitationRequest>,
+    ) -> Reply<pb::AcceptInvitationResponse> {
+        reply(self.inner.accept_invitation(request).await)
+    }
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        reply(self.inner.login(request).await)
+    }
+    async fn complete_password_change(
+        &self,
+        request: Request<pb::CompletePasswordChangeRequest>,
+    ) -> Reply<pb::CompletePasswordChangeResponse> {
+        reply(self.inner.complete_password_change(request).await)
+    }
+    async fn complete_second_factor(
+        &self,
+        request: Request<pb::CompleteSecondFactorRequest>,
+    ) -> Reply<pb::CompleteSecondFactorResponse> {
+        reply(self.inner.complete_second_factor(request).await)
+    }
+    async fn begin_totp_enrollment(
+        &self,
+        request: Request<pb::BeginTotpEnrollmentRequest>,
+    ) -> Reply<pb::BeginTotpEnrollmentResponse> {
+        reply(self.inner.begin_totp_enrollment(request).await)
+    }
+    async fn confirm_totp_enrollment(
+        &self,
+        request: Request<pb::ConfirmTotpEnrollmentRequest>,
+    ) -> Reply<pb::ConfirmTotpEnrollmentResponse> {
+        reply(self.inner.confirm_totp_enrollment(request).await)
+    }
+    async fn disable_totp(&self, request: Request<pb::DisableTotpRequest>) -> Reply<pb::DisableTotpResponse> {
+        reply(self.inner.disable_totp(request).await)
+    }
+    async fn reset_totp(&self, request: Request<pb::ResetTotpRequest>) -> Reply<pb::ResetTotpResponse> {
+        reply(self.inner.reset_totp(request).await)
+    }
+    async fn regenerate_recovery_codes(
+        &self,
+        request: Request<pb::RegenerateRecoveryCodesRequest>,
+    ) -> Reply<pb::RegenerateRecoveryCodesResponse> {
+        reply(self.inner.regenerate_recovery_codes(request).await)
+    }
+    async fn set_two_factor_policy(
+        &self,
+        request: Request<pb::SetTwoFactorPolicyRequest>,
+    ) -> Reply<pb::SetTwoFactorPolicyResponse> {
+        reply(self.inner.set_two_factor_policy(request).await)
+    }
+    async fn get_two_factor_policy(
+        &self,
+        request: Request<pb::GetTwoFactorPolicyRequest>,
+    ) -> Reply<pb::GetTwoFactorPolicyResponse> {
+        reply(self.inner.get_two_factor_policy(request).await)
+    }
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
+        reply(self.inner.logout(request).await)
+    }
+    async fn authenticate(&self, request: Request<pb::AuthenticateRequest>) -> Reply<pb::AuthenticateResponse> {
+        reply(self.inner.authenticate(&request.get_ref().session_token).await)
+    }
+    async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
+        reply(self.inner.list_sessions(request).await)
+    }
+    async fn revoke_session(&self, request: Request<pb::RevokeSessionRequest>) -> Reply<pb::RevokeSessionResponse> {
+        reply(self.inner.revoke_session(request).await)
+    }
+    async fn revoke_user_sessions(
+        &self,
+        request: Request<pb::RevokeUserSessionsRequest>,
+    ) -> Reply<pb::RevokeUserSessionsResponse> {
+        reply(self.inner.revoke_user_sessions(request).await)
+    }
+    async fn list_lockouts(&self, request: Request<pb::ListLockoutsRequest>) -> Reply<pb::ListLockoutsResponse> {
+        reply(self.inner.list_lockouts(request).await)
+    }
+    async fn clear_lockout(&self, request: Request<pb::ClearLockoutRequest>) -> Reply<pb::ClearLockoutResponse> {
+        reply(self.inner.clear_lockout(request).await)
+    }
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Reply<WatchStream> {
+        let caller = self.inner.caller(&request).await?;
+        if caller.user().is_some() {
+            return Err(
+                ApiError::permission_denied(ErrorReason::PermissionDenied, "Watch is for Tether services").into()
+            );
+        }
+        let db = self.inner.db.clone();
+        let stream = watch_stream::<pb::WatchResponse, _, _>(
+            self.inner.feed.clone(),
+            request.get_ref().from_revision,
+            move || users::snapshot(db),
+            self.inner.stopping.clone(),
+            WatchOptions::default(),
+        )
+        .await?;
+        Ok(Response::new(stream))
+    }
+}

@@ -1,6 +1,11 @@
 //! The rules and types of identity: no I/O here.
 
+pub mod account;
+pub mod lockout;
 mod names;
 pub mod password;
+pub mod policy;
+pub mod tokens;
+pub mod totp;
 
 pub use names::{DisplayName, Email, FieldError};

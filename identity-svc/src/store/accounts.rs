@@ -1,18 +1,69 @@
 //! Account rows.
 
-use sqlx::{Any, Transaction};
+use sqlx::{Any, AnyPool, Row, Transaction, any::AnyRow};
 use tether_runtime::db::{Database, now_micros};
 use uuid::Uuid;
 
-use crate::domain::{DisplayName, Email};
+use crate::domain::{
+    DisplayName, Email,
+    account::{NewUser, Sort, Status, UserEdit, UserQuery},
+};
+
+/// One account as stored (never leaves the service with its hash).
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: String,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub status: Status,
+    pub is_msp_staff: bool,
+    pub primary_tenant_id: Option<String>,
+    pub job_title: Option<String>,
+    pub notes: Option<String>,
+    pub password_hash: Option<String>,
+    pub must_change_password: bool,
+    pub totp_enabled: bool,
+    pub created_at: i64,
+    pub joined_at: Option<i64>,
+    pub last_login_at: Option<i64>,
+    pub provisioned: bool,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, email, display_name, status, is_msp_staff, primary_tenant_id, job_title, notes, \
+    password_hash, must_change_password, totp_enabled, created_at, joined_at, last_login_at, provisioned, \
+    updated_at, deleted_at";
+
+fn from_row(row: &AnyRow) -> Result<AccountRow, sqlx::Error> {
+    Ok(AccountRow {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        display_name: row.try_get(2)?,
+        status: Status::parse(&row.try_get::<String, _>(3)?),
+        is_msp_staff: row.try_get::<i64, _>(4)? != 0,
+        primary_tenant_id: row.try_get(5)?,
+        job_title: row.try_get(6)?,
+        notes: row.try_get(7)?,
+        password_hash: row.try_get(8)?,
+        must_change_password: row.try_get::<i64, _>(9)? != 0,
+        totp_enabled: row.try_get::<i64, _>(10)? != 0,
+        created_at: row.try_get(11)?,
+        joined_at: row.try_get(12)?,
+        last_login_at: row.try_get(13)?,
+        provisioned: row.try_get::<i64, _>(14)? != 0,
+        updated_at: row.try_get(15)?,
+        deleted_at: row.try_get(16)?,
+    })
+}
 
 /// The bootstrap owner's account id, if one was created.
 pub async fn bootstrap_owner_id(db: &Database) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT value FROM bootstrap WHERE name = 'owner_account_id'").fetch_optional(db.pool()).await
 }
 
-/// Inserts the MSP owner (active MSP staff) and records it as the bootstrap owner, in one
-/// transaction.
+/// Inserts the MSP owner (active MSP staff, not yet provisioned in tenancy-svc) and records it
+/// as the bootstrap owner, in one transaction.
 pub async fn insert_bootstrap_owner(
     tx: &mut Transaction<'static, Any>,
     email: &Email,
@@ -23,7 +74,8 @@ pub async fn insert_bootstrap_owner(
     let now = now_micros();
     sqlx::query(
         "INSERT INTO accounts (id, email, email_normalized, display_name, status, is_msp_staff, \
-         password_hash, created_at, joined_at) VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $6)",
+         password_hash, created_at, joined_at, updated_at, provisioned) \
+         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $6, $6, 0)",
     )
     .bind(id.to_string())
     .bind(email.as_str().to_owned())
@@ -37,5 +89,322 @@ pub async fn insert_bootstrap_owner(
         .bind(id.to_string())
         .execute(&mut **tx)
         .await?;
+    add_history(tx, &id.to_string(), password_hash).await?;
     Ok(id)
+}
+
+pub async fn get<'e, E: sqlx::Executor<'e, Database = Any>>(
+    executor: E,
+    id: &str,
+) -> Result<Option<AccountRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_owned())
+        .fetch_optional(executor)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn get_by_email(pool: &AnyPool, normalized: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM accounts WHERE email_normalized = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(normalized.to_owned())
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn get_by_request_id(pool: &AnyPool, request_id: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM accounts WHERE request_id = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(request_id.to_owned())
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Inserts a "create now" account: active, but not loginable until tenancy-svc has
+/// acknowledged its membership (`provisioned = 0`).
+pub async fn insert_new(
+    tx: &mut Transaction<'static, Any>,
+    user: &NewUser,
+    tenant_id: Option<&str>,
+    password_hash: &str,
+) -> Result<String, sqlx::Error> {
+    let id = Uuid::now_v7().to_string();
+    let now = now_micros();
+    sqlx::query(
+        "INSERT INTO accounts (id, email, email_normalized, display_name, status, is_msp_staff, primary_tenant_id, \
+         job_title, notes, password_hash, must_change_password, created_at, joined_at, updated_at, provisioned, \
+         request_id) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $11, $11, 0, $12)",
+    )
+    .bind(id.clone())
+    .bind(user.email.as_str().to_owned())
+    .bind(user.email.normalized())
+    .bind(user.display_name.as_str().to_owned())
+    .bind(i64::from(user.is_msp_staff))
+    .bind(tenant_id.map(str::to_owned))
+    .bind(user.job_title.clone())
+    .bind(user.notes.clone())
+    .bind(password_hash.to_owned())
+    .bind(i64::from(user.must_change_password))
+    .bind(now)
+    .bind(user.request_id.map(|r| r.to_string()))
+    .execute(&mut **tx)
+    .await?;
+    add_history(tx, &id, password_hash).await?;
+    Ok(id)
+}
+
+pub async fn apply_edit(tx: &mut Transaction<'static, Any>, id: &str, edit: &UserEdit) -> Result<(), sqlx::Error> {
+    let now = now_micros();
+    if let Some(name) = &edit.display_name {
+        sqlx::query("UPDATE accounts SET display_name = $1, updated_at = $2 WHERE id = $3")
+            .bind(name.as_str().to_owned())
+            .bind(now)
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(email) = &edit.email {
+        sqlx::query("UPDATE accounts SET email = $1, email_normalized = $2, updated_at = $3 WHERE id = $4")
+            .bind(email.as_str().to_owned())
+            .bind(email.normalized())
+            .bind(now)
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(title) = &edit.job_title {
+        sqlx::query("UPDATE accounts SET job_title = $1, updated_at = $2 WHERE id = $3")
+            .bind(title.clone())
+            .bind(now)
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(notes) = &edit.notes {
+        sqlx::query("UPDATE accounts SET notes = $1, updated_at = $2 WHERE id = $3")
+            .bind(notes.clone())
+            .bind(now)
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn set_status(tx: &mut Transaction<'static, Any>, id: &str, status: Status) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(status.as_str())
+        .bind(now_micros())
+        .bind(id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Inserts the pending account of an invitation (not loginable: no password, pending).
+pub async fn insert_pending(
+    tx: &mut Transaction<'static, Any>,
+    email: &Email,
+    name: &str,
+    is_msp_staff: bool,
+    tenant_id: Option<&str>,
+) -> Result<String, sqlx::Error> {
+    let id = Uuid::now_v7().to_string();
+    let now = now_micros();
+    sqlx::query(
+        "INSERT INTO accounts (id, email, email_normalized, display_name, status, is_msp_staff, primary_tenant_id, \
+         created_at, updated_at, provisioned) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $7, 0)",
+    )
+    .bind(id.clone())
+    .bind(email.as_str().to_owned())
+    .bind(email.normalized())
+    .bind(name.to_owned())
+    .bind(i64::from(is_msp_staff))
+    .bind(tenant_id.map(str::to_owned))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+/// An invitee accepted: name, password, active, joined now.
+pub async fn activate(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    name: &str,
+    password_hash: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_micros();
+    sqlx::query(
+        "UPDATE accounts SET status = 'active', display_name = $1, password_hash = $2, joined_at = $3, \
+         updated_at = $3 WHERE id = $4",
+    )
+    .bind(name.to_owned())
+    .bind(password_hash.to_owned())
+    .bind(now)
+    .bind(id.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    add_history(tx, id, password_hash).await
+}
+
+/// Leaves a tombstone: id, display name, staff flag and creation time stay; email and
+/// credentials go (so the email can be used again).
+pub async fn tombstone(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), sqlx::Error> {
+    let now = now_micros();
+    sqlx::query(
+        "UPDATE accounts SET status = 'deleted', email = NULL, email_normalized = NULL, password_hash = NULL, \
+         job_title = NULL, notes = NULL, totp_enabled = 0, must_change_password = 0, primary_tenant_id = NULL, \
+         request_id = NULL, deleted_at = $1, updated_at = $1 WHERE id = $2",
+    )
+    .bind(now)
+    .bind(id.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM password_history WHERE account_id = $1").bind(id.to_owned()).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM login_failures WHERE kind = 'account' AND subject = $1")
+        .bind(id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_password(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    password_hash: &str,
+    must_change: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET password_hash = $1, must_change_password = $2, updated_at = $3 WHERE id = $4")
+        .bind(password_hash.to_owned())
+        .bind(i64::from(must_change))
+        .bind(now_micros())
+        .bind(id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    add_history(tx, id, password_hash).await
+}
+
+/// Replaces the hash without touching the history (a rehash of the same password).
+pub async fn rehash(pool: &AnyPool, id: &str, password_hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
+        .bind(password_hash.to_owned())
+        .bind(id.to_owned())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+async fn add_history(tx: &mut Transaction<'static, Any>, id: &str, password_hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO password_history (account_id, password_hash, created_at) VALUES ($1, $2, $3)")
+        .bind(id.to_owned())
+        .bind(password_hash.to_owned())
+        .bind(now_micros())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The hashes of the last `n` passwords, newest first.
+pub async fn recent_hashes(pool: &AnyPool, id: &str, n: usize) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT password_hash FROM password_history WHERE account_id = $1 ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(id.to_owned())
+    .bind(n as i64)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn record_login(tx: &mut Transaction<'static, Any>, id: &str, at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET last_login_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_provisioned(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET provisioned = 1 WHERE id = $1").bind(id.to_owned()).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// One page of accounts matching `q`; `restrict_tenant` / `exclude_staff` narrow it to what
+/// the caller may see.
+pub async fn list(pool: &AnyPool, q: &UserQuery) -> Result<Vec<AccountRow>, sqlx::Error> {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut binds: Vec<String> = Vec::new();
+    let bind = |value: String, binds: &mut Vec<String>| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    if !q.include_deleted {
+        conditions.push("status <> 'deleted'".to_owned());
+    }
+    if let Some(t) = q.tenant_id {
+        let p = bind(t.to_string(), &mut binds);
+        conditions.push(format!("primary_tenant_id = {p}"));
+    }
+    if let Some(s) = q.status {
+        let p = bind(s.as_str().to_owned(), &mut binds);
+        conditions.push(format!("status = {p}"));
+    }
+    if let Some(tf) = q.two_factor_enabled {
+        conditions.push(format!("totp_enabled = {}", i64::from(tf)));
+    }
+    if let Some(staff) = q.is_msp_staff {
+        conditions.push(format!("is_msp_staff = {}", i64::from(staff)));
+    }
+    if let Some(text) = &q.text {
+        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let p = bind(format!("%{escaped}%"), &mut binds);
+        conditions.push(format!(
+            "(LOWER(display_name) LIKE {p} ESCAPE '\\' OR COALESCE(email_normalized, '') LIKE {p} ESCAPE '\\')"
+        ));
+    }
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    // Never-logged-in users sort as time 0 (first ascending, last descending).
+    let order = match q.sort {
+        Sort::NameAsc => "LOWER(display_name) ASC, id ASC",
+        Sort::NameDesc => "LOWER(display_name) DESC, id DESC",
+        Sort::LastLoginAsc => "COALESCE(last_login_at, 0) ASC, id ASC",
+        Sort::LastLoginDesc => "COALESCE(last_login_at, 0) DESC, id DESC",
+        Sort::CreatedDesc => "created_at DESC, id DESC",
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM accounts {filter} ORDER BY {order} LIMIT {} OFFSET {}",
+        q.page_size + 1,
+        q.offset
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        query = query.bind(b);
+    }
+    query.fetch_all(pool).await?.iter().map(from_row).collect()
+}
+
+/// Every non-deleted account, for a Watch snapshot.
+pub async fn all_live(tx: &mut Transaction<'static, Any>) -> Result<Vec<AccountRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM accounts WHERE status <> 'deleted' ORDER BY id");
+    sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut **tx).await?.iter().map(from_row).collect()
+}
+
+/// True if the error is a unique-constraint violation (a concurrent insert of the same email).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.is_unique_violation() || d.message().contains("UNIQUE") || d.message().contains("duplicate key")
+        }
+        _ => false,
+    }
 }

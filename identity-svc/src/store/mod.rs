@@ -1,9 +1,23 @@
 //! identity-svc's own schema and the SQL that reads and writes it.
 
-use tether_runtime::db::EmbeddedMigration;
+use tether_runtime::{db::EmbeddedMigration, events::OUTBOX_MIGRATION};
 
 pub mod accounts;
+pub mod intents;
+pub mod invitations;
+pub mod lockouts;
+pub mod sessions;
+pub mod two_factor;
 
 /// Applied in order at start-up; a migration, once released, is never edited.
-pub const MIGRATIONS: &[EmbeddedMigration] =
-    &[EmbeddedMigration { version: 1, description: "accounts", sql: include_str!("migrations/0001_accounts.sql") }];
+pub const MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration { version: 1, description: "accounts", sql: include_str!("migrations/0001_accounts.sql") },
+    EmbeddedMigration {
+        version: 2,
+        description: "sessions and provisioning",
+        sql: include_str!("migrations/0002_sessions_and_provisioning.sql"),
+    },
+    EmbeddedMigration { version: 3, description: "invitations", sql: include_str!("migrations/0003_invitations.sql") },
+    EmbeddedMigration { version: 4, description: "two factor", sql: include_str!("migrations/0004_two_factor.sql") },
+    OUTBOX_MIGRATION,
+];

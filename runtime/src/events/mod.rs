@@ -14,6 +14,8 @@
 //!    other replicas find the change on their next poll).
 
 mod changes;
+mod identity;
+mod tenancy;
 mod watch;
 
 pub use changes::{

@@ -1,0 +1,1205 @@
+//! The in-memory index every decision reads, and the decision and delegation rules.
+//!
+//! Users and tenants are interned as `u32` (their UUIDs map to slots once and never move);
+//! roles are `u16`; a role's permissions are a `u128` bitset. A user's memberships are one
+//! sorted vector of 8-byte entries, so a decision is a walk up the tenant's ancestors (at most
+//! the tree depth) with a binary search in that vector at each level. Writers apply whole
+//! revisions under the lock; readers hold it only for the microseconds of a decision.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
+};
+
+use uuid::Uuid;
+
+use super::policy::{PermSet, Policy, RoleDef, Scope};
+
+pub const NONE: u32 = u32::MAX;
+/// Guard against a malformed tree (a cycle in what the stream sent): chains are cut here.
+const MAX_CHAIN: usize = 32;
+
+/// A cheap multiplicative hasher for ids that are already random (UUIDs) or dense (`u32`).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(buf));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserState {
+    /// Interned (an override or grant names it) but not in identity's stream.
+    Unknown,
+    Pending,
+    Active,
+    Suspended,
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantState {
+    Unknown,
+    Active,
+    Suspended,
+    Archived,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantKind {
+    Admin,
+    Client,
+    Department,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberKind {
+    Direct = 1,
+    Shadow = 2,
+    Assigned = 3,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UserEntry {
+    id: Uuid,
+    state: UserState,
+    msp_staff: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TenantEntry {
+    id: Uuid,
+    parent: u32,
+    /// The client at the top of the branch (a client: itself); NONE for the admin tenancy.
+    client: u32,
+    kind: TenantKind,
+    state: TenantState,
+}
+
+/// One membership: 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Member {
+    tenant: u32,
+    role: u16,
+    kind: MemberKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideRecord {
+    pub user: Uuid,
+    pub permission: String,
+    pub tenant: Option<Uuid>,
+    pub deny: bool,
+    pub note: String,
+    pub created_by: String,
+    pub created_at_micros: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Override {
+    bit: u8,
+    tenant: u32,
+    deny: bool,
+    record: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRecord {
+    pub tenant: Uuid,
+    pub resource_id: String,
+    pub resource_type: String,
+    pub parent: String,
+    pub display_name: String,
+    pub created_at_micros: i64,
+    pub updated_at_micros: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantAccess {
+    Role(String),
+    Permission(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub grant_id: Uuid,
+    pub user: Uuid,
+    pub tenant: Uuid,
+    pub resource_id: String,
+    pub access: GrantAccess,
+    pub granted_by: String,
+    pub created_at_micros: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    user: u32,
+    perms: PermSet,
+    record: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    parent: u32,
+    record: ResourceRecord,
+    grants: Vec<Grant>,
+}
+
+/// authz's own data, loaded from its schema.
+#[derive(Debug, Clone, Default)]
+pub struct OwnData {
+    pub revision: u64,
+    pub custom_roles: Vec<RoleDef>,
+    pub overrides: Vec<OverrideRecord>,
+    pub resources: Vec<ResourceRecord>,
+    pub grants: Vec<GrantRecord>,
+}
+
+/// Why a decision came out as it did (mirrors `DecisionReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    GrantedByMembership,
+    GrantedByOverride,
+    GrantedByResourceGrant,
+    DeniedNoMembership,
+    DeniedByOverride,
+    DeniedUserSuspended,
+    DeniedUserPending,
+    DeniedUserDeleted,
+    DeniedUserUnknown,
+    DeniedTenantSuspended,
+    DeniedTenantArchived,
+    DeniedTenantUnknown,
+    DeniedOutsideAssignedTenants,
+    DeniedUnknownPermission,
+    DeniedPermissionNotInRole,
+    DeniedResourceUnknown,
+}
+
+impl Reason {
+    pub fn allowed(self) -> bool {
+        matches!(self, Self::GrantedByMembership | Self::GrantedByOverride | Self::GrantedByResourceGrant)
+    }
+}
+
+/// The membership a decision rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basis {
+    pub tenant: Uuid,
+    pub kind: MemberKind,
+    pub role: String,
+    pub scope: Scope,
+}
+
+/// A decision and what it rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub reason: Reason,
+    member: Option<(u32, u16, MemberKind)>,
+    override_record: Option<u32>,
+    grant_record: Option<u32>,
+    /// For tenant denials: which tenant of the chain blocked.
+    blocking_tenant: u32,
+}
+
+impl Decision {
+    fn of(reason: Reason) -> Self {
+        Self { reason, member: None, override_record: None, grant_record: None, blocking_tenant: NONE }
+    }
+    pub fn allowed(&self) -> bool {
+        self.reason.allowed()
+    }
+}
+
+/// Interned handles for a decision, resolved once from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject {
+    pub user: u32,
+    pub bit: u8,
+    pub tenant: u32,
+    pub resource: u32,
+}
+
+/// Why an input could not be resolved (the API maps these to NOT_FOUND reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    Permission,
+    User,
+    Tenant,
+    Resource,
+}
+
+/// The answer to a delegation question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantDenial {
+    ActorUnknown,
+    ActorNotActive,
+    TenantUnknown,
+    RoleUnknown,
+    TargetHidden,
+    MspStaffRequired,
+    OwnerNotRemovable,
+    OwnerRoleNotAssignable,
+    OutsideTenant,
+    PermissionDenied,
+    RoleNotAssignable,
+    MspStaffOnlyRole,
+    ScopeMismatch,
+    RoleAboveOwn,
+    LastAdmin,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleGrantQuestion<'a> {
+    pub actor: Uuid,
+    pub target: Option<Uuid>,
+    pub target_is_msp_staff: bool,
+    pub tenant: Uuid,
+    pub role: Option<&'a str>,
+    pub previous_role: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Revisions {
+    pub identity: u64,
+    pub tenancy: u64,
+    pub authz: u64,
+}
+
+pub struct Index {
+    pub policy: Policy,
+    pub revisions: Revisions,
+    user_ids: IdMap<Uuid, u32>,
+    users: Vec<UserEntry>,
+    memberships: Vec<Vec<Member>>,
+    assigned: Vec<Vec<u32>>,
+    tenant_ids: IdMap<Uuid, u32>,
+    tenant_order: BTreeMap<Uuid, u32>,
+    tenants: Vec<TenantEntry>,
+    /// Users with any membership in a tenant (unique, unsorted).
+    members_of: Vec<Vec<u32>>,
+    roles: Vec<RoleDef>,
+    /// False for names only seen in memberships (no permissions) and deleted custom roles.
+    role_defined: Vec<bool>,
+    role_ids: HashMap<String, u16>,
+    owner: u32,
+    admin_roles: Vec<u16>,
+    overrides: IdMap<u32, Vec<Override>>,
+    override_records: Vec<OverrideRecord>,
+    nodes: Vec<Node>,
+    node_ids: HashMap<(u32, String), u32>,
+    grant_records: Vec<GrantRecord>,
+    membership_count: usize,
+    clients_dirty: bool,
+}
+
+fn chain_push(chain: &mut [u32; MAX_CHAIN], len: &mut usize, t: u32) -> bool {
+    if *len == MAX_CHAIN || chain[..*len].contains(&t) {
+        return false;
+    }
+    chain[*len] = t;
+    *len += 1;
+    true
+}
+
+impl Index {
+    pub fn new(policy: Policy) -> Self {
+        let mut index = Self {
+            revisions: Revisions::default(),
+            user_ids: IdMap::default(),
+            users: Vec::new(),
+            memberships: Vec::new(),
+            assigned: Vec::new(),
+            tenant_ids: IdMap::default(),
+            tenant_order: BTreeMap::new(),
+            tenants: Vec::new(),
+            members_of: Vec::new(),
+            roles: Vec::new(),
+            role_defined: Vec::new(),
+            role_ids: HashMap::new(),
+            owner: NONE,
+            admin_roles: Vec::new(),
+            overrides: IdMap::default(),
+            override_records: Vec::new(),
+            nodes: Vec::new(),
+            node_ids: HashMap::new(),
+            grant_records: Vec::new(),
+            membership_count: 0,
+            clients_dirty: false,
+            policy,
+        };
+        for role in index.policy.roles.clone() {
+            let id = index.role_slot(&role.name);
+            index.roles[id as usize] = role;
+            index.role_defined[id as usize] = true;
+        }
+        index.admin_roles = index.policy.admin_roles.clone().iter().map(|r| index.role_slot(r)).collect();
+        index
+    }
+
+    // ---------- interning ----------
+
+    fn role_slot(&mut self, name: &str) -> u16 {
+        if let Some(id) = self.role_ids.get(name) {
+            return *id;
+        }
+        let id = self.roles.len() as u16;
+        self.roles.push(RoleDef {
+            name: name.to_owned(),
+            display_name: name.to_owned(),
+            description: String::new(),
+            permissions: 0,
+            scope: Scope::OwnTenant,
+            rank: i32::MIN,
+            assignable: false,
+            msp_staff_only: false,
+            built_in: false,
+            created_at_micros: 0,
+            updated_at_micros: 0,
+        });
+        self.role_defined.push(false);
+        self.role_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn user_slot(&mut self, id: Uuid) -> u32 {
+        if let Some(i) = self.user_ids.get(&id) {
+            return *i;
+        }
+        let i = self.users.len() as u32;
+        self.users.push(UserEntry { id, state: UserState::Unknown, msp_staff: false });
+        self.memberships.push(Vec::new());
+        self.assigned.push(Vec::new());
+        self.user_ids.insert(id, i);
+        i
+    }
+
+    fn tenant_slot(&mut self, id: Uuid) -> u32 {
+        if let Some(i) = self.tenant_ids.get(&id) {
+            return *i;
+        }
+        let i = self.tenants.len() as u32;
+        self.tenants.push(TenantEntry {
+            id,
+            parent: NONE,
+            client: NONE,
+            kind: TenantKind::Department,
+            state: TenantState::Unknown,
+        });
+        self.members_of.push(Vec::new());
+        self.tenant_ids.insert(id, i);
+        i
+    }
+
+    // ---------- identity ----------
+
+    pub fn upsert_user(&mut self, id: Uuid, state: UserState, msp_staff: bool) {
+        let i = self.user_slot(id) as usize;
+        self.users[i].state = state;
+        self.users[i].msp_staff = msp_staff;
+    }
+
+    /// Before a fresh identity snapshot: forget every user's state (memberships stay: they
+    /// belong to tenancy's stream).
+    pub fn reset_identity(&mut self) {
+        for u in &mut self.users {
+            u.state = UserState::Unknown;
+            u.msp_staff = false;
+        }
+    }
+
+    // ---------- tenancy ----------
+
+    pub fn upsert_tenant(&mut self, id: Uuid, parent: Option<Uuid>, kind: TenantKind, state: TenantState) {
+        let existed = self.tenant_ids.contains_key(&id);
+        let i = self.tenant_slot(id);
+        let parent = parent.map_or(NONE, |p| self.tenant_slot(p));
+        let t = &mut self.tenants[i as usize];
+        // A move, or a parent seen after its children, changes the client of a whole branch:
+        // recomputed for all in `finish`, once per revision.
+        if existed && (t.parent != parent || t.kind != kind || t.state == TenantState::Unknown) {
+            self.clients_dirty = true;
+        }
+        t.parent = parent;
+        t.kind = kind;
+        t.state = state;
+        self.tenant_order.insert(id, i);
+        self.tenants[i as usize].client = self.client_of(i);
+    }
+
+    /// Call after applying a revision or a snapshot.
+    pub fn finish(&mut self) {
+        if std::mem::take(&mut self.clients_dirty) {
+            for i in 0..self.tenants.len() {
+                self.tenants[i].client = self.client_of(i as u32);
+            }
+        }
+    }
+
+    fn client_of(&self, i: u32) -> u32 {
+        let mut cur = i;
+        for _ in 0..MAX_CHAIN {
+            let t = self.tenants[cur as usize];
+            if t.kind == TenantKind::Client {
+                return cur;
+            }
+            if t.parent == NONE {
+                break;
+            }
+            cur = t.parent;
+        }
+        NONE
+    }
+
+    pub fn upsert_membership(&mut self, user: Uuid, tenant: Uuid, role: &str, kind: MemberKind) {
+        let u = self.user_slot(user);
+        let t = self.tenant_slot(tenant);
+        let r = self.role_slot(role);
+        let list = &mut self.memberships[u as usize];
+        let key = (t, kind);
+        match list.binary_search_by(|m| (m.tenant, m.kind).cmp(&key)) {
+            Ok(pos) => list[pos].role = r,
+            Err(pos) => {
+                // First membership of this user here (its neighbours are other tenants): then
+                // the user joins the tenant's member list; no scan of that list needed.
+                let first_here =
+                    !(pos > 0 && list[pos - 1].tenant == t || list.get(pos).is_some_and(|m| m.tenant == t));
+                list.insert(pos, Member { tenant: t, role: r, kind });
+                self.membership_count += 1;
+                if first_here {
+                    self.members_of[t as usize].push(u);
+                }
+            }
+        }
+    }
+
+    pub fn remove_membership(&mut self, user: Uuid, tenant: Uuid, kind: MemberKind) {
+        let (Some(&u), Some(&t)) = (self.user_ids.get(&user), self.tenant_ids.get(&tenant)) else { return };
+        let list = &mut self.memberships[u as usize];
+        if let Ok(pos) = list.binary_search_by(|m| (m.tenant, m.kind).cmp(&(t, kind))) {
+            list.remove(pos);
+            self.membership_count -= 1;
+            if !list.iter().any(|m| m.tenant == t) {
+                self.members_of[t as usize].retain(|x| *x != u);
+            }
+        }
+    }
+
+    pub fn assign(&mut self, technician: Uuid, client: Uuid) {
+        let u = self.user_slot(technician);
+        let c = self.tenant_slot(client);
+        let list = &mut self.assigned[u as usize];
+        if let Err(pos) = list.binary_search(&c) {
+            list.insert(pos, c);
+        }
+    }
+
+    pub fn unassign(&mut self, technician: Uuid, client: Uuid) {
+        let (Some(&u), Some(&c)) = (self.user_ids.get(&technician), self.tenant_ids.get(&client)) else { return };
+        let list = &mut self.assigned[u as usize];
+        if let Ok(pos) = list.binary_search(&c) {
+            list.remove(pos);
+        }
+    }
+
+    pub fn set_owner(&mut self, owner: Option<Uuid>) {
+        self.owner = owner.map_or(NONE, |o| self.user_slot(o));
+    }
+
+    /// Before a fresh tenancy snapshot: drop tenants' state, memberships and assignments.
+    pub fn reset_tenancy(&mut self) {
+        for t in &mut self.tenants {
+            t.state = TenantState::Unknown;
+        }
+        self.memberships.iter_mut().for_each(Vec::clear);
+        self.assigned.iter_mut().for_each(Vec::clear);
+        self.members_of.iter_mut().for_each(Vec::clear);
+        self.tenant_order.clear();
+        self.membership_count = 0;
+        self.owner = NONE;
+    }
+
+    /// Trims vectors grown by doubling (after a snapshot).
+    pub fn compact(&mut self) {
+        self.memberships.iter_mut().for_each(Vec::shrink_to_fit);
+        self.members_of.iter_mut().for_each(Vec::shrink_to_fit);
+        self.assigned.iter_mut().for_each(Vec::shrink_to_fit);
+    }
+
+    // ---------- authz's own data ----------
+
+    /// Replaces custom roles, overrides, resources and grants with what authz's schema holds.
+    pub fn load_own(&mut self, data: OwnData) {
+        // Custom roles: slots stay (memberships refer to them); undefined ones grant nothing.
+        for (i, role) in self.roles.iter_mut().enumerate() {
+            if !role.built_in {
+                self.role_defined[i] = false;
+                role.permissions = 0;
+                role.rank = i32::MIN;
+                role.assignable = false;
+            }
+        }
+        for role in data.custom_roles {
+            if self.role_ids.get(&role.name).is_some_and(|id| self.roles[*id as usize].built_in) {
+                continue;
+            }
+            let id = self.role_slot(&role.name);
+            self.roles[id as usize] = role;
+            self.role_defined[id as usize] = true;
+        }
+        self.overrides.clear();
+        self.override_records = data.overrides;
+        for (i, o) in self.override_records.clone().iter().enumerate() {
+            let Some(bit) = self.policy.permission_bit(&o.permission) else { continue };
+            let user = self.user_slot(o.user);
+            let tenant = o.tenant.map_or(NONE, |t| self.tenant_slot(t));
+            self.overrides.entry(user).or_default().push(Override { bit, tenant, deny: o.deny, record: i as u32 });
+        }
+        self.nodes.clear();
+        self.node_ids.clear();
+        for r in &data.resources {
+            let t = self.tenant_slot(r.tenant);
+            self.node_ids.insert((t, r.resource_id.clone()), self.nodes.len() as u32);
+            self.nodes.push(Node { parent: NONE, record: r.clone(), grants: Vec::new() });
+        }
+        for i in 0..self.nodes.len() {
+            let rec = &self.nodes[i].record;
+            if rec.parent.is_empty() {
+                continue;
+            }
+            let t = self.tenant_ids.get(&rec.tenant).copied().unwrap_or(NONE);
+            self.nodes[i].parent = self.node_ids.get(&(t, rec.parent.clone())).copied().unwrap_or(NONE);
+        }
+        self.grant_records = data.grants;
+        for (i, g) in self.grant_records.clone().iter().enumerate() {
+            let t = self.tenant_slot(g.tenant);
+            let Some(&node) = self.node_ids.get(&(t, g.resource_id.clone())) else { continue };
+            let perms = match &g.access {
+                GrantAccess::Role(r) => self.role_ids.get(r).map_or(0, |id| self.roles[*id as usize].permissions),
+                GrantAccess::Permission(p) => self.policy.permission_bit(p).map_or(0, |b| 1u128 << b),
+            };
+            let user = self.user_slot(g.user);
+            self.nodes[node as usize].grants.push(Grant { user, perms, record: i as u32 });
+        }
+        self.revisions.authz = data.revision;
+    }
+
+    // ---------- reading ----------
+
+    pub fn user_count(&self) -> usize {
+        self.users.iter().filter(|u| !matches!(u.state, UserState::Unknown | UserState::Deleted)).count()
+    }
+    pub fn tenant_count(&self) -> usize {
+        self.tenant_order.len()
+    }
+    pub fn membership_count(&self) -> usize {
+        self.membership_count
+    }
+
+    /// Bytes the index's membership structures hold (forward and reverse vectors, capacity).
+    pub fn membership_bytes(&self) -> usize {
+        let vec = std::mem::size_of::<Vec<u32>>();
+        let fwd: usize =
+            self.memberships.iter().map(|v| v.capacity() * std::mem::size_of::<Member>() + vec).sum::<usize>();
+        let rev: usize = self.members_of.iter().map(|v| v.capacity() * 4 + vec).sum::<usize>();
+        let asg: usize = self.assigned.iter().map(|v| v.capacity() * 4 + vec).sum::<usize>();
+        fwd + rev + asg
+    }
+
+    /// Rough total of the index's heap (users, tenants, id maps, memberships).
+    pub fn approx_bytes(&self) -> usize {
+        let map_entry = 16 + 4 + 8; // key, value, control byte and slack
+        self.membership_bytes()
+            + self.users.capacity() * std::mem::size_of::<UserEntry>()
+            + self.tenants.capacity() * std::mem::size_of::<TenantEntry>()
+            + (self.user_ids.capacity() + self.tenant_ids.capacity()) * map_entry
+            + self.tenant_order.len() * (16 + 4 + 16)
+    }
+
+    pub fn role(&self, name: &str) -> Option<&RoleDef> {
+        let id = *self.role_ids.get(name)?;
+        self.role_defined[id as usize].then(|| &self.roles[id as usize])
+    }
+
+    /// Defined roles, by rank descending then name.
+    pub fn roles(&self) -> Vec<&RoleDef> {
+        let mut list: Vec<&RoleDef> =
+            self.roles.iter().enumerate().filter(|(i, _)| self.role_defined[*i]).map(|(_, r)| r).collect();
+        list.sort_by(|a, b| b.rank.cmp(&a.rank).then_with(|| a.name.cmp(&b.name)));
+        list
+    }
+
+    /// Whether the role is held by a membership or a resource grant.
+    pub fn role_in_use(&self, name: &str) -> bool {
+        let Some(&id) = self.role_ids.get(name) else { return false };
+        self.memberships.iter().any(|l| l.iter().any(|m| m.role == id))
+            || self.grant_records.iter().any(|g| g.access == GrantAccess::Role(name.to_owned()))
+    }
+
+    pub fn user_known(&self, id: &Uuid) -> bool {
+        self.user_ids.get(id).is_some_and(|i| self.users[*i as usize].state != UserState::Unknown)
+    }
+    pub fn user_is_msp_staff(&self, id: &Uuid) -> bool {
+        self.user_ids.get(id).is_some_and(|i| self.users[*i as usize].msp_staff)
+    }
+    pub fn tenant_known(&self, id: &Uuid) -> bool {
+        self.tenant_ids.get(id).is_some_and(|i| self.tenants[*i as usize].state != TenantState::Unknown)
+    }
+    pub fn admin_tenancy(&self) -> Option<Uuid> {
+        self.tenants.iter().find(|t| t.kind == TenantKind::Admin && t.state != TenantState::Unknown).map(|t| t.id)
+    }
+    pub fn resource(&self, tenant: &Uuid, resource_id: &str) -> Option<&ResourceRecord> {
+        let t = *self.tenant_ids.get(tenant)?;
+        let n = *self.node_ids.get(&(t, resource_id.to_owned()))?;
+        Some(&self.nodes[n as usize].record)
+    }
+    pub fn resources(&self) -> impl Iterator<Item = &ResourceRecord> {
+        self.nodes.iter().map(|n| &n.record)
+    }
+    /// True if `ancestor` is `node` or above it (cycle check for moves).
+    pub fn resource_is_under(&self, tenant: &Uuid, node: &str, ancestor: &str) -> bool {
+        let Some(&t) = self.tenant_ids.get(tenant) else { return false };
+        let Some(&mut_node) = self.node_ids.get(&(t, node.to_owned())) else { return false };
+        let mut cur = mut_node;
+        for _ in 0..MAX_CHAIN * 4 {
+            if self.nodes[cur as usize].record.resource_id == ancestor {
+                return true;
+            }
+            cur = self.nodes[cur as usize].parent;
+            if cur == NONE {
+                return false;
+            }
+        }
+        true
+    }
+    pub fn resource_depth(&self, tenant: &Uuid, node: &str) -> usize {
+        let Some(&t) = self.tenant_ids.get(tenant) else { return 0 };
+        let Some(&n) = self.node_ids.get(&(t, node.to_owned())) else { return 0 };
+        let mut depth = 1;
+        let mut cur = self.nodes[n as usize].parent;
+        while cur != NONE && depth < MAX_CHAIN * 4 {
+            depth += 1;
+            cur = self.nodes[cur as usize].parent;
+        }
+        depth
+    }
+    /// The slot of a known (not `Unknown`) user.
+    pub fn known_user_slot(&self, id: &Uuid) -> Option<u32> {
+        self.user_ids.get(id).copied().filter(|i| self.users[*i as usize].state != UserState::Unknown)
+    }
+    pub fn tenant_slot_of(&self, id: &Uuid) -> u32 {
+        self.tenant_ids.get(id).copied().unwrap_or(NONE)
+    }
+    pub fn resource_slot(&self, tenant: &Uuid, resource_id: &str) -> u32 {
+        let Some(&t) = self.tenant_ids.get(tenant) else { return NONE };
+        self.node_ids.get(&(t, resource_id.to_owned())).copied().unwrap_or(NONE)
+    }
+    pub fn overrides(&self) -> &[OverrideRecord] {
+        &self.override_records
+    }
+    pub fn grants(&self) -> &[GrantRecord] {
+        &self.grant_records
+    }
+
+    /// Resolves a request's names to index handles.
+    pub fn resolve(
+        &self,
+        user: &Uuid,
+        permission: &str,
+        tenant: &Uuid,
+        resource: Option<&str>,
+    ) -> Result<Subject, Unresolved> {
+        let bit = self.policy.permission_bit(permission).ok_or(Unresolved::Permission)?;
+        let user = *self
+            .user_ids
+            .get(user)
+            .filter(|i| self.users[**i as usize].state != UserState::Unknown)
+            .ok_or(Unresolved::User)?;
+        let tenant = *self
+            .tenant_ids
+            .get(tenant)
+            .filter(|i| self.tenants[**i as usize].state != TenantState::Unknown)
+            .ok_or(Unresolved::Tenant)?;
+        let resource = match resource {
+            None => NONE,
+            Some(r) => *self.node_ids.get(&(tenant, r.to_owned())).ok_or(Unresolved::Resource)?,
+        };
+        Ok(Subject { user, bit, tenant, resource })
+    }
+
+    /// The decision for resolved inputs: the hot path.
+    pub fn decide(&self, s: Subject) -> Decision {
+        let user = self.users[s.user as usize];
+        match user.state {
+            UserState::Active => {}
+            UserState::Unknown => return Decision::of(Reason::DeniedUserUnknown),
+            UserState::Pending => return Decision::of(Reason::DeniedUserPending),
+            UserState::Suspended => return Decision::of(Reason::DeniedUserSuspended),
+            UserState::Deleted => return Decision::of(Reason::DeniedUserDeleted),
+        }
+        let mut chain = [NONE; MAX_CHAIN];
+        let mut len = 0;
+        let mut cur = s.tenant;
+        while cur != NONE && chain_push(&mut chain, &mut len, cur) {
+            let t = &self.tenants[cur as usize];
+            let blocked = match t.state {
+                TenantState::Suspended => Some(Reason::DeniedTenantSuspended),
+                TenantState::Archived => Some(Reason::DeniedTenantArchived),
+                TenantState::Unknown if cur == s.tenant => Some(Reason::DeniedTenantUnknown),
+                _ => None,
+            };
+            if let Some(reason) = blocked {
+                return Decision { blocking_tenant: cur, ..Decision::of(reason) };
+            }
+            cur = t.parent;
+        }
+        let chain = &chain[..len];
+        let bit = 1u128 << s.bit;
+
+        let mut granted_by_override = None;
+        if let Some(list) = self.overrides.get(&s.user) {
+            for o in list {
+                if o.bit == s.bit && (o.tenant == NONE || chain.contains(&o.tenant)) {
+                    if o.deny {
+                        return Decision { override_record: Some(o.record), ..Decision::of(Reason::DeniedByOverride) };
+                    }
+                    granted_by_override = Some(o.record);
+                }
+            }
+        }
+        if let Some(record) = granted_by_override {
+            return Decision { override_record: Some(record), ..Decision::of(Reason::GrantedByOverride) };
+        }
+
+        let members = &self.memberships[s.user as usize];
+        let mut not_in_role = None;
+        let mut outside = None;
+        if !members.is_empty() {
+            let client = self.tenants[s.tenant as usize].client;
+            for &t in chain {
+                let start = members.partition_point(|m| m.tenant < t);
+                for m in members[start..].iter().take_while(|m| m.tenant == t) {
+                    let role = &self.roles[m.role as usize];
+                    let reaches = match role.scope {
+                        Scope::AllTenants | Scope::OwnTenant => true,
+                        Scope::AssignedTenants => {
+                            m.kind == MemberKind::Assigned
+                                || (client != NONE && self.assigned[s.user as usize].binary_search(&client).is_ok())
+                        }
+                    };
+                    let basis = Some((m.tenant, m.role, m.kind));
+                    if reaches && role.permissions & bit != 0 {
+                        return Decision { member: basis, ..Decision::of(Reason::GrantedByMembership) };
+                    }
+                    if reaches {
+                        not_in_role = not_in_role.or(basis);
+                    } else {
+                        outside = outside.or(basis);
+                    }
+                }
+            }
+        }
+
+        let mut node = s.resource;
+        let mut steps = 0;
+        while node != NONE && steps < MAX_CHAIN * 4 {
+            let n = &self.nodes[node as usize];
+            if let Some(g) = n.grants.iter().find(|g| g.user == s.user && g.perms & bit != 0) {
+                return Decision { grant_record: Some(g.record), ..Decision::of(Reason::GrantedByResourceGrant) };
+            }
+            node = n.parent;
+            steps += 1;
+        }
+
+        match (not_in_role, outside) {
+            (Some(b), _) => Decision { member: Some(b), ..Decision::of(Reason::DeniedPermissionNotInRole) },
+            (None, Some(b)) => Decision { member: Some(b), ..Decision::of(Reason::DeniedOutsideAssignedTenants) },
+            (None, None) => Decision::of(Reason::DeniedNoMembership),
+        }
+    }
+
+    /// Decides from names: unknown inputs are explained as denials.
+    pub fn decide_names(&self, user: &Uuid, permission: &str, tenant: &Uuid, resource: Option<&str>) -> Decision {
+        match self.resolve(user, permission, tenant, resource) {
+            Ok(s) => self.decide(s),
+            Err(Unresolved::Permission) => Decision::of(Reason::DeniedUnknownPermission),
+            Err(Unresolved::User) => Decision::of(Reason::DeniedUserUnknown),
+            Err(Unresolved::Tenant) => Decision::of(Reason::DeniedTenantUnknown),
+            Err(Unresolved::Resource) => Decision::of(Reason::DeniedResourceUnknown),
+        }
+    }
+
+    // ---------- explaining ----------
+
+    pub fn basis(&self, d: &Decision) -> Option<Basis> {
+        let (t, r, kind) = d.member?;
+        let role = &self.roles[r as usize];
+        Some(Basis { tenant: self.tenants[t as usize].id, kind, role: role.name.clone(), scope: role.scope })
+    }
+    pub fn decision_override(&self, d: &Decision) -> Option<&OverrideRecord> {
+        self.override_records.get(d.override_record? as usize)
+    }
+    pub fn decision_grant(&self, d: &Decision) -> Option<&GrantRecord> {
+        self.grant_records.get(d.grant_record? as usize)
+    }
+    pub fn blocking_tenant(&self, d: &Decision) -> Option<Uuid> {
+        (d.blocking_tenant != NONE).then(|| self.tenants[d.blocking_tenant as usize].id)
+    }
+
+    /// One readable line for a decision.
+    pub fn summary(&self, user: &Uuid, permission: &str, tenant: &Uuid, d: &Decision) -> String {
+        let kind = |k: MemberKind| match k {
+            MemberKind::Direct => "direct",
+            MemberKind::Shadow => "shadow",
+            MemberKind::Assigned => "assigned",
+        };
+        let scope_of = |o: &OverrideRecord| o.tenant.map_or("everywhere".to_owned(), |t| format!("in tenant {t}"));
+        match d.reason {
+            Reason::GrantedByMembership | Reason::DeniedPermissionNotInRole | Reason::DeniedOutsideAssignedTenants => {
+                let b = self.basis(d);
+                let (k, t, r, sc) = b.map_or(("?", String::new(), String::new(), "?"), |b| {
+                    (kind(b.kind), b.tenant.to_string(), b.role, b.scope.as_str())
+                });
+                match d.reason {
+                    Reason::GrantedByMembership => format!(
+                        "allowed: {k} membership in tenant {t} (role {r}, scope {sc}) grants {permission} in tenant {tenant}"
+                    ),
+                    Reason::DeniedPermissionNotInRole => format!(
+                        "denied: {k} membership in tenant {t} reaches tenant {tenant} but role {r} lacks {permission}"
+                    ),
+                    _ => format!(
+                        "denied: role {r} ({k} membership in tenant {t}) is scoped to assigned tenants and tenant {tenant} is not under a client assigned to user {user}"
+                    ),
+                }
+            }
+            Reason::GrantedByOverride => match self.decision_override(d) {
+                Some(o) => format!("allowed: a grant override of {permission} for user {user} {}", scope_of(o)),
+                None => format!("allowed: a grant override of {permission}"),
+            },
+            Reason::DeniedByOverride => match self.decision_override(d) {
+                Some(o) => {
+                    format!("denied: a deny override of {permission} for user {user} {} (deny wins)", scope_of(o))
+                }
+                None => format!("denied: a deny override of {permission}"),
+            },
+            Reason::GrantedByResourceGrant => match self.decision_grant(d) {
+                Some(g) => format!(
+                    "allowed: resource grant {} on {} ({}) covers the resource",
+                    g.grant_id,
+                    g.resource_id,
+                    match &g.access {
+                        GrantAccess::Role(r) => format!("role {r}"),
+                        GrantAccess::Permission(p) => format!("permission {p}"),
+                    }
+                ),
+                None => "allowed: a resource grant".to_owned(),
+            },
+            Reason::DeniedNoMembership => {
+                format!(
+                    "denied: user {user} has no membership in tenant {tenant} or its ancestors granting {permission}"
+                )
+            }
+            Reason::DeniedUserSuspended => format!("denied: user {user} is suspended"),
+            Reason::DeniedUserPending => format!("denied: user {user} has not accepted their invitation"),
+            Reason::DeniedUserDeleted => format!("denied: user {user} is deleted"),
+            Reason::DeniedUserUnknown => format!("denied: user {user} is unknown"),
+            Reason::DeniedTenantSuspended => format!(
+                "denied: tenant {} is suspended",
+                self.blocking_tenant(d).map_or(tenant.to_string(), |t| t.to_string())
+            ),
+            Reason::DeniedTenantArchived => format!(
+                "denied: tenant {} is archived",
+                self.blocking_tenant(d).map_or(tenant.to_string(), |t| t.to_string())
+            ),
+            Reason::DeniedTenantUnknown => format!("denied: tenant {tenant} is unknown"),
+            Reason::DeniedUnknownPermission => format!("denied: permission {permission:?} is not in the catalog"),
+            Reason::DeniedResourceUnknown => format!("denied: no such resource in tenant {tenant}"),
+        }
+    }
+
+    /// The rules evaluated, in order, one line each.
+    pub fn steps(&self, d: &Decision) -> Vec<String> {
+        let order = [
+            ("permission is in the catalog", Reason::DeniedUnknownPermission),
+            ("user is known", Reason::DeniedUserUnknown),
+            ("user is not deleted", Reason::DeniedUserDeleted),
+            ("user is not pending", Reason::DeniedUserPending),
+            ("user is not suspended", Reason::DeniedUserSuspended),
+            ("tenant is known", Reason::DeniedTenantUnknown),
+            ("tenant and its ancestors are not suspended", Reason::DeniedTenantSuspended),
+            ("tenant and its ancestors are not archived", Reason::DeniedTenantArchived),
+            ("resource is known", Reason::DeniedResourceUnknown),
+            ("no deny override applies", Reason::DeniedByOverride),
+        ];
+        let mut steps = Vec::new();
+        for (text, reason) in order {
+            if d.reason == reason {
+                steps.push(format!("{text}: no -> denied"));
+                return steps;
+            }
+            steps.push(format!("{text}: yes"));
+        }
+        let tail = match d.reason {
+            Reason::GrantedByOverride => "a grant override applies: yes -> allowed",
+            Reason::GrantedByMembership => "a membership reaching the tenant holds the permission: yes -> allowed",
+            Reason::GrantedByResourceGrant => {
+                "a membership grants it: no; a resource grant on the resource or an ancestor: yes -> allowed"
+            }
+            Reason::DeniedPermissionNotInRole => {
+                "membership reaches the tenant but its role lacks the permission -> denied"
+            }
+            Reason::DeniedOutsideAssignedTenants => {
+                "membership's role is scoped to assigned tenants; not assigned -> denied"
+            }
+            _ => "no override, membership or resource grant gives the permission -> denied",
+        };
+        steps.push(tail.to_owned());
+        steps
+    }
+
+    /// The memberships of the user held in the tenant or its ancestors.
+    pub fn memberships_reaching(&self, user: &Uuid, tenant: &Uuid) -> Vec<Basis> {
+        let (Some(&u), Some(&t)) = (self.user_ids.get(user), self.tenant_ids.get(tenant)) else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut cur = t;
+        let mut steps = 0;
+        while cur != NONE && steps < MAX_CHAIN {
+            for m in self.memberships[u as usize].iter().filter(|m| m.tenant == cur) {
+                let role = &self.roles[m.role as usize];
+                out.push(Basis {
+                    tenant: self.tenants[cur as usize].id,
+                    kind: m.kind,
+                    role: role.name.clone(),
+                    scope: role.scope,
+                });
+            }
+            cur = self.tenants[cur as usize].parent;
+            steps += 1;
+        }
+        out
+    }
+
+    /// Every permission bit the subject holds, with how.
+    pub fn effective(&self, user: u32, tenant: u32, resource: u32) -> Vec<(u8, Reason)> {
+        (0..self.policy.permissions.len() as u8)
+            .filter_map(|bit| {
+                let d = self.decide(Subject { user, bit, tenant, resource });
+                d.allowed().then_some((bit, d.reason))
+            })
+            .collect()
+    }
+
+    /// Tenants (by id, after `after`) where the user holds the permission; at most `limit`.
+    pub fn lookup_tenants(&self, user: u32, bit: u8, after: Option<Uuid>, limit: usize) -> (Vec<Uuid>, bool) {
+        let mut out = Vec::new();
+        let range = match after {
+            Some(a) => self.tenant_order.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => self.tenant_order.range(..),
+        };
+        for (id, &t) in range {
+            if self.decide(Subject { user, bit, tenant: t, resource: NONE }).allowed() {
+                if out.len() == limit {
+                    return (out, true);
+                }
+                out.push(*id);
+            }
+        }
+        (out, false)
+    }
+
+    /// Active users (by id, after `after`) who hold the permission in the tenant; at most `limit`.
+    pub fn lookup_subjects(
+        &self,
+        bit: u8,
+        tenant: u32,
+        resource: u32,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> (Vec<(Uuid, Decision)>, bool) {
+        let mut candidates: Vec<u32> = Vec::new();
+        let mut cur = tenant;
+        let mut steps = 0;
+        while cur != NONE && steps < MAX_CHAIN {
+            candidates.extend_from_slice(&self.members_of[cur as usize]);
+            cur = self.tenants[cur as usize].parent;
+            steps += 1;
+        }
+        candidates
+            .extend(self.overrides.iter().filter(|(_, l)| l.iter().any(|o| !o.deny && o.bit == bit)).map(|(u, _)| *u));
+        let mut node = resource;
+        let mut steps = 0;
+        while node != NONE && steps < MAX_CHAIN * 4 {
+            candidates.extend(self.nodes[node as usize].grants.iter().map(|g| g.user));
+            node = self.nodes[node as usize].parent;
+            steps += 1;
+        }
+        let mut ids: Vec<(Uuid, u32)> = candidates.into_iter().map(|u| (self.users[u as usize].id, u)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::new();
+        for (id, u) in ids {
+            if after.is_some_and(|a| id <= a) {
+                continue;
+            }
+            let d = self.decide(Subject { user: u, bit, tenant, resource });
+            if d.allowed() {
+                if out.len() == limit {
+                    return (out, true);
+                }
+                out.push((id, d));
+            }
+        }
+        (out, false)
+    }
+
+    // ---------- delegation ----------
+
+    fn rank_in(&self, user: u32, tenant: u32) -> i32 {
+        let mut best = i32::MIN;
+        let members = &self.memberships[user as usize];
+        let client = self.tenants[tenant as usize].client;
+        let mut cur = tenant;
+        let mut steps = 0;
+        while cur != NONE && steps < MAX_CHAIN {
+            for m in members.iter().filter(|m| m.tenant == cur) {
+                let role = &self.roles[m.role as usize];
+                let reaches = role.scope != Scope::AssignedTenants
+                    || m.kind == MemberKind::Assigned
+                    || (client != NONE && self.assigned[user as usize].binary_search(&client).is_ok());
+                if reaches && self.role_defined[m.role as usize] {
+                    best = best.max(role.rank);
+                }
+            }
+            cur = self.tenants[cur as usize].parent;
+            steps += 1;
+        }
+        best
+    }
+
+    /// The delegation rules; `Ok(())` when the role change is allowed.
+    pub fn check_role_grant(&self, q: &RoleGrantQuestion<'_>) -> Result<(), GrantDenial> {
+        let actor = *self.user_ids.get(&q.actor).ok_or(GrantDenial::ActorUnknown)?;
+        match self.users[actor as usize].state {
+            UserState::Active => {}
+            UserState::Unknown | UserState::Deleted => return Err(GrantDenial::ActorUnknown),
+            _ => return Err(GrantDenial::ActorNotActive),
+        }
+        let actor_staff = self.users[actor as usize].msp_staff;
+        let tenant = *self
+            .tenant_ids
+            .get(&q.tenant)
+            .filter(|t| self.tenants[**t as usize].state != TenantState::Unknown)
+            .ok_or(GrantDenial::TenantUnknown)?;
+        let role = match q.role {
+            Some(r) => Some(
+                *self.role_ids.get(r).filter(|id| self.role_defined[**id as usize]).ok_or(GrantDenial::RoleUnknown)?,
+            ),
+            None => None,
+        };
+        let previous = match q.previous_role {
+            Some(r) => Some(*self.role_ids.get(r).ok_or(GrantDenial::RoleUnknown)?),
+            None => None,
+        };
+        let target = match q.target {
+            Some(t) => {
+                let i = *self
+                    .user_ids
+                    .get(&t)
+                    .filter(|i| !matches!(self.users[**i as usize].state, UserState::Unknown | UserState::Deleted))
+                    .ok_or(GrantDenial::TargetHidden)?;
+                if self.users[i as usize].msp_staff && !actor_staff {
+                    return Err(GrantDenial::TargetHidden);
+                }
+                Some(i)
+            }
+            None => None,
+        };
+        let target_staff = target.map_or(q.target_is_msp_staff, |t| self.users[t as usize].msp_staff);
+        if target_staff && !actor_staff {
+            return Err(GrantDenial::MspStaffRequired);
+        }
+        let owner = self.role_ids.get(&self.policy.owner_role).copied();
+        if previous.is_some() && previous == owner {
+            return Err(GrantDenial::OwnerNotRemovable);
+        }
+        if role.is_some() && role == owner {
+            return Err(GrantDenial::OwnerRoleNotAssignable);
+        }
+        let manage = self.policy.permission_bit("users.manage").ok_or(GrantDenial::PermissionDenied)?;
+        if !self.decide(Subject { user: actor, bit: manage, tenant, resource: NONE }).allowed() {
+            let reaches = self.rank_in(actor, tenant) != i32::MIN;
+            return Err(if !actor_staff && !reaches {
+                GrantDenial::OutsideTenant
+            } else {
+                GrantDenial::PermissionDenied
+            });
+        }
+        let actor_rank = self.rank_in(actor, tenant);
+        if let Some(r) = role {
+            let def = &self.roles[r as usize];
+            if !def.assignable {
+                return Err(GrantDenial::RoleNotAssignable);
+            }
+            if def.msp_staff_only && !target_staff {
+                return Err(GrantDenial::MspStaffOnlyRole);
+            }
+            if def.scope != Scope::OwnTenant && self.tenants[tenant as usize].kind != TenantKind::Admin {
+                return Err(GrantDenial::ScopeMismatch);
+            }
+            if def.rank > actor_rank {
+                return Err(GrantDenial::RoleAboveOwn);
+            }
+        }
+        if let Some(p) = previous
+            && self.role_defined[p as usize]
+            && self.roles[p as usize].rank > actor_rank
+        {
+            return Err(GrantDenial::RoleAboveOwn);
+        }
+        // The last administrator of a tenant can be neither demoted nor removed.
+        if let (Some(p), Some(t)) = (previous, target)
+            && self.admin_roles.contains(&p)
+            && !role.is_some_and(|r| self.admin_roles.contains(&r))
+        {
+            let others = self.members_of[tenant as usize].iter().filter(|&&u| u != t).any(|&u| {
+                self.users[u as usize].state == UserState::Active
+                    && self.memberships[u as usize].iter().any(|m| {
+                        m.tenant == tenant && m.kind == MemberKind::Direct && self.admin_roles.contains(&m.role)
+                    })
+            });
+            if !others {
+                return Err(GrantDenial::LastAdmin);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn role_rank(&self, name: &str) -> Option<i32> {
+        self.role(name).map(|r| r.rank)
+    }
+    pub fn actor_rank(&self, actor: &Uuid, tenant: &Uuid) -> Option<i32> {
+        let a = *self.user_ids.get(actor)?;
+        let t = *self.tenant_ids.get(tenant)?;
+        Some(self.rank_in(a, t))
+    }
+}

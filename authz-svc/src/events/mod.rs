@@ -1,0 +1,400 @@
+//! Keeping the index current, and recording decisions.
+//!
+//! - [`follow`] consumes identity-svc's and tenancy-svc's `Watch` streams: a snapshot from 0,
+//!   then live changes; a revision is applied under one write lock when its `end_of_revision`
+//!   change arrives; after a broken stream it resumes from the last applied revision.
+//! - [`follow_own`] reloads authz's own data (custom roles, overrides, resources, grants) when
+//!   authz's revision moves, so replicas converge on writes other replicas made.
+//! - [`State::ready`] is the fail-closed gate every decision passes.
+//! - [`AuditSink`] records decision audit events through the outbox, off the hot path.
+
+pub mod audit;
+mod convert;
+
+use std::{
+    future::Future,
+    sync::{
+        Arc, RwLock, RwLockReadGuard,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tether_proto::{
+    common::v1::{ErrorReason, Revision, RevisionSource},
+    identity::v1::{self as idp, identity_service_client::IdentityServiceClient},
+    tenancy::v1::{self as tnp, tenancy_service_client::TenancyServiceClient},
+};
+use tether_runtime::{client::TracedChannel, db::Database, db::now_micros, error::ApiError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    domain::index::{Index, Revisions},
+    store,
+};
+
+/// One input stream's progress.
+#[derive(Debug, Default)]
+pub struct SourceState {
+    pub snapshot_loaded: AtomicBool,
+    pub applied: AtomicU64,
+    pub latest_known: AtomicU64,
+    /// Unix micros of the last change or heartbeat; 0 before any.
+    pub last_heard: AtomicI64,
+}
+
+impl SourceState {
+    fn heard(&self, revision: u64) {
+        self.latest_known.fetch_max(revision, Ordering::SeqCst);
+        self.last_heard.store(now_micros(), Ordering::SeqCst);
+    }
+    /// Microseconds since the stream was last heard from.
+    pub fn silent_for(&self) -> i64 {
+        now_micros() - self.last_heard.load(Ordering::SeqCst)
+    }
+}
+
+/// The index and its freshness, shared by the API and the feeders.
+pub struct State {
+    pub index: RwLock<Index>,
+    pub identity: SourceState,
+    pub tenancy: SourceState,
+    /// Woken whenever a revision is applied (read-your-writes waits on it).
+    pub applied: Notify,
+    pub max_lag: Duration,
+    pub consistency_wait: Duration,
+    pub database: Database,
+    reload: tokio::sync::Mutex<()>,
+}
+
+impl State {
+    pub fn new(index: Index, database: Database, max_lag: Duration, consistency_wait: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            index: RwLock::new(index),
+            identity: SourceState::default(),
+            tenancy: SourceState::default(),
+            applied: Notify::new(),
+            max_lag,
+            consistency_wait,
+            database,
+            reload: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// A read guard; a poisoned lock (a panic while writing) still reads the last state.
+    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut guard = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let out = f(&mut guard);
+        drop(guard);
+        self.applied.notify_waiters();
+        out
+    }
+
+    /// The fail-closed gate: both snapshots loaded and neither stream silent beyond the bound.
+    pub fn ready(&self) -> Result<(), ApiError> {
+        for (name, s) in [("identity", &self.identity), ("tenancy", &self.tenancy)] {
+            if !s.snapshot_loaded.load(Ordering::SeqCst) {
+                return Err(ApiError::unavailable(
+                    ErrorReason::IndexNotLoaded,
+                    format!("the {name} snapshot is not loaded yet"),
+                ));
+            }
+            let lag = s.silent_for();
+            if lag > self.max_lag.as_micros() as i64 {
+                return Err(ApiError::unavailable(
+                    ErrorReason::IndexStale,
+                    format!("the {name} stream has been silent for {} ms", lag / 1000),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn revisions(&self) -> Revisions {
+        self.read().revisions
+    }
+
+    /// Waits (bounded) until the index is at least as fresh as `token`; NOT_CAUGHT_UP otherwise.
+    pub async fn at_least(&self, token: &[Revision]) -> Result<(), ApiError> {
+        let mut want = Revisions::default();
+        for r in token {
+            match RevisionSource::try_from(r.source) {
+                Ok(RevisionSource::Identity) => want.identity = want.identity.max(r.value),
+                Ok(RevisionSource::Tenancy) => want.tenancy = want.tenancy.max(r.value),
+                Ok(RevisionSource::Authz) => want.authz = want.authz.max(r.value),
+                _ => {
+                    return Err(ApiError::invalid_argument(
+                        ErrorReason::InvalidConsistencyToken,
+                        "the consistency token names an unknown source",
+                    ));
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.consistency_wait;
+        loop {
+            let notified = self.applied.notified();
+            let have = self.revisions();
+            if have.identity >= want.identity && have.tenancy >= want.tenancy && have.authz >= want.authz {
+                return Ok(());
+            }
+            if have.authz < want.authz {
+                // Our own schema: no stream to wait for, read it now.
+                self.reload_own().await?;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let have = self.revisions();
+                if have.identity >= want.identity && have.tenancy >= want.tenancy && have.authz >= want.authz {
+                    return Ok(());
+                }
+                return Err(ApiError::unavailable(
+                    ErrorReason::NotCaughtUp,
+                    format!(
+                        "this replica is at identity {} / tenancy {} / authz {}, behind the requested token",
+                        have.identity, have.tenancy, have.authz
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Reloads authz's own data if its revision moved.
+    pub async fn reload_own(&self) -> Result<(), ApiError> {
+        let _one_at_a_time = self.reload.lock().await;
+        let current = store::revision(&self.database).await.map_err(ApiError::internal)?;
+        if current <= self.revisions().authz && current != 0 {
+            return Ok(());
+        }
+        let policy = self.read().policy.clone();
+        let data = store::load_own(&self.database, &policy).await.map_err(ApiError::internal)?;
+        self.write(|index| {
+            if data.revision >= index.revisions.authz {
+                index.load_own(data);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// A change-stream message, classified.
+pub enum Msg<C> {
+    Change { change: C, revision: u64, end_of_revision: bool },
+    SnapshotEnd(u64),
+    Heartbeat(u64),
+}
+
+/// How to open, read and apply one stream.
+pub trait Source: Send + Sync + 'static {
+    type Response: Send + 'static;
+    type Change: Send + 'static;
+    const NAME: &'static str;
+    fn open(&self, from: u64) -> impl Future<Output = Result<tonic::Streaming<Self::Response>, tonic::Status>> + Send;
+    fn classify(response: Self::Response) -> Option<Msg<Self::Change>>;
+    fn apply(index: &mut Index, change: &Self::Change);
+    fn reset(index: &mut Index);
+    fn set_revision(index: &mut Index, revision: u64);
+    fn progress(state: &State) -> &SourceState;
+}
+
+pub struct IdentitySource(pub IdentityServiceClient<TracedChannel>);
+pub struct TenancySource(pub TenancyServiceClient<TracedChannel>);
+
+impl Source for IdentitySource {
+    type Response = idp::WatchResponse;
+    type Change = idp::IdentityChange;
+    const NAME: &'static str = "identity";
+    async fn open(&self, from: u64) -> Result<tonic::Streaming<Self::Response>, tonic::Status> {
+        Ok(self.0.clone().watch(idp::WatchRequest { from_revision: from }).await?.into_inner())
+    }
+    fn classify(response: Self::Response) -> Option<Msg<Self::Change>> {
+        Some(match response.kind? {
+            idp::watch_response::Kind::Change(c) => {
+                Msg::Change { revision: c.revision, end_of_revision: c.end_of_revision, change: c }
+            }
+            idp::watch_response::Kind::SnapshotEnd(e) => Msg::SnapshotEnd(e.revision),
+            idp::watch_response::Kind::Heartbeat(h) => Msg::Heartbeat(h.revision),
+        })
+    }
+    fn apply(index: &mut Index, change: &Self::Change) {
+        convert::apply_identity(index, change);
+    }
+    fn reset(index: &mut Index) {
+        index.reset_identity();
+    }
+    fn set_revision(index: &mut Index, revision: u64) {
+        index.revisions.identity = revision;
+    }
+    fn progress(state: &State) -> &SourceState {
+        &state.identity
+    }
+}
+
+impl Source for TenancySource {
+    type Response = tnp::WatchResponse;
+    type Change = tnp::TenancyChange;
+    const NAME: &'static str = "tenancy";
+    async fn open(&self, from: u64) -> Result<tonic::Streaming<Self::Response>, tonic::Status> {
+        Ok(self.0.clone().watch(tnp::WatchRequest { from_revision: from }).await?.into_inner())
+    }
+    fn classify(response: Self::Response) -> Option<Msg<Self::Change>> {
+        Some(match response.kind? {
+            tnp::watch_response::Kind::Change(c) => {
+                Msg::Change { revision: c.revision, end_of_revision: c.end_of_revision, change: c }
+            }
+            tnp::watch_response::Kind::SnapshotEnd(e) => Msg::SnapshotEnd(e.revision),
+            tnp::watch_response::Kind::Heartbeat(h) => Msg::Heartbeat(h.revision),
+        })
+    }
+    fn apply(index: &mut Index, change: &Self::Change) {
+        convert::apply_tenancy(index, change);
+    }
+    fn reset(index: &mut Index) {
+        index.reset_tenancy();
+    }
+    fn set_revision(index: &mut Index, revision: u64) {
+        index.revisions.tenancy = revision;
+    }
+    fn progress(state: &State) -> &SourceState {
+        &state.tenancy
+    }
+}
+
+/// Follows one stream until `stopping`: snapshot, live changes, resume after breaks.
+pub async fn follow<S: Source>(state: Arc<State>, source: S, reconnect: Duration, stopping: CancellationToken) {
+    loop {
+        let progress = S::progress(&state);
+        let from =
+            if progress.snapshot_loaded.load(Ordering::SeqCst) { progress.applied.load(Ordering::SeqCst) } else { 0 };
+        let opened = tokio::select! {
+            _ = stopping.cancelled() => return,
+            opened = source.open(from) => opened,
+        };
+        match opened {
+            Ok(mut stream) => {
+                tracing::info!(source = S::NAME, from, "following change stream");
+                if let Err(status) = read_stream::<S>(&state, &mut stream, from, &stopping).await {
+                    let reason = tether_runtime::error::reason_of(&status);
+                    if reason.as_deref() == Some("REVISION_COMPACTED") {
+                        // Too far behind to resume: take a fresh snapshot.
+                        progress.snapshot_loaded.store(false, Ordering::SeqCst);
+                    }
+                    tracing::warn!(source = S::NAME, error = %status.message(), "change stream broke; reconnecting");
+                }
+            }
+            Err(status) => tracing::warn!(source = S::NAME, error = %status.message(), "cannot open change stream"),
+        }
+        if stopping.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(reconnect) => {}
+        }
+    }
+}
+
+async fn read_stream<S: Source>(
+    state: &State,
+    stream: &mut tonic::Streaming<S::Response>,
+    from: u64,
+    stopping: &CancellationToken,
+) -> Result<(), tonic::Status> {
+    let progress = S::progress(state);
+    let mut in_snapshot = from == 0;
+    let mut batch: Vec<S::Change> = Vec::new();
+    loop {
+        let message = tokio::select! {
+            _ = stopping.cancelled() => return Ok(()),
+            m = stream.message() => m?,
+        };
+        let Some(message) = message else {
+            return Err(tonic::Status::unavailable("the stream ended"));
+        };
+        let Some(msg) = S::classify(message) else { continue };
+        match msg {
+            Msg::Change { change, revision, end_of_revision } => {
+                progress.heard(revision);
+                batch.push(change);
+                if !in_snapshot && end_of_revision {
+                    let changes = std::mem::take(&mut batch);
+                    state.write(|index| {
+                        for c in &changes {
+                            S::apply(index, c);
+                        }
+                        index.finish();
+                        S::set_revision(index, revision);
+                    });
+                    progress.applied.store(revision, Ordering::SeqCst);
+                }
+            }
+            Msg::SnapshotEnd(revision) => {
+                progress.heard(revision);
+                let changes = std::mem::take(&mut batch);
+                state.write(|index| {
+                    S::reset(index);
+                    for c in &changes {
+                        S::apply(index, c);
+                    }
+                    index.finish();
+                    index.compact();
+                    S::set_revision(index, revision);
+                });
+                progress.applied.store(revision, Ordering::SeqCst);
+                progress.snapshot_loaded.store(true, Ordering::SeqCst);
+                in_snapshot = false;
+                tracing::info!(source = S::NAME, revision, "snapshot loaded");
+            }
+            Msg::Heartbeat(revision) => {
+                progress.heard(revision);
+                // Every change up to the heartbeat's revision has been sent: revisions that
+                // carried nothing for us are applied too.
+                if !in_snapshot && batch.is_empty() && revision > progress.applied.load(Ordering::SeqCst) {
+                    state.write(|index| S::set_revision(index, revision));
+                    progress.applied.store(revision, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// Polls authz's schema for writes other replicas made.
+pub async fn follow_own(state: Arc<State>, every: Duration, stopping: CancellationToken) {
+    loop {
+        if let Err(e) = state.reload_own().await {
+            tracing::warn!(error = %e.message, "cannot reload authz data");
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Keeps health in step with the fail-closed gate.
+pub async fn report_health(
+    state: Arc<State>,
+    health: tether_runtime::server::HealthReporter,
+    stopping: CancellationToken,
+) {
+    loop {
+        health.set_serving(state.ready().is_ok());
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+pub use audit::AuditSink;
+
+/// Unix microseconds as a protobuf timestamp.
+pub fn timestamp_from_micros(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}

@@ -1,0 +1,94 @@
+//! Denied decisions (and a sample of allowed ones) become audit events in authz's outbox,
+//! carrying the caller's trace id.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use prost::Message;
+use sqlx::Row;
+use tether_proto::common::v1::AuditEvent;
+use tether_tests::TestDatabase;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Trace ids exist only with the OpenTelemetry layer installed (as the binaries do).
+fn telemetry() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        tracing_subscriber::registry().with(tether_runtime::telemetry::otel_layer(&provider)).init();
+    });
+}
+
+#[tokio::test]
+async fn denied_checks_become_audit_events_with_the_trace_id() {
+    telemetry();
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(check(w.viewer, "assets.delete", w.a));
+    request.metadata_mut().insert("traceparent", format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap());
+    let reply = authz.client.clone().check(request).await.unwrap().into_inner();
+    assert!(!reply.allowed);
+    assert!(authz.allowed(w.cadmin, "assets.delete", w.a).await);
+
+    let pool = db.inspect("authz").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let events = loop {
+        let rows = sqlx::query("SELECT payload FROM audit_outbox").fetch_all(&pool).await.unwrap();
+        let events: Vec<AuditEvent> = rows
+            .iter()
+            .map(|r| AuditEvent::decode(hex::decode(r.get::<String, _>("payload")).unwrap().as_slice()).unwrap())
+            .collect();
+        if !events.is_empty() || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(events.len(), 1, "only the denial is recorded (no allowed sample configured)");
+    let e = &events[0];
+    assert_eq!(e.action, "authz.check_denied");
+    assert_eq!(e.reason, "DECISION_REASON_DENIED_PERMISSION_NOT_IN_ROLE");
+    assert_eq!(e.trace_id, trace);
+    assert_eq!(e.tenant_id, w.a.to_string());
+    assert!(e.metadata_json.contains(&reply.decision_id));
+
+    // Every denied item of a batch is recorded, as `{batch id}/{item}`.
+    let item = tether_proto::authz::v1::BatchCheckItem {
+        subject_user_id: w.viewer.to_string(),
+        permission: "assets.delete".into(),
+        tenant_id: w.a.to_string(),
+        resource_id: String::new(),
+    };
+    let batch = authz
+        .client
+        .clone()
+        .batch_check(tether_proto::authz::v1::BatchCheckRequest { items: vec![item; 150], at_least_as_fresh: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_outbox").fetch_one(&pool).await.unwrap();
+        if n == 151 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{n} events recorded, 151 expected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last: String = sqlx::query_scalar("SELECT payload FROM audit_outbox")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| {
+            let e = AuditEvent::decode(hex::decode(p).unwrap().as_slice()).unwrap();
+            e.metadata_json.contains(&format!("{}/149", batch.decision_id))
+        })
+        .expect("the batch's last item is recorded");
+    assert!(!last.is_empty());
+    authz.service.stop().await.unwrap();
+}

@@ -1,0 +1,372 @@
+//! The catalog, custom roles, overrides, resource hierarchies and delegation over gRPC, stored
+//! in authz's schema.
+
+mod common;
+
+use common::*;
+use tether_proto::{
+    authz::v1 as pb,
+    common::v1::{ErrorReason, MembershipKind, RevisionSource},
+};
+use tether_runtime::error::reason_of;
+use tether_tests::TestDatabase;
+use tonic::Code;
+use uuid::Uuid;
+
+fn reason(status: &tonic::Status) -> String {
+    reason_of(status).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_default_pack_is_seed_000_and_custom_roles_are_stored_and_decide() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+
+    let perms = c.list_permissions(pb::ListPermissionsRequest::default()).await.unwrap().into_inner().permissions;
+    assert_eq!(perms.len(), 17);
+    assert_eq!(perms.iter().filter(|p| p.platform).count(), 6);
+    let pack = c.get_active_pack(pb::GetActivePackRequest {}).await.unwrap().into_inner().pack.unwrap();
+    assert_eq!((pack.name.as_str(), pack.owner_role.as_str()), ("msp-assets", "msp_owner"));
+    let roles = c.list_roles(pb::ListRolesRequest::default()).await.unwrap().into_inner().roles;
+    let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["msp_owner", "msp_admin", "msp_technician", "client_admin", "client_manager", "client_viewer"]
+    );
+
+    let create = |name: &str, perms: &[&str], rank: i32| pb::CreateRoleRequest {
+        name: name.into(),
+        display_name: "Auditor".into(),
+        description: String::new(),
+        permissions: perms.iter().map(|p| p.to_string()).collect(),
+        scope: pb::RoleScope::OwnTenant as i32,
+        rank,
+        assignable: true,
+        msp_staff_only: false,
+    };
+    let e = c.create_role(create("auditor", &["audit.view"], 20)).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::Unauthenticated, "UNAUTHENTICATED"));
+    let viewer = authz.sessions.login(w.viewer, false);
+    let e = c.create_role(as_user(&viewer, create("auditor", &["audit.view"], 20))).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_DENIED");
+    let admin = authz.sessions.login(w.admin, true);
+    let e = c.create_role(as_user(&admin, create("auditor", &["audit.fly"], 20))).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_NOT_FOUND");
+    let e = c.create_role(as_user(&admin, create("Auditor!", &["audit.view"], 20))).await.unwrap_err();
+    assert_eq!(reason(&e), "INVALID_FORMAT");
+    let e = c.create_role(as_user(&admin, create("auditor", &["audit.view"], 95))).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_ABOVE_OWN");
+    let created = c
+        .create_role(as_user(&admin, create("auditor", &["audit.view", "assets.view"], 20)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.role.unwrap().permissions, vec!["assets.view", "audit.view"]);
+    let e = c.create_role(as_service(create("auditor", &["audit.view"], 20))).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_EXISTS");
+    let e = c.create_role(as_service(create("client_admin", &["audit.view"], 20))).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_EXISTS");
+
+    // A membership with the custom role decides like any other.
+    let auditor = Uuid::new_v4();
+    up.identity.push(vec![user(auditor, tether_proto::identity::v1::UserStatus::Active, false)]);
+    up.tenancy.push(vec![membership(auditor, w.a, "auditor", MembershipKind::Direct)]);
+    authz.eventually(auditor, "audit.view", w.a1, true).await;
+    assert!(!authz.allowed(auditor, "assets.edit", w.a).await);
+
+    let e = c.delete_role(as_service(pb::DeleteRoleRequest { name: "auditor".into() })).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_IN_USE");
+    let e = c.delete_role(as_service(pb::DeleteRoleRequest { name: "client_admin".into() })).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_BUILT_IN");
+    let updated = c
+        .update_role(as_service(pb::UpdateRoleRequest {
+            name: "auditor".into(),
+            permissions: Some(pb::RolePermissions { permissions: vec!["audit.view".into(), "assets.edit".into()] }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut request = check(auditor, "assets.edit", w.a);
+    request.at_least_as_fresh = updated.consistency_token;
+    assert!(c.check(request).await.unwrap().into_inner().allowed);
+    let e = c.get_role(pb::GetRoleRequest { name: "nope".into() }).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_NOT_FOUND");
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn client_admins_set_overrides_only_for_what_they_hold_and_every_change_is_audited() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    let cadmin = authz.sessions.login(w.cadmin, false);
+    let set = |perm: &str, effect: pb::OverrideEffect, tenant: Uuid| pb::SetOverrideRequest {
+        user_id: w.viewer.to_string(),
+        permission: perm.into(),
+        effect: effect as i32,
+        tenant_id: tenant.to_string(),
+        note: "ticket 42".into(),
+    };
+    let reply = c
+        .set_override(as_user(&cadmin, set("assets.delete", pb::OverrideEffect::Grant, w.a)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut request = check(w.viewer, "assets.delete", w.a1);
+    request.at_least_as_fresh = reply.consistency_token.clone();
+    assert!(c.check(request).await.unwrap().into_inner().allowed);
+    assert!(!authz.allowed(w.viewer, "assets.delete", w.b).await);
+
+    let e = c.set_override(as_user(&cadmin, set("billing.manage", pb::OverrideEffect::Grant, w.a))).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_DENIED");
+    let e = c.set_override(as_user(&cadmin, set("assets.view", pb::OverrideEffect::Deny, w.b))).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_DENIED");
+    let e = c.set_override(as_service(set("assets.view", pb::OverrideEffect::Unspecified, w.a))).await.unwrap_err();
+    assert_eq!(reason(&e), "FIELD_REQUIRED");
+    let e = c
+        .set_override(as_service(pb::SetOverrideRequest {
+            user_id: Uuid::new_v4().to_string(),
+            ..set("assets.view", pb::OverrideEffect::Deny, w.a)
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "USER_NOT_FOUND");
+
+    // Deny wins over the grant.
+    let reply = c
+        .set_override(as_service(pb::SetOverrideRequest {
+            tenant_id: String::new(),
+            ..set("assets.delete", pb::OverrideEffect::Deny, w.a)
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut request = check(w.viewer, "assets.delete", w.a);
+    request.at_least_as_fresh = reply.consistency_token;
+    assert!(!c.check(request).await.unwrap().into_inner().allowed);
+
+    let listed = c
+        .list_overrides(as_user(
+            &cadmin,
+            pb::ListOverridesRequest { tenant_id: w.a.to_string(), include_global: true, ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .permission_overrides;
+    assert_eq!(listed.len(), 2);
+
+    let remove = pb::RemoveOverrideRequest {
+        user_id: w.viewer.to_string(),
+        permission: "assets.delete".into(),
+        tenant_id: w.a.to_string(),
+    };
+    c.remove_override(as_user(&cadmin, remove.clone())).await.unwrap();
+    let e = c.remove_override(as_user(&cadmin, remove)).await.unwrap_err();
+    assert_eq!(reason(&e), "OVERRIDE_NOT_FOUND");
+
+    let pool = db.inspect("authz").await;
+    let rows: Vec<String> = sqlx::query_scalar("SELECT payload FROM audit_outbox").fetch_all(&pool).await.unwrap();
+    let actions: Vec<String> = rows
+        .iter()
+        .map(|p| {
+            <tether_proto::common::v1::AuditEvent as prost::Message>::decode(hex::decode(p).unwrap().as_slice())
+                .unwrap()
+        })
+        .filter(|e| e.action.starts_with("override."))
+        .map(|e| {
+            assert!(!e.after_json.is_empty() || !e.before_json.is_empty());
+            e.action
+        })
+        .collect();
+    assert_eq!(actions.iter().filter(|a| *a == "override.set").count(), 2);
+    assert_eq!(actions.iter().filter(|a| *a == "override.remove").count(), 1);
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn seed_001_channel_hierarchy_grants_cover_descendants() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let rep = Uuid::new_v4();
+    up.identity.push(vec![user(rep, tether_proto::identity::v1::UserStatus::Active, false)]);
+    up.tenancy.push(vec![membership(rep, w.a, "sales_rep", MembershipKind::Direct)]);
+    let authz = start_serving(&db, &up, &[("TETHER_AUTHZ_ROLE_PACK", "demand-forecast")]).await;
+    let mut c = authz.client.clone();
+    let node = |id: &str, parent: &str, t: &str| pb::RegisterResourceRequest {
+        tenant_id: w.a.to_string(),
+        resource_id: id.into(),
+        resource_type: t.into(),
+        parent_resource_id: parent.into(),
+        display_name: id.into(),
+    };
+    for (id, parent, t) in [
+        ("all", "", "all_channels"),
+        ("retail", "all", "channel_type"),
+        ("retail:eu", "retail", "region"),
+        ("shop-paris", "retail:eu", "channel"),
+        ("retail:us", "retail", "region"),
+        ("shop-nyc", "retail:us", "channel"),
+    ] {
+        c.register_resource(as_service(node(id, parent, t))).await.unwrap();
+    }
+    let e = c.register_resource(as_service(node("retail", "shop-paris", "channel_type"))).await.unwrap_err();
+    assert_eq!(reason(&e), "TREE_CYCLE");
+    let e = c.register_resource(as_service(node("x", "missing", "channel"))).await.unwrap_err();
+    assert_eq!(reason(&e), "RESOURCE_NOT_FOUND");
+    let e = c.register_resource(as_service(node("bad id", "", "channel"))).await.unwrap_err();
+    assert_eq!(reason(&e), "INVALID_FORMAT");
+
+    let granted = c
+        .grant_resource_access(as_service(pb::GrantResourceAccessRequest {
+            user_id: rep.to_string(),
+            tenant_id: w.a.to_string(),
+            resource_id: "retail:eu".into(),
+            access: Some(pb::grant_resource_access_request::Access::Permission("channels.view".into())),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let on = |r: &str| {
+        let mut req = check(rep, "channels.view", w.a);
+        req.resource_id = r.into();
+        req.at_least_as_fresh = granted.consistency_token.clone();
+        req
+    };
+    assert!(c.check(on("shop-paris")).await.unwrap().into_inner().allowed);
+    assert!(!c.check(on("shop-nyc")).await.unwrap().into_inner().allowed);
+    assert!(!c.check(on("all")).await.unwrap().into_inner().allowed);
+    let explained = c
+        .explain(pb::ExplainRequest {
+            subject_user_id: rep.to_string(),
+            permission: "channels.view".into(),
+            tenant_id: w.a.to_string(),
+            resource_id: "shop-paris".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.reason, pb::DecisionReason::GrantedByResourceGrant as i32);
+    assert_eq!(explained.resource_grant.unwrap().grant_id, granted.grant.as_ref().unwrap().grant_id);
+
+    let e = c
+        .remove_resource(as_service(pb::RemoveResourceRequest {
+            tenant_id: w.a.to_string(),
+            resource_id: "retail".into(),
+            cascade: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "RESOURCE_HAS_CHILDREN");
+    let removed = c
+        .remove_resource(as_service(pb::RemoveResourceRequest {
+            tenant_id: w.a.to_string(),
+            resource_id: "retail:eu".into(),
+            cascade: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.resources_removed, 2);
+    let mut gone = check(rep, "channels.view", w.a);
+    gone.resource_id = "shop-paris".into();
+    gone.at_least_as_fresh = removed.consistency_token;
+    assert_eq!(reason(&c.check(gone).await.unwrap_err()), "RESOURCE_NOT_FOUND");
+    let grants = c
+        .list_resource_grants(pb::ListResourceGrantsRequest { tenant_id: w.a.to_string(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert!(grants.is_empty(), "grants on removed nodes go with them");
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn check_role_grant_applies_the_delegation_rules() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    let ask = |actor: Uuid, target: Option<Uuid>, tenant: Uuid, role: &str, previous: &str| pb::CheckRoleGrantRequest {
+        actor_user_id: actor.to_string(),
+        target_user_id: target.map(|t| t.to_string()).unwrap_or_default(),
+        target_is_msp_staff: false,
+        tenant_id: tenant.to_string(),
+        role: role.into(),
+        previous_role: previous.into(),
+        at_least_as_fresh: None,
+    };
+    let cases = [
+        (ask(w.cadmin, Some(w.viewer), w.a, "client_manager", "client_viewer"), ErrorReason::Unspecified),
+        (ask(w.cadmin, None, w.b, "client_viewer", ""), ErrorReason::OutsideTenant),
+        (ask(w.cadmin, Some(w.admin), w.a, "client_viewer", ""), ErrorReason::UserNotFound),
+        (ask(w.cadmin, None, w.a, "msp_admin", ""), ErrorReason::MspStaffOnlyRole),
+        (ask(w.admin, Some(w.tech), w.msp, "msp_owner", "msp_technician"), ErrorReason::OwnerRoleNotAssignable),
+        (ask(w.admin, Some(w.cadmin), w.a, "client_viewer", "client_admin"), ErrorReason::LastAdmin),
+        (ask(w.viewer, None, w.a, "client_viewer", ""), ErrorReason::PermissionDenied),
+        (ask(w.admin, None, w.a, "no_such_role", ""), ErrorReason::RoleNotFound),
+    ];
+    for (request, want) in cases {
+        let reply = c.check_role_grant(request).await.unwrap().into_inner();
+        assert_eq!(reply.denial_reason, want as i32, "{}", reply.summary);
+        assert_eq!(reply.allowed, want == ErrorReason::Unspecified);
+        assert!(!reply.summary.is_empty());
+    }
+    let mut staff = ask(w.cadmin, None, w.msp, "msp_technician", "");
+    staff.target_is_msp_staff = true;
+    let reply = c.check_role_grant(staff).await.unwrap().into_inner();
+    assert_eq!(reply.denial_reason, ErrorReason::MspStaffRequired as i32);
+
+    // A tenancy write that adds a second client admin lifts the last-admin rule.
+    let rev = up.tenancy.push(vec![membership(w.viewer, w.a, "client_admin", MembershipKind::Direct)]);
+    let mut request = ask(w.admin, Some(w.cadmin), w.a, "client_viewer", "client_admin");
+    request.at_least_as_fresh = fresh(RevisionSource::Tenancy, rev);
+    assert!(c.check_role_grant(request).await.unwrap().into_inner().allowed);
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_file_with_errors_stops_start_up_naming_the_line() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let text = include_str!("../packs/msp-assets.toml").replacen(
+        "permissions = [\"assets.view\", \"assets.export\"]",
+        "permissions = [\"assets.view\", \"assets.teleport\"]",
+        1,
+    );
+    let line = text.lines().position(|l| l.contains("assets.teleport")).unwrap() + 1;
+    let path = std::env::temp_dir().join(format!("policy-{}.toml", Uuid::new_v4()));
+    std::fs::write(&path, &text).unwrap();
+    let loaded =
+        authz_svc::Config::load(&config(&db, &up, &[("TETHER_AUTHZ_POLICY_FILE", path.to_str().unwrap())])).unwrap();
+    let error = match authz_svc::prepare_with(
+        loaded,
+        authz_svc::Deps { authenticator: std::sync::Arc::new(Sessions::default()) },
+    )
+    .await
+    {
+        Ok(_) => panic!("a broken policy must not start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains(&format!("line {line}")) && error.contains("assets.teleport"), "{error}");
+
+    // A valid custom file is used instead of the pack.
+    let custom = include_str!("../packs/msp-assets.toml").replace("name = \"msp-assets\"", "name = \"custom\"");
+    std::fs::write(&path, custom).unwrap();
+    let authz = start(config(&db, &up, &[("TETHER_AUTHZ_POLICY_FILE", path.to_str().unwrap())])).await;
+    let pack =
+        authz.client.clone().get_active_pack(pb::GetActivePackRequest {}).await.unwrap().into_inner().pack.unwrap();
+    assert_eq!(pack.name, "custom");
+    authz.service.stop().await.unwrap();
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,242 @@
+//! identity-svc benchmark: login throughput against the raw argon2id cost, and `Authenticate`
+//! latency at 16 concurrent callers, alone and during a login storm.
+//!
+//! `cargo bench -p identity-svc --bench identity` (SQLite in a temp dir; set
+//! `TETHER_TEST_DATABASE_URL` for PostgreSQL). Scale with `BENCH_LOGINS` (default 120) and
+//! `BENCH_AUTH_CALLS` (per caller, default 500).
+
+// Test code: a failed set-up or assertion should panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use identity_svc::{Deps, Tenancy, domain::password};
+use tether_proto::{
+    common::v1::ErrorReason,
+    identity::v1::{self as pb, identity_service_client::IdentityServiceClient},
+};
+use tether_runtime::{
+    ApiError,
+    access::{Authorizer, RoleGrant, RoleGrantDecision},
+};
+use tether_tests::{RunningService, TestDatabase};
+use tonic::transport::Channel;
+
+const OWNER_PASSWORD: &str = "owner-pass-phrase-2026";
+const PASSWORD: &str = "violet-kestrel-harbour-9";
+const TENANT: &str = "00000000-0000-7000-8000-00000000000a";
+
+struct AllowAll;
+
+#[tonic::async_trait]
+impl Authorizer for AllowAll {
+    async fn check(&self, _: &str, _: &str, _: &str) -> Result<bool, ApiError> {
+        Ok(true)
+    }
+    async fn check_role_grant(&self, _: &RoleGrant) -> Result<RoleGrantDecision, ApiError> {
+        Ok(RoleGrantDecision { allowed: true, denial_reason: ErrorReason::Unspecified, summary: String::new() })
+    }
+}
+
+struct AcceptAll;
+
+#[tonic::async_trait]
+impl Tenancy for AcceptAll {
+    async fn admin_tenancy_id(&self) -> Result<String, ApiError> {
+        Ok("00000000-0000-7000-8000-000000000001".into())
+    }
+    async fn add_membership(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn clear_memberships(&self, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn transfer_ownership(&self, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn login(client: &mut IdentityServiceClient<Channel>, email: &str, password: &str) -> String {
+    let reply = client
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+            client_ip: "10.0.0.1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    match reply.outcome.and_then(|o| o.outcome) {
+        Some(pb::login_outcome::Outcome::Session(s)) => s.session_token,
+        other => panic!("unexpected login outcome {other:?}"),
+    }
+}
+
+/// 16 callers, each `calls` Authenticates; returns every latency, sorted.
+async fn authenticate_load(channel: Channel, token: String, callers: usize, calls: usize) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = IdentityServiceClient::new(channel.clone());
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let start = Instant::now();
+                client
+                    .authenticate(pb::AuthenticateRequest { session_token: token.clone() })
+                    .await
+                    .expect("authenticate");
+                out.push(start.elapsed());
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("caller"));
+    }
+    all.sort();
+    all
+}
+
+#[tokio::main]
+async fn main() {
+    let logins = env_or("BENCH_LOGINS", 120);
+    let auth_calls = env_or("BENCH_AUTH_CALLS", 500);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+
+    // Raw argon2id cost on this machine, same parameters as stored hashes.
+    let phc = password::hash(PASSWORD).expect("hash");
+    let samples = 8;
+    let start = Instant::now();
+    for _ in 0..samples {
+        assert!(password::verify(PASSWORD, &phc));
+    }
+    let hash_time = start.elapsed() / samples;
+    let ceiling = cores as f64 / hash_time.as_secs_f64();
+    println!("cores: {cores}");
+    println!(
+        "argon2id verify (m=19MiB,t=2,p=1): {:.1} ms -> ceiling {ceiling:.1} logins/s",
+        hash_time.as_secs_f64() * 1e3
+    );
+
+    let db = TestDatabase::fresh().await;
+    let source = db
+        .config()
+        .with("TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD", OWNER_PASSWORD)
+        .with("TETHER_IDENTITY_MAIL_OUTBOX_DIR", std::env::temp_dir().join("tether-bench-mail").display().to_string())
+        .with("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "100000");
+    let config = identity_svc::Config::load(&source).expect("config");
+    let prepared =
+        identity_svc::prepare_with(config, Deps { authorizer: Arc::new(AllowAll), tenancy: Arc::new(AcceptAll) })
+            .await
+            .expect("prepare");
+    let service = RunningService::spawn("identity", prepared.host).await;
+    let channel = service.channel().await;
+    let mut client = IdentityServiceClient::new(channel.clone());
+
+    let mut owner = None;
+    for _ in 0..100 {
+        if let Ok(reply) = client
+            .login(pb::LoginRequest {
+                email: "owner@msp.example".into(),
+                password: OWNER_PASSWORD.into(),
+                ..Default::default()
+            })
+            .await
+            && let Some(pb::login_outcome::Outcome::Session(s)) = reply.into_inner().outcome.and_then(|o| o.outcome)
+        {
+            owner = Some(s.session_token);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let owner = owner.expect("owner login");
+    let mut request = tonic::Request::new(pb::CreateUserRequest {
+        email: "bench@client.example".into(),
+        display_name: "Bench User".into(),
+        password: PASSWORD.into(),
+        tenant_id: TENANT.into(),
+        role: "client_user".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert("authorization", format!("Bearer {owner}").parse().expect("header"));
+    client.create_user(request).await.expect("create user");
+    let token = login(&mut client, "bench@client.example", PASSWORD).await;
+
+    // Login throughput: many logins in flight, hashing bounded by the pool.
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..logins {
+        let mut c = IdentityServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move { login(&mut c, "bench@client.example", PASSWORD).await }));
+    }
+    for t in tasks {
+        t.await.expect("login task");
+    }
+    let elapsed = start.elapsed();
+    let rate = logins as f64 / elapsed.as_secs_f64();
+    println!(
+        "login throughput: {logins} logins in {:.2} s = {rate:.1} logins/s = {:.0} % of the hashing ceiling (goal >= 85 %)",
+        elapsed.as_secs_f64(),
+        100.0 * rate / ceiling
+    );
+
+    // Authenticate alone: warm the cache, then 16 concurrent callers.
+    authenticate_load(channel.clone(), token.clone(), 1, 50).await;
+    let alone = authenticate_load(channel.clone(), token.clone(), 16, auth_calls).await;
+    println!(
+        "Authenticate alone, 16 callers x {auth_calls}: p50 {:.3} ms, p99 {:.3} ms",
+        percentile(&alone, 0.5).as_secs_f64() * 1e3,
+        percentile(&alone, 0.99).as_secs_f64() * 1e3
+    );
+
+    // Authenticate during a login storm that keeps the hashing pool saturated.
+    let storm_channel = channel.clone();
+    let storm = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..(cores * 4) {
+            let mut c = IdentityServiceClient::new(storm_channel.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0;
+                let end = Instant::now() + Duration::from_secs(3600);
+                while Instant::now() < end {
+                    login(&mut c, "bench@client.example", PASSWORD).await;
+                    n += 1;
+                    if n >= 1_000_000 {
+                        break;
+                    }
+                }
+            }));
+        }
+        tasks
+    })
+    .await
+    .expect("storm");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = authenticate_load(channel.clone(), token.clone(), 16, auth_calls).await;
+    for t in storm {
+        t.abort();
+    }
+    println!(
+        "Authenticate during a login storm, 16 callers x {auth_calls}: p50 {:.3} ms, p99 {:.3} ms (goal p99 < 5 ms)",
+        percentile(&during, 0.5).as_secs_f64() * 1e3,
+        percentile(&during, 0.99).as_secs_f64() * 1e3
+    );
+    let _ = service.stop().await;
+}

@@ -1,0 +1,142 @@
+//! Rows and domain values to protobuf messages, and domain errors to `ApiError`.
+
+use tether_proto::{
+    common::v1::{ConsistencyToken, ErrorReason, Revision, RevisionSource},
+    identity::v1 as pb,
+};
+use tether_runtime::ApiError;
+
+use crate::{
+    domain::{
+        account::{InputError, Status},
+        policy::{CharClass, PasswordPolicy, PasswordRule},
+    },
+    store::{accounts::AccountRow, sessions::SessionRow},
+};
+
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+pub fn ts(micros: i64) -> Option<prost_types::Timestamp> {
+    Some(timestamp(micros))
+}
+
+pub fn user(a: &AccountRow) -> pb::User {
+    let deleted = a.status == Status::Deleted;
+    pb::User {
+        user_id: a.id.clone(),
+        email: a.email.clone().unwrap_or_default(),
+        display_name: a.display_name.clone(),
+        status: a.status.to_proto() as i32,
+        is_msp_staff: a.is_msp_staff,
+        primary_tenant_id: a.primary_tenant_id.clone().unwrap_or_default(),
+        job_title: a.job_title.clone().unwrap_or_default(),
+        notes: a.notes.clone().unwrap_or_default(),
+        created_at: ts(a.created_at),
+        joined_at: a.joined_at.and_then(ts),
+        last_login_at: a.last_login_at.and_then(ts),
+        two_factor_enabled: a.totp_enabled,
+        must_change_password: a.must_change_password,
+        deleted,
+        deleted_at: a.deleted_at.and_then(ts),
+        updated_at: ts(a.updated_at.max(a.created_at)),
+    }
+}
+
+/// The account as audit before/after JSON: never a secret.
+pub fn user_json(a: &AccountRow) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": a.id,
+        "email": a.email,
+        "display_name": a.display_name,
+        "status": a.status.as_str(),
+        "is_msp_staff": a.is_msp_staff,
+        "primary_tenant_id": a.primary_tenant_id,
+        "job_title": a.job_title,
+        "notes": a.notes,
+        "two_factor_enabled": a.totp_enabled,
+        "must_change_password": a.must_change_password,
+    })
+}
+
+pub fn session(s: &SessionRow, idle_micros: i64, current: bool) -> pb::Session {
+    pb::Session {
+        session_id: s.id.clone(),
+        user_id: s.account_id.clone(),
+        created_at: ts(s.created_at),
+        last_seen_at: ts(s.last_seen_at),
+        idle_expires_at: ts((s.last_seen_at + idle_micros).min(s.expires_at)),
+        expires_at: ts(s.expires_at),
+        client_ip: s.client_ip.clone(),
+        user_agent: s.user_agent.clone(),
+        current,
+        second_factor_verified: s.second_factor_verified,
+    }
+}
+
+pub fn principal(a: &AccountRow, session_id: &str) -> pb::Principal {
+    pb::Principal {
+        user_id: a.id.clone(),
+        is_msp_staff: a.is_msp_staff,
+        primary_tenant_id: a.primary_tenant_id.clone().unwrap_or_default(),
+        session_id: session_id.to_owned(),
+        two_factor_enabled: a.totp_enabled,
+        display_name: a.display_name.clone(),
+        email: a.email.clone().unwrap_or_default(),
+    }
+}
+
+pub fn token(revision: u64) -> Option<ConsistencyToken> {
+    Some(ConsistencyToken { revisions: vec![Revision { source: RevisionSource::Identity as i32, value: revision }] })
+}
+
+pub fn input(e: InputError) -> ApiError {
+    ApiError::invalid_argument(e.reason, e.message).with_metadata("field", e.field)
+}
+
+fn rule_reason(rule: &PasswordRule) -> ErrorReason {
+    match rule {
+        PasswordRule::TooShort { .. } => ErrorReason::PasswordTooShort,
+        PasswordRule::TooLong { .. } => ErrorReason::PasswordTooLong,
+        PasswordRule::MissingClass(_) => ErrorReason::PasswordMissingCharacterClass,
+        PasswordRule::TooCommon => ErrorReason::PasswordTooCommon,
+        PasswordRule::ContainsPersonalInfo => ErrorReason::PasswordContainsPersonalInfo,
+        PasswordRule::Reused { .. } => ErrorReason::PasswordReused,
+    }
+}
+
+/// The first failed rule is the reason; `rules` lists them all.
+pub fn password_rules(field: &str, rules: &[PasswordRule]) -> ApiError {
+    let first = rules.first().map(rule_reason).unwrap_or(ErrorReason::WeakPassword);
+    let message = rules.iter().map(PasswordRule::message).collect::<Vec<_>>().join("; ");
+    let names = rules.iter().map(PasswordRule::name).collect::<Vec<_>>().join(",");
+    ApiError::invalid_argument(first, message).with_metadata("field", field).with_metadata("rules", names)
+}
+
+pub fn policy(p: &PasswordPolicy) -> pb::PasswordPolicy {
+    pb::PasswordPolicy {
+        min_length: p.min_length as i32,
+        max_length: p.max_length as i32,
+        required_character_classes: p
+            .required_classes
+            .iter()
+            .map(|c| match c {
+                CharClass::Lower => pb::CharacterClass::Lowercase as i32,
+                CharClass::Upper => pb::CharacterClass::Uppercase as i32,
+                CharClass::Digit => pb::CharacterClass::Digit as i32,
+                CharClass::Symbol => pb::CharacterClass::Symbol as i32,
+            })
+            .collect(),
+        reject_common: p.reject_common,
+        reject_personal_info: p.reject_personal_info,
+        history_count: p.history_count as i32,
+    }
+}
+
+pub fn db(e: sqlx::Error) -> ApiError {
+    ApiError::internal(e)
+}

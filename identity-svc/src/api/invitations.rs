@@ -1,0 +1,439 @@
+//! Invitations: a pending account and a single-use link, accepted by the invitee.
+
+use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
+use tether_runtime::{
+    ApiError,
+    db::now_micros,
+    events::{current_revision, next_revision, record_audit, record_changes},
+};
+use tonic::Request;
+
+use super::{Identity, PERM_MANAGE, PERM_VIEW, convert, users::upserted};
+use crate::{
+    domain::{
+        account::{self, Status, parse_email, parse_id, parse_name, parse_opt_id, parse_password, parse_role},
+        tokens,
+    },
+    events::{Audit, actor_of, anonymous},
+    store::{
+        accounts, intents,
+        invitations::{self as store, InvitationRow},
+        sessions,
+    },
+};
+
+fn status_of(row: &InvitationRow, now: i64) -> pb::InvitationStatus {
+    match row.status.as_str() {
+        "accepted" => pb::InvitationStatus::Accepted,
+        "revoked" => pb::InvitationStatus::Revoked,
+        _ if row.expires_at <= now => pb::InvitationStatus::Expired,
+        _ => pb::InvitationStatus::Pending,
+    }
+}
+
+pub fn invitation(row: &InvitationRow) -> pb::Invitation {
+    pb::Invitation {
+        invitation_id: row.id.clone(),
+        user_id: row.account_id.clone(),
+        email: row.email.clone(),
+        display_name: row.display_name.clone(),
+        tenant_id: row.tenant_id.clone(),
+        role: row.role.clone(),
+        is_msp_staff: row.is_msp_staff,
+        status: status_of(row, now_micros()) as i32,
+        invited_by_user_id: row.invited_by.clone(),
+        created_at: convert::ts(row.created_at),
+        expires_at: convert::ts(row.expires_at),
+        last_sent_at: convert::ts(row.last_sent_at),
+        send_count: row.send_count as i32,
+        accepted_at: row.accepted_at.and_then(convert::ts),
+    }
+}
+
+pub fn invitation_upserted(row: &InvitationRow) -> pb::IdentityChange {
+    pb::IdentityChange {
+        change: Some(pb::identity_change::Change::InvitationUpserted(pb::InvitationUpserted {
+            invitation: Some(invitation(row)),
+        })),
+        ..Default::default()
+    }
+}
+
+fn json(row: &InvitationRow) -> serde_json::Value {
+    serde_json::json!({
+        "invitation_id": row.id, "user_id": row.account_id, "email": row.email, "tenant_id": row.tenant_id,
+        "role": row.role, "is_msp_staff": row.is_msp_staff, "status": row.status, "expires_at": row.expires_at,
+    })
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found(ErrorReason::InvitationNotFound, "no such invitation")
+}
+
+impl Identity {
+    fn invitation_url(&self, token: &str) -> String {
+        format!("{}{token}", self.config.invitations.base_url)
+    }
+
+    /// Emails the link; a mail failure is logged, not fatal (the inviter also gets the link).
+    async fn mail_invitation(&self, row: &InvitationRow, token: &str) {
+        let body = format!(
+            "Hello {},\n\nYou have been invited to Tether. Open this link to set your password and join \
+             (it expires in {} days):\n\n{}\n",
+            row.display_name,
+            self.config.invitations.ttl.as_secs() / 86_400,
+            self.invitation_url(token)
+        );
+        if let Err(e) = self.mailer.send(&row.email, "You are invited to Tether", &body).await {
+            tracing::warn!(invitation_id = %row.id, error = %e, "could not email the invitation");
+        }
+    }
+
+    pub async fn create_invitation(
+        &self,
+        request: Request<pb::CreateInvitationRequest>,
+    ) -> Result<pb::CreateInvitationResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let email = parse_email("email", &r.email).map_err(convert::input)?;
+        let name = match r.display_name.trim() {
+            "" => email.as_str().split('@').next().unwrap_or_default().to_owned(),
+            raw => parse_name("display_name", raw).map_err(convert::input)?.as_str().to_owned(),
+        };
+        let role = parse_role("role", &r.role).map_err(convert::input)?;
+        let tenant_id = parse_opt_id("tenant_id", &r.tenant_id).map_err(convert::input)?;
+        if !r.is_msp_staff && tenant_id.is_none() {
+            return Err(ApiError::invalid_argument(
+                ErrorReason::FieldRequired,
+                "tenant_id is required for client users",
+            )
+            .with_metadata("field", "tenant_id"));
+        }
+        let request_id = parse_opt_id("request_id", &r.request_id).map_err(convert::input)?.map(|u| u.to_string());
+        let tenant = self.tenant_of_new(&caller, r.is_msp_staff, tenant_id, &role).await?;
+        if let Some(rid) = &request_id
+            && let Some(existing) = store::get_by_request_id(self.db.pool(), rid).await.map_err(convert::db)?
+        {
+            // A retry: the token cannot be shown again; the caller may resend.
+            let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+            return Ok(pb::CreateInvitationResponse {
+                invitation: Some(invitation(&existing)),
+                consistency_token: convert::token(revision),
+                ..Default::default()
+            });
+        }
+        self.ensure_email_free(&email.normalized(), None).await?;
+        let token = tokens::generate().map_err(ApiError::internal)?;
+        let inviter = caller.user().map(|p| p.user_id.clone()).unwrap_or_default();
+        let now = now_micros();
+
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let primary = (!r.is_msp_staff).then_some(tenant.as_str());
+        let account_id = match accounts::insert_pending(&mut tx, &email, &name, r.is_msp_staff, primary).await {
+            Ok(id) => id,
+            Err(e) if accounts::is_unique_violation(&e) => {
+                return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
+            }
+            Err(e) => return Err(convert::db(e)),
+        };
+        intents::insert(&mut tx, &account_id, intents::Op::Add, &tenant, &role).await.map_err(convert::db)?;
+        let row = InvitationRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            account_id: account_id.clone(),
+            email: email.as_str().to_owned(),
+            display_name: name,
+            tenant_id: tenant.clone(),
+            role,
+            is_msp_staff: r.is_msp_staff,
+            status: "pending".into(),
+            invited_by: inviter,
+            created_at: now,
+            expires_at: now + self.config.invitations.ttl.as_micros() as i64,
+            last_sent_at: now,
+            send_count: 1,
+            accepted_at: None,
+        };
+        store::insert(&mut tx, &row, &tokens::digest(&token), request_id).await.map_err(convert::db)?;
+        let account = accounts::get(&mut *tx, &account_id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&row)])
+            .await
+            .map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "invitation.create", "invitation", &row.id)
+            .tenant(&tenant)
+            .after(json(&row));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.feed.notify();
+        self.relay.poke();
+        if !r.skip_email {
+            self.mail_invitation(&row, &token).await;
+        }
+        Ok(pb::CreateInvitationResponse {
+            invitation: Some(invitation(&row)),
+            invitation_url: self.invitation_url(&token),
+            invitation_token: token,
+            consistency_token: convert::token(revision),
+        })
+    }
+
+    /// The caller may see / manage invitations into `tenant` (client users: MSP-staff
+    /// invitations are invisible).
+    async fn require_invitation(
+        &self,
+        caller: &tether_runtime::access::Caller,
+        permission: &str,
+        row: &InvitationRow,
+    ) -> Result<(), ApiError> {
+        if caller.user().is_some_and(|p| !p.is_msp_staff && row.is_msp_staff) {
+            return Err(not_found());
+        }
+        self.require_in(caller, permission, &row.tenant_id)
+            .await
+            .map_err(|e| if permission == PERM_VIEW { not_found() } else { e })
+    }
+
+    pub async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Result<pb::ListInvitationsResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let r = request.get_ref();
+        let size = account::page_size(r.page_size).map_err(convert::input)?;
+        let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
+        let status = match pb::InvitationStatus::try_from(r.status) {
+            Ok(pb::InvitationStatus::Unspecified | pb::InvitationStatus::Pending) => "pending",
+            Ok(pb::InvitationStatus::Accepted) => "accepted",
+            Ok(pb::InvitationStatus::Expired) => "expired",
+            Ok(pb::InvitationStatus::Revoked) => "revoked",
+            Err(_) => return Err(ApiError::invalid_argument(ErrorReason::ValueOutOfRange, "unknown status")),
+        };
+        let mut tenant = parse_opt_id("tenant_id", &r.tenant_id).map_err(convert::input)?.map(|t| t.to_string());
+        if let Some(p) = caller.user() {
+            if p.is_msp_staff {
+                let scope = match &tenant {
+                    Some(t) => t.clone(),
+                    None => self.admin.id().await?,
+                };
+                self.require_in(&caller, PERM_VIEW, &scope).await?;
+            } else {
+                if tenant.as_ref().is_some_and(|t| *t != p.primary_tenant_id) {
+                    return Err(ApiError::permission_denied(ErrorReason::OutsideTenant, "not your tenant"));
+                }
+                self.require_in(&caller, PERM_VIEW, &p.primary_tenant_id).await?;
+                tenant = Some(p.primary_tenant_id.clone());
+            }
+        }
+        let mut rows = store::list(self.db.pool(), status, tenant.as_deref(), now_micros(), size + 1, offset)
+            .await
+            .map_err(convert::db)?;
+        let more = rows.len() > size;
+        rows.truncate(size);
+        Ok(pb::ListInvitationsResponse {
+            invitations: rows.iter().map(invitation).collect(),
+            next_page_token: if more { account::page_token(offset + size) } else { String::new() },
+        })
+    }
+
+    pub async fn resend_invitation(
+        &self,
+        request: Request<pb::ResendInvitationRequest>,
+    ) -> Result<pb::ResendInvitationResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let r = request.get_ref();
+        let id = parse_id("invitation_id", &r.invitation_id).map_err(convert::input)?.to_string();
+        let before = store::get(self.db.pool(), &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        self.require_invitation(&caller, PERM_MANAGE, &before).await?;
+        match before.status.as_str() {
+            "accepted" => return Err(ApiError::failed_precondition(ErrorReason::InvitationUsed, "already accepted")),
+            "revoked" => return Err(ApiError::failed_precondition(ErrorReason::InvitationRevoked, "revoked")),
+            _ => {}
+        }
+        let token = tokens::generate().map_err(ApiError::internal)?;
+        let expires_at = now_micros() + self.config.invitations.ttl.as_micros() as i64;
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        store::reissue(&mut tx, &id, Some(&tokens::digest(&token)), expires_at).await.map_err(convert::db)?;
+        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![invitation_upserted(&after)]).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "invitation.resend", "invitation", &id)
+            .tenant(&after.tenant_id)
+            .before(json(&before))
+            .after(json(&after));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.feed.notify();
+        if !r.skip_email {
+            self.mail_invitation(&after, &token).await;
+        }
+        Ok(pb::ResendInvitationResponse {
+            invitation: Some(invitation(&after)),
+            invitation_url: self.invitation_url(&token),
+            invitation_token: token,
+            consistency_token: convert::token(revision),
+        })
+    }
+
+    pub async fn revoke_invitation(
+        &self,
+        request: Request<pb::RevokeInvitationRequest>,
+    ) -> Result<pb::RevokeInvitationResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let id = parse_id("invitation_id", &request.get_ref().invitation_id).map_err(convert::input)?.to_string();
+        let before = store::get(self.db.pool(), &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        self.require_invitation(&caller, PERM_MANAGE, &before).await?;
+        match before.status.as_str() {
+            "accepted" => return Err(ApiError::failed_precondition(ErrorReason::InvitationUsed, "already accepted")),
+            "revoked" => {
+                let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+                return Ok(pb::RevokeInvitationResponse {
+                    invitation: Some(invitation(&before)),
+                    consistency_token: convert::token(revision),
+                });
+            }
+            _ => {}
+        }
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        store::reissue(&mut tx, &id, None, 0).await.map_err(convert::db)?;
+        store::set_status(&mut tx, &id, "revoked").await.map_err(convert::db)?;
+        // The pending user goes too, and its membership with it.
+        accounts::tombstone(&mut tx, &before.account_id).await.map_err(convert::db)?;
+        intents::insert(&mut tx, &before.account_id, intents::Op::Clear, "", "").await.map_err(convert::db)?;
+        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let deleted = pb::IdentityChange {
+            change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
+                user_id: before.account_id.clone(),
+                display_name: before.display_name.clone(),
+            })),
+            ..Default::default()
+        };
+        record_changes(&mut tx, revision, vec![invitation_upserted(&after), deleted]).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "invitation.revoke", "invitation", &id)
+            .tenant(&after.tenant_id)
+            .before(json(&before))
+            .after(json(&after));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.feed.notify();
+        self.relay.poke();
+        Ok(pb::RevokeInvitationResponse {
+            invitation: Some(invitation(&after)),
+            consistency_token: convert::token(revision),
+        })
+    }
+
+    /// The invitation a raw link token opens, or the precise reason it does not.
+    async fn open_invitation(&self, raw: &str) -> Result<InvitationRow, ApiError> {
+        if !tokens::well_formed(raw) {
+            return Err(ApiError::invalid_argument(
+                ErrorReason::InvitationTokenMalformed,
+                "the invitation link is garbled",
+            ));
+        }
+        let (id, voided) =
+            store::by_token(self.db.pool(), &tokens::digest(raw)).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let row = store::get(self.db.pool(), &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        match status_of(&row, now_micros()) {
+            pb::InvitationStatus::Accepted => {
+                Err(ApiError::failed_precondition(ErrorReason::InvitationUsed, "this invitation was already accepted"))
+            }
+            pb::InvitationStatus::Revoked => {
+                Err(ApiError::failed_precondition(ErrorReason::InvitationRevoked, "this invitation was revoked"))
+            }
+            _ if voided => Err(ApiError::failed_precondition(
+                ErrorReason::InvitationRevoked,
+                "this link was replaced by a newer one",
+            )),
+            pb::InvitationStatus::Expired => {
+                Err(ApiError::failed_precondition(ErrorReason::InvitationExpired, "this invitation has expired"))
+            }
+            _ => Ok(row),
+        }
+    }
+
+    pub async fn get_invitation(
+        &self,
+        request: Request<pb::GetInvitationRequest>,
+    ) -> Result<pb::GetInvitationResponse, ApiError> {
+        let row = self.open_invitation(&request.get_ref().invitation_token).await?;
+        let inviter = match row.invited_by.as_str() {
+            "" => String::new(),
+            id => accounts::get(self.db.pool(), id)
+                .await
+                .map_err(convert::db)?
+                .map(|a| a.display_name)
+                .unwrap_or_default(),
+        };
+        Ok(pb::GetInvitationResponse {
+            email: row.email.clone(),
+            display_name: row.display_name.clone(),
+            tenant_id: row.tenant_id.clone(),
+            tenant_name: String::new(),
+            role: row.role.clone(),
+            invited_by_display_name: inviter,
+            expires_at: convert::ts(row.expires_at),
+            password_policy: Some(convert::policy(&self.config.password_policy)),
+        })
+    }
+
+    pub async fn accept_invitation(
+        &self,
+        request: Request<pb::AcceptInvitationRequest>,
+    ) -> Result<pb::AcceptInvitationResponse, ApiError> {
+        let peer = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let r = request.into_inner();
+        let row = self.open_invitation(&r.invitation_token).await?;
+        let name = match r.display_name.trim() {
+            "" => row.display_name.clone(),
+            raw => parse_name("display_name", raw).map_err(convert::input)?.as_str().to_owned(),
+        };
+        let password = parse_password("password", &r.password).map_err(convert::input)?;
+        self.check_password("password", &password, &row.email, &name, None).await?;
+        let hash = self.hasher.hash(&password).await?;
+        let ip = if r.client_ip.trim().is_empty() { peer } else { r.client_ip.trim().chars().take(100).collect() };
+        let user_agent: String = r.user_agent.chars().take(500).collect();
+
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        // Re-checked under the write lock: two accepts of one link cannot both win.
+        let current = store::get(&mut *tx, &row.id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        if current.status != "pending" {
+            return Err(ApiError::failed_precondition(
+                ErrorReason::InvitationUsed,
+                "this invitation was already accepted",
+            ));
+        }
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        accounts::activate(&mut tx, &row.account_id, &name, &hash).await.map_err(convert::db)?;
+        store::set_status(&mut tx, &row.id, "accepted").await.map_err(convert::db)?;
+        store::reissue(&mut tx, &row.id, None, 0).await.map_err(convert::db)?;
+        sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
+        let account = accounts::get(&mut *tx, &row.account_id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let after = store::get(&mut *tx, &row.id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&after)])
+            .await
+            .map_err(convert::db)?;
+        let audit = Audit::new(anonymous(&row.email), &ip, "invitation.accept", "invitation", &row.id)
+            .tenant(&row.tenant_id)
+            .after(json(&after));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.feed.notify();
+        let mut outcome = None;
+        let mut last = revision;
+        if r.start_session {
+            if account.provisioned && account.status == Status::Active {
+                let (o, rev) = self.next_step(&account, &ip, &user_agent, false).await?;
+                outcome = Some(o);
+                last = rev;
+            } else {
+                tracing::info!(user_id = %account.id, "invitation accepted; session deferred until the membership is in place");
+            }
+        }
+        Ok(pb::AcceptInvitationResponse {
+            user: Some(convert::user(&account)),
+            outcome,
+            consistency_token: convert::token(last),
+        })
+    }
+}

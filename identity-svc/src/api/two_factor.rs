@@ -1,0 +1,426 @@
+//! TOTP second factor: enrollment, login challenge, recovery codes, disable, admin reset, and
+//! the policies that require it.
+
+use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
+use tether_runtime::{
+    ApiError,
+    access::Caller,
+    db::now_micros,
+    events::{current_revision, next_revision, record_audit, record_changes},
+};
+use tonic::Request;
+
+use super::{
+    Identity, PERM_MANAGE, PERM_VIEW, convert,
+    users::{session_revoked, upserted},
+};
+use crate::{
+    domain::{account::parse_id, tokens, totp},
+    events::{Audit, actor_of},
+    store::{
+        accounts::{self, AccountRow},
+        sessions,
+        two_factor::{self as store, Policy},
+    },
+};
+
+pub const STEP_SECOND_FACTOR: &str = "second_factor";
+pub const STEP_ENROLLMENT: &str = "enrollment";
+/// An unconfirmed enrollment lapses after this long.
+const ENROLLMENT_TTL_MICROS: i64 = 10 * 60 * 1_000_000;
+const ISSUER: &str = "Tether";
+
+fn recovery_hash(code: &str) -> String {
+    tokens::digest(&totp::normalize_recovery(code))
+}
+
+fn unix_seconds() -> i64 {
+    now_micros() / 1_000_000
+}
+
+impl Identity {
+    /// True if a policy in force requires 2FA of this account (platform-wide, or its home
+    /// tenant's), once the policy's grace period has passed.
+    pub(super) async fn requires_two_factor(&self, a: &AccountRow) -> Result<bool, ApiError> {
+        let now_ms = now_micros() / 1000;
+        let in_force = |p: &Policy| p.updated_at / 1000 + p.grace_ms <= now_ms;
+        if let Some(p) = store::policy(self.db.pool(), "").await.map_err(convert::db)?
+            && in_force(&p)
+            && (p.require_all || (p.require_msp_staff && a.is_msp_staff))
+        {
+            return Ok(true);
+        }
+        let home = match (&a.primary_tenant_id, a.is_msp_staff) {
+            (Some(t), false) => t.clone(),
+            _ => match self.admin.id().await {
+                Ok(id) => id,
+                Err(_) => return Ok(false),
+            },
+        };
+        Ok(store::policy(self.db.pool(), &home)
+            .await
+            .map_err(convert::db)?
+            .is_some_and(|p| in_force(&p) && p.require_all))
+    }
+
+    /// Checks a TOTP or recovery code of an account with 2FA on, using it up if right.
+    pub(super) async fn verify_second_factor(
+        &self,
+        account_id: &str,
+        totp_code: Option<&str>,
+        recovery_code: Option<&str>,
+    ) -> Result<bool, ApiError> {
+        if let Some(code) = totp_code {
+            let Some(row) = store::get(self.db.pool(), account_id).await.map_err(convert::db)? else {
+                return Ok(false);
+            };
+            if !row.confirmed {
+                return Ok(false);
+            }
+            let Some(step) = totp::verify(&row.secret, code, unix_seconds(), row.last_used_step) else {
+                return Ok(false);
+            };
+            let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+            let fresh = store::use_step(&mut tx, account_id, step).await.map_err(convert::db)?;
+            tx.commit().await.map_err(convert::db)?;
+            return Ok(fresh);
+        }
+        if let Some(code) = recovery_code {
+            let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+            let used = store::use_recovery(&mut tx, account_id, &recovery_hash(code)).await.map_err(convert::db)?;
+            tx.commit().await.map_err(convert::db)?;
+            return Ok(used);
+        }
+        Ok(false)
+    }
+
+    pub async fn complete_second_factor(
+        &self,
+        request: Request<pb::CompleteSecondFactorRequest>,
+    ) -> Result<pb::CompleteSecondFactorResponse, ApiError> {
+        let r = request.into_inner();
+        let step = self.open_step(&r.challenge_token, STEP_SECOND_FACTOR).await?;
+        let (totp_code, recovery) = match &r.code {
+            Some(pb::complete_second_factor_request::Code::TotpCode(c)) => (Some(c.as_str()), None),
+            Some(pb::complete_second_factor_request::Code::RecoveryCode(c)) => (None, Some(c.as_str())),
+            None => (None, None),
+        };
+        if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? {
+            self.count_failure(&step.account_id, &step.client_ip).await?;
+            let a = self.load(&step.account_id).await?;
+            self.audit_login_failure(
+                a.email.as_deref().unwrap_or_default(),
+                &step.client_ip,
+                Some(&a),
+                "SECOND_FACTOR_INVALID",
+            )
+            .await?;
+            return Err(ApiError::unauthenticated(ErrorReason::LoginFailed, "the code is not valid"));
+        }
+        self.consume_step(&r.challenge_token).await?;
+        let a = self.load(&step.account_id).await?;
+        let (outcome, revision) = self.next_step(&a, &step.client_ip, &step.user_agent, true).await?;
+        Ok(pb::CompleteSecondFactorResponse { outcome: Some(outcome), consistency_token: convert::token(revision) })
+    }
+
+    /// The account to enroll: the enrollment token's, or the caller's.
+    async fn enrollee<T>(
+        &self,
+        request: &Request<T>,
+        token: &str,
+    ) -> Result<(AccountRow, Option<sessions::LoginStep>), ApiError> {
+        if token.trim().is_empty() {
+            let caller = self.caller(request).await?;
+            let p = caller
+                .user()
+                .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session is required"))?;
+            return Ok((self.load(&p.user_id).await?, None));
+        }
+        let step = self.open_step(token, STEP_ENROLLMENT).await?;
+        Ok((self.load(&step.account_id).await?, Some(step)))
+    }
+
+    pub async fn begin_totp_enrollment(
+        &self,
+        request: Request<pb::BeginTotpEnrollmentRequest>,
+    ) -> Result<pb::BeginTotpEnrollmentResponse, ApiError> {
+        let (a, _) = self.enrollee(&request, &request.get_ref().enrollment_token).await?;
+        if a.totp_enabled {
+            return Err(ApiError::failed_precondition(ErrorReason::TotpAlreadyEnabled, "2FA is already on"));
+        }
+        let secret = totp::new_secret().map_err(ApiError::internal)?;
+        let expires_at = now_micros() + ENROLLMENT_TTL_MICROS;
+        store::begin(self.db.pool(), &a.id, &secret, expires_at).await.map_err(convert::db)?;
+        Ok(pb::BeginTotpEnrollmentResponse {
+            otpauth_uri: totp::otpauth_uri(ISSUER, a.email.as_deref().unwrap_or_default(), &secret),
+            secret,
+            expires_at: convert::ts(expires_at),
+        })
+    }
+
+    pub async fn confirm_totp_enrollment(
+        &self,
+        request: Request<pb::ConfirmTotpEnrollmentRequest>,
+    ) -> Result<pb::ConfirmTotpEnrollmentResponse, ApiError> {
+        let (a, step) = self.enrollee(&request, &request.get_ref().enrollment_token).await?;
+        let code = request.get_ref().totp_code.clone();
+        let row = store::get(self.db.pool(), &a.id)
+            .await
+            .map_err(convert::db)?
+            .filter(|t| !t.confirmed && t.expires_at > now_micros())
+            .ok_or_else(|| {
+                ApiError::failed_precondition(ErrorReason::TotpEnrollmentNotStarted, "start enrollment first")
+            })?;
+        let Some(used_step) = totp::verify(&row.secret, &code, unix_seconds(), None) else {
+            return Err(ApiError::invalid_argument(ErrorReason::InvalidTotpCode, "the code is not valid")
+                .with_metadata("field", "totp_code"));
+        };
+        let codes = totp::recovery_codes().map_err(ApiError::internal)?;
+        let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(c)).collect();
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        store::confirm(&mut tx, &a.id, &hashes).await.map_err(convert::db)?;
+        store::use_step(&mut tx, &a.id, used_step).await.map_err(convert::db)?;
+        // Principals carry the 2FA state.
+        sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
+        let after = accounts::get(&mut *tx, &a.id)
+            .await
+            .map_err(convert::db)?
+            .ok_or_else(|| ApiError::internal("account vanished"))?;
+        record_changes(&mut tx, revision, vec![upserted(&after)]).await.map_err(convert::db)?;
+        let ip = step.as_ref().map(|s| s.client_ip.clone()).unwrap_or_default();
+        let audit = Audit::new(
+            crate::events::anonymous(after.email.as_deref().unwrap_or_default()),
+            &ip,
+            "user.2fa_enable",
+            "user",
+            &a.id,
+        );
+        let mut audit = audit.build();
+        audit.actor = Some(tether_proto::common::v1::Actor {
+            kind: tether_proto::common::v1::ActorKind::User as i32,
+            user_id: a.id.clone(),
+            display_name: a.display_name.clone(),
+            email: a.email.clone().unwrap_or_default(),
+            is_msp_staff: a.is_msp_staff,
+            ..Default::default()
+        });
+        record_audit(&mut tx, &[audit]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.feed.notify();
+        let mut outcome = None;
+        let mut last = revision;
+        if let Some(step) = step {
+            self.consume_step(&request.get_ref().enrollment_token).await?;
+            let (o, rev) = self.next_step(&after, &step.client_ip, &step.user_agent, true).await?;
+            outcome = Some(o);
+            last = rev;
+        }
+        Ok(pb::ConfirmTotpEnrollmentResponse {
+            recovery_codes: codes,
+            outcome,
+            consistency_token: convert::token(last),
+        })
+    }
+
+    async fn own_account(&self, caller: &Caller) -> Result<AccountRow, ApiError> {
+        let p = caller
+            .user()
+            .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session is required"))?;
+        self.load(&p.user_id).await
+    }
+
+    pub async fn disable_totp(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Result<pb::DisableTotpResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let a = self.own_account(&caller).await?;
+        if !a.totp_enabled {
+            return Err(ApiError::failed_precondition(ErrorReason::TotpNotEnabled, "2FA is not on"));
+        }
+        if self.requires_two_factor(&a).await? {
+            return Err(ApiError::failed_precondition(
+                ErrorReason::SecondFactorEnrollmentRequired,
+                "a policy requires 2FA for you",
+            ));
+        }
+        let ok = match &request.get_ref().code {
+            Some(pb::disable_totp_request::Code::TotpCode(c)) => {
+                if !self.verify_second_factor(&a.id, Some(c), None).await? {
+                    return Err(ApiError::invalid_argument(ErrorReason::InvalidTotpCode, "the code is not valid"));
+                }
+                true
+            }
+            Some(pb::disable_totp_request::Code::RecoveryCode(c)) => {
+                if !self.verify_second_factor(&a.id, None, Some(c)).await? {
+                    return Err(ApiError::invalid_argument(ErrorReason::InvalidRecoveryCode, "the code is not valid"));
+                }
+                true
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "a TOTP or recovery code is required"));
+        }
+        let revision = self.remove_totp(&caller, &a, "user.2fa_disable", false).await?;
+        Ok(pb::DisableTotpResponse { consistency_token: convert::token(revision) })
+    }
+
+    async fn remove_totp(
+        &self,
+        caller: &Caller,
+        a: &AccountRow,
+        action: &str,
+        end_sessions: bool,
+    ) -> Result<u64, ApiError> {
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        store::remove(&mut tx, &a.id).await.map_err(convert::db)?;
+        let ended = if end_sessions {
+            sessions::revoke_all(&mut tx, &a.id, None).await.map_err(convert::db)?
+        } else {
+            sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
+            Vec::new()
+        };
+        let after = accounts::get(&mut *tx, &a.id)
+            .await
+            .map_err(convert::db)?
+            .ok_or_else(|| ApiError::internal("account vanished"))?;
+        let mut changes = vec![upserted(&after)];
+        changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
+        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(caller), &caller.client_ip, action, "user", &a.id)
+            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.cache.clear();
+        self.feed.notify();
+        Ok(revision)
+    }
+
+    pub async fn reset_totp(&self, request: Request<pb::ResetTotpRequest>) -> Result<pb::ResetTotpResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let id = parse_id("user_id", &request.get_ref().user_id).map_err(convert::input)?.to_string();
+        let a = self.load(&id).await?;
+        self.require_on(&caller, PERM_MANAGE, &a).await?;
+        let revision = self.remove_totp(&caller, &a, "user.2fa_reset", true).await?;
+        let after = self.load(&id).await?;
+        Ok(pb::ResetTotpResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })
+    }
+
+    pub async fn regenerate_recovery_codes(
+        &self,
+        request: Request<pb::RegenerateRecoveryCodesRequest>,
+    ) -> Result<pb::RegenerateRecoveryCodesResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let a = self.own_account(&caller).await?;
+        if !a.totp_enabled {
+            return Err(ApiError::failed_precondition(ErrorReason::TotpNotEnabled, "2FA is not on"));
+        }
+        if !self.verify_second_factor(&a.id, Some(&request.get_ref().totp_code), None).await? {
+            return Err(ApiError::invalid_argument(ErrorReason::InvalidTotpCode, "the code is not valid"));
+        }
+        let codes = totp::recovery_codes().map_err(ApiError::internal)?;
+        let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(c)).collect();
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        store::replace_codes(&mut tx, &a.id, &hashes).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.2fa_recovery_codes", "user", &a.id);
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        Ok(pb::RegenerateRecoveryCodesResponse { recovery_codes: codes, consistency_token: convert::token(revision) })
+    }
+
+    async fn policy_scope(&self, caller: &Caller, tenant_raw: &str, permissions: &[&str]) -> Result<String, ApiError> {
+        let scope = match tenant_raw.trim() {
+            "" => String::new(),
+            raw => parse_id("tenant_id", raw).map_err(convert::input)?.to_string(),
+        };
+        let tenant = if scope.is_empty() { self.admin.id().await? } else { scope.clone() };
+        let mut last = None;
+        for p in permissions {
+            match self.require_in(caller, p, &tenant).await {
+                Ok(()) => return Ok(scope),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::permission_denied(ErrorReason::PermissionDenied, "not allowed")))
+    }
+
+    fn policy_proto(p: &Policy) -> pb::TwoFactorPolicy {
+        pb::TwoFactorPolicy {
+            tenant_id: p.scope.clone(),
+            require_all: p.require_all,
+            required_roles: p.required_roles.clone(),
+            require_msp_staff: p.require_msp_staff,
+            grace_period: prost_types::Duration::try_from(std::time::Duration::from_millis(p.grace_ms.max(0) as u64))
+                .ok(),
+            updated_at: (p.updated_at > 0).then(|| convert::timestamp(p.updated_at)),
+            updated_by_user_id: p.updated_by.clone(),
+        }
+    }
+
+    pub async fn set_two_factor_policy(
+        &self,
+        request: Request<pb::SetTwoFactorPolicyRequest>,
+    ) -> Result<pb::SetTwoFactorPolicyResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let given = request.get_ref().policy.clone().unwrap_or_default();
+        let scope = self.policy_scope(&caller, &given.tenant_id, &["settings.manage"]).await?;
+        if given.required_roles.len() > 100 {
+            return Err(ApiError::invalid_argument(ErrorReason::BatchTooLarge, "at most 100 roles")
+                .with_metadata("limit", "100"));
+        }
+        let roles = given
+            .required_roles
+            .iter()
+            .map(|r| crate::domain::account::parse_role("required_roles", r).map_err(convert::input))
+            .collect::<Result<Vec<_>, _>>()?;
+        let grace_ms =
+            given.grace_period.map(|d| d.seconds.saturating_mul(1000) + i64::from(d.nanos) / 1_000_000).unwrap_or(0);
+        if !(0..=365 * 24 * 3600 * 1000).contains(&grace_ms) {
+            return Err(ApiError::invalid_argument(ErrorReason::ValueOutOfRange, "grace_period is out of range"));
+        }
+        if !scope.is_empty() && given.require_msp_staff {
+            return Err(ApiError::invalid_argument(
+                ErrorReason::ValueOutOfRange,
+                "require_msp_staff is platform-wide only",
+            ));
+        }
+        let policy = Policy {
+            scope: scope.clone(),
+            require_all: given.require_all,
+            required_roles: roles,
+            require_msp_staff: given.require_msp_staff,
+            grace_ms,
+            updated_at: now_micros(),
+            updated_by: caller.user().map(|p| p.user_id.clone()).unwrap_or_default(),
+        };
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        store::set_policy(&mut tx, &policy).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "settings.2fa_policy", "policy", if scope.is_empty() { "platform" } else { &scope })
+            .tenant(&scope)
+            .after(serde_json::json!({ "require_all": policy.require_all, "required_roles": policy.required_roles, "require_msp_staff": policy.require_msp_staff, "grace_ms": grace_ms }));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        Ok(pb::SetTwoFactorPolicyResponse {
+            policy: Some(Self::policy_proto(&policy)),
+            consistency_token: convert::token(revision),
+        })
+    }
+
+    pub async fn get_two_factor_policy(
+        &self,
+        request: Request<pb::GetTwoFactorPolicyRequest>,
+    ) -> Result<pb::GetTwoFactorPolicyResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let scope = self.policy_scope(&caller, &request.get_ref().tenant_id, &["settings.manage", PERM_VIEW]).await?;
+        let policy = store::policy(self.db.pool(), &scope)
+            .await
+            .map_err(convert::db)?
+            .unwrap_or(Policy { scope, ..Default::default() });
+        Ok(pb::GetTwoFactorPolicyResponse { policy: Some(Self::policy_proto(&policy)) })
+    }
+}

@@ -1,0 +1,442 @@
+//! Accounts: create now, read, list, edit, deactivate, reactivate, delete; and the Watch
+//! snapshot.
+
+use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
+use tether_runtime::{
+    ApiError,
+    access::{Caller, RoleGrant},
+    db::Database,
+    events::{current_revision, next_revision, record_audit, record_changes},
+};
+use tonic::Request;
+
+use super::{Identity, PERM_MANAGE, PERM_VIEW, convert};
+use crate::{
+    domain::{
+        account::{self, NewUser, Status, UserEdit, UserQuery, parse_id},
+        policy::PersonalInfo,
+    },
+    events::{Audit, actor_of},
+    store::{
+        accounts::{self as store, AccountRow},
+        intents, sessions,
+    },
+};
+
+pub fn upserted(a: &AccountRow) -> pb::IdentityChange {
+    pb::IdentityChange {
+        change: Some(pb::identity_change::Change::UserUpserted(pb::UserUpserted { user: Some(convert::user(a)) })),
+        ..Default::default()
+    }
+}
+
+pub fn session_revoked(session_id: &str, user_id: &str) -> pb::IdentityChange {
+    pb::IdentityChange {
+        change: Some(pb::identity_change::Change::SessionRevoked(pb::SessionRevoked {
+            session_id: session_id.to_owned(),
+            user_id: user_id.to_owned(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// The Watch snapshot: every live user, read with the revision in one consistent view.
+pub async fn snapshot(db: Database) -> Result<(u64, Vec<pb::IdentityChange>), ApiError> {
+    let mut tx = match db.backend() {
+        tether_runtime::db::Backend::Postgres => {
+            db.pool().begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ").await.map_err(convert::db)?
+        }
+        tether_runtime::db::Backend::Sqlite => db.pool().begin().await.map_err(convert::db)?,
+    };
+    let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
+    let rows = store::all_live(&mut tx).await.map_err(convert::db)?;
+    let pending = crate::store::invitations::all_pending(&mut tx).await.map_err(convert::db)?;
+    tx.commit().await.map_err(convert::db)?;
+    let mut items: Vec<pb::IdentityChange> = rows.iter().map(upserted).collect();
+    items.extend(pending.iter().map(super::invitations::invitation_upserted));
+    Ok((revision, items))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found(ErrorReason::UserNotFound, "no such user")
+}
+
+impl Identity {
+    pub async fn load(&self, id: &str) -> Result<AccountRow, ApiError> {
+        store::get(self.db.pool(), id).await.map_err(convert::db)?.ok_or_else(not_found)
+    }
+
+    /// Refuses a password that breaks the policy (reuse included when `account` is known).
+    pub async fn check_password(
+        &self,
+        field: &str,
+        password: &str,
+        email: &str,
+        name: &str,
+        account: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let policy = &self.config.password_policy;
+        let mut rules = policy.violations(password, &PersonalInfo { email, display_name: name });
+        if let Some(id) = account
+            && policy.history_count > 0
+        {
+            let recent = store::recent_hashes(self.db.pool(), id, policy.history_count).await.map_err(convert::db)?;
+            if self.hasher.matches_any(password, recent).await? {
+                rules.push(crate::domain::policy::PasswordRule::Reused { last: policy.history_count });
+            }
+        }
+        if rules.is_empty() { Ok(()) } else { Err(convert::password_rules(field, &rules)) }
+    }
+
+    pub async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<pb::CreateUserResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let new = NewUser::try_from(request.into_inner()).map_err(convert::input)?;
+        if let Some(rid) = new.request_id
+            && let Some(existing) =
+                store::get_by_request_id(self.db.pool(), &rid.to_string()).await.map_err(convert::db)?
+        {
+            let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+            return Ok(pb::CreateUserResponse {
+                user: Some(convert::user(&existing)),
+                consistency_token: convert::token(revision),
+            });
+        }
+        let tenant = self.tenant_of_new(&caller, new.is_msp_staff, new.tenant_id, &new.role).await?;
+        self.check_password("password", &new.password, new.email.as_str(), new.display_name.as_str(), None).await?;
+        self.ensure_email_free(&new.email.normalized(), None).await?;
+        let hash = self.hasher.hash(&new.password).await?;
+
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let primary = (!new.is_msp_staff).then_some(tenant.as_str());
+        let id = match store::insert_new(&mut tx, &new, primary, &hash).await {
+            Ok(id) => id,
+            Err(e) if store::is_unique_violation(&e) => {
+                return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
+            }
+            Err(e) => return Err(convert::db(e)),
+        };
+        intents::insert(&mut tx, &id, intents::Op::Add, &tenant, &new.role).await.map_err(convert::db)?;
+        let row = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&row)]).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.create", "user", &id)
+            .tenant(&tenant)
+            .after(convert::user_json(&row))
+            .metadata(serde_json::json!({ "role": new.role, "tenant_id": tenant }));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.feed.notify();
+        self.relay.poke();
+        // The account logs in only once tenancy-svc holds its membership; wait a little so the
+        // usual case answers with both in place.
+        if !self.relay.wait_provisioned(&self.db, &id, self.config.relay.wait).await {
+            tracing::warn!(user_id = %id, "membership not yet acknowledged by tenancy-svc; the relay keeps trying");
+        }
+        Ok(pb::CreateUserResponse { user: Some(convert::user(&row)), consistency_token: convert::token(revision) })
+    }
+
+    /// The tenant of a new user's first membership, after checking the caller may put them
+    /// there with that role.
+    pub(super) async fn tenant_of_new(
+        &self,
+        caller: &Caller,
+        is_msp_staff: bool,
+        tenant_id: Option<uuid::Uuid>,
+        role: &str,
+    ) -> Result<String, ApiError> {
+        let tenant = if is_msp_staff {
+            let admin = self.admin.id().await?;
+            match tenant_id {
+                Some(t) if t.to_string() != admin => {
+                    return Err(ApiError::invalid_argument(
+                        ErrorReason::ValueOutOfRange,
+                        "MSP staff belong to the admin tenancy",
+                    )
+                    .with_metadata("field", "tenant_id"));
+                }
+                _ => admin,
+            }
+        } else {
+            tenant_id.map(|t| t.to_string()).unwrap_or_default()
+        };
+        if let Some(p) = caller.user() {
+            if is_msp_staff && !p.is_msp_staff {
+                return Err(ApiError::permission_denied(
+                    ErrorReason::MspStaffRequired,
+                    "only MSP staff create MSP staff",
+                ));
+            }
+            self.require_in(caller, PERM_MANAGE, &tenant).await?;
+            let decision = self
+                .authorizer
+                .check_role_grant(&RoleGrant {
+                    actor_user_id: p.user_id.clone(),
+                    target_user_id: String::new(),
+                    target_is_msp_staff: is_msp_staff,
+                    tenant_id: tenant.clone(),
+                    role: role.to_owned(),
+                    previous_role: String::new(),
+                })
+                .await?;
+            if !decision.allowed {
+                let reason = if decision.denial_reason == ErrorReason::Unspecified {
+                    ErrorReason::PermissionDenied
+                } else {
+                    decision.denial_reason
+                };
+                let code = if reason == ErrorReason::RoleNotFound {
+                    tonic::Code::NotFound
+                } else {
+                    tonic::Code::PermissionDenied
+                };
+                return Err(ApiError::new(code, reason, decision.summary));
+            }
+        }
+        Ok(tenant)
+    }
+
+    /// EMAIL_TAKEN, or INVITATION_PENDING when the email belongs to a pending invitee.
+    pub(super) async fn ensure_email_free(&self, normalized: &str, except: Option<&str>) -> Result<(), ApiError> {
+        match store::get_by_email(self.db.pool(), normalized).await.map_err(convert::db)? {
+            Some(a) if Some(a.id.as_str()) == except => Ok(()),
+            Some(a) if a.status == Status::Pending => {
+                Err(ApiError::already_exists(ErrorReason::InvitationPending, "an invitation for this email is pending"))
+            }
+            Some(_) => Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken")),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<pb::GetUserResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let id = match (request.get_ref().user_id.trim(), caller.user()) {
+            ("", Some(p)) => p.user_id.clone(),
+            (raw, _) => parse_id("user_id", raw).map_err(convert::input)?.to_string(),
+        };
+        let row = self.load(&id).await?;
+        if caller.user().is_none_or(|p| p.user_id != id) {
+            self.require_on(&caller, PERM_VIEW, &row).await?;
+        }
+        Ok(pb::GetUserResponse { user: Some(convert::user(&row)) })
+    }
+
+    pub async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<pb::BatchGetUsersResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let ids = &request.get_ref().user_ids;
+        if ids.len() > 500 {
+            return Err(
+                ApiError::invalid_argument(ErrorReason::BatchTooLarge, "at most 500 ids").with_metadata("limit", "500")
+            );
+        }
+        let mut users = Vec::with_capacity(ids.len());
+        for raw in ids {
+            let id = parse_id("user_ids", raw).map_err(convert::input)?.to_string();
+            let Some(row) = store::get(self.db.pool(), &id).await.map_err(convert::db)? else { continue };
+            let own = caller.user().is_some_and(|p| p.user_id == id);
+            if own || self.require_on(&caller, PERM_VIEW, &row).await.is_ok() {
+                users.push(convert::user(&row));
+            }
+        }
+        Ok(pb::BatchGetUsersResponse { users })
+    }
+
+    pub async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Result<pb::ListUsersResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let mut query = UserQuery::try_from(request.get_ref()).map_err(convert::input)?;
+        if let Some(p) = caller.user() {
+            if p.is_msp_staff {
+                let scope = match query.tenant_id {
+                    Some(t) => t.to_string(),
+                    None => self.admin.id().await?,
+                };
+                self.require_in(&caller, PERM_VIEW, &scope).await?;
+            } else {
+                // Client users see their own tenant's client users only.
+                let own = p.primary_tenant_id.clone();
+                if query.tenant_id.is_some_and(|t| t.to_string() != own) {
+                    return Err(ApiError::permission_denied(ErrorReason::OutsideTenant, "not your tenant"));
+                }
+                self.require_in(&caller, PERM_VIEW, &own).await?;
+                query.tenant_id = uuid::Uuid::parse_str(&own).ok();
+                query.is_msp_staff = Some(false);
+                if query.tenant_id.is_none() {
+                    return Ok(pb::ListUsersResponse::default());
+                }
+            }
+        }
+        let mut rows = store::list(self.db.pool(), &query).await.map_err(convert::db)?;
+        let more = rows.len() > query.page_size;
+        rows.truncate(query.page_size);
+        Ok(pb::ListUsersResponse {
+            users: rows.iter().map(convert::user).collect(),
+            next_page_token: if more { account::page_token(query.offset + query.page_size) } else { String::new() },
+        })
+    }
+
+    pub async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<pb::UpdateUserResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let id = parse_id("user_id", &request.get_ref().user_id).map_err(convert::input)?.to_string();
+        let edit = UserEdit::try_from(request.get_ref()).map_err(convert::input)?;
+        let before = self.load(&id).await?;
+        if before.status == Status::Deleted {
+            return Err(not_found());
+        }
+        let own = caller.user().is_some_and(|p| p.user_id == id);
+        if !(own && edit.is_self_service()) {
+            self.require_on(&caller, PERM_MANAGE, &before).await?;
+        }
+        if let Some(email) = &edit.email {
+            self.ensure_email_free(&email.normalized(), Some(&id)).await?;
+        }
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        match store::apply_edit(&mut tx, &id, &edit).await {
+            Ok(()) => {}
+            Err(e) if store::is_unique_violation(&e) => {
+                return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
+            }
+            Err(e) => return Err(convert::db(e)),
+        }
+        // Name and email travel in cached principals.
+        sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
+        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&after)]).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.update", "user", &id)
+            .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
+            .before(convert::user_json(&before))
+            .after(convert::user_json(&after));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.cache.clear();
+        self.feed.notify();
+        Ok(pb::UpdateUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })
+    }
+
+    /// Checks shared by deactivate and delete: a user may not do it to themself, and the MSP
+    /// owner must hand ownership over first.
+    async fn check_removable(&self, caller: &Caller, target: &AccountRow) -> Result<(), ApiError> {
+        if caller.user().is_some_and(|p| p.user_id == target.id) {
+            return Err(ApiError::failed_precondition(ErrorReason::SelfActionForbidden, "not on your own account"));
+        }
+        let owner = store::bootstrap_owner_id(&self.db).await.map_err(convert::db)?;
+        if owner.as_deref() == Some(target.id.as_str()) {
+            return Err(ApiError::failed_precondition(
+                ErrorReason::OwnerNotRemovable,
+                "the MSP owner must transfer ownership first",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sets a status, ends every session if it leaves `active`, and records it all.
+    async fn change_status(
+        &self,
+        caller: &Caller,
+        id: &str,
+        to: Status,
+        action: &str,
+        note: &str,
+    ) -> Result<(AccountRow, u64), ApiError> {
+        let before = self.load(id).await?;
+        if before.status == Status::Deleted {
+            return Err(not_found());
+        }
+        self.require_on(caller, PERM_MANAGE, &before).await?;
+        if to == Status::Suspended {
+            self.check_removable(caller, &before).await?;
+        }
+        if before.status == to || (to == Status::Active && before.status == Status::Pending) {
+            let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+            return Ok((before, revision));
+        }
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        store::set_status(&mut tx, id, to).await.map_err(convert::db)?;
+        let ended = sessions::revoke_all(&mut tx, id, None).await.map_err(convert::db)?;
+        let after = store::get(&mut *tx, id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let mut changes = vec![upserted(&after)];
+        changes.extend(ended.iter().map(|s| session_revoked(s, id)));
+        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        let mut audit = Audit::new(actor_of(caller), &caller.client_ip, action, "user", id)
+            .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
+            .before(convert::user_json(&before))
+            .after(convert::user_json(&after));
+        if !note.is_empty() {
+            audit = audit.metadata(serde_json::json!({ "reason": note, "sessions_ended": ended.len() }));
+        }
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.cache.clear();
+        self.feed.notify();
+        Ok((after, revision))
+    }
+
+    pub async fn deactivate_user(
+        &self,
+        request: Request<pb::DeactivateUserRequest>,
+    ) -> Result<pb::DeactivateUserResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let r = request.get_ref();
+        let id = parse_id("user_id", &r.user_id).map_err(convert::input)?.to_string();
+        let note = account::parse_text("reason", &r.reason, 500).map_err(convert::input)?.unwrap_or_default();
+        let (user, revision) = self.change_status(&caller, &id, Status::Suspended, "user.deactivate", &note).await?;
+        Ok(pb::DeactivateUserResponse { user: Some(convert::user(&user)), consistency_token: convert::token(revision) })
+    }
+
+    pub async fn reactivate_user(
+        &self,
+        request: Request<pb::ReactivateUserRequest>,
+    ) -> Result<pb::ReactivateUserResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let id = parse_id("user_id", &request.get_ref().user_id).map_err(convert::input)?.to_string();
+        let (user, revision) = self.change_status(&caller, &id, Status::Active, "user.reactivate", "").await?;
+        Ok(pb::ReactivateUserResponse { user: Some(convert::user(&user)), consistency_token: convert::token(revision) })
+    }
+
+    pub async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<pb::DeleteUserResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let id = parse_id("user_id", &request.get_ref().user_id).map_err(convert::input)?.to_string();
+        let before = self.load(&id).await?;
+        if before.status == Status::Deleted {
+            return Err(not_found());
+        }
+        self.require_on(&caller, PERM_MANAGE, &before).await?;
+        self.check_removable(&caller, &before).await?;
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let ended = sessions::revoke_all(&mut tx, &id, None).await.map_err(convert::db)?;
+        store::tombstone(&mut tx, &id).await.map_err(convert::db)?;
+        intents::insert(&mut tx, &id, intents::Op::Clear, "", "").await.map_err(convert::db)?;
+        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let mut changes: Vec<pb::IdentityChange> = ended.iter().map(|s| session_revoked(s, &id)).collect();
+        changes.push(pb::IdentityChange {
+            change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
+                user_id: id.clone(),
+                display_name: after.display_name.clone(),
+            })),
+            ..Default::default()
+        });
+        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.delete", "user", &id)
+            .tenant(before.primary_tenant_id.as_deref().unwrap_or_default())
+            .before(convert::user_json(&before));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        self.cache.clear();
+        self.feed.notify();
+        self.relay.poke();
+        Ok(pb::DeleteUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })
+    }
+}

@@ -1,0 +1,353 @@
+//! Accounts: their states, and the requests about them parsed into typed values.
+
+use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
+use uuid::Uuid;
+
+use super::{DisplayName, Email, FieldError};
+
+/// A rejected input: the reason and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub reason: ErrorReason,
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InputError {
+    pub fn new(reason: ErrorReason, field: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, field, message: message.into() }
+    }
+
+    fn from_field(field: &'static str, e: FieldError) -> Self {
+        let reason = match e {
+            FieldError::Required => ErrorReason::FieldRequired,
+            FieldError::TooLong { .. } => ErrorReason::FieldTooLong,
+            FieldError::InvalidEmail => ErrorReason::InvalidEmail,
+            FieldError::ControlCharacters => ErrorReason::InvalidFormat,
+        };
+        Self::new(reason, field, format!("{field} {e}"))
+    }
+}
+
+pub fn parse_email(field: &'static str, raw: &str) -> Result<Email, InputError> {
+    Email::parse(raw).map_err(|e| InputError::from_field(field, e))
+}
+
+pub fn parse_name(field: &'static str, raw: &str) -> Result<DisplayName, InputError> {
+    DisplayName::parse(raw).map_err(|e| InputError::from_field(field, e))
+}
+
+/// A UUID given as text.
+pub fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, InputError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(InputError::new(ErrorReason::FieldRequired, field, format!("{field} is required")));
+    }
+    Uuid::parse_str(raw).map_err(|_| InputError::new(ErrorReason::InvalidUuid, field, format!("{field} is not a UUID")))
+}
+
+/// An optional UUID: empty means none.
+pub fn parse_opt_id(field: &'static str, raw: &str) -> Result<Option<Uuid>, InputError> {
+    if raw.trim().is_empty() { Ok(None) } else { parse_id(field, raw).map(Some) }
+}
+
+/// Optional free text (job title, notes): trimmed, bounded, "" means none.
+pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<Option<String>, InputError> {
+    let value = raw.trim();
+    if value.chars().count() > max {
+        return Err(InputError::new(
+            ErrorReason::FieldTooLong,
+            field,
+            format!("{field} is longer than {max} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(InputError::new(ErrorReason::InvalidFormat, field, format!("{field} contains control characters")));
+    }
+    Ok((!value.is_empty()).then(|| value.to_owned()))
+}
+
+/// A role name: 1 to 100 characters of `[a-z0-9_.-]`.
+pub fn parse_role(field: &'static str, raw: &str) -> Result<String, InputError> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(InputError::new(ErrorReason::FieldRequired, field, format!("{field} is required")));
+    }
+    if value.len() > 100 {
+        return Err(InputError::new(
+            ErrorReason::FieldTooLong,
+            field,
+            format!("{field} is longer than 100 characters"),
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        return Err(InputError::new(ErrorReason::InvalidFormat, field, format!("{field} is not a role name")));
+    }
+    Ok(value.to_owned())
+}
+
+pub const JOB_TITLE_MAX: usize = 200;
+pub const NOTES_MAX: usize = 4000;
+/// Passwords longer than this are refused before hashing, whatever the policy says, so a
+/// huge input cannot buy a lot of hashing time.
+pub const PASSWORD_HARD_MAX: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Active,
+    Suspended,
+    Deleted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "pending" => Self::Pending,
+            "active" => Self::Active,
+            "deleted" => Self::Deleted,
+            _ => Self::Suspended,
+        }
+    }
+
+    pub fn to_proto(self) -> pb::UserStatus {
+        match self {
+            Self::Pending => pb::UserStatus::Pending,
+            Self::Active => pb::UserStatus::Active,
+            // A tombstone reports the state it had; we keep "suspended" as the closest.
+            Self::Suspended | Self::Deleted => pb::UserStatus::Suspended,
+        }
+    }
+}
+
+/// A "create now" request, checked.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub password: String,
+    pub is_msp_staff: bool,
+    /// None for MSP staff given no tenant (the admin tenancy).
+    pub tenant_id: Option<Uuid>,
+    pub role: String,
+    pub must_change_password: bool,
+    pub job_title: Option<String>,
+    pub notes: Option<String>,
+    pub request_id: Option<Uuid>,
+}
+
+fn password_field(field: &'static str, raw: &str) -> Result<String, InputError> {
+    if raw.is_empty() {
+        return Err(InputError::new(ErrorReason::FieldRequired, field, format!("{field} is required")));
+    }
+    if raw.chars().count() > PASSWORD_HARD_MAX {
+        return Err(InputError::new(
+            ErrorReason::PasswordTooLong,
+            field,
+            format!("the password must have at most {PASSWORD_HARD_MAX} characters"),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+pub fn parse_password(field: &'static str, raw: &str) -> Result<String, InputError> {
+    password_field(field, raw)
+}
+
+impl TryFrom<pb::CreateUserRequest> for NewUser {
+    type Error = InputError;
+
+    fn try_from(r: pb::CreateUserRequest) -> Result<Self, InputError> {
+        let tenant_id = parse_opt_id("tenant_id", &r.tenant_id)?;
+        if !r.is_msp_staff && tenant_id.is_none() {
+            return Err(InputError::new(
+                ErrorReason::FieldRequired,
+                "tenant_id",
+                "tenant_id is required for client users",
+            ));
+        }
+        Ok(Self {
+            email: parse_email("email", &r.email)?,
+            display_name: parse_name("display_name", &r.display_name)?,
+            password: password_field("password", &r.password)?,
+            is_msp_staff: r.is_msp_staff,
+            tenant_id,
+            role: parse_role("role", &r.role)?,
+            must_change_password: r.must_change_password,
+            job_title: parse_text("job_title", &r.job_title, JOB_TITLE_MAX)?,
+            notes: parse_text("notes", &r.notes, NOTES_MAX)?,
+            request_id: parse_opt_id("request_id", &r.request_id)?,
+        })
+    }
+}
+
+/// An edit: `None` leaves a field as it is; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct UserEdit {
+    pub display_name: Option<DisplayName>,
+    pub email: Option<Email>,
+    pub job_title: Option<Option<String>>,
+    pub notes: Option<Option<String>>,
+}
+
+impl UserEdit {
+    /// Only name, job title and notes: what a user may change on their own account.
+    pub fn is_self_service(&self) -> bool {
+        self.email.is_none()
+    }
+}
+
+impl TryFrom<&pb::UpdateUserRequest> for UserEdit {
+    type Error = InputError;
+
+    fn try_from(r: &pb::UpdateUserRequest) -> Result<Self, InputError> {
+        Ok(Self {
+            display_name: r.display_name.as_deref().map(|n| parse_name("display_name", n)).transpose()?,
+            email: r.email.as_deref().map(|e| parse_email("email", e)).transpose()?,
+            job_title: r.job_title.as_deref().map(|t| parse_text("job_title", t, JOB_TITLE_MAX)).transpose()?,
+            notes: r.notes.as_deref().map(|t| parse_text("notes", t, NOTES_MAX)).transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    NameAsc,
+    NameDesc,
+    LastLoginAsc,
+    LastLoginDesc,
+    CreatedDesc,
+}
+
+/// A ListUsers query, checked. The visibility restriction (client admins: their tenant, no
+/// MSP staff) is applied by the caller of the store through `tenant_id` / `is_msp_staff`.
+#[derive(Debug, Clone)]
+pub struct UserQuery {
+    pub page_size: usize,
+    /// Offset of the page: the cursor, opaque to clients.
+    pub offset: usize,
+    pub tenant_id: Option<Uuid>,
+    pub status: Option<Status>,
+    pub two_factor_enabled: Option<bool>,
+    pub is_msp_staff: Option<bool>,
+    /// Lower-cased substring.
+    pub text: Option<String>,
+    pub sort: Sort,
+    pub include_deleted: bool,
+}
+
+pub const MAX_PAGE_SIZE: usize = 500;
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+
+pub fn page_size(raw: i32) -> Result<usize, InputError> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n < 0 || n as usize > MAX_PAGE_SIZE => Err(InputError::new(
+            ErrorReason::ValueOutOfRange,
+            "page_size",
+            format!("page_size must be between 0 and {MAX_PAGE_SIZE}"),
+        )),
+        n => Ok(n as usize),
+    }
+}
+
+/// Page tokens are `o<offset>`; anything else is INVALID_PAGE_TOKEN.
+pub fn page_offset(raw: &str) -> Result<usize, InputError> {
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    raw.strip_prefix('o')
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n <= 10_000_000)
+        .ok_or_else(|| InputError::new(ErrorReason::InvalidPageToken, "page_token", "the page token is not valid"))
+}
+
+pub fn page_token(offset: usize) -> String {
+    format!("o{offset}")
+}
+
+impl TryFrom<&pb::ListUsersRequest> for UserQuery {
+    type Error = InputError;
+
+    fn try_from(r: &pb::ListUsersRequest) -> Result<Self, InputError> {
+        let status = match pb::UserStatus::try_from(r.status) {
+            Ok(pb::UserStatus::Unspecified) => None,
+            Ok(pb::UserStatus::Pending) => Some(Status::Pending),
+            Ok(pb::UserStatus::Active) => Some(Status::Active),
+            Ok(pb::UserStatus::Suspended) => Some(Status::Suspended),
+            Err(_) => return Err(InputError::new(ErrorReason::ValueOutOfRange, "status", "unknown status")),
+        };
+        let sort = match pb::UserSort::try_from(r.sort) {
+            Ok(pb::UserSort::Unspecified | pb::UserSort::NameAsc) => Sort::NameAsc,
+            Ok(pb::UserSort::NameDesc) => Sort::NameDesc,
+            Ok(pb::UserSort::LastLoginAsc) => Sort::LastLoginAsc,
+            Ok(pb::UserSort::LastLoginDesc) => Sort::LastLoginDesc,
+            Ok(pb::UserSort::CreatedDesc) => Sort::CreatedDesc,
+            Err(_) => return Err(InputError::new(ErrorReason::ValueOutOfRange, "sort", "unknown sort order")),
+        };
+        let text = parse_text("query", &r.query, 200)?.map(|t| t.to_lowercase());
+        Ok(Self {
+            page_size: page_size(r.page_size)?,
+            offset: page_offset(&r.page_token)?,
+            tenant_id: parse_opt_id("tenant_id", &r.tenant_id)?,
+            status,
+            two_factor_enabled: r.two_factor_enabled,
+            is_msp_staff: r.is_msp_staff,
+            text,
+            sort,
+            include_deleted: r.include_deleted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create() -> pb::CreateUserRequest {
+        pb::CreateUserRequest {
+            email: "emma@client.example".into(),
+            display_name: "Emma".into(),
+            password: "correct horse battery staple".into(),
+            tenant_id: Uuid::now_v7().to_string(),
+            role: "client_admin".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_requests_are_parsed_with_named_fields() {
+        assert!(NewUser::try_from(create()).is_ok());
+        let e = NewUser::try_from(pb::CreateUserRequest { email: "nope".into(), ..create() }).unwrap_err();
+        assert_eq!((e.reason, e.field), (ErrorReason::InvalidEmail, "email"));
+        let e = NewUser::try_from(pb::CreateUserRequest { tenant_id: String::new(), ..create() }).unwrap_err();
+        assert_eq!((e.reason, e.field), (ErrorReason::FieldRequired, "tenant_id"));
+        let e = NewUser::try_from(pb::CreateUserRequest { tenant_id: "x".into(), ..create() }).unwrap_err();
+        assert_eq!(e.reason, ErrorReason::InvalidUuid);
+        let e = NewUser::try_from(pb::CreateUserRequest { notes: "n".repeat(4001), ..create() }).unwrap_err();
+        assert_eq!((e.reason, e.field), (ErrorReason::FieldTooLong, "notes"));
+        let e = NewUser::try_from(pb::CreateUserRequest { role: "a b".into(), ..create() }).unwrap_err();
+        assert_eq!(e.reason, ErrorReason::InvalidFormat);
+        let staff =
+            NewUser::try_from(pb::CreateUserRequest { is_msp_staff: true, tenant_id: String::new(), ..create() });
+        assert!(staff.is_ok_and(|u| u.tenant_id.is_none()));
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        assert_eq!(page_offset(&page_token(150)), Ok(150));
+        assert_eq!(page_offset("").unwrap(), 0);
+        assert_eq!(page_offset("zzz").unwrap_err().reason, ErrorReason::InvalidPageToken);
+        assert_eq!(page_size(501).unwrap_err().reason, ErrorReason::ValueOutOfRange);
+        assert_eq!(page_size(0).unwrap(), 50);
+    }
+}

@@ -1,0 +1,224 @@
+//! The membership relay: delivers the intents identity committed with its account changes to
+//! tenancy-svc, as a service call, retrying with backoff until tenancy acknowledges; only then
+//! does the account become loginable (`provisioned`). tenancy's membership writes are
+//! idempotent, so a delivery repeated after a crash is harmless.
+
+use std::{sync::Arc, time::Duration};
+
+use tether_proto::tenancy::v1::{
+    AddMembershipRequest, GetAdminTenancyRequest, SetUserMembershipsRequest, TransferOwnershipRequest,
+    tenancy_service_client::TenancyServiceClient,
+};
+use tether_runtime::{
+    ApiError,
+    access::ServiceToken,
+    client::TracedChannel,
+    db::{Database, now_micros},
+};
+use tokio::sync::{Notify, OnceCell};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::RelayConfig,
+    store::{accounts, intents},
+};
+
+/// What identity needs from tenancy-svc. Implemented over gRPC here; tests use a double.
+#[tonic::async_trait]
+pub trait Tenancy: Send + Sync + 'static {
+    /// The admin tenancy's id.
+    async fn admin_tenancy_id(&self) -> Result<String, ApiError>;
+    /// Gives the user a direct membership (idempotent: the same one again is a success).
+    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<(), ApiError>;
+    /// Removes every direct membership of the user (they were deleted).
+    async fn clear_memberships(&self, user_id: &str) -> Result<(), ApiError>;
+    /// Bootstrap: makes the user the MSP owner (accepted only while there is none).
+    async fn transfer_ownership(&self, user_id: &str) -> Result<(), ApiError>;
+}
+
+pub const SERVICE_NAME: &str = "identity";
+
+/// [`Tenancy`] over gRPC, calling as the identity service (service token attached).
+pub struct GrpcTenancy {
+    client: TenancyServiceClient<TracedChannel>,
+    token: ServiceToken,
+}
+
+impl GrpcTenancy {
+    pub fn new(channel: TracedChannel, token: ServiceToken) -> Arc<Self> {
+        Arc::new(Self { client: TenancyServiceClient::new(channel), token })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        self.token.attach(SERVICE_NAME, &mut request);
+        request
+    }
+}
+
+fn from_status(status: tonic::Status) -> ApiError {
+    let reason = tether_runtime::error::reason_of(&status)
+        .and_then(|r| tether_proto::common::v1::ErrorReason::from_str_name(&format!("ERROR_REASON_{r}")))
+        .unwrap_or(tether_proto::common::v1::ErrorReason::Unavailable);
+    ApiError::new(status.code(), reason, format!("tenancy-svc: {}", status.message()))
+}
+
+#[tonic::async_trait]
+impl Tenancy for GrpcTenancy {
+    async fn admin_tenancy_id(&self) -> Result<String, ApiError> {
+        let reply = self.client.clone().get_admin_tenancy(self.request(GetAdminTenancyRequest {})).await;
+        let tenant = reply.map_err(from_status)?.into_inner().tenant;
+        tenant.map(|t| t.tenant_id).ok_or_else(|| ApiError::internal("tenancy-svc returned no admin tenancy"))
+    }
+
+    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<(), ApiError> {
+        let request = AddMembershipRequest {
+            user_id: user_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            role: role.to_owned(),
+            make_default: true,
+        };
+        self.client.clone().add_membership(self.request(request)).await.map_err(from_status)?;
+        Ok(())
+    }
+
+    async fn clear_memberships(&self, user_id: &str) -> Result<(), ApiError> {
+        let request = SetUserMembershipsRequest {
+            user_id: user_id.to_owned(),
+            memberships: Vec::new(),
+            default_tenant_id: String::new(),
+        };
+        self.client.clone().set_user_memberships(self.request(request)).await.map_err(from_status)?;
+        Ok(())
+    }
+
+    async fn transfer_ownership(&self, user_id: &str) -> Result<(), ApiError> {
+        let request = TransferOwnershipRequest { new_owner_user_id: user_id.to_owned() };
+        self.client.clone().transfer_ownership(self.request(request)).await.map_err(from_status)?;
+        Ok(())
+    }
+}
+
+/// The admin tenancy id, asked once and remembered.
+pub struct AdminTenancy {
+    tenancy: Arc<dyn Tenancy>,
+    id: OnceCell<String>,
+}
+
+impl AdminTenancy {
+    pub fn new(tenancy: Arc<dyn Tenancy>) -> Self {
+        Self { tenancy, id: OnceCell::new() }
+    }
+
+    pub async fn id(&self) -> Result<String, ApiError> {
+        self.id.get_or_try_init(|| self.tenancy.admin_tenancy_id()).await.cloned()
+    }
+}
+
+/// The relay task's handle: `poke` after committing an intent so it is delivered at once.
+#[derive(Clone)]
+pub struct Relay {
+    wake: Arc<Notify>,
+    /// Woken after each round of deliveries (CreateUser waits on it).
+    delivered: Arc<Notify>,
+}
+
+impl Relay {
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until the account has no undelivered intent, or `timeout` passes; true if
+    /// delivered.
+    pub async fn wait_provisioned(&self, db: &Database, account_id: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let delivered = self.delivered.notified();
+            tokio::pin!(delivered);
+            delivered.as_mut().enable();
+            match intents::pending_for(db.pool(), account_id).await {
+                Ok(false) => return true,
+                Ok(true) => {}
+                Err(_) => return false,
+            }
+            if tokio::time::timeout_at(deadline, delivered).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Starts the relay; it runs until `stopping` is cancelled.
+pub fn spawn(
+    db: Database,
+    tenancy: Arc<dyn Tenancy>,
+    admin: Arc<AdminTenancy>,
+    config: RelayConfig,
+    stopping: CancellationToken,
+) -> Relay {
+    let relay = Relay { wake: Arc::new(Notify::new()), delivered: Arc::new(Notify::new()) };
+    let handle = relay.clone();
+    tokio::spawn(async move {
+        loop {
+            let wait = match deliver_due(&db, tenancy.as_ref(), &admin, &config).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(error = %e, "membership relay: database error");
+                    config.retry
+                }
+            };
+            handle.delivered.notify_waiters();
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                () = handle.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+    relay
+}
+
+/// Delivers every due intent; returns how long to sleep before the next one is due.
+async fn deliver_due(
+    db: &Database,
+    tenancy: &dyn Tenancy,
+    admin: &AdminTenancy,
+    config: &RelayConfig,
+) -> Result<Duration, sqlx::Error> {
+    let now = now_micros();
+    for intent in intents::due(db.pool(), now, 100).await? {
+        let outcome = match intent.op {
+            intents::Op::Add => {
+                let tenant = if intent.tenant_id.is_empty() { admin.id().await } else { Ok(intent.tenant_id.clone()) };
+                match tenant {
+                    Ok(t) => tenancy.add_membership(&intent.account_id, &t, &intent.role).await,
+                    Err(e) => Err(e),
+                }
+            }
+            intents::Op::Clear => tenancy.clear_memberships(&intent.account_id).await,
+            intents::Op::Own => tenancy.transfer_ownership(&intent.account_id).await,
+        };
+        match outcome {
+            Ok(()) => {
+                let mut tx = db.begin_write().await?;
+                intents::mark_delivered(&mut tx, &intent.id).await?;
+                if intent.op != intents::Op::Clear {
+                    accounts::mark_provisioned(&mut tx, &intent.account_id).await?;
+                }
+                tx.commit().await?;
+                tracing::info!(account_id = %intent.account_id, op = ?intent.op, "membership delivered to tenancy-svc");
+            }
+            Err(e) => {
+                let backoff =
+                    config.retry.saturating_mul(1u32 << intent.attempts.clamp(0, 16) as u32).min(config.max_retry);
+                tracing::warn!(account_id = %intent.account_id, error = %e, retry_in = ?backoff, "membership delivery failed");
+                intents::mark_failed(db.pool(), &intent.id, &e.to_string(), now + backoff.as_micros() as i64).await?;
+            }
+        }
+    }
+    let next = intents::next_due(db.pool()).await?;
+    Ok(match next {
+        Some(at) => Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0)).max(Duration::from_millis(5)),
+        None => Duration::from_secs(60),
+    })
+}

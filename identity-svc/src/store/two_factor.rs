@@ -1,0 +1,178 @@
+//! TOTP enrollments, recovery codes, 2FA policies.
+
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tether_runtime::db::now_micros;
+
+pub struct Totp {
+    pub secret: String,
+    pub confirmed: bool,
+    pub expires_at: i64,
+    pub last_used_step: Option<i64>,
+}
+
+pub async fn get(pool: &AnyPool, account_id: &str) -> Result<Option<Totp>, sqlx::Error> {
+    let row = sqlx::query("SELECT secret, confirmed, expires_at, last_used_step FROM totp WHERE account_id = $1")
+        .bind(account_id.to_owned())
+        .fetch_optional(pool)
+        .await?;
+    row.map(|r| {
+        Ok(Totp {
+            secret: r.try_get(0)?,
+            confirmed: r.try_get::<i64, _>(1)? != 0,
+            expires_at: r.try_get(2)?,
+            last_used_step: r.try_get(3)?,
+        })
+    })
+    .transpose()
+}
+
+/// Starts (or restarts) an unconfirmed enrollment.
+pub async fn begin(pool: &AnyPool, account_id: &str, secret: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO totp (account_id, secret, confirmed, expires_at) VALUES ($1, $2, 0, $3) \
+         ON CONFLICT (account_id) DO UPDATE SET secret = $2, confirmed = 0, expires_at = $3, last_used_step = NULL",
+    )
+    .bind(account_id.to_owned())
+    .bind(secret.to_owned())
+    .bind(expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records the step of an accepted code, only if newer (so a code is accepted once even under
+/// concurrency); false if another call used it first.
+pub async fn use_step(tx: &mut Transaction<'static, Any>, account_id: &str, step: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE totp SET last_used_step = $1 WHERE account_id = $2 AND (last_used_step IS NULL OR last_used_step < $1)",
+    )
+    .bind(step)
+    .bind(account_id.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn confirm(
+    tx: &mut Transaction<'static, Any>,
+    account_id: &str,
+    codes: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE totp SET confirmed = 1 WHERE account_id = $1")
+        .bind(account_id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE accounts SET totp_enabled = 1, updated_at = $1 WHERE id = $2")
+        .bind(now_micros())
+        .bind(account_id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    replace_codes(tx, account_id, codes).await
+}
+
+pub async fn replace_codes(
+    tx: &mut Transaction<'static, Any>,
+    account_id: &str,
+    hashes: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM recovery_codes WHERE account_id = $1")
+        .bind(account_id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    for h in hashes {
+        sqlx::query("INSERT INTO recovery_codes (account_id, code_hash) VALUES ($1, $2)")
+            .bind(account_id.to_owned())
+            .bind(h.clone())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Uses up one recovery code; false if it is unknown or used.
+pub async fn use_recovery(
+    tx: &mut Transaction<'static, Any>,
+    account_id: &str,
+    hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE recovery_codes SET used_at = $1 WHERE account_id = $2 AND code_hash = $3 AND used_at IS NULL",
+    )
+    .bind(now_micros())
+    .bind(account_id.to_owned())
+    .bind(hash.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Removes the secret and codes; 2FA off.
+pub async fn remove(tx: &mut Transaction<'static, Any>, account_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM totp WHERE account_id = $1").bind(account_id.to_owned()).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM recovery_codes WHERE account_id = $1")
+        .bind(account_id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE accounts SET totp_enabled = 0, updated_at = $1 WHERE id = $2")
+        .bind(now_micros())
+        .bind(account_id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub scope: String,
+    pub require_all: bool,
+    pub required_roles: Vec<String>,
+    pub require_msp_staff: bool,
+    pub grace_ms: i64,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+pub async fn policy(pool: &AnyPool, scope: &str) -> Result<Option<Policy>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT require_all, required_roles, require_msp_staff, grace_ms, updated_at, updated_by \
+         FROM two_factor_policies WHERE scope = $1",
+    )
+    .bind(scope.to_owned())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(Policy {
+            scope: scope.to_owned(),
+            require_all: r.try_get::<i64, _>(0)? != 0,
+            required_roles: r
+                .try_get::<String, _>(1)?
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            require_msp_staff: r.try_get::<i64, _>(2)? != 0,
+            grace_ms: r.try_get(3)?,
+            updated_at: r.try_get(4)?,
+            updated_by: r.try_get(5)?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn set_policy(tx: &mut Transaction<'static, Any>, p: &Policy) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO two_factor_policies (scope, require_all, required_roles, require_msp_staff, grace_ms, updated_at, \
+         updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope) DO UPDATE SET require_all = $2, \
+         required_roles = $3, require_msp_staff = $4, grace_ms = $5, updated_at = $6, updated_by = $7",
+    )
+    .bind(p.scope.clone())
+    .bind(i64::from(p.require_all))
+    .bind(p.required_roles.join(","))
+    .bind(i64::from(p.require_msp_staff))
+    .bind(p.grace_ms)
+    .bind(p.updated_at)
+    .bind(p.updated_by.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

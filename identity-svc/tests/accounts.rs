@@ -1,0 +1,367 @@
+//! Accounts: create now, read, list, edit, deactivate, reactivate, delete; bad input; who may
+//! do what. Runs on SQLite, or PostgreSQL with TETHER_TEST_DATABASE_URL.
+
+// Test code: a failed set-up or assertion should panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use tether_proto::identity::v1 as pb;
+use tonic::Code;
+
+#[tokio::test]
+async fn a_created_user_logs_in_until_deactivated_and_again_after_reactivation() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let emma = env.create(&owner, "Emma@Client-A.example", "Emma Stone", TENANT_A, "client_admin", false).await;
+    assert_eq!(emma.status, pb::UserStatus::Active as i32);
+    assert_eq!(emma.primary_tenant_id, TENANT_A);
+    assert_eq!(env.tenancy.membership(&emma.user_id), vec![(TENANT_A.to_owned(), "client_admin".to_owned())]);
+
+    // Email is case-insensitive for login.
+    let token = env.login("emma@client-a.example", PASSWORD).await;
+    let principal = env.authenticate(&token).await.unwrap();
+    assert_eq!(principal.user_id, emma.user_id);
+    assert_eq!(principal.primary_tenant_id, TENANT_A);
+    assert!(!principal.is_msp_staff);
+
+    let reply = env
+        .client()
+        .deactivate_user(auth(
+            &owner,
+            pb::DeactivateUserRequest { user_id: emma.user_id.clone(), reason: "left".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.user.unwrap().status, pb::UserStatus::Suspended as i32);
+    // The very next call with the old token fails, and the user cannot log in again.
+    assert_err(env.authenticate(&token).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_err(env.try_login("emma@client-a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+    // The real reason is in the audit trail.
+    let audit = env.audit().await;
+    assert!(audit.iter().any(|e| e.action == "user.deactivate" && e.resource_id == emma.user_id));
+    assert!(audit.iter().any(|e| e.action == "auth.login" && e.reason == "USER_SUSPENDED"));
+
+    env.client()
+        .reactivate_user(auth(&owner, pb::ReactivateUserRequest { user_id: emma.user_id.clone() }))
+        .await
+        .unwrap();
+    env.login("emma@client-a.example", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_stable_reason_and_writes_nothing() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "taken@client-a.example", "Taken", TENANT_A, "client_user", false).await;
+    let before = env.count("SELECT COUNT(*) FROM accounts").await;
+    let base = pb::CreateUserRequest {
+        email: "new@client-a.example".into(),
+        display_name: "New Person".into(),
+        password: PASSWORD.into(),
+        tenant_id: TENANT_A.into(),
+        role: "client_user".into(),
+        ..Default::default()
+    };
+    let cases: Vec<(pb::CreateUserRequest, Code, &str)> = vec![
+        (
+            pb::CreateUserRequest { email: "not-an-email".into(), ..base.clone() },
+            Code::InvalidArgument,
+            "INVALID_EMAIL",
+        ),
+        (
+            pb::CreateUserRequest { display_name: "x".repeat(201), ..base.clone() },
+            Code::InvalidArgument,
+            "FIELD_TOO_LONG",
+        ),
+        (pb::CreateUserRequest { tenant_id: "nope".into(), ..base.clone() }, Code::InvalidArgument, "INVALID_UUID"),
+        (
+            pb::CreateUserRequest { password: "short".into(), ..base.clone() },
+            Code::InvalidArgument,
+            "PASSWORD_TOO_SHORT",
+        ),
+        (
+            pb::CreateUserRequest { password: "password1234".into(), ..base.clone() },
+            Code::InvalidArgument,
+            "PASSWORD_TOO_COMMON",
+        ),
+        (
+            pb::CreateUserRequest { password: "new-person-2026!!".into(), ..base.clone() },
+            Code::InvalidArgument,
+            "PASSWORD_CONTAINS_PERSONAL_INFO",
+        ),
+        (
+            pb::CreateUserRequest { email: "TAKEN@client-a.example".into(), ..base.clone() },
+            Code::AlreadyExists,
+            "EMAIL_TAKEN",
+        ),
+        (pb::CreateUserRequest { role: "no_such_role".into(), ..base.clone() }, Code::NotFound, "ROLE_NOT_FOUND"),
+    ];
+    for (request, code, reason) in cases {
+        assert_err(env.client().create_user(auth(&owner, request)).await, code, reason);
+    }
+    assert_eq!(env.count("SELECT COUNT(*) FROM accounts").await, before, "nothing half-written");
+
+    assert_err(
+        env.client().get_user(auth(&owner, pb::GetUserRequest { user_id: uuid_like() })).await,
+        Code::NotFound,
+        "USER_NOT_FOUND",
+    );
+    assert_err(
+        env.client().get_user(auth(&owner, pb::GetUserRequest { user_id: "garbage".into() })).await,
+        Code::InvalidArgument,
+        "INVALID_UUID",
+    );
+    assert_err(
+        env.client()
+            .list_users(auth(&owner, pb::ListUsersRequest { page_token: "zz".into(), ..Default::default() }))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+    );
+    // Without a session nothing is answered.
+    assert_err(
+        env.client().get_user(pb::GetUserRequest { user_id: env.owner_id.clone() }).await,
+        Code::Unauthenticated,
+        "UNAUTHENTICATED",
+    );
+}
+
+fn uuid_like() -> String {
+    "0190f0f0-0000-7000-8000-000000000099".into()
+}
+
+#[tokio::test]
+async fn client_admins_manage_only_their_own_tenant() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let admin = env.create(&owner, "admin@a.example", "Alice Admin", TENANT_A, "client_admin", false).await;
+    env.authz.grant(&admin.user_id, TENANT_A, "client_admin");
+    let bob = env.create(&owner, "bob@b.example", "Bob", TENANT_B, "client_user", false).await;
+    let tech = env.create(&owner, "tech@msp.example", "Tess Tech", "", "msp_technician", true).await;
+    assert!(tech.is_msp_staff);
+    assert_eq!(tech.primary_tenant_id, "");
+    assert_eq!(env.tenancy.membership(&tech.user_id), vec![(ADMIN_TENANCY.to_owned(), "msp_technician".to_owned())]);
+    let alice = env.login("admin@a.example", PASSWORD).await;
+
+    // Create in own tenant: fine. Another tenant, MSP staff, or a role above their own: no.
+    let carol = env.create(&alice, "carol@a.example", "Carol", TENANT_A, "client_user", false).await;
+    let attempt = |email: &str, tenant: &str, role: &str, staff: bool| pb::CreateUserRequest {
+        email: email.into(),
+        display_name: "Someone Else".into(),
+        password: PASSWORD.into(),
+        tenant_id: tenant.into(),
+        role: role.into(),
+        is_msp_staff: staff,
+        ..Default::default()
+    };
+    assert_err(
+        env.client().create_user(auth(&alice, attempt("x@b.example", TENANT_B, "client_user", false))).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    assert_err(
+        env.client().create_user(auth(&alice, attempt("x@msp.example", "", "msp_admin", true))).await,
+        Code::PermissionDenied,
+        "MSP_STAFF_REQUIRED",
+    );
+    assert_err(
+        env.client().create_user(auth(&alice, attempt("x@a.example", TENANT_A, "msp_admin", false))).await,
+        Code::PermissionDenied,
+        "ROLE_ABOVE_OWN",
+    );
+    assert_err(
+        env.client().create_user(auth(&alice, attempt("x@a.example", TENANT_A, "msp_owner", false))).await,
+        Code::PermissionDenied,
+        "OWNER_ROLE_NOT_ASSIGNABLE",
+    );
+
+    // MSP users are invisible to them; other tenants' users too.
+    for hidden in [&env.owner_id, &tech.user_id, &bob.user_id] {
+        assert_err(
+            env.client().get_user(auth(&alice, pb::GetUserRequest { user_id: hidden.clone() })).await,
+            Code::NotFound,
+            "USER_NOT_FOUND",
+        );
+    }
+    let listed = env.client().list_users(auth(&alice, pb::ListUsersRequest::default())).await.unwrap().into_inner();
+    let mut names: Vec<_> = listed.users.iter().map(|u| u.display_name.clone()).collect();
+    names.sort();
+    assert_eq!(names, vec!["Alice Admin", "Carol"]);
+    let batch = env
+        .client()
+        .batch_get_users(auth(
+            &alice,
+            pb::BatchGetUsersRequest {
+                user_ids: vec![carol.user_id.clone(), env.owner_id.clone(), bob.user_id.clone()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.users.iter().map(|u| u.user_id.clone()).collect::<Vec<_>>(), vec![carol.user_id.clone()]);
+    assert_err(
+        env.client()
+            .deactivate_user(auth(
+                &alice,
+                pb::DeactivateUserRequest { user_id: tech.user_id.clone(), ..Default::default() },
+            ))
+            .await,
+        Code::NotFound,
+        "USER_NOT_FOUND",
+    );
+
+    // A plain user may edit their own name but not their email, and may not manage others.
+    let carol_token = env.login("carol@a.example", PASSWORD).await;
+    let renamed = env
+        .client()
+        .update_user(auth(
+            &carol_token,
+            pb::UpdateUserRequest {
+                user_id: carol.user_id.clone(),
+                display_name: Some("Carol C".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(renamed.display_name, "Carol C");
+    assert_err(
+        env.client()
+            .update_user(auth(
+                &carol_token,
+                pb::UpdateUserRequest {
+                    user_id: carol.user_id.clone(),
+                    email: Some("c2@a.example".into()),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::NotFound,
+        "USER_NOT_FOUND",
+    );
+    // Nobody deactivates themself, and the owner cannot be removed.
+    assert_err(
+        env.client()
+            .deactivate_user(auth(
+                &alice,
+                pb::DeactivateUserRequest { user_id: admin.user_id.clone(), ..Default::default() },
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "SELF_ACTION_FORBIDDEN",
+    );
+    let msp_admin = env.create(&owner, "root@msp.example", "Root Admin", "", "msp_admin", true).await;
+    env.authz.grant(&msp_admin.user_id, "*", "msp_admin");
+    let root = env.login("root@msp.example", PASSWORD).await;
+    assert_err(
+        env.client().delete_user(auth(&root, pb::DeleteUserRequest { user_id: env.owner_id.clone() })).await,
+        Code::FailedPrecondition,
+        "OWNER_NOT_REMOVABLE",
+    );
+}
+
+#[tokio::test]
+async fn lists_filter_sort_and_page() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    for (i, name) in ["Delta", "alpha", "Charlie", "bravo", "Echo"].iter().enumerate() {
+        let tenant = if i % 2 == 0 { TENANT_A } else { TENANT_B };
+        env.create(&owner, &format!("{}@x.example", name.to_lowercase()), name, tenant, "client_user", false).await;
+    }
+    let list = |req: pb::ListUsersRequest| {
+        let mut client = env.client();
+        let owner = owner.clone();
+        async move { client.list_users(auth(&owner, req)).await.unwrap().into_inner() }
+    };
+    let names = |r: &pb::ListUsersResponse| r.users.iter().map(|u| u.display_name.clone()).collect::<Vec<_>>();
+
+    let page1 = list(pb::ListUsersRequest { page_size: 2, is_msp_staff: Some(false), ..Default::default() }).await;
+    assert_eq!(names(&page1), vec!["alpha", "bravo"]);
+    let page2 = list(pb::ListUsersRequest {
+        page_size: 2,
+        is_msp_staff: Some(false),
+        page_token: page1.next_page_token.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(names(&page2), vec!["Charlie", "Delta"]);
+    let page3 = list(pb::ListUsersRequest {
+        page_size: 2,
+        is_msp_staff: Some(false),
+        page_token: page2.next_page_token.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(names(&page3), vec!["Echo"]);
+    assert!(page3.next_page_token.is_empty());
+
+    let a = list(pb::ListUsersRequest {
+        tenant_id: TENANT_A.into(),
+        sort: pb::UserSort::NameDesc as i32,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(names(&a), vec!["Echo", "Delta", "Charlie"]);
+    let q = list(pb::ListUsersRequest { query: "RAV".into(), ..Default::default() }).await;
+    assert_eq!(names(&q), vec!["bravo"]);
+    let by_email = list(pb::ListUsersRequest { query: "echo@x".into(), ..Default::default() }).await;
+    assert_eq!(names(&by_email), vec!["Echo"]);
+
+    env.login("charlie@x.example", PASSWORD).await;
+    let recent = list(pb::ListUsersRequest {
+        sort: pb::UserSort::LastLoginDesc as i32,
+        is_msp_staff: Some(false),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(names(&recent)[0], "Charlie");
+    let none_2fa = list(pb::ListUsersRequest { two_factor_enabled: Some(true), ..Default::default() }).await;
+    assert!(none_2fa.users.is_empty());
+}
+
+#[tokio::test]
+async fn deletion_leaves_a_tombstone_ends_sessions_and_frees_the_email() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let dan = env.create(&owner, "dan@a.example", "Dan Doe", TENANT_A, "client_user", false).await;
+    let token = env.login("dan@a.example", PASSWORD).await;
+    env.authenticate(&token).await.unwrap();
+
+    let tomb = env
+        .client()
+        .delete_user(auth(&owner, pb::DeleteUserRequest { user_id: dan.user_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(tomb.deleted);
+    assert_eq!((tomb.display_name.as_str(), tomb.email.as_str()), ("Dan Doe", ""));
+    assert_err(env.authenticate(&token).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_err(env.try_login("dan@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+    // The tombstone is still readable, credentials are gone, tenancy drops the membership.
+    let got = env.client().get_user(auth(&owner, pb::GetUserRequest { user_id: dan.user_id.clone() })).await.unwrap();
+    assert!(got.into_inner().user.unwrap().deleted);
+    assert_eq!(
+        env.count(&format!("SELECT COUNT(*) FROM accounts WHERE id = '{}' AND password_hash IS NULL", dan.user_id))
+            .await,
+        1
+    );
+    for _ in 0..100 {
+        if env.tenancy.membership(&dan.user_id).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(env.tenancy.membership(&dan.user_id).is_empty());
+    // The email can be used again, by a new account.
+    let again = env.create(&owner, "dan@a.example", "Dan Again", TENANT_A, "client_user", false).await;
+    assert_ne!(again.user_id, dan.user_id);
+    assert!(env.audit().await.iter().any(|e| e.action == "user.delete" && e.after_json.is_empty()));
+}

@@ -1,0 +1,205 @@
+//! Invitations: link, email, pending list, resend, revoke, distinct token errors, accept.
+
+// Test code: a failed set-up or assertion should panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use tether_proto::identity::v1 as pb;
+use tonic::Code;
+
+async fn invite(env: &Env, token: &str, email: &str, tenant: &str, role: &str) -> pb::CreateInvitationResponse {
+    env.client()
+        .create_invitation(auth(
+            token,
+            pb::CreateInvitationRequest {
+                email: email.into(),
+                display_name: "Pat Pending".into(),
+                tenant_id: tenant.into(),
+                role: role.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn an_invitee_accepts_the_emailed_link_and_becomes_active() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let created = invite(&env, &owner, "pat@a.example", TENANT_A, "client_user").await;
+    let inv = created.invitation.clone().unwrap();
+    assert_eq!(inv.status, pb::InvitationStatus::Pending as i32);
+    assert_eq!(created.invitation_token.len(), 64);
+    assert!(created.invitation_url.ends_with(&created.invitation_token));
+    // Only the hash is stored; the link was emailed to the file outbox.
+    assert_eq!(
+        env.count(&format!("SELECT COUNT(*) FROM invitation_tokens WHERE token_hash = '{}'", created.invitation_token))
+            .await,
+        0
+    );
+    let mails: Vec<_> = std::fs::read_dir(&env.mail_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("pat@a.example") && mails[0].contains(&created.invitation_token[..20]));
+
+    // Pending: listed, cannot log in, email cannot be invited or created again.
+    let pending =
+        env.client().list_invitations(auth(&owner, pb::ListInvitationsRequest::default())).await.unwrap().into_inner();
+    assert_eq!(pending.invitations.iter().map(|i| i.email.clone()).collect::<Vec<_>>(), vec!["pat@a.example"]);
+    assert_err(
+        env.client()
+            .create_invitation(auth(
+                &owner,
+                pb::CreateInvitationRequest {
+                    email: "PAT@a.example".into(),
+                    tenant_id: TENANT_A.into(),
+                    role: "client_user".into(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::AlreadyExists,
+        "INVITATION_PENDING",
+    );
+
+    let opened = env
+        .client()
+        .get_invitation(pb::GetInvitationRequest { invitation_token: created.invitation_token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (opened.email.as_str(), opened.display_name.as_str(), opened.tenant_id.as_str()),
+        ("pat@a.example", "Pat Pending", TENANT_A)
+    );
+    assert_err(
+        env.client()
+            .accept_invitation(pb::AcceptInvitationRequest {
+                invitation_token: created.invitation_token.clone(),
+                password: "short".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "PASSWORD_TOO_SHORT",
+    );
+    let accepted = env
+        .client()
+        .accept_invitation(pb::AcceptInvitationRequest {
+            invitation_token: created.invitation_token.clone(),
+            display_name: "Pat Person".into(),
+            password: PASSWORD.into(),
+            start_session: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let user = accepted.user.unwrap();
+    assert_eq!((user.status, user.display_name.as_str()), (pb::UserStatus::Active as i32, "Pat Person"));
+    assert!(user.joined_at.is_some());
+    assert!(matches!(accepted.outcome.and_then(|o| o.outcome), Some(pb::login_outcome::Outcome::Session(_))));
+    assert_eq!(env.tenancy.membership(&user.user_id), vec![(TENANT_A.to_owned(), "client_user".to_owned())]);
+    env.login("pat@a.example", PASSWORD).await;
+    // Single use.
+    assert_err(
+        env.client()
+            .get_invitation(pb::GetInvitationRequest { invitation_token: created.invitation_token.clone() })
+            .await,
+        Code::FailedPrecondition,
+        "INVITATION_USED",
+    );
+}
+
+#[tokio::test]
+async fn resent_revoked_expired_and_garbled_links_get_distinct_errors() {
+    let env = Env::start_with(&[("TETHER_IDENTITY_INVITATION_TTL_MS", "1500")]).await;
+    let owner = env.owner_token().await;
+    let first = invite(&env, &owner, "quinn@a.example", TENANT_A, "client_user").await;
+    let id = first.invitation.clone().unwrap().invitation_id;
+    let resent = env
+        .client()
+        .resend_invitation(auth(&owner, pb::ResendInvitationRequest { invitation_id: id.clone(), skip_email: true }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(resent.invitation_token, first.invitation_token);
+    assert_eq!(resent.invitation.unwrap().send_count, 2);
+    let get = |token: &str| {
+        let mut c = env.client();
+        let token = token.to_owned();
+        async move { c.get_invitation(pb::GetInvitationRequest { invitation_token: token }).await }
+    };
+    assert_err(get(&first.invitation_token).await, Code::FailedPrecondition, "INVITATION_REVOKED");
+    get(&resent.invitation_token).await.unwrap();
+    assert_err(get("not a token").await, Code::InvalidArgument, "INVITATION_TOKEN_MALFORMED");
+    assert_err(get(&"ab".repeat(32)).await, Code::NotFound, "INVITATION_NOT_FOUND");
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    assert_err(get(&resent.invitation_token).await, Code::FailedPrecondition, "INVITATION_EXPIRED");
+
+    // Revoking removes the pending user; the email is free again.
+    let second = invite(&env, &owner, "rae@a.example", TENANT_A, "client_user").await;
+    let inv = second.invitation.unwrap();
+    let revoked = env
+        .client()
+        .revoke_invitation(auth(&owner, pb::RevokeInvitationRequest { invitation_id: inv.invitation_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.invitation.unwrap().status, pb::InvitationStatus::Revoked as i32);
+    assert_err(get(&second.invitation_token).await, Code::FailedPrecondition, "INVITATION_REVOKED");
+    assert!(
+        env.client()
+            .get_user(auth(&owner, pb::GetUserRequest { user_id: inv.user_id.clone() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+            .deleted
+    );
+    invite(&env, &owner, "rae@a.example", TENANT_A, "client_user").await;
+}
+
+#[tokio::test]
+async fn client_admins_invite_only_into_their_tenant() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let admin = env.create(&owner, "adm@a.example", "Ada Admin", TENANT_A, "client_admin", false).await;
+    env.authz.grant(&admin.user_id, TENANT_A, "client_admin");
+    let ada = env.login("adm@a.example", PASSWORD).await;
+    invite(&env, &ada, "sam@a.example", TENANT_A, "client_user").await;
+    let attempt = |tenant: &str, role: &str, staff: bool| pb::CreateInvitationRequest {
+        email: "tim@b.example".into(),
+        tenant_id: tenant.into(),
+        role: role.into(),
+        is_msp_staff: staff,
+        ..Default::default()
+    };
+    assert_err(
+        env.client().create_invitation(auth(&ada, attempt(TENANT_B, "client_user", false))).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    assert_err(
+        env.client().create_invitation(auth(&ada, attempt("", "msp_admin", true))).await,
+        Code::PermissionDenied,
+        "MSP_STAFF_REQUIRED",
+    );
+    assert_err(
+        env.client().create_invitation(auth(&ada, attempt(TENANT_A, "msp_admin", false))).await,
+        Code::PermissionDenied,
+        "ROLE_ABOVE_OWN",
+    );
+    // The owner's invitation into another tenant is not in Ada's list.
+    invite(&env, &owner, "uma@b.example", TENANT_B, "client_user").await;
+    let listed =
+        env.client().list_invitations(auth(&ada, pb::ListInvitationsRequest::default())).await.unwrap().into_inner();
+    assert_eq!(listed.invitations.iter().map(|i| i.email.clone()).collect::<Vec<_>>(), vec!["sam@a.example"]);
+}

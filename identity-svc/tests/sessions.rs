@@ -1,0 +1,314 @@
+//! Login, brute-force protection, sessions, Authenticate, passwords.
+
+// Test code: a failed set-up or assertion should panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tether_proto::identity::v1 as pb;
+use tonic::Code;
+
+#[tokio::test]
+async fn failures_are_generic_and_unknown_emails_cost_as_much_as_wrong_passwords() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_FREE_ATTEMPTS", "1000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "fay@a.example", "Fay", TENANT_A, "client_user", false).await;
+    assert_err(env.try_login("fay@a.example", "wrong-password-123").await, Code::Unauthenticated, "LOGIN_FAILED");
+    assert_err(env.try_login("nobody@a.example", "wrong-password-123").await, Code::Unauthenticated, "LOGIN_FAILED");
+    let reasons: Vec<String> = env
+        .audit()
+        .await
+        .into_iter()
+        .filter(|e| e.action == "auth.login" && !e.reason.is_empty())
+        .map(|e| e.reason)
+        .collect();
+    assert_eq!(reasons, vec!["WRONG_PASSWORD", "UNKNOWN_EMAIL"]);
+
+    // Interleaved, compared by median, so load from other processes hits both alike. Without
+    // the dummy hash an unknown email answers in about a millisecond, ~50x faster.
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..7 {
+        for (email, out) in [("fay@a.example", &mut wrong), ("nobody@a.example", &mut unknown)] {
+            let start = Instant::now();
+            let _ = env.try_login(email, "wrong-password-123").await;
+            out.push(start.elapsed());
+        }
+    }
+    wrong.sort();
+    unknown.sort();
+    let ratio = unknown[3].as_secs_f64() / wrong[3].as_secs_f64();
+    assert!((0.5..2.0).contains(&ratio), "unknown {unknown:?} vs wrong {wrong:?}");
+}
+
+#[tokio::test]
+async fn repeated_failures_delay_then_lock_until_an_admin_clears_them() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_FREE_ATTEMPTS", "2"),
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_LOCK_AFTER", "4"),
+        ("TETHER_IDENTITY_LOCKOUT_BASE_DELAY_MS", "100"),
+        ("TETHER_IDENTITY_LOCKOUT_MAX_DELAY_MS", "200"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    let gus = env.create(&owner, "gus@a.example", "Gus", TENANT_A, "client_user", false).await;
+    for _ in 0..2 {
+        let _ = env.try_login("gus@a.example", "nope-nope-nope").await;
+    }
+    // Third attempt waits the progressive delay first.
+    let start = Instant::now();
+    let _ = env.try_login("gus@a.example", "nope-nope-nope").await;
+    assert!(start.elapsed() >= Duration::from_millis(100), "{:?}", start.elapsed());
+    let _ = env.try_login("gus@a.example", "nope-nope-nope").await;
+    // Locked: even the right password fails, with the same generic error.
+    assert_err(env.try_login("gus@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+    assert!(env.audit().await.iter().any(|e| e.reason == "ACCOUNT_LOCKED"));
+
+    let listed = env
+        .client()
+        .list_lockouts(auth(&owner, pb::ListLockoutsRequest { locked_only: true, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = listed.lockouts.iter().find(|l| l.user_id == gus.user_id).expect("gus is listed");
+    assert_eq!(entry.failed_attempts, 4);
+    assert!(entry.locked_until.is_some());
+    assert_eq!(entry.email, "gus@a.example");
+
+    let cleared = env
+        .client()
+        .clear_lockout(auth(
+            &owner,
+            pb::ClearLockoutRequest { target: Some(pb::clear_lockout_request::Target::UserId(gus.user_id.clone())) },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cleared.cleared);
+    env.login("gus@a.example", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn an_ip_over_its_limit_is_rate_limited() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_LOCK_AFTER", "3"),
+        ("TETHER_IDENTITY_LOCKOUT_BASE_DELAY_MS", "0"),
+        ("TETHER_IDENTITY_LOCKOUT_MAX_DELAY_MS", "0"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    for i in 0..3 {
+        let _ = env.try_login(&format!("spray{i}@a.example"), "whatever-password").await;
+    }
+    assert_err(env.try_login(OWNER_EMAIL, OWNER_PASSWORD).await, Code::ResourceExhausted, "RATE_LIMITED");
+    env.client()
+        .clear_lockout(auth(
+            &owner,
+            pb::ClearLockoutRequest {
+                target: Some(pb::clear_lockout_request::Target::ClientIp("198.51.100.7".into())),
+            },
+        ))
+        .await
+        .unwrap();
+    env.login(OWNER_EMAIL, OWNER_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn sessions_are_listed_revoked_and_end_at_logout() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let hal = env.create(&owner, "hal@a.example", "Hal", TENANT_A, "client_user", false).await;
+    let first = env.login("hal@a.example", PASSWORD).await;
+    let second = env.login("hal@a.example", PASSWORD).await;
+    assert_ne!(first, second);
+    assert_eq!(first.len(), 64, "256-bit tokens");
+    // Only a hash is stored.
+    assert_eq!(env.count(&format!("SELECT COUNT(*) FROM sessions WHERE token_hash = '{first}'")).await, 0);
+
+    let listed = env
+        .client()
+        .list_sessions(auth(&second, pb::ListSessionsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.iter().filter(|s| s.current).count(), 1);
+    let first_id = env.authenticate(&first).await.unwrap().session_id;
+    env.client()
+        .revoke_session(auth(&second, pb::RevokeSessionRequest { session_id: first_id.clone() }))
+        .await
+        .unwrap();
+    assert_err(env.authenticate(&first).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    env.authenticate(&second).await.unwrap();
+
+    // Another user's sessions need users.manage.
+    let other = env.create(&owner, "ivy@a.example", "Ivy", TENANT_A, "client_user", false).await;
+    let ivy = env.login("ivy@a.example", PASSWORD).await;
+    assert_err(
+        env.client()
+            .list_sessions(auth(&ivy, pb::ListSessionsRequest { user_id: hal.user_id.clone(), ..Default::default() }))
+            .await,
+        Code::NotFound,
+        "USER_NOT_FOUND",
+    );
+    let ended = env
+        .client()
+        .revoke_user_sessions(auth(
+            &owner,
+            pb::RevokeUserSessionsRequest { user_id: other.user_id.clone(), keep_current: false },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ended.sessions_ended, 1);
+    assert_err(env.authenticate(&ivy).await, Code::Unauthenticated, "UNAUTHENTICATED");
+
+    env.client().logout(auth(&second, pb::LogoutRequest {})).await.unwrap();
+    assert_err(env.authenticate(&second).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_err(env.authenticate("garbage").await, Code::Unauthenticated, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_the_single_session_policy_ends_older_ones() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_SESSION_IDLE_TIMEOUT_MS", "1200"),
+        ("TETHER_IDENTITY_SINGLE_SESSION", "true"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "jo@a.example", "Jo", TENANT_A, "client_user", false).await;
+    let first = env.login("jo@a.example", PASSWORD).await;
+    env.authenticate(&first).await.unwrap();
+    let second = env.login("jo@a.example", PASSWORD).await;
+    assert_err(env.authenticate(&first).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    // Use keeps it alive past the idle timeout...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        env.authenticate(&second).await.unwrap();
+    }
+    // ...idleness ends it.
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    assert_err(env.authenticate(&second).await, Code::Unauthenticated, "SESSION_EXPIRED");
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_is_seen_by_the_next_call_on_another() {
+    let mut env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "kim@a.example", "Kim", TENANT_A, "client_user", false).await;
+    // A second replica on the same database.
+    let (replica, _) = serve(&env.db, &env.extra, env.authz.clone(), env.tenancy.clone()).await;
+    let mut b =
+        tether_proto::identity::v1::identity_service_client::IdentityServiceClient::new(replica.channel().await);
+    let token = env.login("kim@a.example", PASSWORD).await;
+    for _ in 0..3 {
+        b.authenticate(pb::AuthenticateRequest { session_token: token.clone() }).await.unwrap(); // warm B's cache
+    }
+    env.client().logout(auth(&token, pb::LogoutRequest {})).await.unwrap();
+    assert_err(
+        b.authenticate(pb::AuthenticateRequest { session_token: token.clone() }).await,
+        Code::Unauthenticated,
+        "UNAUTHENTICATED",
+    );
+    replica.stop().await.unwrap();
+    env.restart().await;
+}
+
+#[tokio::test]
+async fn passwords_change_with_the_current_one_and_are_not_reused() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "lee@a.example", "Lee", TENANT_A, "client_user", false).await;
+    let here = env.login("lee@a.example", PASSWORD).await;
+    let elsewhere = env.login("lee@a.example", PASSWORD).await;
+    let change = |current: &str, new: &str, end: bool| pb::ChangePasswordRequest {
+        current_password: current.into(),
+        new_password: new.into(),
+        end_other_sessions: end,
+    };
+    assert_err(
+        env.client().change_password(auth(&here, change("not-it-at-all", "brand-new-secret-77", true))).await,
+        Code::InvalidArgument,
+        "CURRENT_PASSWORD_INCORRECT",
+    );
+    assert_err(
+        env.client().change_password(auth(&here, change(PASSWORD, PASSWORD, true))).await,
+        Code::InvalidArgument,
+        "PASSWORD_REUSED",
+    );
+    let done = env
+        .client()
+        .change_password(auth(&here, change(PASSWORD, "brand-new-secret-77", true)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.sessions_ended, 1);
+    env.authenticate(&here).await.unwrap();
+    assert_err(env.authenticate(&elsewhere).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_err(env.try_login("lee@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+    env.login("lee@a.example", "brand-new-secret-77").await;
+    // Back to the first one: still in the last 5.
+    assert_err(
+        env.client().change_password(auth(&here, change("brand-new-secret-77", PASSWORD, false))).await,
+        Code::InvalidArgument,
+        "PASSWORD_REUSED",
+    );
+    let policy =
+        env.client().get_password_policy(pb::GetPasswordPolicyRequest {}).await.unwrap().into_inner().policy.unwrap();
+    assert_eq!((policy.min_length, policy.history_count, policy.reject_common), (12, 5, true));
+}
+
+#[tokio::test]
+async fn a_temporary_password_ends_sessions_and_must_be_changed_at_next_login() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let mo = env.create(&owner, "mo@a.example", "Mo", TENANT_A, "client_user", false).await;
+    let old = env.login("mo@a.example", PASSWORD).await;
+    let user = env
+        .client()
+        .set_temporary_password(auth(
+            &owner,
+            pb::SetTemporaryPasswordRequest {
+                user_id: mo.user_id.clone(),
+                temporary_password: "temporary-secret-41".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(user.must_change_password);
+    assert_err(env.authenticate(&old).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    let step = match env.try_login("mo@a.example", "temporary-secret-41").await.unwrap() {
+        pb::login_outcome::Outcome::PasswordChangeRequired(step) => step,
+        other => panic!("expected a password change step, got {other:?}"),
+    };
+    let complete = |password: &str| pb::CompletePasswordChangeRequest {
+        password_change_token: step.password_change_token.clone(),
+        new_password: password.into(),
+    };
+    assert_err(
+        env.client().complete_password_change(complete("temporary-secret-41")).await,
+        Code::InvalidArgument,
+        "PASSWORD_REUSED",
+    );
+    let outcome = env.client().complete_password_change(complete("my-own-secret-phrase")).await.unwrap().into_inner();
+    assert!(matches!(outcome.outcome.unwrap().outcome, Some(pb::login_outcome::Outcome::Session(_))));
+    // The step token is single use.
+    assert_err(
+        env.client().complete_password_change(complete("another-secret-phrase")).await,
+        Code::Unauthenticated,
+        "LOGIN_STEP_TOKEN_INVALID",
+    );
+    env.login("mo@a.example", "my-own-secret-phrase").await;
+}

@@ -1,0 +1,223 @@
+//! TOTP 2FA: enrollment, login challenge, recovery codes, disable, admin reset, policy.
+
+// Test code: a failed set-up or assertion should panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use identity_svc::domain::totp;
+use tether_proto::identity::v1 as pb;
+use tonic::Code;
+
+fn now_step() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 30
+}
+
+fn code(secret: &str, offset: i64) -> String {
+    totp::code_at(&totp::base32_decode(secret).unwrap(), now_step() + offset)
+}
+
+#[tokio::test]
+async fn totp_is_enabled_by_a_valid_code_and_then_asked_at_login() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let vic = env.create(&owner, "vic@a.example", "Vic", TENANT_A, "client_user", false).await;
+    let session = env.login("vic@a.example", PASSWORD).await;
+    let begun = env
+        .client()
+        .begin_totp_enrollment(auth(&session, pb::BeginTotpEnrollmentRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(begun.otpauth_uri.starts_with("otpauth://totp/Tether:vic@a.example?secret="), "{}", begun.otpauth_uri);
+    // Taken together, so a step boundary during the test cannot shift them.
+    let (previous, current) = (code(&begun.secret, -1), code(&begun.secret, 0));
+    let confirm = |c: String| pb::ConfirmTotpEnrollmentRequest { enrollment_token: String::new(), totp_code: c };
+    assert_err(
+        env.client().confirm_totp_enrollment(auth(&session, confirm("000000".into()))).await,
+        Code::InvalidArgument,
+        "INVALID_TOTP_CODE",
+    );
+    // Not on until confirmed: login still gives a session directly.
+    env.login("vic@a.example", PASSWORD).await;
+    let confirmed =
+        env.client().confirm_totp_enrollment(auth(&session, confirm(previous.clone()))).await.unwrap().into_inner();
+    assert_eq!(confirmed.recovery_codes.len(), 10);
+    let user = env
+        .client()
+        .get_user(auth(&owner, pb::GetUserRequest { user_id: vic.user_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(user.two_factor_enabled);
+    // Only hashes of the recovery codes are stored.
+    let stored = env
+        .count(&format!("SELECT COUNT(*) FROM recovery_codes WHERE code_hash = '{}'", confirmed.recovery_codes[0]))
+        .await;
+    assert_eq!(stored, 0);
+
+    // Login now asks for the second factor.
+    let challenge = match env.try_login("vic@a.example", PASSWORD).await.unwrap() {
+        pb::login_outcome::Outcome::SecondFactorRequired(c) => c.challenge_token,
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+    let complete = |code: pb::complete_second_factor_request::Code| pb::CompleteSecondFactorRequest {
+        challenge_token: challenge.clone(),
+        code: Some(code),
+    };
+    assert_err(
+        env.client()
+            .complete_second_factor(complete(pb::complete_second_factor_request::Code::TotpCode("123456".into())))
+            .await,
+        Code::Unauthenticated,
+        "LOGIN_FAILED",
+    );
+    assert!(env.audit().await.iter().any(|e| e.reason == "SECOND_FACTOR_INVALID"));
+    // The code used to confirm cannot be replayed; the next one works.
+    assert_err(
+        env.client()
+            .complete_second_factor(complete(pb::complete_second_factor_request::Code::TotpCode(previous.clone())))
+            .await,
+        Code::Unauthenticated,
+        "LOGIN_FAILED",
+    );
+    let done = env
+        .client()
+        .complete_second_factor(complete(pb::complete_second_factor_request::Code::TotpCode(current.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    match done.outcome.unwrap().outcome.unwrap() {
+        pb::login_outcome::Outcome::Session(s) => assert!(s.session.unwrap().second_factor_verified),
+        other => panic!("expected a session, got {other:?}"),
+    }
+
+    // A recovery code up front logs in once.
+    let with_recovery = |c: &str| pb::LoginRequest {
+        email: "vic@a.example".into(),
+        password: PASSWORD.into(),
+        second_factor: Some(pb::login_request::SecondFactor::RecoveryCode(c.to_uppercase())),
+        ..Default::default()
+    };
+    let outcome = env.client().login(with_recovery(&confirmed.recovery_codes[0])).await.unwrap().into_inner();
+    assert!(matches!(outcome.outcome.unwrap().outcome, Some(pb::login_outcome::Outcome::Session(_))));
+    assert_err(
+        env.client().login(with_recovery(&confirmed.recovery_codes[0])).await,
+        Code::Unauthenticated,
+        "LOGIN_FAILED",
+    );
+
+    // Disable with a recovery code; login is back to password only.
+    assert_err(
+        env.client()
+            .disable_totp(auth(
+                &session,
+                pb::DisableTotpRequest { code: Some(pb::disable_totp_request::Code::RecoveryCode("nope-nope".into())) },
+            ))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_RECOVERY_CODE",
+    );
+    env.client()
+        .disable_totp(auth(
+            &session,
+            pb::DisableTotpRequest {
+                code: Some(pb::disable_totp_request::Code::RecoveryCode(confirmed.recovery_codes[1].clone())),
+            },
+        ))
+        .await
+        .unwrap();
+    env.login("vic@a.example", PASSWORD).await;
+    assert_err(
+        env.client()
+            .disable_totp(auth(
+                &session,
+                pb::DisableTotpRequest { code: Some(pb::disable_totp_request::Code::TotpCode("123456".into())) },
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "TOTP_NOT_ENABLED",
+    );
+}
+
+#[tokio::test]
+async fn a_policy_requiring_2fa_turns_login_into_enrollment_and_admins_can_reset_it() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let wes = env.create(&owner, "wes@a.example", "Wes", TENANT_A, "client_user", false).await;
+    let policy = pb::TwoFactorPolicy { tenant_id: TENANT_A.into(), require_all: true, ..Default::default() };
+    let wes_session = env.login("wes@a.example", PASSWORD).await;
+    assert_err(
+        env.client()
+            .set_two_factor_policy(auth(&wes_session, pb::SetTwoFactorPolicyRequest { policy: Some(policy.clone()) }))
+            .await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    env.client()
+        .set_two_factor_policy(auth(&owner, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
+        .await
+        .unwrap();
+    let got = env
+        .client()
+        .get_two_factor_policy(auth(&owner, pb::GetTwoFactorPolicyRequest { tenant_id: TENANT_A.into() }))
+        .await
+        .unwrap();
+    assert!(got.into_inner().policy.unwrap().require_all);
+
+    // No session for Wes until he enrolls.
+    let token = match env.try_login("wes@a.example", PASSWORD).await.unwrap() {
+        pb::login_outcome::Outcome::EnrollmentRequired(e) => e.enrollment_token,
+        other => panic!("expected enrollment, got {other:?}"),
+    };
+    let begun = env
+        .client()
+        .begin_totp_enrollment(pb::BeginTotpEnrollmentRequest { enrollment_token: token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let confirmed = env
+        .client()
+        .confirm_totp_enrollment(pb::ConfirmTotpEnrollmentRequest {
+            enrollment_token: token.clone(),
+            totp_code: code(&begun.secret, 0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let session = match confirmed.outcome.unwrap().outcome.unwrap() {
+        pb::login_outcome::Outcome::Session(s) => s.session_token,
+        other => panic!("expected a session, got {other:?}"),
+    };
+    assert!(env.authenticate(&session).await.unwrap().two_factor_enabled);
+    // Policy forbids turning it off.
+    assert_err(
+        env.client()
+            .disable_totp(auth(
+                &session,
+                pb::DisableTotpRequest {
+                    code: Some(pb::disable_totp_request::Code::RecoveryCode(confirmed.recovery_codes[0].clone())),
+                },
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "SECOND_FACTOR_ENROLLMENT_REQUIRED",
+    );
+
+    // Lost phone: the admin resets 2FA; sessions end and enrollment is asked again.
+    let reset = env
+        .client()
+        .reset_totp(auth(&owner, pb::ResetTotpRequest { user_id: wes.user_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reset.user.unwrap().two_factor_enabled);
+    assert_err(env.authenticate(&session).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert!(matches!(
+        env.try_login("wes@a.example", PASSWORD).await.unwrap(),
+        pb::login_outcome::Outcome::EnrollmentRequired(_)
+    ));
+}

@@ -1,0 +1,238 @@
+//! Who is calling, what they may see, and what they may do; and the one mapping from
+//! rejections to gRPC statuses.
+
+use std::collections::HashSet;
+
+use tether_proto::{common::v1::ErrorReason, tenancy::v1::Membership};
+use tether_runtime::{
+    ApiError,
+    access::{Caller, RoleGrant, caller},
+};
+use tonic::{Code, Request, Status};
+
+use super::TenancyApi;
+use crate::{
+    deps::{PackInfo, RoleInfo, UserInfo},
+    domain::Rejection,
+    store::{StoreError, TenantRow, memberships, tenants},
+};
+
+/// The gRPC code of each reason tenancy returns (see common.proto's ErrorReason).
+fn code_for(reason: ErrorReason) -> Code {
+    use ErrorReason as R;
+    match reason {
+        R::InvalidUuid
+        | R::FieldTooLong
+        | R::FieldRequired
+        | R::InvalidPageToken
+        | R::BatchTooLarge
+        | R::ValueOutOfRange
+        | R::InvalidFormat
+        | R::DuplicateEntry => Code::InvalidArgument,
+        R::UserNotFound | R::TenantNotFound | R::RoleNotFound | R::MembershipNotFound | R::AssignmentNotFound => {
+            Code::NotFound
+        }
+        R::SlugTaken | R::MembershipExists => Code::AlreadyExists,
+        R::PermissionDenied
+        | R::RoleAboveOwn
+        | R::OwnerRoleNotAssignable
+        | R::OutsideTenant
+        | R::RoleNotAssignable
+        | R::MspStaffRequired
+        | R::NotOwner => Code::PermissionDenied,
+        R::RevisionAhead => Code::OutOfRange,
+        R::Unavailable => Code::Unavailable,
+        R::Internal => Code::Internal,
+        _ => Code::FailedPrecondition,
+    }
+}
+
+pub fn rejection_to_api(r: Rejection) -> ApiError {
+    let mut err = ApiError::new(code_for(r.reason), r.reason, r.message);
+    if let Some(field) = r.field {
+        err = err.with_metadata("field", field);
+    }
+    err
+}
+
+pub fn reject(r: Rejection) -> Status {
+    rejection_to_api(r).into()
+}
+
+pub fn store_api_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Rejected(r) => rejection_to_api(r),
+        StoreError::Db(e) => ApiError::internal(e),
+    }
+}
+
+pub fn store_error(e: StoreError) -> Status {
+    store_api_error(e).into()
+}
+
+/// Names the request field a NOT_FOUND came from.
+pub fn on_field(status: Status, field: &str) -> Status {
+    if status.code() == Code::NotFound
+        && let Some(reason) = tether_runtime::error::reason_of(&status)
+        && let Some(reason) = ErrorReason::from_str_name(&format!("ERROR_REASON_{reason}"))
+    {
+        return ApiError::new(Code::NotFound, reason, status.message().to_owned()).with_metadata("field", field).into();
+    }
+    status
+}
+
+impl TenancyApi {
+    pub(super) async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Ok(caller(request.metadata(), self.deps.authenticator.as_ref(), &self.deps.service_token).await?)
+    }
+
+    /// Asks authz-svc; services acting on their own account are trusted.
+    pub(super) async fn require(&self, caller: &Caller, permission: &str, tenant_id: &str) -> Result<(), Status> {
+        let Some(user) = caller.user() else { return Ok(()) };
+        if self.deps.authorizer.check(&user.user_id, permission, tenant_id).await? {
+            Ok(())
+        } else {
+            Err(reject(Rejection::new(ErrorReason::PermissionDenied, format!("{permission} is required here"))))
+        }
+    }
+
+    pub(super) async fn admin(&self) -> Result<TenantRow, Status> {
+        let mut conn = self.database.pool().acquire().await.map_err(|e| Status::from(ApiError::internal(e)))?;
+        tenants::admin(&mut conn).await.map_err(store_error)
+    }
+
+    pub(super) async fn tenant(&self, tenant_id: &str) -> Result<TenantRow, Status> {
+        let mut conn = self.database.pool().acquire().await.map_err(|e| Status::from(ApiError::internal(e)))?;
+        tenants::require(&mut conn, tenant_id).await.map_err(store_error)
+    }
+
+    /// `None`: the caller sees every tenant (MSP staff, services); else the tenants where they
+    /// hold a membership, each with its departments.
+    pub(super) async fn visible_roots(&self, caller: &Caller) -> Result<Option<Vec<String>>, Status> {
+        match caller.user() {
+            None => Ok(None),
+            Some(user) => memberships::visible_roots(&self.database, &user.user_id).await.map_err(store_error),
+        }
+    }
+
+    /// The tenant, if the caller may know it exists; TENANT_NOT_FOUND otherwise (never
+    /// PERMISSION_DENIED, which would reveal it).
+    pub(super) async fn see(&self, caller: &Caller, tenant_id: &str) -> Result<TenantRow, Status> {
+        let tenant = self.tenant(tenant_id).await?;
+        match self.visible_roots(caller).await? {
+            None => Ok(tenant),
+            Some(roots) if tenant.chain().iter().any(|id| roots.contains(id)) => Ok(tenant),
+            Some(_) => Err(reject(tenants::not_found())),
+        }
+    }
+
+    /// Which of these users are MSP staff (direct members of the admin tenancy).
+    pub(super) async fn staff_among(&self, users: Vec<String>) -> Result<HashSet<String>, Status> {
+        let mut staff = HashSet::new();
+        let mut conn = self.database.pool().acquire().await.map_err(|e| Status::from(ApiError::internal(e)))?;
+        for user in users {
+            if memberships::is_msp_staff(&mut conn, &user).await.map_err(store_error)? {
+                staff.insert(user);
+            }
+        }
+        Ok(staff)
+    }
+
+    /// Another user's tenant list needs `users.view` in a tenant where that user is a direct
+    /// member and the caller can see; client users never learn of MSP staff.
+    pub(super) async fn may_view_user(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        tenants: &[(TenantRow, Membership)],
+    ) -> Result<(), Status> {
+        if caller.user().is_none() {
+            return Ok(());
+        }
+        let roots = self.visible_roots(caller).await?;
+        let not_found = || reject(Rejection::new(ErrorReason::UserNotFound, "no such user"));
+        if roots.is_some() && !self.staff_among(vec![user_id.to_owned()]).await?.is_empty() {
+            return Err(not_found());
+        }
+        let mut visible_any = false;
+        for (tenant, m) in tenants {
+            if m.kind != tether_proto::common::v1::MembershipKind::Direct as i32 {
+                continue;
+            }
+            if roots.as_ref().is_some_and(|r| !tenant.chain().iter().any(|id| r.contains(id))) {
+                continue;
+            }
+            visible_any = true;
+            if self.require(caller, "users.view", &tenant.id).await.is_ok() {
+                return Ok(());
+            }
+        }
+        if visible_any {
+            Err(reject(Rejection::new(ErrorReason::PermissionDenied, "users.view is required")))
+        } else {
+            Err(not_found())
+        }
+    }
+
+    pub(super) async fn pack(&self) -> Result<PackInfo, Status> {
+        Ok(self.deps.roles.active_pack().await?)
+    }
+
+    /// The role exists in the catalog and may be given.
+    pub(super) async fn check_role(&self, role: &str, pack: &PackInfo, field: &str) -> Result<RoleInfo, Status> {
+        let info = self.deps.roles.role(role).await?.ok_or_else(|| {
+            reject(Rejection::new(ErrorReason::RoleNotFound, format!("the catalog has no role {role:?}")).on(field))
+        })?;
+        if !pack.owner_role.is_empty() && role == pack.owner_role {
+            return Err(reject(memberships::owner_role_not_assignable().on(field)));
+        }
+        if !info.assignable {
+            return Err(reject(Rejection::new(ErrorReason::RoleNotAssignable, "the role is not assignable").on(field)));
+        }
+        Ok(info)
+    }
+
+    /// The target user, as identity-svc knows them (people's calls only); client users never
+    /// learn of MSP staff.
+    pub(super) async fn user_info(&self, caller: &Caller, user_id: &str) -> Result<UserInfo, Status> {
+        let not_found = || reject(Rejection::new(ErrorReason::UserNotFound, "no such user").on("user_id"));
+        let users = self.deps.users.users(&[user_id.to_owned()]).await?;
+        let info = users.get(user_id).cloned().ok_or_else(not_found)?;
+        if info.is_msp_staff && caller.user().is_some() && self.visible_roots(caller).await?.is_some() {
+            return Err(not_found());
+        }
+        Ok(info)
+    }
+
+    /// authz-svc's delegation rules for giving, changing or removing a role.
+    pub(super) async fn check_grant(
+        &self,
+        caller: &Caller,
+        target: &UserInfo,
+        tenant_id: &str,
+        role: &str,
+        previous_role: &str,
+    ) -> Result<(), Status> {
+        let Some(actor) = caller.user() else { return Ok(()) };
+        let decision = self
+            .deps
+            .authorizer
+            .check_role_grant(&RoleGrant {
+                actor_user_id: actor.user_id.clone(),
+                target_user_id: target.user_id.clone(),
+                target_is_msp_staff: target.is_msp_staff,
+                tenant_id: tenant_id.to_owned(),
+                role: role.to_owned(),
+                previous_role: previous_role.to_owned(),
+            })
+            .await?;
+        if decision.allowed {
+            return Ok(());
+        }
+        let reason = match decision.denial_reason {
+            ErrorReason::Unspecified => ErrorReason::PermissionDenied,
+            r => r,
+        };
+        Err(reject(Rejection::new(reason, decision.summary)))
+    }
+}

@@ -1,0 +1,158 @@
+//! The tenancy change stream (`TenancyChange` in the outbox, served by `Watch`) and the audit
+//! events every write records.
+
+use tether_proto::{
+    common::v1::{Actor as AuditActor, ActorKind, AuditEvent, AuditOutcome},
+    tenancy::v1::{
+        Membership, MembershipRemoved, MembershipUpserted, Ownership, OwnershipTransferred, TechnicianAssigned,
+        TechnicianAssignment, TechnicianUnassigned, TenancyChange, Tenant, TenantUpserted, tenancy_change::Change,
+    },
+};
+use tether_runtime::access::{Actor, Caller};
+
+pub const SOURCE_SERVICE: &str = "tenancy-svc";
+
+fn change(change: Change) -> TenancyChange {
+    TenancyChange { change: Some(change), ..Default::default() }
+}
+
+pub fn tenant_upserted(tenant: Tenant) -> TenancyChange {
+    change(Change::TenantUpserted(TenantUpserted { tenant: Some(tenant) }))
+}
+
+pub fn membership_upserted(membership: Membership) -> TenancyChange {
+    change(Change::MembershipUpserted(MembershipUpserted { membership: Some(membership) }))
+}
+
+pub fn membership_removed(user_id: &str, tenant_id: &str, kind: crate::domain::MembershipKind) -> TenancyChange {
+    change(Change::MembershipRemoved(MembershipRemoved {
+        user_id: user_id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        kind: crate::store::kind_to_proto(kind) as i32,
+    }))
+}
+
+pub fn technician_assigned(assignment: TechnicianAssignment) -> TenancyChange {
+    change(Change::TechnicianAssigned(TechnicianAssigned { assignment: Some(assignment) }))
+}
+
+pub fn technician_unassigned(technician_user_id: &str, tenant_id: &str) -> TenancyChange {
+    change(Change::TechnicianUnassigned(TechnicianUnassigned {
+        technician_user_id: technician_user_id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+    }))
+}
+
+pub fn ownership_transferred(ownership: Ownership) -> TenancyChange {
+    change(Change::OwnershipTransferred(OwnershipTransferred { ownership: Some(ownership) }))
+}
+
+/// Who acts, as the audit trail records it.
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    pub actor: AuditActor,
+    pub client_ip: String,
+    pub trace_id: String,
+}
+
+impl AuditContext {
+    pub fn from_caller(caller: &Caller) -> Self {
+        let actor = match &caller.actor {
+            Actor::User(p) => AuditActor {
+                kind: ActorKind::User as i32,
+                user_id: p.user_id.clone(),
+                display_name: p.display_name.clone(),
+                email: p.email.clone(),
+                is_msp_staff: p.is_msp_staff,
+                session_id: p.session_id.clone(),
+                system_name: String::new(),
+            },
+            Actor::Service(name) => {
+                AuditActor { kind: ActorKind::System as i32, system_name: name.clone(), ..Default::default() }
+            }
+        };
+        Self {
+            actor,
+            client_ip: caller.client_ip.clone(),
+            trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
+        }
+    }
+
+    /// tenancy-svc itself (bootstrap).
+    pub fn system(component: &str) -> Self {
+        Self {
+            actor: AuditActor {
+                kind: ActorKind::System as i32,
+                system_name: format!("{SOURCE_SERVICE}/{component}"),
+                ..Default::default()
+            },
+            client_ip: String::new(),
+            trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
+        }
+    }
+
+    /// The acting user's id, empty for services.
+    pub fn user_id(&self) -> &str {
+        &self.actor.user_id
+    }
+
+    /// A successful write.
+    pub fn event(&self, action: &str, resource_type: &str, resource_id: &str, tenant_id: &str) -> AuditEvent {
+        let now = tether_runtime::db::now_micros();
+        AuditEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: Some(crate::store::timestamp(now)),
+            source_service: SOURCE_SERVICE.to_owned(),
+            actor: Some(self.actor.clone()),
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id: resource_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            client_ip: self.client_ip.clone(),
+            outcome: AuditOutcome::Success as i32,
+            reason: String::new(),
+            trace_id: self.trace_id.clone(),
+            before_json: String::new(),
+            after_json: String::new(),
+            metadata_json: String::new(),
+        }
+    }
+}
+
+/// A flat JSON object of string fields (the before/after states are small and secret-free).
+pub fn json_object(fields: &[(&str, &str)]) -> String {
+    let mut out = String::from("{");
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_string(key));
+        out.push(':');
+        out.push_str(&json_string(value));
+    }
+    out.push('}');
+    out
+}
+
+fn json_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_is_escaped() {
+        assert_eq!(super::json_object(&[("name", "a\"b\\c\n")]), r#"{"name":"a\"b\\c\u000a"}"#);
+    }
+}
