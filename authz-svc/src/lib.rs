@@ -71,13 +71,13 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
     let tenancy = connect_lazy(&config.tenancy_addr).map_err(|e| StartError::Other(e.to_string()))?;
     tokio::spawn(events::follow(
         state.clone(),
-        events::IdentitySource(IdentityServiceClient::new(identity)),
+        events::IdentitySource(IdentityServiceClient::new(identity), config.service_token.clone()),
         config.reconnect,
         stopping.clone(),
     ));
     tokio::spawn(events::follow(
         state.clone(),
-        events::TenancySource(TenancyServiceClient::new(tenancy)),
+        events::TenancySource(TenancyServiceClient::new(tenancy), config.service_token.clone()),
         config.reconnect,
         stopping.clone(),
     ));

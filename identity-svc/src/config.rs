@@ -49,6 +49,10 @@ pub struct InvitationConfig {
     /// `TETHER_IDENTITY_INVITATION_BASE_URL`, default `http://127.0.0.1:3000/invite/`: the
     /// token is appended to it.
     pub base_url: String,
+    /// `TETHER_IDENTITY_PASSWORD_RESET_TTL_MS`, default 1 hour.
+    pub reset_ttl: Duration,
+    /// `TETHER_IDENTITY_PASSWORD_RESET_BASE_URL`, default `http://127.0.0.1:3000/reset-password/`.
+    pub reset_base_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +220,15 @@ impl Config {
                     1000..=90 * 24 * 60 * MINUTE_MS,
                 )?,
                 base_url: source.get(&key("INVITATION_BASE_URL")).unwrap_or("http://127.0.0.1:3000/invite/").to_owned(),
+                reset_ttl: source.millis_or(
+                    &key("PASSWORD_RESET_TTL_MS"),
+                    Duration::from_secs(3600),
+                    1000..=7 * 24 * 60 * MINUTE_MS,
+                )?,
+                reset_base_url: source
+                    .get(&key("PASSWORD_RESET_BASE_URL"))
+                    .unwrap_or("http://127.0.0.1:3000/reset-password/")
+                    .to_owned(),
             },
             mail: MailConfig {
                 from: source.get(&key("MAIL_FROM")).unwrap_or("Tether <no-reply@tether.invalid>").to_owned(),

@@ -77,6 +77,31 @@ async fn a_tenancy_outage_and_a_restart_never_leave_a_user_without_a_membership_
 }
 
 #[tokio::test]
+async fn a_membership_tenancy_refuses_for_good_removes_the_account_again() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.authz.grant(&env.owner_id, TENANT_GONE, "msp_owner");
+    let request = pb::CreateUserRequest {
+        email: "yan@gone.example".into(),
+        display_name: "Yan".into(),
+        password: PASSWORD.into(),
+        tenant_id: TENANT_GONE.into(),
+        role: "client_user".into(),
+        ..Default::default()
+    };
+    assert_err(env.client().create_user(auth(&owner, request)).await, Code::NotFound, "TENANT_NOT_FOUND");
+    assert_err(env.try_login("yan@gone.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM accounts WHERE status = 'deleted'").await,
+        1,
+        "a tombstone, no live user"
+    );
+    assert!(env.audit().await.iter().any(|e| e.action == "user.provision_failed" && e.reason == "TENANT_NOT_FOUND"));
+    // The email is free again.
+    env.create(&owner, "yan@gone.example", "Yan", TENANT_A, "client_user", false).await;
+}
+
+#[tokio::test]
 async fn watch_sends_a_snapshot_then_live_changes_and_resumes() {
     let env = Env::start().await;
     let owner = env.owner_token().await;

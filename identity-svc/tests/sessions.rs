@@ -312,3 +312,70 @@ async fn a_temporary_password_ends_sessions_and_must_be_changed_at_next_login() 
     );
     env.login("mo@a.example", "my-own-secret-phrase").await;
 }
+
+/// The reset token in the newest `.eml` file sent to `to`.
+fn mailed_reset_token(env: &Env, to: &str) -> String {
+    let mut mails: Vec<_> = std::fs::read_dir(&env.mail_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        // Undo quoted-printable soft line breaks (long lines are wrapped).
+        .map(|p| {
+            let body = std::fs::read_to_string(&p).unwrap().replace("=\r\n", "").replace("=\n", "");
+            (std::fs::metadata(&p).unwrap().modified().unwrap(), body)
+        })
+        .filter(|(_, body)| body.contains(to) && body.contains("reset-password/"))
+        .collect();
+    mails.sort_by_key(|(t, _)| *t);
+    let body = &mails.last().expect("a reset mail").1;
+    let start = body.find("reset-password/").unwrap() + "reset-password/".len();
+    body[start..start + 64].to_owned()
+}
+
+#[tokio::test]
+async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let zoe = env.create(&owner, "zoe@a.example", "Zoe", TENANT_A, "client_user", false).await;
+    let old = env.login("zoe@a.example", PASSWORD).await;
+    env.client()
+        .send_password_reset(auth(&owner, pb::SendPasswordResetRequest { user_id: zoe.user_id.clone() }))
+        .await
+        .unwrap();
+    let first = mailed_reset_token(&env, "zoe@a.example");
+    // A newer link voids the older one (requested by Zoe herself; the answer reveals nothing).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    env.client()
+        .request_password_reset(pb::RequestPasswordResetRequest { email: "zoe@a.example".into() })
+        .await
+        .unwrap();
+    env.client()
+        .request_password_reset(pb::RequestPasswordResetRequest { email: "nobody@a.example".into() })
+        .await
+        .unwrap();
+    let second = mailed_reset_token(&env, "zoe@a.example");
+    assert_ne!(first, second);
+    let reset = |token: &str, password: &str| pb::ResetPasswordRequest {
+        reset_token: token.into(),
+        new_password: password.into(),
+    };
+    assert_err(
+        env.client().reset_password(reset(&first, "fresh-start-phrase-1")).await,
+        Code::FailedPrecondition,
+        "PASSWORD_RESET_REVOKED",
+    );
+    assert_err(
+        env.client().reset_password(reset("garbled", "fresh-start-phrase-1")).await,
+        Code::InvalidArgument,
+        "PASSWORD_RESET_TOKEN_MALFORMED",
+    );
+    assert_err(env.client().reset_password(reset(&second, PASSWORD)).await, Code::InvalidArgument, "PASSWORD_REUSED");
+    let done = env.client().reset_password(reset(&second, "fresh-start-phrase-1")).await.unwrap().into_inner();
+    assert_eq!(done.user_id, zoe.user_id);
+    assert_err(env.authenticate(&old).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_err(
+        env.client().reset_password(reset(&second, "fresh-start-phrase-2")).await,
+        Code::FailedPrecondition,
+        "PASSWORD_RESET_USED",
+    );
+    env.login("zoe@a.example", "fresh-start-phrase-1").await;
+}

@@ -25,7 +25,7 @@ use tether_proto::{
     identity::v1::{self as idp, identity_service_client::IdentityServiceClient},
     tenancy::v1::{self as tnp, tenancy_service_client::TenancyServiceClient},
 };
-use tether_runtime::{client::TracedChannel, db::Database, db::now_micros, error::ApiError};
+use tether_runtime::{access::ServiceToken, client::TracedChannel, db::Database, db::now_micros, error::ApiError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -200,15 +200,19 @@ pub trait Source: Send + Sync + 'static {
     fn progress(state: &State) -> &SourceState;
 }
 
-pub struct IdentitySource(pub IdentityServiceClient<TracedChannel>);
-pub struct TenancySource(pub TenancyServiceClient<TracedChannel>);
+/// identity-svc's stream; Watch is a service call (the ServiceToken is attached).
+pub struct IdentitySource(pub IdentityServiceClient<TracedChannel>, pub ServiceToken);
+/// tenancy-svc's stream; Watch is a service call (the ServiceToken is attached).
+pub struct TenancySource(pub TenancyServiceClient<TracedChannel>, pub ServiceToken);
 
 impl Source for IdentitySource {
     type Response = idp::WatchResponse;
     type Change = idp::IdentityChange;
     const NAME: &'static str = "identity";
     async fn open(&self, from: u64) -> Result<tonic::Streaming<Self::Response>, tonic::Status> {
-        Ok(self.0.clone().watch(idp::WatchRequest { from_revision: from }).await?.into_inner())
+        let mut request = tonic::Request::new(idp::WatchRequest { from_revision: from });
+        self.1.attach(crate::config::SERVICE, &mut request);
+        Ok(self.0.clone().watch(request).await?.into_inner())
     }
     fn classify(response: Self::Response) -> Option<Msg<Self::Change>> {
         Some(match response.kind? {
@@ -238,7 +242,9 @@ impl Source for TenancySource {
     type Change = tnp::TenancyChange;
     const NAME: &'static str = "tenancy";
     async fn open(&self, from: u64) -> Result<tonic::Streaming<Self::Response>, tonic::Status> {
-        Ok(self.0.clone().watch(tnp::WatchRequest { from_revision: from }).await?.into_inner())
+        let mut request = tonic::Request::new(tnp::WatchRequest { from_revision: from });
+        self.1.attach(crate::config::SERVICE, &mut request);
+        Ok(self.0.clone().watch(request).await?.into_inner())
     }
     fn classify(response: Self::Response) -> Option<Msg<Self::Change>> {
         Some(match response.kind? {

@@ -197,6 +197,12 @@ fn serve_watch<C: Wire>(feed: Arc<Feed<C>>, from: u64) -> Stream<C::Response> {
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// Watch is a service call, as in identity-svc and tenancy-svc: the service token is required.
+fn service_only<T>(request: &Request<T>) -> Result<(), Status> {
+    let token = request.metadata().get("x-tether-service-token").and_then(|v| v.to_str().ok());
+    if token == Some(SERVICE_TOKEN) { Ok(()) } else { Err(Status::unauthenticated("a session token is required")) }
+}
+
 #[derive(Clone)]
 pub struct IdentityDouble(pub Arc<Feed<idp::IdentityChange>>);
 #[derive(Clone)]
@@ -205,6 +211,7 @@ pub struct TenancyDouble(pub Arc<Feed<tnp::TenancyChange>>);
 #[tonic::async_trait]
 impl IdentityService for IdentityDouble {
     async fn watch(&self, request: Request<idp::WatchRequest>) -> Result<Response<Stream<idp::WatchResponse>>, Status> {
+        service_only(&request)?;
         Ok(Response::new(serve_watch(self.0.clone(), request.into_inner().from_revision)))
     }
 }
@@ -212,6 +219,7 @@ impl IdentityService for IdentityDouble {
 #[tonic::async_trait]
 impl TenancyService for TenancyDouble {
     async fn watch(&self, request: Request<tnp::WatchRequest>) -> Result<Response<Stream<tnp::WatchResponse>>, Status> {
+        service_only(&request)?;
         Ok(Response::new(serve_watch(self.0.clone(), request.into_inner().from_revision)))
     }
 }

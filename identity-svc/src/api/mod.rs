@@ -6,6 +6,7 @@ mod convert;
 pub use convert::timestamp;
 mod invitations;
 mod login;
+mod resets;
 mod two_factor;
 mod users;
 
@@ -192,6 +193,21 @@ impl IdentityService for IdentityApi {
         request: Request<pb::SetTemporaryPasswordRequest>,
     ) -> Reply<pb::SetTemporaryPasswordResponse> {
         reply(self.inner.set_temporary_password(request).await)
+    }
+    async fn send_password_reset(
+        &self,
+        request: Request<pb::SendPasswordResetRequest>,
+    ) -> Reply<pb::SendPasswordResetResponse> {
+        reply(self.inner.send_password_reset(request).await)
+    }
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Reply<pb::RequestPasswordResetResponse> {
+        reply(self.inner.request_password_reset(request).await)
+    }
+    async fn reset_password(&self, request: Request<pb::ResetPasswordRequest>) -> Reply<pb::ResetPasswordResponse> {
+        reply(self.inner.reset_password(request).await)
     }
     async fn get_password_policy(
         &self,

@@ -134,6 +134,16 @@ impl Identity {
         // usual case answers with both in place.
         if !self.relay.wait_provisioned(&self.db, &id, self.config.relay.wait).await {
             tracing::warn!(user_id = %id, "membership not yet acknowledged by tenancy-svc; the relay keeps trying");
+        } else if let Some(reason) = intents::refusal_for(self.db.pool(), &id).await.map_err(convert::db)? {
+            // tenancy refused the membership for good and the account was removed again.
+            let reason = tether_proto::common::v1::ErrorReason::from_str_name(&format!("ERROR_REASON_{reason}"))
+                .unwrap_or(ErrorReason::Unavailable);
+            let code = match reason {
+                ErrorReason::TenantNotFound | ErrorReason::RoleNotFound => tonic::Code::NotFound,
+                ErrorReason::MembershipExists => tonic::Code::AlreadyExists,
+                _ => tonic::Code::FailedPrecondition,
+            };
+            return Err(ApiError::new(code, reason, "tenancy-svc refused the membership; the user was not created"));
         }
         Ok(pb::CreateUserResponse { user: Some(convert::user(&row)), consistency_token: convert::token(revision) })
     }
@@ -305,6 +315,10 @@ impl Identity {
                 return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
             }
             Err(e) => return Err(convert::db(e)),
+        }
+        if edit.email.is_some() {
+            // Links sent to the old address must not work any more.
+            crate::store::resets::void_all(&mut tx, &id).await.map_err(convert::db)?;
         }
         // Name and email travel in cached principals.
         sessions::bump_generation(&mut tx).await.map_err(convert::db)?;

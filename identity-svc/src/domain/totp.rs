@@ -1,6 +1,6 @@
 //! TOTP (RFC 6238: HMAC-SHA1, 30-second steps, 6 digits) and one-time recovery codes.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
 use super::password::HashError;

@@ -178,6 +178,49 @@ pub fn spawn(
     relay
 }
 
+/// A refusal that retrying cannot change (unknown tenant or role, inactive tenant, a conflicting
+/// membership). Authentication or permission errors are configuration problems and are retried.
+fn is_permanent(e: &ApiError) -> bool {
+    matches!(
+        e.code,
+        tonic::Code::NotFound
+            | tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::AlreadyExists
+    )
+}
+
+/// tenancy-svc refused the membership for good: the account (never loginable) is deleted
+/// instead, so no user is left without a membership, and the refusal is recorded.
+async fn compensate(db: &Database, intent: &intents::Intent, error: &ApiError) -> Result<(), sqlx::Error> {
+    use tether_proto::identity::v1 as pb;
+    let reason = tether_runtime::error::reason_name(error.reason);
+    let mut tx = db.begin_write().await?;
+    let revision = tether_runtime::events::next_revision(&mut tx).await?;
+    let account = accounts::get(&mut *tx, &intent.account_id).await?;
+    accounts::tombstone(&mut tx, &intent.account_id).await?;
+    intents::mark_refused(&mut tx, &intent.id, reason).await?;
+    let name = account.as_ref().map(|a| a.display_name.clone()).unwrap_or_default();
+    let change = pb::IdentityChange {
+        change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
+            user_id: intent.account_id.clone(),
+            display_name: name,
+        })),
+        ..Default::default()
+    };
+    tether_runtime::events::record_changes(&mut tx, revision, vec![change]).await?;
+    let audit =
+        super::Audit::new(super::system("identity-svc/relay"), "", "user.provision_failed", "user", &intent.account_id)
+            .tenant(&intent.tenant_id)
+            .failed(reason)
+            .metadata(serde_json::json!({ "role": intent.role, "detail": error.message }))
+            .build();
+    tether_runtime::events::record_audit(&mut tx, &[audit]).await?;
+    tx.commit().await?;
+    tracing::warn!(account_id = %intent.account_id, %reason, "tenancy-svc refused the membership; account removed");
+    Ok(())
+}
+
 /// Delivers every due intent; returns how long to sleep before the next one is due.
 async fn deliver_due(
     db: &Database,
@@ -207,6 +250,9 @@ async fn deliver_due(
                 }
                 tx.commit().await?;
                 tracing::info!(account_id = %intent.account_id, op = ?intent.op, "membership delivered to tenancy-svc");
+            }
+            Err(e) if intent.op == intents::Op::Add && is_permanent(&e) => {
+                compensate(db, &intent, &e).await?;
             }
             Err(e) => {
                 let backoff =

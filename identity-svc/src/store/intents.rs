@@ -115,6 +115,28 @@ pub async fn mark_delivered(tx: &mut Transaction<'static, Any>, id: &str) -> Res
     Ok(())
 }
 
+/// Closes an intent tenancy-svc refused for good, keeping the reason (an ErrorReason name).
+pub async fn mark_refused(tx: &mut Transaction<'static, Any>, id: &str, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE membership_intents SET delivered_at = $1, last_error = $2 WHERE id = $3")
+        .bind(now_micros())
+        .bind(format!("refused: {reason}"))
+        .bind(id.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The reason tenancy-svc refused the account's membership, if it did.
+pub async fn refusal_for(pool: &AnyPool, account_id: &str) -> Result<Option<String>, sqlx::Error> {
+    let error: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT last_error FROM membership_intents WHERE account_id = $1 AND last_error LIKE 'refused: %' LIMIT 1",
+    )
+    .bind(account_id.to_owned())
+    .fetch_optional(pool)
+    .await?;
+    Ok(error.flatten().and_then(|e| e.strip_prefix("refused: ").map(str::to_owned)))
+}
+
 pub async fn mark_failed(pool: &AnyPool, id: &str, error: &str, next_attempt_at: i64) -> Result<(), sqlx::Error> {
     let error: String = error.chars().take(500).collect();
     sqlx::query(

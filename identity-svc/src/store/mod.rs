@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod intents;
 pub mod invitations;
 pub mod lockouts;
+pub mod resets;
 pub mod sessions;
 pub mod two_factor;
 
@@ -19,5 +20,10 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
     },
     EmbeddedMigration { version: 3, description: "invitations", sql: include_str!("migrations/0003_invitations.sql") },
     EmbeddedMigration { version: 4, description: "two factor", sql: include_str!("migrations/0004_two_factor.sql") },
+    EmbeddedMigration {
+        version: 5,
+        description: "password resets",
+        sql: include_str!("migrations/0005_password_resets.sql"),
+    },
     OUTBOX_MIGRATION,
 ];

@@ -24,6 +24,8 @@ use tonic::{Code, Request, transport::Channel};
 pub const ADMIN_TENANCY: &str = "00000000-0000-7000-8000-000000000001";
 pub const TENANT_A: &str = "00000000-0000-7000-8000-00000000000a";
 pub const TENANT_B: &str = "00000000-0000-7000-8000-00000000000b";
+/// A tenant the tenancy double does not know.
+pub const TENANT_GONE: &str = "00000000-0000-7000-8000-00000000dead";
 pub const OWNER_EMAIL: &str = "owner@msp.example";
 pub const OWNER_PASSWORD: &str = "owner-pass-phrase-2026";
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef";
@@ -119,6 +121,9 @@ impl Tenancy for FakeTenancy {
     }
     async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<(), ApiError> {
         self.gate()?;
+        if tenant_id == TENANT_GONE {
+            return Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant"));
+        }
         let mut m = self.memberships.lock().unwrap();
         let list = m.entry(user_id.into()).or_default();
         let entry = (tenant_id.to_owned(), role.to_owned());

@@ -311,10 +311,8 @@ impl TenancyService for TenancyApi {
         let role = if req.role.is_empty() { None } else { Some(RoleName::parse(&req.role, "role").map_err(reject)?) };
         let filters = format!("members|{}|{}", req.tenant_id, req.role);
         let page = PageRequest::parse(req.page_size, &req.page_token, &filters).map_err(reject)?;
-        let t0 = std::time::Instant::now();
         self.see(&caller, &tenant_id).await?;
         self.require(&caller, "users.view", &tenant_id).await?;
-        let t1 = t0.elapsed();
         let mut rows = memberships::directory(
             &self.database,
             &tenant_id,
@@ -324,7 +322,6 @@ impl TenancyService for TenancyApi {
         )
         .await
         .map_err(store_error)?;
-        eprintln!("TIMING see={:?} total={:?}", t1, t0.elapsed());
         let has_more = rows.len() > page.size;
         rows.truncate(page.size);
         let next_page_token =

@@ -1,0 +1,161 @@
+//! Password-reset links: sent by an administrator or requested by the user ("forgot
+//! password"); using one sets a new password and ends every session.
+
+use std::time::Duration;
+
+use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
+use tether_runtime::{
+    ApiError,
+    access::Caller,
+    db::now_micros,
+    events::{current_revision, next_revision, record_audit, record_changes},
+};
+use tonic::Request;
+
+use super::{
+    Identity, PERM_MANAGE, convert,
+    users::{session_revoked, upserted},
+};
+use crate::{
+    domain::{
+        Email,
+        account::{Status, parse_id, parse_password},
+        tokens,
+    },
+    events::{Audit, actor_of, anonymous},
+    store::{
+        accounts::{self, AccountRow},
+        lockouts, resets, sessions,
+    },
+};
+
+/// RequestPasswordReset always takes at least this long, so its timing reveals nothing.
+const REQUEST_FLOOR: Duration = Duration::from_millis(300);
+
+impl Identity {
+    /// Issues a link (voiding older ones), records it, and emails it.
+    async fn issue_reset(&self, caller: Option<&Caller>, a: &AccountRow, ip: &str) -> Result<(i64, u64), ApiError> {
+        let token = tokens::generate().map_err(ApiError::internal)?;
+        let expires_at = now_micros() + self.config.invitations.reset_ttl.as_micros() as i64;
+        let email = a.email.clone().unwrap_or_default();
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        resets::issue(&mut tx, &a.id, &tokens::digest(&token), expires_at).await.map_err(convert::db)?;
+        let actor = caller.map(actor_of).unwrap_or_else(|| anonymous(&email));
+        let audit = Audit::new(actor, ip, "user.password_reset_link", "user", &a.id)
+            .tenant(a.primary_tenant_id.as_deref().unwrap_or_default());
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        let body = format!(
+            "Hello {},\n\nOpen this link to choose a new password (it expires in {} minutes and works once):\n\n{}{}\n",
+            a.display_name,
+            self.config.invitations.reset_ttl.as_secs() / 60,
+            self.config.invitations.reset_base_url,
+            token
+        );
+        if let Err(e) = self.mailer.send(&email, "Reset your Tether password", &body).await {
+            tracing::warn!(user_id = %a.id, error = %e, "could not email the password-reset link");
+        }
+        Ok((expires_at, revision))
+    }
+
+    pub async fn send_password_reset(
+        &self,
+        request: Request<pb::SendPasswordResetRequest>,
+    ) -> Result<pb::SendPasswordResetResponse, ApiError> {
+        let caller = self.caller(&request).await?;
+        let id = parse_id("user_id", &request.get_ref().user_id).map_err(convert::input)?.to_string();
+        let a = self.load(&id).await?;
+        if a.status == Status::Deleted {
+            return Err(ApiError::not_found(ErrorReason::UserNotFound, "no such user"));
+        }
+        self.require_on(&caller, PERM_MANAGE, &a).await?;
+        if a.status != Status::Active {
+            return Err(ApiError::failed_precondition(ErrorReason::UserNotActive, "the user is not active"));
+        }
+        let (expires_at, revision) = self.issue_reset(Some(&caller), &a, &caller.client_ip).await?;
+        Ok(pb::SendPasswordResetResponse {
+            expires_at: convert::ts(expires_at),
+            consistency_token: convert::token(revision),
+        })
+    }
+
+    pub async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<pb::RequestPasswordResetResponse, ApiError> {
+        let started = tokio::time::Instant::now();
+        let ip = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let raw: String = request.get_ref().email.chars().take(300).collect();
+        if let Ok(email) = Email::parse(&raw)
+            && let Some(a) = accounts::get_by_email(self.db.pool(), &email.normalized()).await.map_err(convert::db)?
+            && a.status == Status::Active
+            && a.provisioned
+            && let Err(e) = self.issue_reset(None, &a, &ip).await
+        {
+            tracing::warn!(error = %e, "password-reset request failed");
+        }
+        tokio::time::sleep_until(started + REQUEST_FLOOR).await;
+        Ok(pb::RequestPasswordResetResponse {})
+    }
+
+    pub async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<pb::ResetPasswordResponse, ApiError> {
+        let ip = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let r = request.into_inner();
+        let malformed =
+            || ApiError::invalid_argument(ErrorReason::PasswordResetTokenMalformed, "the reset link is not valid");
+        if !tokens::well_formed(&r.reset_token) {
+            return Err(malformed());
+        }
+        let digest = tokens::digest(&r.reset_token);
+        let reset = resets::find(self.db.pool(), &digest).await.map_err(convert::db)?.ok_or_else(malformed)?;
+        if reset.used {
+            return Err(ApiError::failed_precondition(
+                ErrorReason::PasswordResetUsed,
+                "the reset link was already used",
+            ));
+        }
+        if reset.voided {
+            return Err(ApiError::failed_precondition(
+                ErrorReason::PasswordResetRevoked,
+                "the reset link was replaced",
+            ));
+        }
+        if reset.expires_at <= now_micros() {
+            return Err(ApiError::failed_precondition(ErrorReason::PasswordResetExpired, "the reset link has expired"));
+        }
+        let new_password = parse_password("new_password", &r.new_password).map_err(convert::input)?;
+        let a = self.load(&reset.account_id).await?;
+        if a.status != Status::Active {
+            return Err(ApiError::failed_precondition(ErrorReason::PasswordResetRevoked, "the account is not active"));
+        }
+        let email = a.email.clone().unwrap_or_default();
+        self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
+        let hash = self.hasher.hash(&new_password).await?;
+        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        if !resets::use_up(&mut tx, &digest).await.map_err(convert::db)? {
+            return Err(ApiError::failed_precondition(
+                ErrorReason::PasswordResetUsed,
+                "the reset link was already used",
+            ));
+        }
+        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        accounts::set_password(&mut tx, &a.id, &hash, false).await.map_err(convert::db)?;
+        let ended = sessions::revoke_all(&mut tx, &a.id, None).await.map_err(convert::db)?;
+        let after = accounts::get(&mut *tx, &a.id).await.map_err(convert::db)?.ok_or_else(malformed)?;
+        let mut changes = vec![upserted(&after)];
+        changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
+        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        let audit = Audit::new(anonymous(&email), &ip, "user.password_reset", "user", &a.id)
+            .metadata(serde_json::json!({ "method": "link", "sessions_ended": ended.len() }));
+        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
+        tx.commit().await.map_err(convert::db)?;
+        lockouts::clear(self.db.pool(), lockouts::Kind::Account, &a.id).await.map_err(convert::db)?;
+        self.cache.clear();
+        self.feed.notify();
+        Ok(pb::ResetPasswordResponse { user_id: a.id, consistency_token: convert::token(revision) })
+    }
+}
