@@ -130,9 +130,29 @@ impl RunningService {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        Self::serve_on(name, host, listener, shutdown)
+    }
+
+    /// Serves `host` on a listener bound beforehand (so other services can be told its address
+    /// before it starts) until `shutdown` resolves.
+    pub fn serve_on(
+        name: &'static str,
+        host: ServiceHost,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(host.serve(listener, shutdown));
         Self { name, addr, stop: None, task }
+    }
+
+    /// Serves `host` on `listener` until [`RunningService::stop`].
+    pub fn serve_on_until_stopped(name: &'static str, host: ServiceHost, listener: TcpListener) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        Self::serve_on(name, host, listener, async move {
+            let _ = stopped.await;
+        })
+        .with_stop(stop)
     }
 
     fn with_stop(mut self, stop: oneshot::Sender<()>) -> Self {

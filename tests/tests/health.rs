@@ -3,8 +3,7 @@
 
 mod stack;
 
-use stack::prepare_all;
-use tether_tests::{RunningService, TestDatabase};
+use tether_tests::TestDatabase;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -21,10 +20,9 @@ const SERVICE_NAMES: [(&str, &str); 4] = [
 #[tokio::test]
 async fn every_service_answers_serving_and_lists_its_api() {
     let db = TestDatabase::fresh().await;
-    let mut running = Vec::new();
-    for (name, host) in prepare_all(&db.config()).await {
-        running.push(RunningService::spawn(name, host).await);
-    }
+    // authz-svc turns SERVING only once it has loaded identity's and tenancy's snapshots, so
+    // this also shows the three found each other by their configured addresses.
+    let running = stack::start_all(&db, None::<fn() -> std::future::Ready<()>>).await;
     for service in &running {
         let grpc_name = SERVICE_NAMES.iter().find(|(n, _)| *n == service.name).unwrap().1;
         let mut health = HealthClient::new(service.channel().await);

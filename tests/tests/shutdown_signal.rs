@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 mod stack;
 
-use stack::prepare_all;
-use tether_tests::{RunningService, TestDatabase};
+use tether_tests::TestDatabase;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,10 +15,7 @@ async fn sigterm_drains_in_flight_calls_and_stops_within_five_seconds() {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
 
     let db = TestDatabase::fresh().await;
-    let mut running = Vec::new();
-    for (name, host) in prepare_all(&db.config()).await {
-        running.push(RunningService::spawn_until(name, host, tether_runtime::shutdown::signal()).await);
-    }
+    let running = stack::start_all(&db, Some(tether_runtime::shutdown::signal)).await;
     let mut watches = Vec::new();
     for service in &running {
         service.wait_serving().await;

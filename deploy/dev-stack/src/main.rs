@@ -10,8 +10,9 @@
 use std::{future::Future, process::ExitCode};
 
 use tether_runtime::{
-    ConfigSource, ServiceHost, StartError,
+    ConfigSource, ServiceHost, ServiceSettings, StartError,
     access::ServiceToken,
+    config::service_key,
     telemetry::{self, TelemetrySettings},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -45,6 +46,7 @@ async fn run() -> Result<(), StartError> {
     let _telemetry = telemetry::init(&TelemetrySettings::load(&source, "tether-dev")?)
         .map_err(|e| StartError::Other(e.to_string()))?;
 
+    let source = wire_addresses(source)?;
     let identity_config = identity_svc::Config::load(&source)?;
     let owner_email = identity_config.bootstrap_owner.email.to_string();
     let tenancy_config = tenancy_svc::Config::load(&source)?;
@@ -108,6 +110,25 @@ async fn run() -> Result<(), StartError> {
         }
     }
     result
+}
+
+/// Tells each service where the others listen (unless the environment already says), so moving
+/// a service to another port needs only its own `TETHER_<SVC>_LISTEN_ADDR`.
+fn wire_addresses(mut source: ConfigSource) -> Result<ConfigSource, StartError> {
+    const SERVICES: [(&str, u16); 4] = [("identity", 50051), ("tenancy", 50052), ("authz", 50053), ("audit", 50054)];
+    let mut listen = Vec::new();
+    for (service, port) in SERVICES {
+        listen.push(ServiceSettings::load(&source, service, port)?.listen_addr);
+    }
+    for (caller, _) in SERVICES {
+        for ((callee, _), addr) in SERVICES.iter().zip(&listen) {
+            let key = service_key(caller, &format!("{}_ADDR", callee.to_uppercase()));
+            if caller != *callee && source.get(&key).is_none() {
+                source = source.with(key, format!("http://{addr}"));
+            }
+        }
+    }
+    Ok(source)
 }
 
 fn spawn(

@@ -2,6 +2,8 @@
 //! owner login once, stops cleanly on Ctrl-C, reuses its data on the next start, and refuses a bad
 //! configuration naming the key.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
+
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},

@@ -1,12 +1,60 @@
-//! The four services, prepared against one test database.
+//! The four services against one test database, each on its own ephemeral port and configured
+//! with the others' addresses and a shared service token, as a deployment would be.
 
-use tether_runtime::{ConfigSource, ServiceHost};
+#![allow(dead_code)] // each test file uses a part of this module
 
-pub async fn prepare_all(source: &ConfigSource) -> Vec<(&'static str, ServiceHost)> {
+use tether_runtime::{ConfigSource, access::ServiceToken};
+use tether_tests::{RunningService, TestDatabase};
+use tokio::net::TcpListener;
+
+pub const NAMES: [&str; 4] = ["identity", "tenancy", "authz", "audit"];
+
+/// Binds a port per service and returns the configuration that wires them together.
+async fn wire(db: &TestDatabase) -> (ConfigSource, Vec<TcpListener>) {
+    let mut listeners = Vec::new();
+    for _ in NAMES {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let url = |i: usize| format!("http://{}", listeners[i].local_addr().unwrap());
+    let mut source = db.config().with(ServiceToken::KEY, "test-service-token-0123456789abcdef0123");
+    for (i, caller) in NAMES.iter().enumerate() {
+        for (j, callee) in NAMES.iter().enumerate() {
+            if i != j {
+                let key = format!("TETHER_{}_{}_ADDR", caller.to_uppercase(), callee.to_uppercase());
+                source = source.with(key, url(j));
+            }
+        }
+    }
+    (source, listeners)
+}
+
+/// Prepares the four services (migrations and bootstrap included) without serving them.
+pub async fn prepare_all(source: &ConfigSource) -> Vec<(&'static str, tether_runtime::ServiceHost)> {
     vec![
         ("identity", identity_svc::prepare(identity_svc::Config::load(source).unwrap()).await.unwrap().host),
         ("tenancy", tenancy_svc::prepare(tenancy_svc::Config::load(source).unwrap()).await.unwrap()),
         ("authz", authz_svc::prepare(authz_svc::Config::load(source).unwrap()).await.unwrap()),
         ("audit", audit_svc::prepare(audit_svc::Config::load(source).unwrap()).await.unwrap()),
     ]
+}
+
+/// Starts the four services; each stops when `shutdown()` resolves, or on `stop()` if `None`.
+pub async fn start_all<F, Fut>(db: &TestDatabase, shutdown: Option<F>) -> Vec<RunningService>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (source, listeners) = wire(db).await;
+    let hosts = prepare_all(&source).await;
+    let mut running = Vec::new();
+    for ((name, host), listener) in hosts.into_iter().zip(listeners) {
+        running.push(match &shutdown {
+            Some(shutdown) => RunningService::serve_on(name, host, listener, shutdown()),
+            None => RunningService::serve_on_until_stopped(name, host, listener),
+        });
+    }
+    for service in &running {
+        service.wait_serving().await;
+    }
+    running
 }
