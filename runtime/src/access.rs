@@ -166,6 +166,17 @@ pub async fn caller(
     Ok(Caller { actor: Actor::User(principal), client_ip })
 }
 
+/// Where a call came from: `x-client-ip` (set by the edge) if present, else the peer address.
+pub fn client_ip<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-client-ip")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
+        .unwrap_or_default()
+}
+
 /// Passes a downstream error on: its Tether reason if it has one, UNAVAILABLE if the service
 /// could not be reached.
 fn downstream(service: &str, status: tonic::Status) -> ApiError {

@@ -18,7 +18,7 @@ use tether_proto::{
 };
 use tether_runtime::{
     ApiError,
-    access::{Actor, Authenticator, Authorizer, Caller, Principal, ServiceToken},
+    access::{Authenticator, Authorizer, Caller, Principal, ServiceToken},
     db::Database,
     events::{ChangeFeed, WatchOptions, watch_stream},
 };
@@ -61,30 +61,12 @@ impl IdentityApi {
 }
 
 impl Identity {
-    /// Who is calling: a Tether service (service token) or a person with a session.
+    /// Who is calling: a Tether service (service token) or a person with a session (resolved
+    /// here, by this service's own Authenticate).
     pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
-        let client_ip = request
-            .metadata()
-            .get("x-client-ip")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
-            .unwrap_or_default();
-        let service = tether_runtime::access::caller(request.metadata(), &NoUsers, &self.service_token).await;
-        if let Ok(mut c) = service {
-            c.client_ip = client_ip;
-            return Ok(c);
-        }
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required"))?;
-        let principal = self.authenticate_principal(token).await?;
-        Ok(Caller { actor: Actor::User(principal), client_ip })
+        let mut caller = tether_runtime::access::caller(request.metadata(), self, &self.service_token).await?;
+        caller.client_ip = tether_runtime::access::client_ip(request);
+        Ok(caller)
     }
 
     async fn authenticate_principal(&self, token: &str) -> Result<Principal, ApiError> {
@@ -142,12 +124,10 @@ pub const PERM_VIEW: &str = "users.view";
 pub const PERM_MANAGE: &str = "users.manage";
 
 /// For `access::caller`: recognises services only (people are authenticated locally).
-struct NoUsers;
-
 #[tonic::async_trait]
-impl Authenticator for NoUsers {
-    async fn authenticate(&self, _token: &str) -> Result<Principal, ApiError> {
-        Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "not a service"))
+impl Authenticator for Identity {
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        self.authenticate_principal(token).await
     }
 }
 
