@@ -78,11 +78,21 @@ impl DevStack {
     }
 }
 
+/// Every service answers SERVING within 60 s of the banner (authz-svc first loads identity's
+/// and tenancy's snapshots, so it turns SERVING a moment after the others).
 async fn all_serving(ports: &[u16]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     for port in ports {
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
-        let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.unwrap();
-        assert_eq!(reply.get_ref().status, ServingStatus::Serving as i32, "port {port}");
+        let mut health = HealthClient::new(channel);
+        loop {
+            let reply = health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+            if reply.get_ref().status == ServingStatus::Serving as i32 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "port {port} not SERVING within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
