@@ -46,6 +46,25 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The actor as the audit trail records it.
+    pub fn audit_actor(&self) -> tether_proto::common::v1::Actor {
+        use tether_proto::common::v1::{Actor as AuditActor, ActorKind};
+        match &self.actor {
+            Actor::User(p) => AuditActor {
+                kind: ActorKind::User as i32,
+                user_id: p.user_id.clone(),
+                display_name: p.display_name.clone(),
+                email: p.email.clone(),
+                is_msp_staff: p.is_msp_staff,
+                session_id: p.session_id.clone(),
+                system_name: String::new(),
+            },
+            Actor::Service(name) => {
+                AuditActor { kind: ActorKind::System as i32, system_name: name.clone(), ..Default::default() }
+            }
+        }
+    }
+
     /// The person behind the call, if it is not a service.
     pub fn user(&self) -> Option<&Principal> {
         match &self.actor {

@@ -19,19 +19,8 @@ pub const SOURCE: &str = "authz-svc";
 
 /// The actor of an event, from the resolved caller (or authz itself).
 pub fn actor(caller: Option<&Caller>) -> Actor {
-    match caller.map(|c| &c.actor) {
-        Some(tether_runtime::access::Actor::User(p)) => Actor {
-            kind: ActorKind::User as i32,
-            user_id: p.user_id.clone(),
-            display_name: p.display_name.clone(),
-            email: p.email.clone(),
-            is_msp_staff: p.is_msp_staff,
-            session_id: p.session_id.clone(),
-            system_name: String::new(),
-        },
-        Some(tether_runtime::access::Actor::Service(name)) => {
-            Actor { kind: ActorKind::System as i32, system_name: name.clone(), ..Default::default() }
-        }
+    match caller {
+        Some(caller) => caller.audit_actor(),
         None => Actor { kind: ActorKind::System as i32, system_name: SOURCE.to_owned(), ..Default::default() },
     }
 }

@@ -383,26 +383,8 @@ pub async fn revoke_grant(db: &Database, grant_id: Uuid, audit: &[AuditEvent]) -
 }
 
 /// Audit events of decisions (denials and sampled allows): no revision, nothing else changes.
-/// Rows as `tether_runtime::events::record_audit` writes them (hex-encoded protobuf), but 25
-/// per statement: denials can arrive by the tens of thousands per second (BatchCheck). (Kept
-/// small: SQLite's parameter-name lookups showed in profiles of 400-parameter statements.)
 pub async fn record_decisions(db: &Database, events: &[AuditEvent]) -> StoreResult<()> {
-    use prost::Message;
-    let now = tether_runtime::db::now_micros();
     let mut tx = db.begin_write().await?;
-    for chunk in events.chunks(25) {
-        let mut sql = String::from("INSERT INTO audit_outbox (event_id, payload, created_at, next_attempt_at) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4));
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in chunk {
-            query = query.bind(e.event_id.clone()).bind(hex::encode(e.encode_to_vec())).bind(now).bind(now);
-        }
-        query.execute(&mut *tx).await?;
-    }
+    record_audit(&mut tx, events).await?;
     tx.commit().await
 }

@@ -14,7 +14,7 @@ use crate::{
         account::{self, Status, parse_email, parse_id, parse_name, parse_opt_id, parse_password, parse_role},
         tokens,
     },
-    events::{Audit, actor_of, anonymous},
+    events::{Audit, anonymous},
     store::{
         accounts, intents,
         invitations::{self as store, InvitationRow},
@@ -159,7 +159,7 @@ impl Identity {
         record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&row)])
             .await
             .map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "invitation.create", "invitation", &row.id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.create", "invitation", &row.id)
             .tenant(&tenant)
             .after(json(&row));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
@@ -256,7 +256,7 @@ impl Identity {
         store::reissue(&mut tx, &id, Some(&tokens::digest(&token)), expires_at).await.map_err(convert::db)?;
         let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
         record_changes(&mut tx, revision, vec![invitation_upserted(&after)]).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "invitation.resend", "invitation", &id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.resend", "invitation", &id)
             .tenant(&after.tenant_id)
             .before(json(&before))
             .after(json(&after));
@@ -309,7 +309,7 @@ impl Identity {
             ..Default::default()
         };
         record_changes(&mut tx, revision, vec![invitation_upserted(&after), deleted]).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "invitation.revoke", "invitation", &id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.revoke", "invitation", &id)
             .tenant(&after.tenant_id)
             .before(json(&before))
             .after(json(&after));

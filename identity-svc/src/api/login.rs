@@ -22,7 +22,7 @@ use crate::{
         account::{self, Status, parse_id, parse_password},
         password, tokens,
     },
-    events::{Audit, actor_of, anonymous},
+    events::{Audit, anonymous},
     store::{
         accounts::{self as accounts, AccountRow},
         lockouts::{self, Kind},
@@ -452,7 +452,7 @@ impl Identity {
         if !changes.is_empty() {
             record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
         }
-        let audit = Audit::new(actor_of(caller), &caller.client_ip, action, "user", user_id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", user_id)
             .metadata(serde_json::json!({ "session_ids": ended }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
@@ -530,7 +530,7 @@ impl Identity {
             let changes = ended.iter().map(|s| session_revoked(s, &user_id)).collect();
             record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
         }
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "session.revoke_all", "user", &user_id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "session.revoke_all", "user", &user_id)
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
@@ -575,7 +575,7 @@ impl Identity {
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
         record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.password_change", "user", &a.id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_change", "user", &a.id)
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
@@ -611,7 +611,7 @@ impl Identity {
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, &id)));
         record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.password_reset", "user", &id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_reset", "user", &id)
             .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
             .metadata(serde_json::json!({ "method": "temporary_password", "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
@@ -706,7 +706,7 @@ impl Identity {
             }
         };
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "lockout.clear", kind.as_str(), &subject);
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "lockout.clear", kind.as_str(), &subject);
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;

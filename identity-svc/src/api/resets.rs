@@ -22,7 +22,7 @@ use crate::{
         account::{Status, parse_id, parse_password},
         tokens,
     },
-    events::{Audit, actor_of, anonymous},
+    events::{Audit, anonymous},
     store::{
         accounts::{self, AccountRow},
         lockouts, resets, sessions,
@@ -40,7 +40,7 @@ impl Identity {
         let email = a.email.clone().unwrap_or_default();
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
         resets::issue(&mut tx, &a.id, &tokens::digest(&token), expires_at).await.map_err(convert::db)?;
-        let actor = caller.map(actor_of).unwrap_or_else(|| anonymous(&email));
+        let actor = caller.map(|c| c.audit_actor()).unwrap_or_else(|| anonymous(&email));
         let audit = Audit::new(actor, ip, "user.password_reset_link", "user", &a.id)
             .tenant(a.primary_tenant_id.as_deref().unwrap_or_default());
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;

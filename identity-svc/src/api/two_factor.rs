@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     domain::{account::parse_id, tokens, totp},
-    events::{Audit, actor_of},
+    events::Audit,
     store::{
         accounts::{self, AccountRow},
         sessions,
@@ -290,7 +290,7 @@ impl Identity {
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
         record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(caller), &caller.client_ip, action, "user", &a.id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", &a.id)
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
@@ -325,7 +325,7 @@ impl Identity {
         let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(c)).collect();
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
         store::replace_codes(&mut tx, &a.id, &hashes).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.2fa_recovery_codes", "user", &a.id);
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.2fa_recovery_codes", "user", &a.id);
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
@@ -400,7 +400,7 @@ impl Identity {
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
         let revision = next_revision(&mut tx).await.map_err(convert::db)?;
         store::set_policy(&mut tx, &policy).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "settings.2fa_policy", "policy", if scope.is_empty() { "platform" } else { &scope })
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "settings.2fa_policy", "policy", if scope.is_empty() { "platform" } else { &scope })
             .tenant(&scope)
             .after(serde_json::json!({ "require_all": policy.require_all, "required_roles": policy.required_roles, "require_msp_staff": policy.require_msp_staff, "grace_ms": grace_ms }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;

@@ -16,7 +16,7 @@ use crate::{
         account::{self, NewUser, Status, UserEdit, UserQuery, parse_id},
         policy::PersonalInfo,
     },
-    events::{Audit, actor_of},
+    events::Audit,
     store::{
         accounts::{self as store, AccountRow},
         intents, sessions,
@@ -122,7 +122,7 @@ impl Identity {
         intents::insert(&mut tx, &id, intents::Op::Add, &tenant, &new.role).await.map_err(convert::db)?;
         let row = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
         record_changes(&mut tx, revision, vec![upserted(&row)]).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.create", "user", &id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.create", "user", &id)
             .tenant(&tenant)
             .after(convert::user_json(&row))
             .metadata(serde_json::json!({ "role": new.role, "tenant_id": tenant }));
@@ -324,7 +324,7 @@ impl Identity {
         sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
         let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
         record_changes(&mut tx, revision, vec![upserted(&after)]).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.update", "user", &id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.update", "user", &id)
             .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
             .before(convert::user_json(&before))
             .after(convert::user_json(&after));
@@ -380,7 +380,7 @@ impl Identity {
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, id)));
         record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
-        let mut audit = Audit::new(actor_of(caller), &caller.client_ip, action, "user", id)
+        let mut audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", id)
             .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
             .before(convert::user_json(&before))
             .after(convert::user_json(&after));
@@ -443,7 +443,7 @@ impl Identity {
             ..Default::default()
         });
         record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
-        let audit = Audit::new(actor_of(&caller), &caller.client_ip, "user.delete", "user", &id)
+        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.delete", "user", &id)
             .tenant(before.primary_tenant_id.as_deref().unwrap_or_default())
             .before(convert::user_json(&before));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;

@@ -4,30 +4,9 @@
 pub mod relay;
 
 use tether_proto::common::v1::{self as common, AuditEvent, AuditOutcome};
-use tether_runtime::{
-    access::{Actor, Caller},
-    db::now_micros,
-};
+use tether_runtime::db::now_micros;
 
 pub const SOURCE: &str = "identity-svc";
-
-/// The audit actor of a caller.
-pub fn actor_of(caller: &Caller) -> common::Actor {
-    match &caller.actor {
-        Actor::User(p) => common::Actor {
-            kind: common::ActorKind::User as i32,
-            user_id: p.user_id.clone(),
-            display_name: p.display_name.clone(),
-            email: p.email.clone(),
-            is_msp_staff: p.is_msp_staff,
-            session_id: p.session_id.clone(),
-            system_name: String::new(),
-        },
-        Actor::Service(name) => {
-            common::Actor { kind: common::ActorKind::System as i32, system_name: name.clone(), ..Default::default() }
-        }
-    }
-}
 
 pub fn anonymous(email: &str) -> common::Actor {
     common::Actor { kind: common::ActorKind::Anonymous as i32, email: email.to_owned(), ..Default::default() }

@@ -8,7 +8,7 @@ use tether_proto::{
         TechnicianAssignment, TechnicianUnassigned, TenancyChange, Tenant, TenantUpserted, tenancy_change::Change,
     },
 };
-use tether_runtime::access::{Actor, Caller};
+use tether_runtime::access::Caller;
 
 pub const SOURCE_SERVICE: &str = "tenancy-svc";
 
@@ -57,20 +57,7 @@ pub struct AuditContext {
 
 impl AuditContext {
     pub fn from_caller(caller: &Caller) -> Self {
-        let actor = match &caller.actor {
-            Actor::User(p) => AuditActor {
-                kind: ActorKind::User as i32,
-                user_id: p.user_id.clone(),
-                display_name: p.display_name.clone(),
-                email: p.email.clone(),
-                is_msp_staff: p.is_msp_staff,
-                session_id: p.session_id.clone(),
-                system_name: String::new(),
-            },
-            Actor::Service(name) => {
-                AuditActor { kind: ActorKind::System as i32, system_name: name.clone(), ..Default::default() }
-            }
-        };
+        let actor = caller.audit_actor();
         Self {
             actor,
             client_ip: caller.client_ip.clone(),
