@@ -650,7 +650,12 @@ mod grpc {
         let authz = common::start(common::config(
             &db,
             &up,
-            &[("TETHER_AUTHZ_POLICY_FILE", policy.to_str().unwrap_or_default()), ("TETHER_AUTHZ_MAX_LAG_MS", "60000")],
+            &[
+                ("TETHER_AUTHZ_POLICY_FILE", policy.to_str().unwrap_or_default()),
+                ("TETHER_AUTHZ_MAX_LAG_MS", "60000"),
+                // The load generator replays bare messages and cannot send the service token.
+                ("TETHER_AUTHZ_OPEN_DECISIONS", "true"),
+            ],
         ))
         .await;
         let mut client = authz.client.clone();

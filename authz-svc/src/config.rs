@@ -50,6 +50,11 @@ pub struct Config {
     /// `TETHER_AUTHZ_AUDIT_ALLOWED_SAMPLE`, default 0: record one allowed decision in N as an
     /// audit event (0: none). Denied decisions are always recorded.
     pub audit_allowed_sample: usize,
+    /// `TETHER_AUTHZ_OPEN_DECISIONS`, default false: answer decision calls (Check, BatchCheck,
+    /// Explain, lookups) that carry no credentials at all, as if a service asked. Only for a
+    /// deployment whose network already authenticates callers (e.g. a mesh with mTLS); by
+    /// default such calls get UNAUTHENTICATED.
+    pub open_decisions: bool,
     /// `TETHER_SERVICE_TOKEN`.
     pub service_token: ServiceToken,
 }
@@ -93,6 +98,7 @@ impl Config {
                 0,
                 0..=1_000_000_000,
             )?,
+            open_decisions: source.parse_or(&service_key(SERVICE, "OPEN_DECISIONS"), false, "true or false")?,
             service_token: ServiceToken::load(source)?,
         })
     }
@@ -117,5 +123,6 @@ mod tests {
         let c = Config::load(&ConfigSource::default()).unwrap();
         assert_eq!(c.policy, PolicySource::Shipped("msp-assets".into()));
         assert_eq!(c.max_lag, Duration::from_secs(15));
+        assert!(!c.open_decisions, "decision calls need credentials unless a deployment says otherwise");
     }
 }

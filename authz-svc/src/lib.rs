@@ -89,7 +89,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
     tokio::spawn(events::report_health(state.clone(), health.clone(), stopping.clone()));
 
     let audit = events::AuditSink::start(database.clone(), config.audit_allowed_sample, stopping.clone());
-    let api = api::AuthzApi::new(state, audit, deps.authenticator, config.service_token.clone());
+    let api = api::AuthzApi::new(state, audit, deps.authenticator, config.service_token.clone(), config.open_decisions);
     let routes = Routes::new(AuthzServiceServer::new(api));
     Ok(ServiceHost { settings: config.server, routes, health, database, stopping })
 }

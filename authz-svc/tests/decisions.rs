@@ -393,3 +393,87 @@ async fn two_replicas_answer_alike_after_a_change() {
     one.service.stop().await.unwrap();
     two.service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn decision_calls_need_credentials_and_people_ask_only_what_they_may_see() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let bare = || pb::authz_service_client::AuthzServiceClient::new(authz.channel.clone());
+
+    // No credentials at all: refused, not answered as if a service asked.
+    let e = bare().check(check(w.viewer, "assets.view", w.a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let batch = pb::BatchCheckRequest { items: vec![item(w.viewer, "assets.view", w.a)], at_least_as_fresh: None };
+    assert_eq!(bare().batch_check(batch.clone()).await.unwrap_err().code(), Code::Unauthenticated);
+    let e = bare().get_index_status(pb::GetIndexStatusRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // A forged service token is no better.
+    let mut forged = tonic::Request::new(check(w.viewer, "assets.view", w.a));
+    forged
+        .metadata_mut()
+        .insert("x-tether-service-token", "not-the-deployment-token-0123456789abcdef".parse().unwrap());
+    assert_eq!(bare().check(forged).await.unwrap_err().code(), Code::Unauthenticated);
+
+    // A person may ask about themselves...
+    let viewer = authz.sessions.login(w.viewer, false);
+    let mine = bare().check(as_user(&viewer, check(w.viewer, "assets.view", w.a))).await.unwrap().into_inner();
+    assert!(mine.allowed);
+    // ...but not, without users.view, about a colleague: one by one, in a batch, in a review.
+    let e = bare().check(as_user(&viewer, check(w.cadmin, "users.manage", w.a))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let mixed = pb::BatchCheckRequest {
+        items: vec![item(w.viewer, "assets.view", w.a), item(w.cadmin, "users.manage", w.a)],
+        at_least_as_fresh: None,
+    };
+    let reply = bare().batch_check(as_user(&viewer, mixed.clone())).await.unwrap().into_inner();
+    assert!(reply.decisions[0].allowed);
+    assert!(!reply.decisions[1].allowed);
+    assert_eq!(reply.decisions[1].error, ErrorReason::PermissionDenied as i32);
+    let review = pb::LookupSubjectsRequest {
+        permission: "assets.view".into(),
+        tenant_id: w.a.to_string(),
+        ..Default::default()
+    };
+    let e = bare().lookup_subjects(as_user(&viewer, review.clone())).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // Nor ask what someone else may grant.
+    let grant = pb::CheckRoleGrantRequest {
+        actor_user_id: w.cadmin.to_string(),
+        target_user_id: w.viewer.to_string(),
+        tenant_id: w.a.to_string(),
+        role: "client_manager".into(),
+        ..Default::default()
+    };
+    let e = bare().check_role_grant(as_user(&viewer, grant.clone())).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // The client admin holds users.view in their tenant: the same questions are answered there.
+    let cadmin = authz.sessions.login(w.cadmin, false);
+    let reply = bare().batch_check(as_user(&cadmin, mixed)).await.unwrap().into_inner();
+    assert!(reply.decisions.iter().all(|d| d.allowed && d.error == 0));
+    let subjects = bare().lookup_subjects(as_user(&cadmin, review)).await.unwrap().into_inner().subjects;
+    assert!(subjects.iter().any(|s| s.user_id == w.viewer.to_string()));
+    assert!(bare().check_role_grant(as_user(&cadmin, grant)).await.unwrap().into_inner().allowed);
+    // ...but not in another client's tenant.
+    let e = bare().check(as_user(&cadmin, check(w.admin, "assets.view", w.b))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    authz.service.stop().await.unwrap();
+
+    // A deployment whose network authenticates callers can opt into answering bare calls.
+    let open = start_serving(&db, &up, &[("TETHER_AUTHZ_OPEN_DECISIONS", "true")]).await;
+    let mut client = pb::authz_service_client::AuthzServiceClient::new(open.channel.clone());
+    assert!(client.check(check(w.viewer, "assets.view", w.a)).await.unwrap().into_inner().allowed);
+    assert!(!client.check(check(w.viewer, "assets.edit", w.a)).await.unwrap().into_inner().allowed);
+    open.service.stop().await.unwrap();
+}
+
+fn item(user: Uuid, permission: &str, tenant: Uuid) -> pb::BatchCheckItem {
+    pb::BatchCheckItem {
+        subject_user_id: user.to_string(),
+        permission: permission.into(),
+        tenant_id: tenant.to_string(),
+        resource_id: String::new(),
+    }
+}

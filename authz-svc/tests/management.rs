@@ -47,7 +47,8 @@ async fn the_default_pack_is_seed_000_and_custom_roles_are_stored_and_decide() {
         assignable: true,
         msp_staff_only: false,
     };
-    let e = c.create_role(create("auditor", &["audit.view"], 20)).await.unwrap_err();
+    let mut bare = pb::authz_service_client::AuthzServiceClient::new(authz.channel.clone());
+    let e = bare.create_role(create("auditor", &["audit.view"], 20)).await.unwrap_err();
     assert_eq!((e.code(), reason(&e).as_str()), (Code::Unauthenticated, "UNAUTHENTICATED"));
     let viewer = authz.sessions.login(w.viewer, false);
     let e = c.create_role(as_user(&viewer, create("auditor", &["audit.view"], 20))).await.unwrap_err();

@@ -22,7 +22,7 @@ pub use events::relay::Tenancy;
 use tether_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use tether_runtime::{
     ServiceHost, StartError,
-    access::{Authorizer, GrpcAuthorizer},
+    access::{Authenticator, Authorizer, GrpcAuthorizer},
     client::connect_lazy,
     db::Database,
     events::ChangeFeed,
@@ -35,6 +35,9 @@ use tonic::{server::NamedService, service::Routes};
 pub struct Prepared {
     pub host: ServiceHost,
     pub bootstrap_owner: Option<BootstrapOwner>,
+    /// `Authenticate` in-process (the same path as the RPC, without gRPC): for an embedding
+    /// process and the benchmark.
+    pub authenticator: Arc<dyn Authenticator>,
 }
 
 /// The other services identity talks to, as trait objects so tests can put doubles in.
@@ -47,7 +50,7 @@ pub struct Deps {
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let channel = |addr: &str| connect_lazy(addr).map_err(|e| StartError::Other(format!("{addr}: {e}")));
     let deps = Deps {
-        authorizer: GrpcAuthorizer::new(channel(&config.authz_addr)?),
+        authorizer: GrpcAuthorizer::new(channel(&config.authz_addr)?, config.service_token.clone(), config::SERVICE),
         tenancy: events::relay::GrpcTenancy::new(channel(&config.tenancy_addr)?, config.service_token.clone()),
     };
     prepare_with(config, deps).await
@@ -59,9 +62,12 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
     let auth_database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     let stopping = CancellationToken::new();
     let admin = Arc::new(events::relay::AdminTenancy::new(deps.tenancy.clone()));
-    let relay = events::relay::spawn(database.clone(), deps.tenancy, admin.clone(), config.relay, stopping.clone());
+    let relay =
+        events::relay::spawn(database.clone(), deps.tenancy.clone(), admin.clone(), config.relay, stopping.clone());
     let mailer = mail::from_config(&config.mail).map_err(StartError::Other)?;
-    let hasher = auth::Hasher::new(config.hash_concurrency).await.map_err(|e| StartError::Other(e.to_string()))?;
+    let hasher = auth::Hasher::new(config.hash_concurrency, config.hash_nice)
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?;
     let identity = api::Identity {
         db: database.clone(),
         auth_db: auth_database,
@@ -73,12 +79,19 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
         cache: auth::SessionCache::default(),
         authorizer: deps.authorizer,
         admin,
+        tenancy: deps.tenancy,
         relay,
         stopping: stopping.clone(),
     };
-    let api = api::IdentityApi::new(Arc::new(identity));
+    let identity = Arc::new(identity);
+    let authenticator: Arc<dyn Authenticator> = identity.clone();
+    let api = api::IdentityApi::new(identity);
     let health = HealthReporter::new(&[<IdentityServiceServer<api::IdentityApi> as NamedService>::NAME]);
     health.set_serving(true);
     let routes = Routes::new(IdentityServiceServer::new(api));
-    Ok(Prepared { host: ServiceHost { settings: config.server, routes, health, database, stopping }, bootstrap_owner })
+    Ok(Prepared {
+        host: ServiceHost { settings: config.server, routes, health, database, stopping },
+        bootstrap_owner,
+        authenticator,
+    })
 }

@@ -185,6 +185,12 @@ pub async fn caller(
     Ok(Caller { actor: Actor::User(principal), client_ip })
 }
 
+/// Whether a call presents any credentials at all (a session token or a service token), right
+/// or wrong.
+pub fn has_credentials(metadata: &MetadataMap) -> bool {
+    metadata.contains_key("authorization") || metadata.contains_key(ServiceToken::HEADER)
+}
+
 /// Where a call came from: `x-client-ip` (set by the edge) if present, else the peer address.
 pub fn client_ip<T>(request: &tonic::Request<T>) -> String {
     request
@@ -250,11 +256,21 @@ impl Authenticator for GrpcAuthenticator {
 #[derive(Clone)]
 pub struct GrpcAuthorizer {
     client: AuthzServiceClient<TracedChannel>,
+    service_token: ServiceToken,
+    service: &'static str,
 }
 
 impl GrpcAuthorizer {
-    pub fn new(channel: TracedChannel) -> Arc<Self> {
-        Arc::new(Self { client: AuthzServiceClient::new(channel) })
+    /// `service` is the calling service's name; authz-svc answers decision calls only from
+    /// callers that identify themselves, so every call carries the service token.
+    pub fn new(channel: TracedChannel, service_token: ServiceToken, service: &'static str) -> Arc<Self> {
+        Arc::new(Self { client: AuthzServiceClient::new(channel), service_token, service })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        self.service_token.attach(self.service, &mut request);
+        request
     }
 }
 
@@ -267,7 +283,7 @@ impl Authorizer for GrpcAuthorizer {
             tenant_id: tenant_id.to_owned(),
             ..Default::default()
         };
-        let reply = self.client.clone().check(request).await.map_err(|s| downstream("authz-svc", s))?;
+        let reply = self.client.clone().check(self.request(request)).await.map_err(|s| downstream("authz-svc", s))?;
         Ok(reply.get_ref().allowed)
     }
 
@@ -281,8 +297,13 @@ impl Authorizer for GrpcAuthorizer {
             previous_role: grant.previous_role.clone(),
             at_least_as_fresh: None,
         };
-        let reply =
-            self.client.clone().check_role_grant(request).await.map_err(|s| downstream("authz-svc", s))?.into_inner();
+        let reply = self
+            .client
+            .clone()
+            .check_role_grant(self.request(request))
+            .await
+            .map_err(|s| downstream("authz-svc", s))?
+            .into_inner();
         Ok(RoleGrantDecision { allowed: reply.allowed, denial_reason: reply.denial_reason(), summary: reply.summary })
     }
 }

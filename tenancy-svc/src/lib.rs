@@ -33,7 +33,7 @@ pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
     let token = config.service_token.clone();
     let deps = Deps {
         authenticator: GrpcAuthenticator::new(identity.clone()),
-        authorizer: GrpcAuthorizer::new(authz.clone()),
+        authorizer: GrpcAuthorizer::new(authz.clone(), token.clone(), config::SERVICE),
         users: deps::GrpcUserDirectory::new(identity, token.clone()),
         roles: deps::GrpcRoleCatalog::new(authz, token.clone()),
         service_token: token,

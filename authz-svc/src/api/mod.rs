@@ -10,7 +10,7 @@ use tether_proto::{
     common::v1::{ErrorReason, RevisionSource},
 };
 use tether_runtime::{
-    access::{Actor, Authenticator, Caller, ServiceToken, caller},
+    access::{Actor, Authenticator, Caller, ServiceToken, caller, has_credentials},
     db::now_micros,
     error::ApiError,
 };
@@ -28,7 +28,7 @@ use crate::{
     },
     events::{
         AuditSink, State,
-        audit::{self, Change, DecisionFacts},
+        audit::{self, Change, DecisionRecord, Queued},
         timestamp_from_micros,
     },
     store,
@@ -41,6 +41,8 @@ pub struct AuthzApi {
     audit: AuditSink,
     authenticator: Arc<dyn Authenticator>,
     service_token: ServiceToken,
+    /// `TETHER_AUTHZ_OPEN_DECISIONS`: decision calls without credentials are answered.
+    open_decisions: bool,
 }
 
 /// Deepest resource tree accepted.
@@ -52,8 +54,9 @@ impl AuthzApi {
         audit: AuditSink,
         authenticator: Arc<dyn Authenticator>,
         service_token: ServiceToken,
+        open_decisions: bool,
     ) -> Self {
-        Self { state, audit, authenticator, service_token }
+        Self { state, audit, authenticator, service_token, open_decisions }
     }
 
     /// The fail-closed gate plus read-your-writes.
@@ -67,22 +70,33 @@ impl AuthzApi {
         Ok(())
     }
 
-    /// Decision RPCs: services (and the internal network) ask freely; a person may ask about
-    /// themselves, or about others with `users.view` in the tenant.
-    async fn may_ask(&self, metadata: &MetadataMap, subject: &str, tenant: Option<Uuid>) -> Result<(), ApiError> {
-        if metadata.get("authorization").is_none() {
-            return Ok(());
+    /// Who asks a decision question: a service (by the service token) or a person (by session).
+    /// A call without any credentials is refused, unless the deployment answers such calls
+    /// (`TETHER_AUTHZ_OPEN_DECISIONS`, for networks that authenticate callers themselves).
+    async fn asker(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
+        if self.open_decisions && !has_credentials(metadata) {
+            return Ok(Caller { actor: Actor::Service("unauthenticated".into()), client_ip: String::new() });
         }
-        let who = caller(metadata, &*self.authenticator, &self.service_token).await?;
-        let Some(user) = who.user() else { return Ok(()) };
+        caller(metadata, &*self.authenticator, &self.service_token).await
+    }
+
+    /// Whether `who` may ask about `subject`: services may ask anything; a person may ask about
+    /// themselves, or about others with `users.view` in the tenant (MSP staff when no tenant).
+    fn may_ask_about(&self, who: &Caller, subject: &str, tenant: Option<Uuid>) -> bool {
+        let Some(user) = who.user() else { return true };
         if user.user_id == subject {
-            return Ok(());
+            return true;
         }
-        let allowed = match (Uuid::try_parse(&user.user_id).ok(), tenant) {
+        match (Uuid::try_parse(&user.user_id).ok(), tenant) {
             (Some(u), Some(t)) => self.state.read().decide_names(&u, "users.view", &t, None).allowed(),
             _ => user.is_msp_staff,
-        };
-        if allowed {
+        }
+    }
+
+    /// Decision RPCs about one subject: [`Self::asker`] then [`Self::may_ask_about`].
+    async fn may_ask(&self, metadata: &MetadataMap, subject: &str, tenant: Option<Uuid>) -> Result<(), ApiError> {
+        let who = self.asker(metadata).await?;
+        if self.may_ask_about(&who, subject, tenant) {
             Ok(())
         } else {
             Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required"))
@@ -129,19 +143,22 @@ impl AuthzApi {
         }
     }
 
-    fn record_decision(&self, decision_id: &str, user: &str, perm: &str, tenant: &str, resource: &str, reason: Reason) {
+    /// Queues the audit event of a decision: always when denied, in the sample when allowed.
+    fn record_decision(&self, decision_id: &str, r: pb::CheckRequest, reason: Reason) {
         let allowed = reason.allowed();
         if allowed && !self.audit.sample_allowed() {
             return;
         }
-        self.audit.record(audit::decision_event(DecisionFacts {
-            decision_id,
-            user_id: user,
-            permission: perm,
-            tenant_id: tenant,
-            resource_id: resource,
+        self.audit.record(Queued::One(DecisionRecord {
+            decision_id: decision_id.to_owned(),
+            user_id: r.subject_user_id,
+            permission: r.permission,
+            tenant_id: r.tenant_id,
+            resource_id: r.resource_id,
             allowed,
             reason: cv::reason(reason).as_str_name(),
+            trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
+            at_micros: now_micros(),
         }));
     }
 
@@ -901,8 +918,16 @@ impl AuthzService for AuthzApi {
     // ---------------- delegation ----------------
 
     async fn check_role_grant(&self, request: Request<pb::CheckRoleGrantRequest>) -> Reply<pb::CheckRoleGrantResponse> {
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
         let actor = cv::uuid("actor_user_id", &r.actor_user_id)?;
+        // Services ask on behalf of anyone; a person only about what they themselves may grant.
+        if self.asker(&metadata).await?.user().is_some_and(|p| p.user_id != r.actor_user_id) {
+            return Err(ApiError::permission_denied(
+                ErrorReason::PermissionDenied,
+                "a person may only ask what they themselves may grant",
+            )
+            .into());
+        }
         let target = cv::optional_uuid("target_user_id", &r.target_user_id)?;
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         cv::text("role", &r.role, 64)?;
@@ -964,24 +989,14 @@ impl AuthzService for AuthzApi {
             let s = index.resolve(&user, &r.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
             (index.decide(s), index.revisions)
         };
-        let decision_id = Uuid::now_v7().to_string();
-        self.record_decision(
-            &decision_id,
-            &r.subject_user_id,
-            &r.permission,
-            &r.tenant_id,
-            &r.resource_id,
-            decision.reason,
-        );
-        Ok(Response::new(pb::CheckResponse {
-            allowed: decision.allowed(),
-            decision_id,
-            evaluated_at: Some(cv::token(revisions)),
-        }))
+        let decision_id = audit::fresh_id().to_string();
+        let allowed = decision.allowed();
+        self.record_decision(&decision_id, r, decision.reason);
+        Ok(Response::new(pb::CheckResponse { allowed, decision_id, evaluated_at: Some(cv::token(revisions)) }))
     }
 
     async fn batch_check(&self, request: Request<pb::BatchCheckRequest>) -> Reply<pb::BatchCheckResponse> {
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
         if r.items.is_empty() {
             return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "items is required")
                 .with_metadata("field", "items")
@@ -993,10 +1008,11 @@ impl AuthzService for AuthzApi {
                 .with_metadata("limit", cv::MAX_BATCH.to_string())
                 .into());
         }
+        let who = self.asker(&metadata).await?;
         self.fresh(r.at_least_as_fresh.as_ref()).await?;
-        let batch_id = Uuid::now_v7().to_string();
+        let batch_id = audit::fresh_id().to_string();
         let mut decisions = Vec::with_capacity(r.items.len());
-        let mut denied = Vec::new();
+        let mut recorded = Vec::new();
         let revisions = {
             let index = self.state.read();
             for (i, item) in r.items.iter().enumerate() {
@@ -1005,13 +1021,26 @@ impl AuthzService for AuthzApi {
                     let tenant = cv::uuid("tenant_id", &item.tenant_id)?;
                     cv::permission_name("permission", &item.permission)?;
                     let resource = cv::optional_resource("resource_id", &item.resource_id)?;
-                    index.resolve(&user, &item.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)
+                    let s =
+                        index.resolve(&user, &item.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
+                    // A person asking about someone else needs users.view in that item's tenant.
+                    if let Some(asker) = who.user()
+                        && asker.user_id != item.subject_user_id
+                        && !Uuid::try_parse(&asker.user_id)
+                            .is_ok_and(|a| index.decide_names(&a, "users.view", &tenant, None).allowed())
+                    {
+                        return Err(ApiError::permission_denied(
+                            ErrorReason::PermissionDenied,
+                            "users.view is required",
+                        ));
+                    }
+                    Ok(s)
                 })();
                 match parsed {
                     Ok(s) => {
                         let d = index.decide(s);
                         if !d.allowed() || self.audit.sample_allowed() {
-                            denied.push((i, d.reason));
+                            recorded.push((i, d.allowed(), cv::reason(d.reason).as_str_name()));
                         }
                         decisions.push(pb::BatchCheckItemDecision { allowed: d.allowed(), error: 0 });
                     }
@@ -1020,18 +1049,13 @@ impl AuthzService for AuthzApi {
             }
             index.revisions
         };
-        for (i, reason) in denied {
-            let item = &r.items[i];
-            self.audit.record(audit::decision_event(DecisionFacts {
-                decision_id: &format!("{batch_id}/{i}"),
-                user_id: &item.subject_user_id,
-                permission: &item.permission,
-                tenant_id: &item.tenant_id,
-                resource_id: &item.resource_id,
-                allowed: reason.allowed(),
-                reason: cv::reason(reason).as_str_name(),
-            }));
-        }
+        self.audit.record(Queued::Batch {
+            batch_id: batch_id.clone(),
+            items: r.items,
+            recorded,
+            trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
+            at_micros: now_micros(),
+        });
         Ok(Response::new(pb::BatchCheckResponse {
             decisions,
             decision_id: batch_id,
@@ -1138,8 +1162,13 @@ impl AuthzService for AuthzApi {
     }
 
     async fn lookup_subjects(&self, request: Request<pb::LookupSubjectsRequest>) -> Reply<pb::LookupSubjectsResponse> {
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
+        // An access review lists people: services, or a person with users.view in the tenant.
+        let who = self.asker(&metadata).await?;
+        if who.user().is_some() && !self.may_ask_about(&who, "", Some(tenant)) {
+            return Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required").into());
+        }
         cv::permission_name("permission", &r.permission)?;
         let resource = cv::optional_resource("resource_id", &r.resource_id)?;
         let size = page::size(r.page_size)?;
@@ -1189,11 +1218,9 @@ impl AuthzService for AuthzApi {
     // ---------------- operations ----------------
 
     async fn get_index_status(&self, request: Request<pb::GetIndexStatusRequest>) -> Reply<pb::GetIndexStatusResponse> {
-        if request.metadata().get("authorization").is_some() {
-            let who = caller(request.metadata(), &*self.authenticator, &self.service_token).await?;
-            if who.user().is_some_and(|p| !p.is_msp_staff) {
-                return Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "MSP staff only").into());
-            }
+        let who = self.asker(request.metadata()).await?;
+        if who.user().is_some_and(|p| !p.is_msp_staff) {
+            return Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "MSP staff only").into());
         }
         use std::sync::atomic::Ordering;
         let source = |kind: RevisionSource, s: &crate::events::SourceState| {

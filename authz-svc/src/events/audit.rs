@@ -1,11 +1,14 @@
 //! Audit events: built here, recorded through authz's outbox (delivery is the relay's job).
 
 use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+    Arc, OnceLock,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
-use tether_proto::common::v1::{Actor, ActorKind, AuditEvent, AuditOutcome};
+use tether_proto::{
+    authz::v1::BatchCheckItem,
+    common::v1::{Actor, ActorKind, AuditEvent, AuditOutcome},
+};
 use tether_runtime::{
     access::Caller,
     db::{Database, now_micros},
@@ -55,48 +58,125 @@ pub fn change_event(caller: Option<&Caller>, c: Change<'_>) -> AuditEvent {
     }
 }
 
-/// What a decision event says.
-pub struct DecisionFacts<'a> {
-    pub decision_id: &'a str,
-    pub user_id: &'a str,
-    pub permission: &'a str,
-    pub tenant_id: &'a str,
-    pub resource_id: &'a str,
+/// A decision to audit, as the call left it: the call moves its own strings in, the writer
+/// builds the event, so a check pays no formatting or encoding for its audit trail.
+pub struct DecisionRecord {
+    pub decision_id: String,
+    pub user_id: String,
+    pub permission: String,
+    pub tenant_id: String,
+    pub resource_id: String,
     pub allowed: bool,
     /// A `DecisionReason` name.
-    pub reason: &'a str,
+    pub reason: &'static str,
+    pub trace_id: String,
+    pub at_micros: i64,
 }
 
-pub fn decision_event(f: DecisionFacts<'_>) -> AuditEvent {
+/// What the queue carries: one check, or the recorded items of one BatchCheck (item `i`'s
+/// decision id is `{batch_id}/{i}`), whose items travel as the request brought them.
+pub enum Queued {
+    One(DecisionRecord),
+    Batch {
+        batch_id: String,
+        items: Vec<BatchCheckItem>,
+        /// Index into `items`, whether allowed, the `DecisionReason` name.
+        recorded: Vec<(usize, bool, &'static str)>,
+        trace_id: String,
+        at_micros: i64,
+    },
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Batch { recorded, .. } => recorded.len(),
+        }
+    }
+
+    fn into_events(self, out: &mut Vec<AuditEvent>) {
+        match self {
+            Self::One(r) => out.push(decision_event(r)),
+            Self::Batch { batch_id, mut items, recorded, trace_id, at_micros } => {
+                for (i, allowed, reason) in recorded {
+                    let Some(item) = items.get_mut(i) else { continue };
+                    out.push(decision_event(DecisionRecord {
+                        decision_id: format!("{batch_id}/{i}"),
+                        user_id: std::mem::take(&mut item.subject_user_id),
+                        permission: std::mem::take(&mut item.permission),
+                        tenant_id: std::mem::take(&mut item.tenant_id),
+                        resource_id: std::mem::take(&mut item.resource_id),
+                        allowed,
+                        reason,
+                        trace_id: trace_id.clone(),
+                        at_micros,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+pub fn decision_event(r: DecisionRecord) -> AuditEvent {
     let metadata = serde_json::json!({
-        "decision_id": f.decision_id,
-        "subject_user_id": f.user_id,
-        "permission": f.permission,
-        "resource_id": f.resource_id,
+        "decision_id": r.decision_id,
+        "subject_user_id": r.user_id,
+        "permission": r.permission,
+        "resource_id": r.resource_id,
     });
     AuditEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        occurred_at: Some(timestamp_from_micros(now_micros())),
+        event_id: fresh_id().to_string(),
+        occurred_at: Some(timestamp_from_micros(r.at_micros)),
         source_service: SOURCE.to_owned(),
         actor: Some(actor(None)),
-        action: if f.allowed { "authz.check_allowed" } else { "authz.check_denied" }.to_owned(),
+        action: if r.allowed { "authz.check_allowed" } else { "authz.check_denied" }.to_owned(),
         resource_type: "permission".to_owned(),
-        resource_id: f.permission.to_owned(),
-        tenant_id: f.tenant_id.to_owned(),
+        resource_id: r.permission,
+        tenant_id: r.tenant_id,
         client_ip: String::new(),
-        outcome: if f.allowed { AuditOutcome::Success } else { AuditOutcome::Denied } as i32,
-        reason: f.reason.to_owned(),
-        trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
+        outcome: if r.allowed { AuditOutcome::Success } else { AuditOutcome::Denied } as i32,
+        reason: r.reason.to_owned(),
+        trace_id: r.trace_id,
         before_json: String::new(),
         after_json: String::new(),
         metadata_json: metadata.to_string(),
     }
 }
 
+/// A time-ordered UUID (v7) for decision and event ids, without asking the OS for randomness on
+/// every decision: a per-process random seed mixed with a counter (odd multiplier: no two
+/// counter values collide), so ids stay unique across replicas and calls.
+pub fn fresh_id() -> uuid::Uuid {
+    static SEED: OnceLock<[u8; 10]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(|| {
+        let random = uuid::Uuid::new_v4();
+        let mut seed = [0u8; 10];
+        seed.copy_from_slice(&random.as_bytes()[..10]);
+        seed
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut bytes = *seed;
+    for (b, m) in bytes.iter_mut().zip(n.to_be_bytes()) {
+        *b ^= m;
+    }
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
+}
+
+/// Most decision events waiting for the writer; beyond it new ones are dropped (and counted)
+/// rather than stalling decisions or growing without bound.
+const MAX_QUEUED_EVENTS: usize = 65_536;
+
 /// Hands decision events to a background writer so a check never waits for the database.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::UnboundedSender<Queued>,
+    queued: Arc<AtomicUsize>,
     allowed_every: u64,
     allowed_seen: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
@@ -105,9 +185,12 @@ pub struct AuditSink {
 impl AuditSink {
     /// Starts the writer; it drains what is queued and stops at `stopping`.
     pub fn start(database: Database, allowed_every: usize, stopping: CancellationToken) -> Self {
-        let (tx, mut rx) = mpsc::channel::<AuditEvent>(65_536);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = queued.clone();
         tokio::spawn(async move {
             let mut buffer = Vec::with_capacity(512);
+            let mut events = Vec::with_capacity(512);
             let mut closing = false;
             loop {
                 let got = if closing {
@@ -126,14 +209,19 @@ impl AuditSink {
                 if got == 0 {
                     return;
                 }
-                if let Err(e) = crate::store::record_decisions(&database, &buffer).await {
-                    tracing::error!(error = %e, count = buffer.len(), "cannot record decision audit events");
+                for queued in buffer.drain(..) {
+                    writer_queued.fetch_sub(queued.len(), Ordering::Relaxed);
+                    queued.into_events(&mut events);
                 }
-                buffer.clear();
+                if let Err(e) = crate::store::record_decisions(&database, &events).await {
+                    tracing::error!(error = %e, count = events.len(), "cannot record decision audit events");
+                }
+                events.clear();
             }
         });
         Self {
             tx,
+            queued,
             allowed_every: allowed_every as u64,
             allowed_seen: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -145,13 +233,35 @@ impl AuditSink {
         self.allowed_every > 0 && self.allowed_seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.allowed_every)
     }
 
-    pub fn record(&self, event: AuditEvent) {
-        if self.tx.try_send(event).is_err() {
-            // Overload: shedding audit events beats stalling every decision; counted and logged.
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n, "decision audit queue full; events dropped");
+    pub fn record(&self, queued: Queued) {
+        let n = queued.len();
+        if n == 0 {
+            return;
+        }
+        let before = self.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > MAX_QUEUED_EVENTS || self.tx.send(queued).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            // Overload: shedding audit events beats stalling every decision; counted, and logged
+            // each time the count passes a power of two.
+            let dropped = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            if dropped.ilog2() != (dropped - n as u64).max(1).ilog2() {
+                tracing::warn!(dropped, "decision audit queue full; events dropped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_ids_are_unique_time_ordered_v7() {
+        let ids: Vec<uuid::Uuid> = (0..100_000).map(|_| fresh_id()).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        let (first, last) = (ids[0].get_timestamp().unwrap(), ids[ids.len() - 1].get_timestamp().unwrap());
+        assert!(first.to_unix() <= last.to_unix());
     }
 }

@@ -31,7 +31,7 @@ use tether_runtime::{
 };
 use tether_tests::{RunningService, TestDatabase};
 use tokio::sync::Notify;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status, service::interceptor::InterceptedService, transport::Channel};
 use uuid::Uuid;
 
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef0123456789";
@@ -422,7 +422,10 @@ impl Authenticator for Sessions {
 
 pub struct Authz {
     pub service: RunningService,
-    pub client: AuthzServiceClient<Channel>,
+    /// A plain channel to the replica, for calls made without credentials.
+    pub channel: Channel,
+    /// Calls as a service (the service token) unless the request names a session itself.
+    pub client: AuthzServiceClient<InterceptedService<Channel, AsServiceUnlessUser>>,
     pub sessions: Sessions,
 }
 
@@ -446,8 +449,9 @@ pub async fn start(source: ConfigSource) -> Authz {
     let host =
         authz_svc::prepare_with(config, Deps { authenticator: Arc::new(sessions.clone()) }).await.expect("prepare");
     let service = RunningService::spawn("authz", host).await;
-    let client = AuthzServiceClient::new(service.channel().await);
-    Authz { service, client, sessions }
+    let channel = service.channel().await;
+    let client = AuthzServiceClient::with_interceptor(channel.clone(), AsServiceUnlessUser);
+    Authz { service, channel, client, sessions }
 }
 
 /// Starts authz and waits for it to serve.
@@ -455,6 +459,22 @@ pub async fn start_serving(db: &TestDatabase, up: &Upstreams, extra: &[(&str, &s
     let authz = start(config(db, up, extra)).await;
     authz.service.wait_serving().await;
     authz
+}
+
+/// What other Tether services do: present the service token, unless the test made the call as a
+/// person (an `authorization` header) or as someone else already.
+#[derive(Clone, Copy)]
+pub struct AsServiceUnlessUser;
+
+impl tonic::service::Interceptor for AsServiceUnlessUser {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let metadata = request.metadata_mut();
+        if !metadata.contains_key("authorization") && !metadata.contains_key("x-tether-service-token") {
+            metadata.insert("x-tether-service-token", SERVICE_TOKEN.parse().unwrap());
+            metadata.insert("x-tether-service", "tests".parse().unwrap());
+        }
+        Ok(request)
+    }
 }
 
 pub fn as_service<T>(message: T) -> Request<T> {

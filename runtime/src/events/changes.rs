@@ -53,7 +53,7 @@ pub async fn record_changes<C: ChangeMessage>(
         .enumerate()
         .map(|(seq, mut change)| {
             change.stamp(revision, committed_at, seq + 1 == count);
-            hex::encode(change.encode_to_vec())
+            to_hex(&change.encode_to_vec())
         })
         .collect();
     // Multi-row inserts: one revision may carry thousands of changes (a tenant with the shadow
@@ -84,11 +84,23 @@ pub async fn record_audit(tx: &mut Transaction<'static, Any>, events: &[AuditEve
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for event in chunk {
-            query = query.bind(event.event_id.clone()).bind(hex::encode(event.encode_to_vec())).bind(now).bind(now);
+            query = query.bind(event.event_id.clone()).bind(to_hex(&event.encode_to_vec())).bind(now).bind(now);
         }
         query.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Lower-case hex of a payload, as the outbox stores it. A table lookup into one buffer: the
+/// `hex` crate's char-by-char collect showed in profiles of authz's decision audit.
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// `<insert> VALUES ($1, …, $cols), ($cols+1, …), …` for `rows` rows.
@@ -186,5 +198,17 @@ impl ChangeFeed {
                 Ok(StoredChange { revision: u64::try_from(revision).unwrap_or_default(), change })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn payload_hex_reads_back_with_the_decoder() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let text = super::to_hex(&bytes);
+        assert_eq!(text.len(), 512);
+        assert!(text.starts_with("000102") && text.ends_with("fdfeff"));
+        assert_eq!(hex::decode(&text).unwrap(), bytes);
     }
 }
