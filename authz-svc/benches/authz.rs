@@ -408,6 +408,27 @@ fn main() {
         rate,
         k as f64 / t1.elapsed().as_secs_f64()
     );
+
+    // LookupTenants ("which clients can this technician manage?"): the first page of 50.
+    let idx = index.read().expect("lock");
+    for (label, who, perm) in [
+        ("technician (30 assigned clients)", tech_ids[0], "tenant.manage"),
+        ("client user", user_ids[0], "tenant.view"),
+        ("MSP staff (every tenant)", staff_ids[0], "tenant.view"),
+    ] {
+        let slot = idx.known_user_slot(&who).expect("user");
+        let bit = idx.policy.permission_bit(perm).expect("permission");
+        let t0 = Instant::now();
+        let (mut calls, mut found) = (0u32, 0usize);
+        while t0.elapsed() < Duration::from_millis(300) {
+            found = idx.lookup_tenants(slot, bit, None, 50).0.len();
+            calls += 1;
+        }
+        println!(
+            "LookupTenants, first page of 50, for a {label}: {found} tenants, {:.1} us per page",
+            t0.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
+        );
+    }
 }
 
 // ---------- SpiceDB harness dataset ----------

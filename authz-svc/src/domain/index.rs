@@ -298,6 +298,8 @@ pub struct Index {
     tenants: Vec<TenantEntry>,
     /// Users with any membership in a tenant (unique, unsorted).
     members_of: Vec<Vec<u32>>,
+    /// Each tenant's children (unsorted), for walking a subtree.
+    children: Vec<Vec<u32>>,
     roles: Vec<RoleDef>,
     /// False for names only seen in memberships (no permissions) and deleted custom roles.
     role_defined: Vec<bool>,
@@ -334,6 +336,7 @@ impl Index {
             tenant_order: BTreeMap::new(),
             tenants: Vec::new(),
             members_of: Vec::new(),
+            children: Vec::new(),
             roles: Vec::new(),
             role_defined: Vec::new(),
             role_ids: HashMap::new(),
@@ -407,6 +410,7 @@ impl Index {
             state: TenantState::Unknown,
         });
         self.members_of.push(Vec::new());
+        self.children.push(Vec::new());
         self.tenant_ids.insert(id, i);
         i
     }
@@ -440,11 +444,20 @@ impl Index {
         if existed && (t.parent != parent || t.kind != kind || t.state == TenantState::Unknown) {
             self.clients_dirty = true;
         }
+        let old_parent = t.parent;
         t.parent = parent;
         t.kind = kind;
         t.state = state;
         self.tenant_order.insert(id, i);
         self.tenants[i as usize].client = self.client_of(i);
+        if old_parent != parent || !existed {
+            if old_parent != NONE {
+                self.children[old_parent as usize].retain(|c| *c != i);
+            }
+            if parent != NONE && !self.children[parent as usize].contains(&i) {
+                self.children[parent as usize].push(i);
+            }
+        }
     }
 
     /// Call after applying a revision or a snapshot.
@@ -634,6 +647,7 @@ impl Index {
             + self.tenants.capacity() * std::mem::size_of::<TenantEntry>()
             + (self.user_ids.capacity() + self.tenant_ids.capacity()) * map_entry
             + self.tenant_order.len() * (16 + 4 + 16)
+            + self.children.iter().map(|v| v.capacity() * 4 + std::mem::size_of::<Vec<u32>>()).sum::<usize>()
     }
 
     pub fn role(&self, name: &str) -> Option<&RoleDef> {
@@ -1011,6 +1025,36 @@ impl Index {
 
     /// Tenants (by id, after `after`) where the user holds the permission; at most `limit`.
     pub fn lookup_tenants(&self, user: u32, bit: u8, after: Option<Uuid>, limit: usize) -> (Vec<Uuid>, bool) {
+        // Most users reach a few branches: decide only there. Whoever may reach everything (an
+        // all-tenants role, an override everywhere) is checked tenant by tenant, in order.
+        if let Some(roots) = self.reachable_roots(user, bit) {
+            let mut candidates: Vec<(Uuid, u32)> = Vec::new();
+            let mut stack = roots;
+            let mut seen = vec![false; self.tenants.len()];
+            while let Some(t) = stack.pop() {
+                if std::mem::replace(&mut seen[t as usize], true) {
+                    continue;
+                }
+                let id = self.tenants[t as usize].id;
+                if after.is_none_or(|a| id > a) {
+                    candidates.push((id, t));
+                }
+                stack.extend_from_slice(&self.children[t as usize]);
+            }
+            candidates.sort_unstable();
+            let mut out = Vec::new();
+            for (id, t) in candidates {
+                if self.tenants[t as usize].state != TenantState::Unknown
+                    && self.decide(Subject { user, bit, tenant: t, resource: NONE }).allowed()
+                {
+                    if out.len() == limit {
+                        return (out, true);
+                    }
+                    out.push(id);
+                }
+            }
+            return (out, false);
+        }
         let mut out = Vec::new();
         let range = match after {
             Some(a) => self.tenant_order.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
@@ -1025,6 +1069,36 @@ impl Index {
             }
         }
         (out, false)
+    }
+
+    /// The tops of every branch where `user` could hold `bit` (a superset: each tenant found is
+    /// still decided), or `None` when that may be everywhere.
+    fn reachable_roots(&self, user: u32, bit: u8) -> Option<Vec<u32>> {
+        let mut roots = Vec::new();
+        if let Some(list) = self.overrides.get(&user) {
+            for o in list.iter().filter(|o| o.bit == bit && !o.deny) {
+                if o.tenant == NONE {
+                    return None;
+                }
+                roots.push(o.tenant);
+            }
+        }
+        let mask = 1u128 << bit;
+        for m in &self.memberships[user as usize] {
+            let role = &self.roles[m.role as usize];
+            if role.permissions & mask == 0 {
+                continue;
+            }
+            match role.scope {
+                // Reaches the clients assigned to the user, wherever the membership sits.
+                Scope::AssignedTenants if m.kind != MemberKind::Assigned => {
+                    roots.extend_from_slice(&self.assigned[user as usize]);
+                }
+                _ if self.tenants[m.tenant as usize].parent == NONE => return None,
+                _ => roots.push(m.tenant),
+            }
+        }
+        Some(roots)
     }
 
     /// Active users (by id, after `after`) who hold the permission in the tenant; at most `limit`.

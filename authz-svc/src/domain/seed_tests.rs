@@ -326,3 +326,95 @@ fn seed_004_technicians_manage_assigned_organisations_only_and_the_owner_is_not_
     assert_eq!(w.grant("admin", Some("owner"), "msp", None, Some("msp_owner")), Err(GrantDenial::OwnerNotRemovable));
     assert_eq!(w.grant("admin", Some("tech"), "msp", Some("msp_admin"), Some("msp_technician")), Ok(()));
 }
+
+/// LookupTenants walks only the branches a user can reach; over a tree with nested and moved
+/// departments, suspended branches, assignments and overrides, it must list exactly the tenants
+/// where a decision allows, in id order, across pages.
+#[test]
+fn lookup_tenants_lists_exactly_the_allowed_tenants() {
+    let mut w = World::new("msp-panel");
+    let msp = w.id("msp");
+    let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut clients = Vec::new();
+    let mut all = vec![msp, w.id("A"), w.id("A1"), w.id("B")];
+    for i in 0..30 {
+        let c = Uuid::new_v4();
+        let state = if i % 7 == 0 { TenantState::Suspended } else { TenantState::Active };
+        w.index.upsert_tenant(c, Some(msp), TenantKind::Client, state);
+        let mut parent = c;
+        for _ in 0..next(4) {
+            let d = Uuid::new_v4();
+            w.index.upsert_tenant(d, Some(parent), TenantKind::Department, TenantState::Active);
+            all.push(d);
+            parent = if next(2) == 0 { d } else { c };
+        }
+        clients.push(c);
+        all.push(c);
+    }
+    // A department moves to another client, after the fact.
+    let moved = Uuid::new_v4();
+    w.index.upsert_tenant(moved, Some(clients[1]), TenantKind::Department, TenantState::Active);
+    w.index.upsert_tenant(moved, Some(clients[2]), TenantKind::Department, TenantState::Active);
+    all.push(moved);
+    w.index.finish();
+
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let u = Uuid::new_v4();
+        w.index.upsert_user(u, UserState::Active, i % 3 == 0);
+        match i % 3 {
+            0 => {
+                w.index.upsert_membership(u, msp, "msp_user", MemberKind::Direct);
+                for _ in 0..4 {
+                    w.index.assign(u, clients[next(clients.len())]);
+                }
+            }
+            1 => w.index.upsert_membership(u, clients[next(clients.len())], "end_client", MemberKind::Direct),
+            _ => w.index.upsert_membership(u, all[next(all.len())], "end_client", MemberKind::Direct),
+        }
+        users.push(u);
+    }
+    w.index.upsert_user(users[4], UserState::Suspended, false);
+    // Overrides: one tenant-wide grant, one deny, one grant everywhere.
+    for (k, (tenant, deny)) in
+        [(Some(clients[5]), false), (Some(clients[2]), true), (None, false)].into_iter().enumerate()
+    {
+        w.own.overrides.push(OverrideRecord {
+            user: users[k + 1],
+            permission: "devices.view".into(),
+            tenant: tenant.map(|t| all[all.iter().position(|x| *x == t).unwrap_or(0)]),
+            deny,
+            note: String::new(),
+            created_by: String::new(),
+            created_at_micros: 0,
+        });
+    }
+    w.index.load_own(w.own.clone());
+
+    all.sort();
+    for perm in ["devices.view", "clients.manage", "billing.manage"] {
+        let bit = w.index.policy.permission_bit(perm).unwrap();
+        for u in &users {
+            let expected: Vec<Uuid> =
+                all.iter().copied().filter(|t| w.index.decide_names(u, perm, t, None).allowed()).collect();
+            let slot = w.index.known_user_slot(u).unwrap();
+            let mut listed = Vec::new();
+            let mut after = None;
+            loop {
+                let (page, more) = w.index.lookup_tenants(slot, bit, after, 3);
+                listed.extend_from_slice(&page);
+                after = page.last().copied();
+                if !more {
+                    break;
+                }
+            }
+            assert_eq!(listed, expected, "{perm} for a user");
+        }
+    }
+}
