@@ -744,6 +744,13 @@ mod grpc {
             .map(|c| pb::BatchCheckRequest { items: c.to_vec(), at_least_as_fresh: None }.encode_to_vec())
             .collect();
         let checks_file = dir.join("checks.bin");
+        // Also batches of 1,000 (the most one call takes): the per-call cost spread thinner.
+        let big_batches: Vec<Vec<u8>> = items
+            .chunks(1_000)
+            .map(|c| pb::BatchCheckRequest { items: c.to_vec(), at_least_as_fresh: None }.encode_to_vec())
+            .collect();
+        let big_batch_file = dir.join("batch1000.bin");
+        write_records(&big_batch_file, &big_batches);
         let batch_file = dir.join("batch.bin");
         let empty_file = dir.join("empty.bin");
         write_records(&checks_file, &checks);
@@ -769,6 +776,7 @@ mod grpc {
             ("check-c16", "/tether.authz.v1.AuthzService/Check", &checks_file, 16),
             ("batch100-c1", "/tether.authz.v1.AuthzService/BatchCheck", &batch_file, 1),
             ("batch100-c16", "/tether.authz.v1.AuthzService/BatchCheck", &batch_file, 16),
+            ("batch1000-c4", "/tether.authz.v1.AuthzService/BatchCheck", &big_batch_file, 4),
         ];
         for (label, method, file, concurrency) in runs {
             let tool = tool.to_owned();
@@ -799,6 +807,27 @@ mod grpc {
             }
         }
         println!("raw results: {}", json.display());
+        // One summary line per run: decisions per second, and Check as a share of the floor.
+        let lines = std::fs::read_to_string(&json).unwrap_or_default();
+        let runs: Vec<serde_json::Value> = lines.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let rps =
+            |label: &str| runs.iter().find(|r| r["label"] == label).and_then(|r| r["rps"].as_f64()).unwrap_or_default();
+        let p99_ms = |label: &str| {
+            runs.iter().find(|r| r["label"] == label).and_then(|r| r["latency_us"]["p99"].as_f64()).unwrap_or_default()
+                / 1000.0
+        };
+        for c in ["c1", "c16"] {
+            let (check, floor) = (rps(&format!("check-{c}")), rps(&format!("floor-{c}")));
+            println!(
+                "summary {c}: Check {check:.0}/s (p99 {:.2} ms) = {:.0} % of the floor's {floor:.0}/s (p99 {:.2} ms)",
+                p99_ms(&format!("check-{c}")),
+                100.0 * check / floor.max(1.0),
+                p99_ms(&format!("floor-{c}")),
+            );
+        }
+        for (label, items) in [("batch100-c1", 100.0), ("batch100-c16", 100.0), ("batch1000-c4", 1000.0)] {
+            println!("summary {label}: {:.0} decisions/s", rps(label) * items);
+        }
 
         // Propagation: a deactivation committed upstream, until a check here denies.
         let mut delays = Vec::new();
