@@ -31,11 +31,22 @@ pub struct Config {
     /// `TETHER_IDENTITY_HASH_CONCURRENCY`: password hashes computed at once; default: the
     /// number of cores.
     pub hash_concurrency: usize,
+    /// `TETHER_IDENTITY_HASH_NICE`, default 10 (0..=19; 0 leaves it unchanged): the scheduling
+    /// priority (nice) of the hashing threads, so request threads win the cores under a storm.
+    pub hash_nice: i32,
     pub relay: RelayConfig,
     /// `TETHER_IDENTITY_TENANCY_ADDR`, default `http://127.0.0.1:50052`.
     pub tenancy_addr: String,
     /// `TETHER_IDENTITY_AUTHZ_ADDR`, default `http://127.0.0.1:50053`.
     pub authz_addr: String,
+    /// `TETHER_IDENTITY_TENANCY_TIMEOUT_MS`, default 2000: how long a request waits for
+    /// tenancy-svc when it must ask (roles for 2FA policies at login, the owner before a
+    /// deactivation) before failing closed with UNAVAILABLE.
+    pub tenancy_timeout: Duration,
+    /// `TETHER_IDENTITY_RESET_REQUESTS_PER_IP` (default 5) per `TETHER_IDENTITY_RESET_WINDOW_MS`
+    /// (default 15 minutes): unauthenticated password-reset requests (they send mail) one client
+    /// address may make; more are RESOURCE_EXHAUSTED / RATE_LIMITED.
+    pub reset_rate: RateLimit,
     /// `TETHER_SERVICE_TOKEN`.
     pub service_token: ServiceToken,
     pub invitations: InvitationConfig,
@@ -100,6 +111,13 @@ pub struct SessionConfig {
     /// `TETHER_IDENTITY_LOGIN_STEP_TTL_MS`, default 10 minutes: how long a password-change step
     /// token stays valid.
     pub step_ttl: Duration,
+}
+
+/// At most `max` requests per fixed `window` per subject.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub max: u32,
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +223,7 @@ impl Config {
             account_lockout,
             ip_lockout,
             hash_concurrency: source.count_or(&key("HASH_CONCURRENCY"), cores, 1..=1024)?,
+            hash_nice: source.count_or(&key("HASH_NICE"), 10, 0..=19)? as i32,
             relay: RelayConfig {
                 retry: source.millis_or(&key("RELAY_RETRY_MS"), Duration::from_millis(500), 1..=600_000)?,
                 max_retry: source.millis_or(&key("RELAY_MAX_RETRY_MS"), Duration::from_secs(30), 1..=3_600_000)?,
@@ -212,6 +231,15 @@ impl Config {
             },
             tenancy_addr: upstream_addr(source, SERVICE, "tenancy", 50052)?,
             authz_addr: upstream_addr(source, SERVICE, "authz", 50053)?,
+            tenancy_timeout: source.millis_or(&key("TENANCY_TIMEOUT_MS"), Duration::from_secs(2), 10..=60_000)?,
+            reset_rate: RateLimit {
+                max: source.count_or(&key("RESET_REQUESTS_PER_IP"), 5, 1..=1_000_000)? as u32,
+                window: source.millis_or(
+                    &key("RESET_WINDOW_MS"),
+                    Duration::from_secs(900),
+                    1000..=24 * 60 * MINUTE_MS,
+                )?,
+            },
             service_token: ServiceToken::load(source)?,
             invitations: InvitationConfig {
                 ttl: source.millis_or(

@@ -365,3 +365,55 @@ async fn deletion_leaves_a_tombstone_ends_sessions_and_frees_the_email() {
     assert_ne!(again.user_id, dan.user_id);
     assert!(env.audit().await.iter().any(|e| e.action == "user.delete" && e.after_json.is_empty()));
 }
+
+#[tokio::test]
+async fn the_owner_named_by_tenancy_cannot_be_removed_and_a_former_owner_can() {
+    use std::sync::atomic::Ordering;
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let sam = env.create(&owner, "sam@msp.example", "Sam", "", "msp_admin", true).await;
+    let tim = env.create(&owner, "tim@msp.example", "Tim", "", "msp_admin", true).await;
+    let uma = env.create(&owner, "uma@msp.example", "Uma", "", "msp_admin", true).await;
+    let ann = env.create(&owner, "ann@a.example", "Ann", TENANT_A, "client_user", false).await;
+    env.authz.grant(&sam.user_id, "*", "msp_admin");
+    let sam_token = env.login("sam@msp.example", PASSWORD).await;
+    let deactivate = |id: &str| pb::DeactivateUserRequest { user_id: id.into(), ..Default::default() };
+
+    // The bootstrap owner owns the MSP in tenancy: not removable.
+    assert_eq!(env.tenancy.owner.lock().unwrap().clone(), Some(env.owner_id.clone()));
+    assert_err(
+        env.client().deactivate_user(auth(&sam_token, deactivate(&env.owner_id))).await,
+        Code::FailedPrecondition,
+        "OWNER_NOT_REMOVABLE",
+    );
+
+    // Ownership moves to Tim (TransferOwnership in tenancy-svc).
+    env.tenancy.set_owner(&tim.user_id);
+    assert_err(
+        env.client().deactivate_user(auth(&owner, deactivate(&tim.user_id))).await,
+        Code::FailedPrecondition,
+        "OWNER_NOT_REMOVABLE",
+    );
+    assert_err(
+        env.client().delete_user(auth(&owner, pb::DeleteUserRequest { user_id: tim.user_id.clone() })).await,
+        Code::FailedPrecondition,
+        "OWNER_NOT_REMOVABLE",
+    );
+    env.login("tim@msp.example", PASSWORD).await;
+
+    // Tenancy unreachable: staff removals fail closed; client users need no answer from it.
+    env.tenancy.failing.store(true, Ordering::SeqCst);
+    assert_err(
+        env.client().deactivate_user(auth(&sam_token, deactivate(&uma.user_id))).await,
+        Code::Unavailable,
+        "UNAVAILABLE",
+    );
+    env.login("uma@msp.example", PASSWORD).await;
+    env.client().deactivate_user(auth(&sam_token, deactivate(&ann.user_id))).await.unwrap();
+    env.tenancy.failing.store(false, Ordering::SeqCst);
+
+    // The former owner is an ordinary administrator now: deactivated, then deleted.
+    env.client().deactivate_user(auth(&sam_token, deactivate(&env.owner_id))).await.unwrap();
+    assert_err(env.authenticate(&owner).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    env.client().delete_user(auth(&sam_token, pb::DeleteUserRequest { user_id: env.owner_id.clone() })).await.unwrap();
+}

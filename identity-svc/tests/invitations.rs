@@ -203,3 +203,24 @@ async fn client_admins_invite_only_into_their_tenant() {
         env.client().list_invitations(auth(&ada, pb::ListInvitationsRequest::default())).await.unwrap().into_inner();
     assert_eq!(listed.invitations.iter().map(|i| i.email.clone()).collect::<Vec<_>>(), vec!["sam@a.example"]);
 }
+
+#[tokio::test]
+async fn the_invitee_sees_which_organisation_invited_them() {
+    use std::sync::atomic::Ordering;
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.tenancy.names.lock().unwrap().insert(TENANT_A.into(), "Kestrel Works".into());
+    let created = invite(&env, &owner, "pia@a.example", TENANT_A, "client_user").await;
+    let view = |token: &str| pb::GetInvitationRequest { invitation_token: token.into() };
+    let seen = env.client().get_invitation(view(&created.invitation_token)).await.unwrap().into_inner();
+    assert_eq!((seen.tenant_id.as_str(), seen.tenant_name.as_str()), (TENANT_A, "Kestrel Works"));
+    assert_eq!(seen.role, "client_user");
+
+    // The current name (asked live): a rename shows; an outage only leaves the name out.
+    env.tenancy.names.lock().unwrap().insert(TENANT_A.into(), "Kestrel Works Ltd".into());
+    let seen = env.client().get_invitation(view(&created.invitation_token)).await.unwrap().into_inner();
+    assert_eq!(seen.tenant_name, "Kestrel Works Ltd");
+    env.tenancy.failing.store(true, Ordering::SeqCst);
+    let seen = env.client().get_invitation(view(&created.invitation_token)).await.unwrap().into_inner();
+    assert_eq!((seen.email.as_str(), seen.tenant_name.as_str()), ("pia@a.example", ""));
+}

@@ -379,3 +379,78 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
     );
     env.login("zoe@a.example", "fresh-start-phrase-1").await;
 }
+
+fn from_ip<T>(ip: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-client-ip", ip.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn password_reset_requests_are_rate_limited_per_address_without_revealing_the_email() {
+    let env = Env::start_with(&[("TETHER_IDENTITY_RESET_REQUESTS_PER_IP", "2")]).await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "ria@a.example", "Ria", TENANT_A, "client_user", false).await;
+    let ask = |ip: &str, email: &str| {
+        let mut client = env.client();
+        let request = from_ip(ip, pb::RequestPasswordResetRequest { email: email.into() });
+        async move { client.request_password_reset(request).await }
+    };
+    let mails = || {
+        std::fs::read_dir(&env.mail_dir)
+            .map(|d| {
+                d.filter(|e| std::fs::read_to_string(e.as_ref().unwrap().path()).unwrap().contains("ria@a.example"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    ask("203.0.113.5", "ria@a.example").await.unwrap();
+    ask("203.0.113.5", "nobody@a.example").await.unwrap();
+    // Over the limit: the same answer whether the email exists or not, and no more mail.
+    assert_err(ask("203.0.113.5", "ria@a.example").await, Code::ResourceExhausted, "RATE_LIMITED");
+    assert_err(ask("203.0.113.5", "nobody@a.example").await, Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(mails(), 1);
+    // Another address has its own allowance.
+    ask("203.0.113.6", "ria@a.example").await.unwrap();
+    assert_eq!(mails(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_failures_are_each_counted() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_LOCK_AFTER", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_LOCK_AFTER", "1000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    let sol = env.create(&owner, "sol@a.example", "Sol", TENANT_A, "client_user", false).await;
+    const N: usize = 16;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let env_client = env.client();
+        tasks.push(tokio::spawn(async move {
+            let mut c = env_client;
+            c.login(pb::LoginRequest {
+                email: "sol@a.example".into(),
+                password: format!("wrong-guess-number-{i}"),
+                client_ip: "198.51.100.99".into(),
+                ..Default::default()
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        assert_err(t.await.unwrap(), Code::Unauthenticated, "LOGIN_FAILED");
+    }
+    let list = env
+        .client()
+        .list_lockouts(auth(&owner, pb::ListLockoutsRequest { page_size: 100, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let account = list.lockouts.iter().find(|l| l.user_id == sol.user_id).expect("the account's entry");
+    let ip = list.lockouts.iter().find(|l| l.client_ip == "198.51.100.99").expect("the address's entry");
+    assert_eq!((account.failed_attempts, ip.failed_attempts), (N as i32, N as i32));
+}

@@ -221,3 +221,77 @@ async fn a_policy_requiring_2fa_turns_login_into_enrollment_and_admins_can_reset
         pb::login_outcome::Outcome::EnrollmentRequired(_)
     ));
 }
+
+#[tokio::test]
+async fn a_role_policy_asks_enrollment_of_holders_of_the_role_and_fails_closed_without_tenancy() {
+    use std::sync::atomic::Ordering;
+    const DEPT_A1: &str = "00000000-0000-7000-8000-0000000000a1";
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.tenancy.parents.lock().unwrap().insert(DEPT_A1.into(), TENANT_A.into());
+    env.create(&owner, "ann@a.example", "Ann", TENANT_A, "client_admin", false).await;
+    env.create(&owner, "bob@a.example", "Bob", TENANT_A, "client_user", false).await;
+    env.create(&owner, "cat@b.example", "Cat", TENANT_B, "client_admin", false).await;
+    let dan = env.create(&owner, "dan@b.example", "Dan", TENANT_B, "client_user", false).await;
+    // Dan is also an admin of a department of A (a second membership, in tenancy only).
+    env.tenancy.add_role(&dan.user_id, DEPT_A1, "client_admin");
+
+    // No role policy yet: logins never wait on tenancy, even when it is down.
+    env.tenancy.failing.store(true, Ordering::SeqCst);
+    env.login("bob@a.example", PASSWORD).await;
+    env.tenancy.failing.store(false, Ordering::SeqCst);
+
+    let policy = pb::TwoFactorPolicy {
+        tenant_id: TENANT_A.into(),
+        required_roles: vec!["client_admin".into()],
+        ..Default::default()
+    };
+    env.client()
+        .set_two_factor_policy(auth(&owner, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
+        .await
+        .unwrap();
+
+    let enrollment = |o: pb::login_outcome::Outcome| matches!(o, pb::login_outcome::Outcome::EnrollmentRequired(_));
+    // An admin of A, and an admin of a department of A: enrollment, no session.
+    assert!(enrollment(env.try_login("ann@a.example", PASSWORD).await.unwrap()));
+    assert!(enrollment(env.try_login("dan@b.example", PASSWORD).await.unwrap()));
+    // A plain user of A, and an admin of another tenant: a session as before.
+    env.login("bob@a.example", PASSWORD).await;
+    env.login("cat@b.example", PASSWORD).await;
+
+    // Tenancy unreachable while a role policy exists: no session for anyone it might cover.
+    env.tenancy.failing.store(true, Ordering::SeqCst);
+    let sessions_before = env.count("SELECT COUNT(*) FROM sessions").await;
+    assert_err(env.try_login("bob@a.example", PASSWORD).await, Code::Unavailable, "UNAVAILABLE");
+    assert_err(env.try_login("ann@a.example", PASSWORD).await, Code::Unavailable, "UNAVAILABLE");
+    assert_eq!(env.count("SELECT COUNT(*) FROM sessions").await, sessions_before);
+    assert_eq!(env.audit().await.last().unwrap().reason, "ROLES_UNAVAILABLE");
+    env.tenancy.failing.store(false, Ordering::SeqCst);
+    env.login("bob@a.example", PASSWORD).await;
+
+    // Ann enrolls; then she gets the second-factor challenge like anyone with 2FA.
+    let token = match env.try_login("ann@a.example", PASSWORD).await.unwrap() {
+        pb::login_outcome::Outcome::EnrollmentRequired(e) => e.enrollment_token,
+        other => panic!("expected enrollment, got {other:?}"),
+    };
+    let begun = env
+        .client()
+        .begin_totp_enrollment(pb::BeginTotpEnrollmentRequest { enrollment_token: token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let confirmed = env
+        .client()
+        .confirm_totp_enrollment(pb::ConfirmTotpEnrollmentRequest {
+            enrollment_token: token,
+            totp_code: code(&begun.secret, 0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(confirmed.outcome.unwrap().outcome.unwrap(), pb::login_outcome::Outcome::Session(_)));
+    assert!(matches!(
+        env.try_login("ann@a.example", PASSWORD).await.unwrap(),
+        pb::login_outcome::Outcome::SecondFactorRequired(_)
+    ));
+}

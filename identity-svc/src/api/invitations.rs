@@ -365,11 +365,24 @@ impl Identity {
                 .map(|a| a.display_name)
                 .unwrap_or_default(),
         };
+        // Asked live (the contract: "from tenancy-svc; empty if unavailable"): the page shows
+        // the organisation's current name, and an outage only leaves the name out.
+        let tenant_name = match row.tenant_id.as_str() {
+            "" => String::new(),
+            id => match tokio::time::timeout(self.config.tenancy_timeout, self.tenancy.tenant_name(id)).await {
+                Ok(Ok(name)) => name.unwrap_or_default(),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "tenancy-svc: no tenant name for the invitation page");
+                    String::new()
+                }
+                Err(_) => String::new(),
+            },
+        };
         Ok(pb::GetInvitationResponse {
             email: row.email.clone(),
             display_name: row.display_name.clone(),
             tenant_id: row.tenant_id.clone(),
-            tenant_name: String::new(),
+            tenant_name,
             role: row.role.clone(),
             invited_by_display_name: inviter,
             expires_at: convert::ts(row.expires_at),

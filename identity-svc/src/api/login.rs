@@ -158,7 +158,16 @@ impl Identity {
             }
             second_factor_done = true;
         }
-        let (outcome, revision) = self.next_step(&account, &ip, &user_agent, second_factor_done).await?;
+        let (outcome, revision) = match self.next_step(&account, &ip, &user_agent, second_factor_done).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Failed closed (tenancy-svc could not tell the roles): on the trail too.
+                if e.code == tonic::Code::Unavailable {
+                    self.audit_login_failure(&email_raw, &ip, Some(&account), "ROLES_UNAVAILABLE").await?;
+                }
+                return Err(e);
+            }
+        };
         Ok(pb::LoginResponse { outcome: Some(outcome), consistency_token: convert::token(revision) })
     }
 

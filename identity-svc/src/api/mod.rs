@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     auth::{Hasher, SessionCache},
     config::Config,
-    events::relay::{AdminTenancy, Relay},
+    events::relay::{AdminTenancy, Relay, Tenancy},
     store::accounts::AccountRow,
 };
 
@@ -44,6 +44,8 @@ pub struct Identity {
     pub cache: SessionCache,
     pub authorizer: Arc<dyn Authorizer>,
     pub admin: Arc<AdminTenancy>,
+    /// tenancy-svc, for what identity must ask it at request time (roles, owner, names).
+    pub tenancy: Arc<dyn Tenancy>,
     pub relay: Relay,
     pub service_token: ServiceToken,
     pub mailer: Arc<dyn crate::mail::Mailer>,
@@ -107,6 +109,26 @@ impl Identity {
             return Err(not_found());
         }
         Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))
+    }
+
+    /// A question to tenancy-svc that a request cannot be answered without: bounded by
+    /// `TETHER_IDENTITY_TENANCY_TIMEOUT_MS`, and any failure is UNAVAILABLE (reason
+    /// UNAVAILABLE), so the caller fails closed.
+    pub async fn ask_tenancy<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let failed = |detail: String| {
+            tracing::warn!(what, %detail, "tenancy-svc could not answer; failing closed");
+            ApiError::unavailable(ErrorReason::Unavailable, format!("tenancy-svc could not tell {what}; try again"))
+                .with_metadata("service", "tenancy-svc")
+        };
+        match tokio::time::timeout(self.config.tenancy_timeout, call).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(failed(e.message)),
+            Err(_) => Err(failed("timed out".to_owned())),
+        }
     }
 
     /// May the caller do `permission` in `tenant_id`?

@@ -25,7 +25,7 @@ use crate::{
     events::{Audit, anonymous},
     store::{
         accounts::{self, AccountRow},
-        lockouts, resets, sessions,
+        lockouts, rate_limits, resets, sessions,
     },
 };
 
@@ -85,7 +85,23 @@ impl Identity {
         request: Request<pb::RequestPasswordResetRequest>,
     ) -> Result<pb::RequestPasswordResetResponse, ApiError> {
         let started = tokio::time::Instant::now();
-        let ip = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let ip = tether_runtime::access::client_ip(&request);
+        // Counted before the email is even read, so the limit answers the same whether or not
+        // the address belongs to someone: it reveals nothing, and caps the mail one client
+        // address can cause.
+        let limit = self.config.reset_rate;
+        let window = i64::try_from(limit.window.as_micros()).unwrap_or(i64::MAX).max(1);
+        let now = now_micros();
+        let hits = rate_limits::hit(self.db.pool(), "password_reset_ip", &ip, now - now % window)
+            .await
+            .map_err(convert::db)?;
+        if hits > i64::from(limit.max) {
+            return Err(ApiError::new(
+                tonic::Code::ResourceExhausted,
+                ErrorReason::RateLimited,
+                "too many password-reset requests from this address; try again later",
+            ));
+        }
         let raw: String = request.get_ref().email.chars().take(300).collect();
         if let Ok(email) = Email::parse(&raw)
             && let Some(a) = accounts::get_by_email(self.db.pool(), &email.normalized()).await.map_err(convert::db)?

@@ -15,7 +15,7 @@ use super::{
     users::{session_revoked, upserted},
 };
 use crate::{
-    domain::{account::parse_id, tokens, totp},
+    domain::{account::parse_id, tokens, totp, two_factor::RoleRequirement},
     events::Audit,
     store::{
         accounts::{self, AccountRow},
@@ -39,8 +39,11 @@ fn unix_seconds() -> i64 {
 }
 
 impl Identity {
-    /// True if a policy in force requires 2FA of this account (platform-wide, or its home
-    /// tenant's), once the policy's grace period has passed.
+    /// True if a policy in force requires 2FA of this account (platform-wide, its home
+    /// tenant's, or one naming a role it holds), once the policy's grace period has passed.
+    /// Role policies need the account's roles from tenancy-svc: asked only when such a policy
+    /// is in force, and if tenancy cannot answer this fails closed (UNAVAILABLE), so a login
+    /// never yields a session that a role policy would have refused.
     pub(super) async fn requires_two_factor(&self, a: &AccountRow) -> Result<bool, ApiError> {
         let now_ms = now_micros() / 1000;
         let in_force = |p: &Policy| p.updated_at / 1000 + p.grace_ms <= now_ms;
@@ -51,16 +54,26 @@ impl Identity {
             return Ok(true);
         }
         let home = match (&a.primary_tenant_id, a.is_msp_staff) {
-            (Some(t), false) => t.clone(),
-            _ => match self.admin.id().await {
-                Ok(id) => id,
-                Err(_) => return Ok(false),
-            },
+            (Some(t), false) => Some(t.clone()),
+            _ => self.admin.id().await.ok(),
         };
-        Ok(store::policy(self.db.pool(), &home)
-            .await
-            .map_err(convert::db)?
-            .is_some_and(|p| in_force(&p) && p.require_all))
+        if let Some(home) = home
+            && store::policy(self.db.pool(), &home)
+                .await
+                .map_err(convert::db)?
+                .is_some_and(|p| in_force(&p) && p.require_all)
+        {
+            return Ok(true);
+        }
+        let role_policies: Vec<Policy> =
+            store::role_policies(self.db.pool()).await.map_err(convert::db)?.into_iter().filter(in_force).collect();
+        if role_policies.is_empty() {
+            return Ok(false);
+        }
+        let held = self.ask_tenancy("the user's roles", self.tenancy.user_roles(&a.id)).await?;
+        Ok(role_policies
+            .iter()
+            .any(|p| RoleRequirement { scope: &p.scope, roles: &p.required_roles }.applies_to(&held)))
     }
 
     /// Checks a TOTP or recovery code of an account with 2FA on, using it up if right.

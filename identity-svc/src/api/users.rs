@@ -336,12 +336,21 @@ impl Identity {
     }
 
     /// Checks shared by deactivate and delete: a user may not do it to themself, and the MSP
-    /// owner must hand ownership over first.
+    /// owner must hand ownership over first. Who owns the MSP is tenancy-svc's to say (ownership
+    /// moves with TransferOwnership), so it is asked, for MSP staff only (nobody else can own);
+    /// while tenancy has no owner yet, the bootstrap owner (its transfer still pending) is it.
+    /// If tenancy cannot answer, this fails closed (UNAVAILABLE).
     async fn check_removable(&self, caller: &Caller, target: &AccountRow) -> Result<(), ApiError> {
         if caller.user().is_some_and(|p| p.user_id == target.id) {
             return Err(ApiError::failed_precondition(ErrorReason::SelfActionForbidden, "not on your own account"));
         }
-        let owner = store::bootstrap_owner_id(&self.db).await.map_err(convert::db)?;
+        if !target.is_msp_staff {
+            return Ok(());
+        }
+        let owner = match self.ask_tenancy("who owns the MSP", self.tenancy.owner_id()).await? {
+            Some(owner) => Some(owner),
+            None => store::bootstrap_owner_id(&self.db).await.map_err(convert::db)?,
+        };
         if owner.as_deref() == Some(target.id.as_str()) {
             return Err(ApiError::failed_precondition(
                 ErrorReason::OwnerNotRemovable,

@@ -7,5 +7,6 @@ pub mod password;
 pub mod policy;
 pub mod tokens;
 pub mod totp;
+pub mod two_factor;
 
 pub use names::{DisplayName, Email, FieldError};

@@ -5,9 +5,11 @@
 
 use std::{sync::Arc, time::Duration};
 
+use std::collections::HashMap;
+
 use tether_proto::tenancy::v1::{
-    AddMembershipRequest, GetAdminTenancyRequest, SetUserMembershipsRequest, TransferOwnershipRequest,
-    tenancy_service_client::TenancyServiceClient,
+    AddMembershipRequest, GetAdminTenancyRequest, GetOwnerRequest, GetTenantRequest, ListUserTenantsRequest,
+    SetUserMembershipsRequest, TransferOwnershipRequest, tenancy_service_client::TenancyServiceClient,
 };
 use tether_runtime::{
     ApiError,
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::RelayConfig,
+    domain::two_factor::HeldRole,
     store::{accounts, intents},
 };
 
@@ -34,6 +37,13 @@ pub trait Tenancy: Send + Sync + 'static {
     async fn clear_memberships(&self, user_id: &str) -> Result<(), ApiError>;
     /// Bootstrap: makes the user the MSP owner (accepted only while there is none).
     async fn transfer_ownership(&self, user_id: &str) -> Result<(), ApiError>;
+    /// Every role the user holds (memberships of any kind, active or not), each with its
+    /// tenant's ancestors: what per-role 2FA policies are matched against.
+    async fn user_roles(&self, user_id: &str) -> Result<Vec<HeldRole>, ApiError>;
+    /// The MSP owner's user id; `None` while the MSP has none yet.
+    async fn owner_id(&self) -> Result<Option<String>, ApiError>;
+    /// A tenant's display name; `None` if tenancy-svc does not know the tenant.
+    async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, ApiError>;
 }
 
 pub const SERVICE_NAME: &str = "identity";
@@ -96,6 +106,87 @@ impl Tenancy for GrpcTenancy {
         let request = TransferOwnershipRequest { new_owner_user_id: user_id.to_owned() };
         self.client.clone().transfer_ownership(self.request(request)).await.map_err(from_status)?;
         Ok(())
+    }
+
+    async fn user_roles(&self, user_id: &str) -> Result<Vec<HeldRole>, ApiError> {
+        self.list_roles(user_id).await
+    }
+
+    async fn owner_id(&self) -> Result<Option<String>, ApiError> {
+        match self.client.clone().get_owner(self.request(GetOwnerRequest {})).await {
+            Ok(reply) => Ok(reply.into_inner().ownership.map(|o| o.owner_user_id).filter(|id| !id.is_empty())),
+            // "The MSP has no owner yet" (the bootstrap transfer is still pending).
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(from_status(status)),
+        }
+    }
+
+    async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, ApiError> {
+        let request = self.request(GetTenantRequest { tenant_id: tenant_id.to_owned() });
+        match self.client.clone().get_tenant(request).await {
+            Ok(reply) => Ok(reply.into_inner().tenant.map(|t| t.name)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(from_status(status)),
+        }
+    }
+}
+
+/// Pages read from ListUserTenants at most (500 each): far beyond any real user.
+const MAX_MEMBERSHIP_PAGES: usize = 20;
+/// Ancestors followed at most (the tree's depth is bounded by tenancy's configuration).
+const MAX_DEPTH: usize = 32;
+
+impl GrpcTenancy {
+    async fn parent_of(&self, tenant_id: &str) -> Result<String, ApiError> {
+        let request = self.request(GetTenantRequest { tenant_id: tenant_id.to_owned() });
+        let reply = self.client.clone().get_tenant(request).await.map_err(from_status)?.into_inner();
+        Ok(reply.tenant.map(|t| t.parent_id).unwrap_or_default())
+    }
+
+    /// ListUserTenants, every page, each membership with its tenant's ancestors.
+    async fn list_roles(&self, user_id: &str) -> Result<Vec<HeldRole>, ApiError> {
+        let mut listed = Vec::new();
+        let mut page_token = String::new();
+        for _ in 0..MAX_MEMBERSHIP_PAGES {
+            let request = self.request(ListUserTenantsRequest {
+                page_size: 500,
+                page_token: page_token.clone(),
+                user_id: user_id.to_owned(),
+                kind: 0,
+                include_inactive: true,
+            });
+            let reply = self.client.clone().list_user_tenants(request).await.map_err(from_status)?.into_inner();
+            listed.extend(reply.tenants);
+            if reply.next_page_token.is_empty() {
+                break;
+            }
+            page_token = reply.next_page_token;
+        }
+        // Parents known from the list itself; others are asked once each.
+        let mut parents: HashMap<String, String> = listed
+            .iter()
+            .filter_map(|ut| ut.tenant.as_ref())
+            .map(|t| (t.tenant_id.clone(), t.parent_id.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for ut in listed {
+            let (Some(t), Some(m)) = (ut.tenant, ut.membership) else { continue };
+            let mut ancestors = Vec::new();
+            let mut next = t.parent_id.clone();
+            while !next.is_empty() && ancestors.len() < MAX_DEPTH {
+                let parent = match parents.get(&next) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = self.parent_of(&next).await?;
+                        parents.insert(next.clone(), p.clone());
+                        p
+                    }
+                };
+                ancestors.push(std::mem::replace(&mut next, parent));
+            }
+            out.push(HeldRole { tenant_id: t.tenant_id, ancestors, role: m.role });
+        }
+        Ok(out)
     }
 }
 

@@ -53,7 +53,8 @@ pub async fn get(pool: &AnyPool, kind: Kind, subject: &str) -> Result<Option<Cou
 }
 
 /// Counts one failure; locks the subject when the rules say so. An expired lock starts a
-/// fresh count.
+/// fresh count. One statement (read and increment together), so concurrent failures are each
+/// counted.
 pub async fn record_failure(
     pool: &AnyPool,
     kind: Kind,
@@ -61,25 +62,25 @@ pub async fn record_failure(
     rules: &LockoutRules,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let previous = get(pool, kind, subject).await?;
-    let failures = match &previous {
-        Some(c) if c.locked_until.is_some_and(|u| u <= now) => 1,
-        Some(c) => c.failed_attempts.saturating_add(1),
-        None => 1,
-    };
-    let locked_until = rules.locks(failures).then(|| now + rules.lock_duration.as_micros() as i64);
-    sqlx::query(
+    let until = now + i64::try_from(rules.lock_duration.as_micros()).unwrap_or(i64::MAX / 4);
+    let first_locks = rules.locks(1).then_some(until);
+    const NEXT: &str = "(CASE WHEN login_failures.locked_until IS NOT NULL AND login_failures.locked_until <= $3 \
+                        THEN 1 ELSE login_failures.failed_attempts + 1 END)";
+    let sql = format!(
         "INSERT INTO login_failures (kind, subject, failed_attempts, last_failure_at, locked_until) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, subject) DO UPDATE SET \
-         failed_attempts = $3, last_failure_at = $4, locked_until = $5",
-    )
-    .bind(kind.as_str())
-    .bind(subject.to_owned())
-    .bind(i64::from(failures))
-    .bind(now)
-    .bind(locked_until)
-    .execute(pool)
-    .await?;
+         VALUES ($1, $2, 1, $3, $6) ON CONFLICT (kind, subject) DO UPDATE SET \
+         failed_attempts = {NEXT}, last_failure_at = $3, \
+         locked_until = CASE WHEN {NEXT} >= $4 THEN $5 ELSE NULL END"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(kind.as_str())
+        .bind(subject.to_owned())
+        .bind(now)
+        .bind(i64::from(rules.lock_after))
+        .bind(until)
+        .bind(first_locks)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

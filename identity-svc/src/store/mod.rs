@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod intents;
 pub mod invitations;
 pub mod lockouts;
+pub mod rate_limits;
 pub mod resets;
 pub mod sessions;
 pub mod two_factor;
@@ -25,5 +26,6 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         description: "password resets",
         sql: include_str!("migrations/0005_password_resets.sql"),
     },
+    EmbeddedMigration { version: 6, description: "rate limits", sql: include_str!("migrations/0006_rate_limits.sql") },
     OUTBOX_MIGRATION,
 ];

@@ -132,31 +132,30 @@ pub struct Policy {
     pub updated_by: String,
 }
 
-pub async fn policy(pool: &AnyPool, scope: &str) -> Result<Option<Policy>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT require_all, required_roles, require_msp_staff, grace_ms, updated_at, updated_by \
-         FROM two_factor_policies WHERE scope = $1",
-    )
-    .bind(scope.to_owned())
-    .fetch_optional(pool)
-    .await?;
-    row.map(|r| {
-        Ok(Policy {
-            scope: scope.to_owned(),
-            require_all: r.try_get::<i64, _>(0)? != 0,
-            required_roles: r
-                .try_get::<String, _>(1)?
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            require_msp_staff: r.try_get::<i64, _>(2)? != 0,
-            grace_ms: r.try_get(3)?,
-            updated_at: r.try_get(4)?,
-            updated_by: r.try_get(5)?,
-        })
+const POLICY_COLUMNS: &str = "scope, require_all, required_roles, require_msp_staff, grace_ms, updated_at, updated_by";
+
+fn policy_of(r: &sqlx::any::AnyRow) -> Result<Policy, sqlx::Error> {
+    Ok(Policy {
+        scope: r.try_get(0)?,
+        require_all: r.try_get::<i64, _>(1)? != 0,
+        required_roles: r.try_get::<String, _>(2)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        require_msp_staff: r.try_get::<i64, _>(3)? != 0,
+        grace_ms: r.try_get(4)?,
+        updated_at: r.try_get(5)?,
+        updated_by: r.try_get(6)?,
     })
-    .transpose()
+}
+
+pub async fn policy(pool: &AnyPool, scope: &str) -> Result<Option<Policy>, sqlx::Error> {
+    let sql = format!("SELECT {POLICY_COLUMNS} FROM two_factor_policies WHERE scope = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(scope.to_owned()).fetch_optional(pool).await?;
+    row.as_ref().map(policy_of).transpose()
+}
+
+/// Every policy (platform-wide or a tenant's) that names roles.
+pub async fn role_policies(pool: &AnyPool) -> Result<Vec<Policy>, sqlx::Error> {
+    let sql = format!("SELECT {POLICY_COLUMNS} FROM two_factor_policies WHERE required_roles <> '' ORDER BY scope");
+    sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?.iter().map(policy_of).collect()
 }
 
 pub async fn set_policy(tx: &mut Transaction<'static, Any>, p: &Policy) -> Result<(), sqlx::Error> {

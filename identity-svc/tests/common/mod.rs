@@ -90,11 +90,16 @@ impl Authorizer for FakeAuthz {
     }
 }
 
-/// tenancy-svc double: idempotent memberships, an owner, and a switch that makes it fail.
+/// tenancy-svc double: idempotent memberships, an owner, tenant names and parents, and a
+/// switch that makes it fail.
 #[derive(Default)]
 pub struct FakeTenancy {
     pub memberships: Mutex<HashMap<String, Vec<(String, String)>>>,
     pub owner: Mutex<Option<String>>,
+    /// tenant -> parent (tenants not listed hang off the admin tenancy).
+    pub parents: Mutex<HashMap<String, String>>,
+    /// tenant -> name (unknown tenants are NOT_FOUND).
+    pub names: Mutex<HashMap<String, String>>,
     pub failing: AtomicBool,
     pub calls: AtomicUsize,
 }
@@ -102,6 +107,13 @@ pub struct FakeTenancy {
 impl FakeTenancy {
     pub fn membership(&self, user: &str) -> Vec<(String, String)> {
         self.memberships.lock().unwrap().get(user).cloned().unwrap_or_default()
+    }
+    /// Moves ownership, as TransferOwnership does in tenancy-svc.
+    pub fn set_owner(&self, user_id: &str) {
+        *self.owner.lock().unwrap() = Some(user_id.into());
+    }
+    pub fn add_role(&self, user_id: &str, tenant_id: &str, role: &str) {
+        self.memberships.lock().unwrap().entry(user_id.into()).or_default().push((tenant_id.into(), role.into()));
     }
     fn gate(&self) -> Result<(), ApiError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -150,6 +162,31 @@ impl Tenancy for FakeTenancy {
                 .push((ADMIN_TENANCY.into(), "msp_owner".into()));
         }
         Ok(())
+    }
+    async fn user_roles(&self, user_id: &str) -> Result<Vec<identity_svc::domain::two_factor::HeldRole>, ApiError> {
+        self.gate()?;
+        let parents = self.parents.lock().unwrap().clone();
+        Ok(self
+            .membership(user_id)
+            .into_iter()
+            .map(|(tenant, role)| {
+                let mut ancestors = Vec::new();
+                let mut at = tenant.clone();
+                while at != ADMIN_TENANCY && ancestors.len() < 10 {
+                    at = parents.get(&at).cloned().unwrap_or_else(|| ADMIN_TENANCY.to_owned());
+                    ancestors.push(at.clone());
+                }
+                identity_svc::domain::two_factor::HeldRole { tenant_id: tenant, ancestors, role }
+            })
+            .collect())
+    }
+    async fn owner_id(&self) -> Result<Option<String>, ApiError> {
+        self.gate()?;
+        Ok(self.owner.lock().unwrap().clone())
+    }
+    async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, ApiError> {
+        self.gate()?;
+        Ok(self.names.lock().unwrap().get(tenant_id).cloned())
     }
 }
 
