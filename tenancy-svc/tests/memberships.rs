@@ -337,3 +337,106 @@ async fn every_write_is_on_the_watch_stream_and_in_the_audit_outbox() {
     assert!(events.iter().any(|e| e.action == "ownership.transfer"));
     assert!(events.iter().any(|e| e.action == "membership.add"));
 }
+
+/// Every page of a tenant's directory as `actor`: the members, and the size of each page.
+async fn directory_pages(
+    h: &Harness,
+    actor: &str,
+    tenant: &str,
+    role: &str,
+    size: i32,
+) -> (Vec<pb::Membership>, Vec<usize>) {
+    let (mut all, mut sizes, mut token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let page = h
+            .client()
+            .list_tenant_members(as_user(
+                actor,
+                pb::ListTenantMembersRequest {
+                    tenant_id: tenant.into(),
+                    role: role.into(),
+                    page_size: size,
+                    page_token: token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        sizes.push(page.memberships.len());
+        all.extend(page.memberships);
+        if page.next_page_token.is_empty() {
+            return (all, sizes);
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn the_directory_pages_direct_members_with_roles_and_landing_flags() {
+    let h = Harness::start().await;
+    let owner = h.bootstrap_owner().await;
+    let a = h.client_tenant(&owner, "A").await;
+    let b = h.client_tenant(&owner, "B").await;
+    let a_admin = h.user(false);
+    h.add(&a_admin, &a.tenant_id, "client_admin").await;
+    let mut clients = vec![a_admin.clone()];
+    for _ in 0..6 {
+        let user = h.user(false);
+        h.add(&user, &a.tenant_id, "client_user").await;
+        clients.push(user);
+    }
+    // One member lands in B (their first tenant), a staff member holds a direct membership here.
+    let elsewhere = h.user(false);
+    h.add(&elsewhere, &b.tenant_id, "client_user").await;
+    h.add(&elsewhere, &a.tenant_id, "client_user").await;
+    clients.push(elsewhere.clone());
+    let staff = h.staff("msp_technician").await;
+    h.add(&staff, &a.tenant_id, "client_user").await;
+    clients.sort();
+    let mut everyone = clients.clone();
+    everyone.push(staff.clone());
+    everyone.sort();
+
+    // MSP staff see all nine, by user id, in full pages.
+    let (listed, sizes) = directory_pages(&h, &owner, &a.tenant_id, "", 3).await;
+    assert_eq!(listed.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>(), everyone);
+    assert_eq!(sizes, [3, 3, 3]);
+    for m in &listed {
+        assert_eq!((m.tenant_id.as_str(), m.kind), (a.tenant_id.as_str(), MembershipKind::Direct as i32));
+        assert!(m.created_at.is_some() && m.updated_at.is_some());
+        let lands_here = m.user_id != elsewhere && m.user_id != staff;
+        assert_eq!(m.is_default, lands_here, "landing flag of {}", m.user_id);
+        let role = if m.user_id == a_admin { "client_admin" } else { "client_user" };
+        assert_eq!(m.role, role);
+    }
+    // The client's administrator never sees the staff member, and the pages stay full.
+    let (listed, sizes) = directory_pages(&h, &a_admin, &a.tenant_id, "", 3).await;
+    assert_eq!(listed.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>(), clients);
+    assert_eq!(sizes, [3, 3, 2]);
+    // Filtered by role.
+    let (admins, _) = directory_pages(&h, &a_admin, &a.tenant_id, "client_admin", 3).await;
+    assert_eq!(admins.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>(), [a_admin.as_str()]);
+    // A token belongs to its filters.
+    let first = h
+        .client()
+        .list_tenant_members(as_user(
+            &owner,
+            pb::ListTenantMembersRequest { tenant_id: a.tenant_id.clone(), page_size: 3, ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let reused = h
+        .client()
+        .list_tenant_members(as_user(
+            &owner,
+            pb::ListTenantMembersRequest {
+                tenant_id: b.tenant_id.clone(),
+                page_size: 3,
+                page_token: first.next_page_token,
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_eq!(reason(reused), "INVALID_PAGE_TOKEN");
+}

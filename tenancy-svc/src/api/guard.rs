@@ -118,24 +118,27 @@ impl TenancyApi {
     /// The tenant, if the caller may know it exists; TENANT_NOT_FOUND otherwise (never
     /// PERMISSION_DENIED, which would reveal it).
     pub(super) async fn see(&self, caller: &Caller, tenant_id: &str) -> Result<TenantRow, Status> {
+        Ok(self.see_with_roots(caller, tenant_id).await?.0)
+    }
+
+    /// [`Self::see`], also returning the caller's [`Self::visible_roots`] for later filtering.
+    pub(super) async fn see_with_roots(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+    ) -> Result<(TenantRow, Option<Vec<String>>), Status> {
         let tenant = self.tenant(tenant_id).await?;
-        match self.visible_roots(caller).await? {
-            None => Ok(tenant),
-            Some(roots) if tenant.chain().iter().any(|id| roots.contains(id)) => Ok(tenant),
-            Some(_) => Err(reject(tenants::not_found())),
+        let roots = self.visible_roots(caller).await?;
+        match &roots {
+            Some(r) if !tenant.chain().iter().any(|id| r.contains(id)) => Err(reject(tenants::not_found())),
+            _ => Ok((tenant, roots)),
         }
     }
 
     /// Which of these users are MSP staff (direct members of the admin tenancy).
     pub(super) async fn staff_among(&self, users: Vec<String>) -> Result<HashSet<String>, Status> {
-        let mut staff = HashSet::new();
         let mut conn = self.database.pool().acquire().await.map_err(|e| Status::from(ApiError::internal(e)))?;
-        for user in users {
-            if memberships::is_msp_staff(&mut conn, &user).await.map_err(store_error)? {
-                staff.insert(user);
-            }
-        }
-        Ok(staff)
+        memberships::staff_among(&mut conn, &users).await.map_err(store_error)
     }
 
     /// Another user's tenant list needs `users.view` in a tenant where that user is a direct

@@ -311,28 +311,22 @@ impl TenancyService for TenancyApi {
         let role = if req.role.is_empty() { None } else { Some(RoleName::parse(&req.role, "role").map_err(reject)?) };
         let filters = format!("members|{}|{}", req.tenant_id, req.role);
         let page = PageRequest::parse(req.page_size, &req.page_token, &filters).map_err(reject)?;
-        self.see(&caller, &tenant_id).await?;
+        let (_, roots) = self.see_with_roots(&caller, &tenant_id).await?;
         self.require(&caller, "users.view", &tenant_id).await?;
-        let mut rows = memberships::directory(
-            &self.database,
-            &tenant_id,
-            role.as_ref().map(RoleName::as_str),
-            page.after.as_deref(),
-            page.size,
-        )
-        .await
-        .map_err(store_error)?;
+        // Client users never learn of MSP-level users, even ones given a direct membership here.
+        let hide_staff_except = caller.user().filter(|_| roots.is_some()).map(|u| u.user_id.as_str());
+        let query = memberships::DirectoryQuery {
+            tenant_id: &tenant_id,
+            role: role.as_ref().map(RoleName::as_str),
+            after: page.after.as_deref(),
+            limit: page.size,
+            hide_staff_except,
+        };
+        let mut rows = memberships::directory(&self.database, &query).await.map_err(store_error)?;
         let has_more = rows.len() > page.size;
         rows.truncate(page.size);
         let next_page_token =
             next_token(&filters, has_more, || rows.last().map(|m| m.user_id.clone()).unwrap_or_default());
-        // Client users never learn of MSP-level users, even ones given a direct membership here.
-        if let Some(user) = caller.user()
-            && self.visible_roots(&caller).await?.is_some()
-        {
-            let staff = self.staff_among(rows.iter().map(|m| m.user_id.clone()).collect()).await?;
-            rows.retain(|m| m.user_id == user.user_id || !staff.contains(&m.user_id));
-        }
         Ok(Response::new(pb::ListTenantMembersResponse { memberships: rows, next_page_token }))
     }
 

@@ -29,6 +29,11 @@ pub mod tenants;
 pub const MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "tenants", sql: include_str!("migrations/0001_tenants.sql") },
     EmbeddedMigration { version: 2, description: "memberships", sql: include_str!("migrations/0002_memberships.sql") },
+    EmbeddedMigration {
+        version: 3,
+        description: "directory indexes",
+        sql: include_str!("migrations/0003_directory_indexes.sql"),
+    },
     OUTBOX_MIGRATION,
 ];
 

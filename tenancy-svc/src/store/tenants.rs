@@ -124,26 +124,39 @@ pub async fn create(
         }
         None => unique_slug(write.conn(), &slug_from_name(new.name.as_str())).await?,
     };
-    let client_id = if kind == TenantKind::Client { Some(id.clone()) } else { parent.client_id.clone() };
     let now = now_micros();
-    let path = format!("{}{id}/", parent.path);
+    // Built here rather than read back: one round trip less inside the write lock.
+    let tenant = TenantRow {
+        id: id.clone(),
+        name: new.name.as_str().to_owned(),
+        slug,
+        kind,
+        status: TenantStatus::Active,
+        parent_id: Some(parent.id.clone()),
+        depth,
+        client_id: if kind == TenantKind::Client { Some(id.clone()) } else { parent.client_id.clone() },
+        path: format!("{}{id}/", parent.path),
+        created_at: now,
+        updated_at: now,
+    };
     sqlx::query(
         "INSERT INTO tenants (id, name, slug, kind, status, parent_id, depth, created_at, client_id, path, \
-         updated_at, request_id) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $7, $10)",
+         updated_at, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
-    .bind(id.clone())
-    .bind(new.name.as_str().to_owned())
-    .bind(slug)
-    .bind(kind.as_str())
-    .bind(parent.id.clone())
-    .bind(depth as i64)
-    .bind(now)
-    .bind(client_id)
-    .bind(path)
+    .bind(tenant.id.clone())
+    .bind(tenant.name.clone())
+    .bind(tenant.slug.clone())
+    .bind(tenant.kind.as_str())
+    .bind(tenant.status.as_str())
+    .bind(tenant.parent_id.clone())
+    .bind(tenant.depth as i64)
+    .bind(tenant.created_at)
+    .bind(tenant.client_id.clone())
+    .bind(tenant.path.clone())
+    .bind(tenant.updated_at)
     .bind(new.request_id.clone())
     .execute(write.conn())
     .await?;
-    let tenant = require(write.conn(), &id).await?;
     write.changes.push(events::tenant_upserted(tenant.to_proto()));
     // Every MSP staff member (direct member of the admin tenancy) gets a shadow membership with
     // their admin-tenancy role: one INSERT … SELECT, whatever the number of staff.

@@ -6,7 +6,7 @@
 //! service): MSP owner and admins may do everything everywhere; technicians may manage tenants
 //! and users in the clients assigned to them and all their departments; client admins may view
 //! and manage users in their own tenant and its departments, never create tenants; nothing is
-//! granted in a suspended or archived tenant (or below one).
+//! granted in a suspended or archived tenant (or below one), nor to a deactivated user.
 #![allow(dead_code)]
 
 use std::{
@@ -136,6 +136,10 @@ impl Doubles {
 #[tonic::async_trait]
 impl Authorizer for Doubles {
     async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError> {
+        // authz-svc denies a deactivated (or unknown) user whatever memberships tenancy holds.
+        if !self.0.users.lock().unwrap().get(user_id).is_some_and(|u| u.active) {
+            return Ok(false);
+        }
         // The target's chain, root last; any inactive tenant on it grants nothing.
         let mut chain = Vec::new();
         let mut next = tenant_id.to_owned();
