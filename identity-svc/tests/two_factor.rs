@@ -295,3 +295,23 @@ async fn a_role_policy_asks_enrollment_of_holders_of_the_role_and_fails_closed_w
         pb::login_outcome::Outcome::SecondFactorRequired(_)
     ));
 }
+
+#[tokio::test]
+async fn a_tenant_policy_covers_the_users_of_its_departments() {
+    const DEPT_A1: &str = "00000000-0000-7000-8000-0000000000a1";
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.tenancy.parents.lock().unwrap().insert(DEPT_A1.into(), TENANT_A.into());
+    env.create(&owner, "eve@a.example", "Eve", DEPT_A1, "client_user", false).await;
+    env.create(&owner, "fay@b.example", "Fay", TENANT_B, "client_user", false).await;
+    let policy = pb::TwoFactorPolicy { tenant_id: TENANT_A.into(), require_all: true, ..Default::default() };
+    env.client()
+        .set_two_factor_policy(auth(&owner, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
+        .await
+        .unwrap();
+
+    // Eve's home is a department of A: A's policy covers her. Fay, in B, logs in as before.
+    let outcome = env.try_login("eve@a.example", PASSWORD).await.unwrap();
+    assert!(matches!(outcome, pb::login_outcome::Outcome::EnrollmentRequired(_)), "got {outcome:?}");
+    env.login("fay@b.example", PASSWORD).await;
+}

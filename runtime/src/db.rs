@@ -80,10 +80,11 @@ impl Database {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; busy_timeout makes a second
-                    // writer wait for the lock instead of failing at once.
+                    // writer wait for the lock instead of failing at once; statement journals
+                    // stay in memory (they spilled to files in profiles of large writes).
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
                     )
                     .await?;
                     Ok(())

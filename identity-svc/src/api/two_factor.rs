@@ -67,10 +67,24 @@ impl Identity {
         }
         let role_policies: Vec<Policy> =
             store::role_policies(self.db.pool()).await.map_err(convert::db)?.into_iter().filter(in_force).collect();
-        if role_policies.is_empty() {
+        // A client's policy covers the users of its departments too: a department user needs
+        // their home tenant's ancestors, which only tenancy knows.
+        let tenant_policies: Vec<Policy> = if a.is_msp_staff || a.primary_tenant_id.is_none() {
+            Vec::new()
+        } else {
+            store::tenant_wide_policies(self.db.pool()).await.map_err(convert::db)?.into_iter().filter(in_force).collect()
+        };
+        if role_policies.is_empty() && tenant_policies.is_empty() {
             return Ok(false);
         }
         let held = self.ask_tenancy("the user's roles", self.tenancy.user_roles(&a.id)).await?;
+        if let Some(home) = &a.primary_tenant_id {
+            let above_home = held.iter().filter(|h| &h.tenant_id == home).flat_map(|h| h.ancestors.iter());
+            let covered = above_home.clone().any(|t| tenant_policies.iter().any(|p| &p.scope == t));
+            if covered {
+                return Ok(true);
+            }
+        }
         Ok(role_policies
             .iter()
             .any(|p| RoleRequirement { scope: &p.scope, roles: &p.required_roles }.applies_to(&held)))

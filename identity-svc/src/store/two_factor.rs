@@ -158,6 +158,12 @@ pub async fn role_policies(pool: &AnyPool) -> Result<Vec<Policy>, sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?.iter().map(policy_of).collect()
 }
 
+/// Tenant policies that require 2FA of everyone in the tenant (and its departments).
+pub async fn tenant_wide_policies(pool: &AnyPool) -> Result<Vec<Policy>, sqlx::Error> {
+    let sql = format!("SELECT {POLICY_COLUMNS} FROM two_factor_policies WHERE require_all <> 0 AND scope <> ''");
+    sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?.iter().map(policy_of).collect()
+}
+
 pub async fn set_policy(tx: &mut Transaction<'static, Any>, p: &Policy) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO two_factor_policies (scope, require_all, required_roles, require_msp_staff, grace_ms, updated_at, \

@@ -58,7 +58,9 @@ pub async fn record_changes<C: ChangeMessage>(
         .collect();
     // Multi-row inserts: one revision may carry thousands of changes (a tenant with the shadow
     // memberships of every MSP staff member), and one round trip per row would dominate.
-    const ROWS_PER_INSERT: usize = 500;
+    // Not larger: SQLite's driver looks parameters up by name, which grew with statement size
+    // in profiles of 500-row statements.
+    const ROWS_PER_INSERT: usize = 100;
     for (chunk_index, chunk) in payloads.chunks(ROWS_PER_INSERT).enumerate() {
         let sql = multi_row_insert("INSERT INTO change_log (revision, seq, payload, committed_at)", chunk.len(), 4);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
