@@ -72,7 +72,12 @@ impl Identity {
         let tenant_policies: Vec<Policy> = if a.is_msp_staff || a.primary_tenant_id.is_none() {
             Vec::new()
         } else {
-            store::tenant_wide_policies(self.db.pool()).await.map_err(convert::db)?.into_iter().filter(in_force).collect()
+            store::tenant_wide_policies(self.db.pool())
+                .await
+                .map_err(convert::db)?
+                .into_iter()
+                .filter(in_force)
+                .collect()
         };
         if role_policies.is_empty() && tenant_policies.is_empty() {
             return Ok(false);
