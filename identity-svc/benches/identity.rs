@@ -23,6 +23,7 @@ use tether_proto::{
 use tether_runtime::{
     ApiError,
     access::{Authenticator, Authorizer, RoleGrant, RoleGrantDecision},
+    client::connect_lazy,
 };
 use tether_tests::{RunningService, TestDatabase};
 use tonic::transport::Channel;
@@ -106,40 +107,10 @@ async fn login(client: &mut IdentityServiceClient<Channel>, email: &str, passwor
     }
 }
 
-/// 16 callers, each `calls` Authenticates; returns every latency, sorted.
-async fn authenticate_load(channel: Channel, token: String, callers: usize, calls: usize) -> Vec<Duration> {
-    let mut tasks = Vec::new();
-    for _ in 0..callers {
-        let mut client = IdentityServiceClient::new(channel.clone());
-        let token = token.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::with_capacity(calls);
-            for _ in 0..calls {
-                let start = Instant::now();
-                client
-                    .authenticate(pb::AuthenticateRequest { session_token: token.clone() })
-                    .await
-                    .expect("authenticate");
-                out.push(start.elapsed());
-            }
-            out
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("caller"));
-    }
-    all.sort();
-    all
-}
-
-/// The same, in-process: `Authenticate` called directly (no gRPC, no HTTP/2).
-async fn authenticate_in_process(
-    auth: Arc<dyn Authenticator>,
-    token: String,
-    callers: usize,
-    calls: usize,
-) -> Vec<Duration> {
+/// `callers` concurrent callers, each making `calls` Authenticates through `auth`: over gRPC
+/// (the runtime's `GrpcAuthenticator`, as other services call it) or in-process (the service's
+/// own authenticator, no HTTP/2). Returns every latency, sorted.
+async fn authenticate_load(auth: Arc<dyn Authenticator>, token: String, callers: usize, calls: usize) -> Vec<Duration> {
     let mut tasks = Vec::new();
     for _ in 0..callers {
         let auth = auth.clone();
@@ -208,6 +179,8 @@ async fn main() {
     let in_process = prepared.authenticator.clone();
     let service = RunningService::spawn("identity", prepared.host).await;
     let channel = service.channel().await;
+    let over_grpc: Arc<dyn Authenticator> =
+        tether_runtime::access::GrpcAuthenticator::new(connect_lazy(&service.url()).expect("channel"));
     let mut client = IdentityServiceClient::new(channel.clone());
 
     let mut owner = None;
@@ -258,11 +231,11 @@ async fn main() {
     );
 
     // Authenticate alone: warm the cache, then 16 concurrent callers.
-    authenticate_load(channel.clone(), token.clone(), 1, 50).await;
-    let alone = authenticate_load(channel.clone(), token.clone(), 16, auth_calls).await;
+    authenticate_load(over_grpc.clone(), token.clone(), 1, 50).await;
+    let alone = authenticate_load(over_grpc.clone(), token.clone(), 16, auth_calls).await;
     report(&format!("Authenticate alone, 16 callers x {auth_calls}"), &alone, "");
-    authenticate_in_process(in_process.clone(), token.clone(), 1, 50).await;
-    let local = authenticate_in_process(in_process.clone(), token.clone(), 16, auth_calls).await;
+    authenticate_load(in_process.clone(), token.clone(), 1, 50).await;
+    let local = authenticate_load(in_process.clone(), token.clone(), 16, auth_calls).await;
     report(&format!("Authenticate in-process (warm cache), 16 callers x {auth_calls}"), &local, " (goal p99 < 1 ms)");
 
     // Authenticate during a login storm that keeps the hashing pool saturated.
@@ -288,8 +261,8 @@ async fn main() {
     .await
     .expect("storm");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let during = authenticate_load(channel.clone(), token.clone(), 16, auth_calls).await;
-    let local_during = authenticate_in_process(in_process.clone(), token.clone(), 16, auth_calls).await;
+    let during = authenticate_load(over_grpc.clone(), token.clone(), 16, auth_calls).await;
+    let local_during = authenticate_load(in_process.clone(), token.clone(), 16, auth_calls).await;
     for t in storm {
         t.abort();
     }
