@@ -590,17 +590,9 @@ pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec
     // twice through the Any driver, which is most of the cost of a page of hundreds.
     let mut sql = String::from(
         "SELECT m.user_id, m.role, m.created_at, m.updated_at, CASE WHEN d.user_id IS NULL THEN 0 ELSE 1 END \
-         FROM memberships m LEFT JOIN default_tenants d ON d.user_id = m.user_id AND d.tenant_id = m.tenant_id",
+         FROM memberships m LEFT JOIN default_tenants d ON d.user_id = m.user_id AND d.tenant_id = m.tenant_id \
+         WHERE m.tenant_id = $1 AND m.kind = 'direct'",
     );
-    if hide_staff_except.is_some() {
-        // MSP staff are direct members of the admin tenancy: an anti-join finds them in the same
-        // statement (one index probe per row), so pages stay full and no ids travel back.
-        sql.push_str(
-            " LEFT JOIN memberships s ON s.user_id = m.user_id AND s.kind = 'direct' \
-             AND s.tenant_id = (SELECT id FROM tenants WHERE kind = 'admin')",
-        );
-    }
-    sql.push_str(" WHERE m.tenant_id = $1 AND m.kind = 'direct'");
     let mut binds = vec![tenant_id.to_owned()];
     if let Some(role) = role {
         binds.push(role.to_owned());
@@ -611,8 +603,14 @@ pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec
         sql.push_str(&format!(" AND m.user_id > ${}", binds.len()));
     }
     if let Some(viewer) = hide_staff_except {
+        // One primary-key probe per row, in the same statement: pages stay full and no user ids
+        // travel back for a second query.
         binds.push(viewer.to_owned());
-        sql.push_str(&format!(" AND (m.user_id = ${} OR s.user_id IS NULL)", binds.len()));
+        sql.push_str(&format!(
+            " AND (m.user_id = ${} OR NOT EXISTS (SELECT 1 FROM memberships s WHERE s.user_id = m.user_id \
+             AND s.tenant_id = (SELECT id FROM tenants WHERE kind = 'admin') AND s.kind = 'direct'))",
+            binds.len()
+        ));
     }
     // The partial index of direct members by (tenant_id, user_id, role, times) is in this order
     // and covers the query (migration 0003).
