@@ -156,9 +156,12 @@ pub fn fresh_id() -> uuid::Uuid {
         seed.copy_from_slice(&random.as_bytes()[..10]);
         seed
     });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes();
+    // The counter goes where the version and variant bits cannot overwrite it: byte 1 and
+    // bytes 3..10 of the ten (bytes 0 and 2 carry those bits in the UUID).
     let mut bytes = *seed;
-    for (b, m) in bytes.iter_mut().zip(n.to_be_bytes()) {
+    bytes[1] ^= n[0];
+    for (b, m) in bytes[3..].iter_mut().zip(&n[1..]) {
         *b ^= m;
     }
     let millis = std::time::SystemTime::now()
