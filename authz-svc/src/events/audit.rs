@@ -175,6 +175,10 @@ pub fn fresh_id() -> uuid::Uuid {
 /// rather than stalling decisions or growing without bound.
 const MAX_QUEUED_EVENTS: usize = 65_536;
 
+/// How long the writer rests between transactions: decision audits reach the outbox at most
+/// this late, in a few large transactions rather than many small ones.
+const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// Hands decision events to a background writer so a check never waits for the database.
 #[derive(Clone)]
 pub struct AuditSink {
@@ -192,15 +196,15 @@ impl AuditSink {
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
         tokio::spawn(async move {
-            let mut buffer = Vec::with_capacity(512);
-            let mut events = Vec::with_capacity(512);
+            let mut buffer = Vec::with_capacity(4096);
+            let mut events = Vec::with_capacity(4096);
             let mut closing = false;
             loop {
                 let got = if closing {
-                    rx.recv_many(&mut buffer, 512).await
+                    rx.recv_many(&mut buffer, 4096).await
                 } else {
                     tokio::select! {
-                        n = rx.recv_many(&mut buffer, 512) => n,
+                        n = rx.recv_many(&mut buffer, 4096) => n,
                         _ = stopping.cancelled() => {
                             // Take no more, but write what is queued.
                             rx.close();
@@ -220,6 +224,14 @@ impl AuditSink {
                     tracing::error!(error = %e, count = events.len(), "cannot record decision audit events");
                 }
                 events.clear();
+                if !closing {
+                    // Let events gather: one transaction per interval, and no wake-up of this
+                    // task per denied check while it rests (sends to a resting receiver are cheap).
+                    tokio::select! {
+                        _ = tokio::time::sleep(WRITE_INTERVAL) => {}
+                        _ = stopping.cancelled() => {}
+                    }
+                }
             }
         });
         Self {
