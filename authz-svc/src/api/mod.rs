@@ -21,7 +21,8 @@ use self::convert as cv;
 use crate::{
     domain::{
         index::{
-            GrantAccess, GrantRecord, NONE, OverrideRecord, Reason, ResourceRecord, RoleGrantQuestion, Unresolved,
+            GrantAccess, GrantRecord, Index, NONE, OverrideRecord, Reason, ResourceRecord, RoleGrantQuestion,
+            Unresolved,
         },
         policy::{MAX_PERMISSIONS, RoleDef},
         valid_lower_name,
@@ -80,27 +81,10 @@ impl AuthzApi {
         caller(metadata, &*self.authenticator, &self.service_token).await
     }
 
-    /// Whether `who` may ask about `subject`: services may ask anything; a person may ask about
-    /// themselves, or about others with `users.view` in the tenant (MSP staff when no tenant).
-    fn may_ask_about(&self, who: &Caller, subject: &str, tenant: Option<Uuid>) -> bool {
-        let Some(user) = who.user() else { return true };
-        if user.user_id == subject {
-            return true;
-        }
-        match (Uuid::try_parse(&user.user_id).ok(), tenant) {
-            (Some(u), Some(t)) => self.state.read().decide_names(&u, "users.view", &t, None).allowed(),
-            _ => user.is_msp_staff,
-        }
-    }
-
     /// Decision RPCs about one subject: [`Self::asker`] then [`Self::may_ask_about`].
     async fn may_ask(&self, metadata: &MetadataMap, subject: &str, tenant: Option<Uuid>) -> Result<(), ApiError> {
         let who = self.asker(metadata).await?;
-        if self.may_ask_about(&who, subject, tenant) {
-            Ok(())
-        } else {
-            Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required"))
-        }
+        if may_ask_about(&self.state.read(), &who, Some(subject), tenant) { Ok(()) } else { Err(users_view_required()) }
     }
 
     /// Management RPCs: a service, or a person holding `permission` in `tenant` (the admin
@@ -189,6 +173,24 @@ impl AuthzApi {
             )
         })
     }
+}
+
+/// Whether `who` may ask a decision question about `subject` (`None`: about people in general,
+/// as an access review does). Services may ask anything; a person may ask about themselves, or
+/// about others with `users.view` in the tenant (MSP staff when no tenant is named).
+fn may_ask_about(index: &Index, who: &Caller, subject: Option<&str>, tenant: Option<Uuid>) -> bool {
+    let Some(user) = who.user() else { return true };
+    if subject == Some(user.user_id.as_str()) {
+        return true;
+    }
+    match (Uuid::try_parse(&user.user_id).ok(), tenant) {
+        (Some(u), Some(t)) => index.decide_names(&u, "users.view", &t, None).allowed(),
+        _ => user.is_msp_staff,
+    }
+}
+
+fn users_view_required() -> ApiError {
+    ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required")
 }
 
 #[tonic::async_trait]
@@ -1023,16 +1025,8 @@ impl AuthzService for AuthzApi {
                     let resource = cv::optional_resource("resource_id", &item.resource_id)?;
                     let s =
                         index.resolve(&user, &item.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
-                    // A person asking about someone else needs users.view in that item's tenant.
-                    if let Some(asker) = who.user()
-                        && asker.user_id != item.subject_user_id
-                        && !Uuid::try_parse(&asker.user_id)
-                            .is_ok_and(|a| index.decide_names(&a, "users.view", &tenant, None).allowed())
-                    {
-                        return Err(ApiError::permission_denied(
-                            ErrorReason::PermissionDenied,
-                            "users.view is required",
-                        ));
+                    if !may_ask_about(&index, &who, Some(&item.subject_user_id), Some(tenant)) {
+                        return Err(users_view_required());
                     }
                     Ok(s)
                 })();
@@ -1166,8 +1160,8 @@ impl AuthzService for AuthzApi {
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         // An access review lists people: services, or a person with users.view in the tenant.
         let who = self.asker(&metadata).await?;
-        if who.user().is_some() && !self.may_ask_about(&who, "", Some(tenant)) {
-            return Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required").into());
+        if !may_ask_about(&self.state.read(), &who, None, Some(tenant)) {
+            return Err(users_view_required().into());
         }
         cv::permission_name("permission", &r.permission)?;
         let resource = cv::optional_resource("resource_id", &r.resource_id)?;
