@@ -10,6 +10,17 @@ use identity_svc::domain::totp;
 use tether_proto::identity::v1 as pb;
 use tonic::Code;
 
+/// A department of tenant A (the tenancy double learns its parent per test).
+const DEPT_A1: &str = "00000000-0000-7000-8000-0000000000a1";
+
+/// Sets a 2FA policy as `token`'s holder, expecting success.
+async fn set_policy(env: &Env, token: &str, policy: pb::TwoFactorPolicy) {
+    env.client()
+        .set_two_factor_policy(auth(token, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
+        .await
+        .unwrap();
+}
+
 fn now_step() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 30
 }
@@ -157,10 +168,7 @@ async fn a_policy_requiring_2fa_turns_login_into_enrollment_and_admins_can_reset
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
-    env.client()
-        .set_two_factor_policy(auth(&owner, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
-        .await
-        .unwrap();
+    set_policy(&env, &owner, policy).await;
     let got = env
         .client()
         .get_two_factor_policy(auth(&owner, pb::GetTwoFactorPolicyRequest { tenant_id: TENANT_A.into() }))
@@ -225,7 +233,6 @@ async fn a_policy_requiring_2fa_turns_login_into_enrollment_and_admins_can_reset
 #[tokio::test]
 async fn a_role_policy_asks_enrollment_of_holders_of_the_role_and_fails_closed_without_tenancy() {
     use std::sync::atomic::Ordering;
-    const DEPT_A1: &str = "00000000-0000-7000-8000-0000000000a1";
     let env = Env::start().await;
     let owner = env.owner_token().await;
     env.tenancy.parents.lock().unwrap().insert(DEPT_A1.into(), TENANT_A.into());
@@ -246,10 +253,7 @@ async fn a_role_policy_asks_enrollment_of_holders_of_the_role_and_fails_closed_w
         required_roles: vec!["client_admin".into()],
         ..Default::default()
     };
-    env.client()
-        .set_two_factor_policy(auth(&owner, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
-        .await
-        .unwrap();
+    set_policy(&env, &owner, policy).await;
 
     let enrollment = |o: pb::login_outcome::Outcome| matches!(o, pb::login_outcome::Outcome::EnrollmentRequired(_));
     // An admin of A, and an admin of a department of A: enrollment, no session.
@@ -298,17 +302,13 @@ async fn a_role_policy_asks_enrollment_of_holders_of_the_role_and_fails_closed_w
 
 #[tokio::test]
 async fn a_tenant_policy_covers_the_users_of_its_departments() {
-    const DEPT_A1: &str = "00000000-0000-7000-8000-0000000000a1";
     let env = Env::start().await;
     let owner = env.owner_token().await;
     env.tenancy.parents.lock().unwrap().insert(DEPT_A1.into(), TENANT_A.into());
     env.create(&owner, "eve@a.example", "Eve", DEPT_A1, "client_user", false).await;
     env.create(&owner, "fay@b.example", "Fay", TENANT_B, "client_user", false).await;
     let policy = pb::TwoFactorPolicy { tenant_id: TENANT_A.into(), require_all: true, ..Default::default() };
-    env.client()
-        .set_two_factor_policy(auth(&owner, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
-        .await
-        .unwrap();
+    set_policy(&env, &owner, policy).await;
 
     // Eve's home is a department of A: A's policy covers her. Fay, in B, logs in as before.
     let outcome = env.try_login("eve@a.example", PASSWORD).await.unwrap();

@@ -83,21 +83,23 @@ pub async fn get<'e, E: sqlx::Executor<'e, Database = Any>>(
     executor: E,
     id: &str,
 ) -> Result<Option<InvitationRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM invitations WHERE id = $1");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_owned())
-        .fetch_optional(executor)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    one_where(executor, "id", id).await
 }
 
 pub async fn get_by_request_id(pool: &AnyPool, request_id: &str) -> Result<Option<InvitationRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM invitations WHERE request_id = $1");
+    one_where(pool, "request_id", request_id).await
+}
+
+/// The invitation whose `column` (a unique column) holds `value`.
+async fn one_where<'e, E: sqlx::Executor<'e, Database = Any>>(
+    executor: E,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<InvitationRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM invitations WHERE {column} = $1");
     sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(request_id.to_owned())
-        .fetch_optional(pool)
+        .bind(value.to_owned())
+        .fetch_optional(executor)
         .await?
         .as_ref()
         .map(from_row)
