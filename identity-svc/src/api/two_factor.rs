@@ -53,40 +53,33 @@ impl Identity {
         {
             return Ok(true);
         }
+        // Tenant policies requiring everyone: the home tenant's applies at once (MSP staff's home
+        // is the admin tenancy); a client's also covers the users of its departments, whose
+        // ancestors only tenancy knows.
+        let tenant_policies: Vec<Policy> = store::tenant_wide_policies(self.db.pool())
+            .await
+            .map_err(convert::db)?
+            .into_iter()
+            .filter(in_force)
+            .collect();
         let home = match (&a.primary_tenant_id, a.is_msp_staff) {
             (Some(t), false) => Some(t.clone()),
+            _ if tenant_policies.is_empty() => None,
             _ => self.admin.id().await.ok(),
         };
-        if let Some(home) = home
-            && store::policy(self.db.pool(), &home)
-                .await
-                .map_err(convert::db)?
-                .is_some_and(|p| in_force(&p) && p.require_all)
-        {
+        if home.is_some_and(|h| tenant_policies.iter().any(|p| p.scope == h)) {
             return Ok(true);
         }
         let role_policies: Vec<Policy> =
             store::role_policies(self.db.pool()).await.map_err(convert::db)?.into_iter().filter(in_force).collect();
-        // A client's policy covers the users of its departments too: a department user needs
-        // their home tenant's ancestors, which only tenancy knows.
-        let tenant_policies: Vec<Policy> = if a.is_msp_staff || a.primary_tenant_id.is_none() {
-            Vec::new()
-        } else {
-            store::tenant_wide_policies(self.db.pool())
-                .await
-                .map_err(convert::db)?
-                .into_iter()
-                .filter(in_force)
-                .collect()
-        };
-        if role_policies.is_empty() && tenant_policies.is_empty() {
+        let check_departments = !a.is_msp_staff && a.primary_tenant_id.is_some() && !tenant_policies.is_empty();
+        if role_policies.is_empty() && !check_departments {
             return Ok(false);
         }
         let held = self.ask_tenancy("the user's roles", self.tenancy.user_roles(&a.id)).await?;
         if let Some(home) = &a.primary_tenant_id {
-            let above_home = held.iter().filter(|h| &h.tenant_id == home).flat_map(|h| h.ancestors.iter());
-            let covered = above_home.clone().any(|t| tenant_policies.iter().any(|p| &p.scope == t));
-            if covered {
+            let mut above_home = held.iter().filter(|h| &h.tenant_id == home).flat_map(|h| h.ancestors.iter());
+            if above_home.any(|t| tenant_policies.iter().any(|p| &p.scope == t)) {
                 return Ok(true);
             }
         }
