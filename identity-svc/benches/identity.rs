@@ -4,8 +4,8 @@
 //!
 //! `cargo bench -p identity-svc --bench identity` (SQLite in a temp dir; set
 //! `TETHER_TEST_DATABASE_URL` for PostgreSQL). Scale with `BENCH_LOGINS` (default 120) and
-//! `BENCH_AUTH_CALLS` (per caller, default 500); `TETHER_IDENTITY_HASH_NICE=0` runs it without
-//! the hashing threads' lowered priority, for comparison.
+//! `BENCH_AUTH_CALLS` (per caller, default 500); `TETHER_IDENTITY_HASH_PRIORITY=10` (nice 10) or
+//! `=0` (unchanged) runs it without the hashing threads' idle scheduling, for comparison.
 
 // Test code: a failed set-up or assertion should panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -168,10 +168,13 @@ async fn main() {
         .with("TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD", OWNER_PASSWORD)
         .with("TETHER_IDENTITY_MAIL_OUTBOX_DIR", std::env::temp_dir().join("tether-bench-mail").display().to_string())
         .with("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "100000")
-        // A/B the hashing threads' priority: TETHER_IDENTITY_HASH_NICE=0 turns it off.
-        .with("TETHER_IDENTITY_HASH_NICE", std::env::var("TETHER_IDENTITY_HASH_NICE").unwrap_or_else(|_| "10".into()));
+        // A/B the hashing threads' priority: TETHER_IDENTITY_HASH_PRIORITY=0 turns it off.
+        .with(
+            "TETHER_IDENTITY_HASH_PRIORITY",
+            std::env::var("TETHER_IDENTITY_HASH_PRIORITY").unwrap_or_else(|_| "idle".into()),
+        );
     let config = identity_svc::Config::load(&source).expect("config");
-    println!("hashing threads: {} at nice {}", config.hash_concurrency, config.hash_nice);
+    println!("hashing threads: {}, scheduled {}", config.hash_concurrency, config.hash_priority);
     let prepared =
         identity_svc::prepare_with(config, Deps { authorizer: Arc::new(AllowAll), tenancy: Arc::new(AcceptAll) })
             .await

@@ -7,15 +7,17 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
+use futures_util::future::BoxFuture;
 use tether_runtime::ApiError;
 use tokio::sync::Semaphore;
 
-use crate::domain::password;
+use crate::{config::HashPriority, domain::password};
 
 /// Hashing and verification on a pool of dedicated OS threads, at most `permits` at a time: a
 /// login storm queues here (asynchronously) instead of taking the runtime's workers. The pool's
-/// threads run at a lowered scheduling priority (nice), so on a busy machine the kernel prefers
-/// the threads that answer requests (Authenticate) while hashing still takes every idle cycle.
+/// threads run at a lowered scheduling priority ([`HashPriority`]), so on a busy machine the
+/// kernel prefers the threads that answer requests (Authenticate) while hashing still takes
+/// every idle cycle.
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
@@ -33,13 +35,13 @@ struct HashPool {
 }
 
 impl HashPool {
-    fn new(threads: usize, nice: i32) -> std::io::Result<Self> {
+    fn new(threads: usize, priority: HashPriority) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             std::thread::Builder::new().name(format!("identity-hash-{i}")).spawn(move || {
-                lower_priority(nice);
+                lower_priority(priority);
                 loop {
                     // The lock is held only while waiting for the next job.
                     let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
@@ -64,24 +66,42 @@ impl HashPool {
     }
 }
 
-/// Lowers the calling thread's priority (Linux: per-thread nice). Best effort: without it the
-/// pool still works, only without the preference for request threads.
-fn lower_priority(nice: i32) {
+/// Applies `priority` to the calling thread. Best effort: without it the pool still works,
+/// only without the preference for request threads.
+fn lower_priority(priority: HashPriority) {
     #[cfg(target_os = "linux")]
-    if nice > 0
-        && let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)
     {
-        tracing::warn!(error = %e, nice, "could not lower the hashing threads' priority");
+        let result = match priority {
+            HashPriority::Idle => {
+                use thread_priority::{
+                    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
+                    thread_native_id,
+                };
+                set_thread_priority_and_policy(
+                    thread_native_id(),
+                    ThreadPriority::Min,
+                    ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+                )
+                .map_err(|e| format!("{e:?}"))
+            }
+            HashPriority::Nice(0) => Ok(()),
+            HashPriority::Nice(n) => {
+                rustix::process::setpriority_process(Some(rustix::thread::gettid()), n).map_err(|e| e.to_string())
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, %priority, "could not lower the hashing threads' priority");
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = nice;
+    let _ = priority;
 }
 
 impl Hasher {
-    /// `concurrency` hashing threads at nice `nice` (0: unchanged).
-    pub async fn new(concurrency: usize, nice: i32) -> Result<Self, ApiError> {
+    /// `concurrency` hashing threads scheduled at `priority`.
+    pub async fn new(concurrency: usize, priority: HashPriority) -> Result<Self, ApiError> {
         let concurrency = concurrency.max(1);
-        let pool = Arc::new(HashPool::new(concurrency, nice).map_err(ApiError::internal)?);
+        let pool = Arc::new(HashPool::new(concurrency, priority).map_err(ApiError::internal)?);
         let random = password::generate(24).map_err(ApiError::internal)?;
         let dummy = pool.run(move || password::hash(&random)).await?.map_err(ApiError::internal)?;
         Ok(Self { permits: Arc::new(Semaphore::new(concurrency)), pool, dummy: Arc::new(dummy) })
@@ -113,6 +133,85 @@ impl Hasher {
     pub async fn matches_any(&self, plain: &str, hashes: Vec<String>) -> Result<bool, ApiError> {
         let plain = plain.to_owned();
         self.run(move || hashes.iter().any(|h| password::verify(&plain, h))).await
+    }
+}
+
+/// One read of the revocation generation: the database query, boxed so tests can count reads.
+pub type GenerationRead = Arc<dyn Fn() -> BoxFuture<'static, Result<i64, String>> + Send + Sync>;
+
+/// Reads of the revocation generation, shared by the calls that wait at the same moment.
+///
+/// A call may take the answer of a read that *started after the call arrived*: that read sees
+/// every revocation committed before the call, so "a revoked session is refused on the very
+/// next call" still holds on every replica, while 16 concurrent Authenticates cost one or two
+/// database reads instead of 16. Reads run as their own tasks, so a caller that gives up does
+/// not leave the others waiting.
+pub struct GenerationReads {
+    rounds: Mutex<Rounds>,
+    finished: tokio::sync::watch::Sender<Finished>,
+    read: GenerationRead,
+}
+
+/// Read rounds are numbered; a call needs the first round that starts after it arrives.
+#[derive(Default)]
+struct Rounds {
+    started: u64,
+    reading: bool,
+    /// The highest round a waiting call needs (started when the current one finishes).
+    wanted: u64,
+}
+
+#[derive(Clone)]
+struct Finished {
+    round: u64,
+    generation: Result<i64, String>,
+}
+
+impl GenerationReads {
+    pub fn new(read: GenerationRead) -> Arc<Self> {
+        let (finished, _) = tokio::sync::watch::channel(Finished { round: 0, generation: Ok(0) });
+        Arc::new(Self { rounds: Mutex::new(Rounds::default()), finished, read })
+    }
+
+    /// The generation as of some moment after this call began.
+    pub async fn current(self: &Arc<Self>) -> Result<i64, ApiError> {
+        let mut finished = self.finished.subscribe();
+        let need = {
+            let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+            let need = rounds.started + 1;
+            if rounds.reading {
+                rounds.wanted = rounds.wanted.max(need);
+            } else {
+                rounds.started = need;
+                rounds.reading = true;
+                self.start_round(need);
+            }
+            need
+        };
+        let result = finished
+            .wait_for(|f| f.round >= need)
+            .await
+            .map_err(|_| ApiError::internal("the generation reader has stopped"))?
+            .generation
+            .clone();
+        result.map_err(ApiError::internal)
+    }
+
+    fn start_round(self: &Arc<Self>, round: u64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let generation = (this.read)().await;
+            {
+                let mut rounds = this.rounds.lock().unwrap_or_else(|e| e.into_inner());
+                if rounds.wanted > round {
+                    rounds.started = round + 1;
+                    this.start_round(round + 1);
+                } else {
+                    rounds.reading = false;
+                }
+            }
+            this.finished.send_replace(Finished { round, generation });
+        });
     }
 }
 
@@ -193,21 +292,98 @@ impl SessionCache {
 mod tests {
     use super::*;
 
-    /// The calling thread's nice value, from /proc.
-    fn own_nice() -> Option<i32> {
+    /// The calling thread's scheduling policy (0 normal, 5 idle) and nice value, from /proc
+    /// (fields 41 and 19 of `stat`; the fields after the command name start at field 3).
+    fn own_scheduling() -> Option<(u32, i32)> {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-        let after_name = &stat[stat.rfind(')')? + 1..];
-        after_name.split_whitespace().nth(16)?.parse().ok()
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        Some((fields.get(38)?.parse().ok()?, fields.get(16)?.parse().ok()?))
     }
 
+    const SCHED_IDLE: u32 = 5;
+
     #[tokio::test]
-    async fn hashing_threads_run_at_the_configured_nice_and_the_caller_does_not() {
-        let before = own_nice();
-        let pool = HashPool::new(2, 10).unwrap_or_else(|e| panic!("{e}"));
-        let in_pool = pool.run(own_nice).await.unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(in_pool, Some(10));
-        assert_eq!(own_nice(), before);
-        let unchanged = HashPool::new(1, 0).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(unchanged.run(own_nice).await.unwrap_or_else(|e| panic!("{e:?}")), before);
+    async fn hashing_threads_run_at_the_configured_priority_and_the_caller_does_not() {
+        let before = own_scheduling();
+        let idle = HashPool::new(2, HashPriority::Idle).unwrap_or_else(|e| panic!("{e}"));
+        let in_pool = idle.run(own_scheduling).await.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(in_pool.map(|(policy, _)| policy), Some(SCHED_IDLE));
+        let nice = HashPool::new(2, HashPriority::Nice(10)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nice.run(own_scheduling).await.unwrap_or_else(|e| panic!("{e:?}")), Some((0, 10)));
+        assert_eq!(own_scheduling(), before);
+        let unchanged = HashPool::new(1, HashPriority::Nice(0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(unchanged.run(own_scheduling).await.unwrap_or_else(|e| panic!("{e:?}")), before);
+    }
+
+    /// A stand-in database: the generation is a counter; each read is counted and takes 2 ms.
+    fn counting_reads() -> (Arc<GenerationReads>, Arc<std::sync::atomic::AtomicI64>, Arc<std::sync::atomic::AtomicU64>)
+    {
+        use std::sync::atomic::Ordering;
+        let generation = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (g, r) = (generation.clone(), reads.clone());
+        let read: GenerationRead = Arc::new(move || {
+            let (g, r) = (g.clone(), r.clone());
+            Box::pin(async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                let value = g.load(Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                Ok(value)
+            })
+        });
+        (GenerationReads::new(read), generation, reads)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_share_reads() {
+        let (shared, _, reads) = counting_reads();
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.current().await })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap_or_else(|e| panic!("{e}")).ok(), Some(0));
+        }
+        let n = reads.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=4).contains(&n), "64 concurrent calls made {n} reads");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_never_sees_a_generation_older_than_its_start() {
+        use std::sync::atomic::Ordering;
+        let (shared, generation, _) = counting_reads();
+        // Background callers keep rounds in flight, so new calls often arrive mid-read.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let background: Vec<_> = (0..8)
+            .map(|_| {
+                let (shared, stop) = (shared.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let _ = shared.current().await;
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..50 {
+            // A revocation commits, then a call starts: it must see it.
+            let committed = generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let seen = shared.current().await.unwrap_or_else(|e| panic!("{e:?}"));
+            assert!(seen >= committed, "saw generation {seen} after {committed} committed");
+        }
+        stop.store(true, Ordering::SeqCst);
+        for b in background {
+            let _ = b.await;
+        }
+    }
+
+    #[test]
+    fn priorities_parse_from_config_text() {
+        assert_eq!("idle".parse(), Ok(HashPriority::Idle));
+        assert_eq!("10".parse(), Ok(HashPriority::Nice(10)));
+        assert_eq!("0".parse(), Ok(HashPriority::Nice(0)));
+        assert_eq!("20".parse::<HashPriority>(), Err(()));
+        assert_eq!("low".parse::<HashPriority>(), Err(()));
     }
 }

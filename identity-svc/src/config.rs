@@ -31,9 +31,10 @@ pub struct Config {
     /// `TETHER_IDENTITY_HASH_CONCURRENCY`: password hashes computed at once; default: the
     /// number of cores.
     pub hash_concurrency: usize,
-    /// `TETHER_IDENTITY_HASH_NICE`, default 10 (0..=19; 0 leaves it unchanged): the scheduling
-    /// priority (nice) of the hashing threads, so request threads win the cores under a storm.
-    pub hash_nice: i32,
+    /// `TETHER_IDENTITY_HASH_PRIORITY`, default `idle`, or a nice value 0..=19 (0 leaves it
+    /// unchanged): how the hashing threads are scheduled, so request threads win the cores under
+    /// a login storm.
+    pub hash_priority: HashPriority,
     pub relay: RelayConfig,
     /// `TETHER_IDENTITY_TENANCY_ADDR`, default `http://127.0.0.1:50052`.
     pub tenancy_addr: String,
@@ -223,7 +224,9 @@ impl Config {
             account_lockout,
             ip_lockout,
             hash_concurrency: source.count_or(&key("HASH_CONCURRENCY"), cores, 1..=1024)?,
-            hash_nice: source.count_or(&key("HASH_NICE"), 10, 0..=19)? as i32,
+            hash_priority: source
+                .parse_opt(&key("HASH_PRIORITY"), "idle, or a nice value between 0 and 19")?
+                .unwrap_or(HashPriority::Idle),
             relay: RelayConfig {
                 retry: source.millis_or(&key("RELAY_RETRY_MS"), Duration::from_millis(500), 1..=600_000)?,
                 max_retry: source.millis_or(&key("RELAY_MAX_RETRY_MS"), Duration::from_secs(30), 1..=3_600_000)?,
@@ -276,5 +279,38 @@ impl Config {
                 },
             },
         })
+    }
+}
+
+/// How the hashing threads are scheduled (Linux; elsewhere they run like any other thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashPriority {
+    /// Linux's SCHED_IDLE policy: any request thread that wakes up preempts a hashing thread at
+    /// once, while hashing still takes every idle cycle. Under a sustained full load of other
+    /// work, logins wait for it to end.
+    Idle,
+    /// The normal policy at this nice value (0: unchanged): a fair share, weighted down.
+    Nice(i32),
+}
+
+impl std::str::FromStr for HashPriority {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.eq_ignore_ascii_case("idle") {
+            return Ok(Self::Idle);
+        }
+        match s.parse::<i32>() {
+            Ok(n) if (0..=19).contains(&n) => Ok(Self::Nice(n)),
+            _ => Err(()),
+        }
+    }
+}
+
+impl std::fmt::Display for HashPriority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Idle => f.write_str("idle"),
+            Self::Nice(n) => write!(f, "nice {n}"),
+        }
     }
 }

@@ -65,9 +65,16 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
     let relay =
         events::relay::spawn(database.clone(), deps.tenancy.clone(), admin.clone(), config.relay, stopping.clone());
     let mailer = mail::from_config(&config.mail).map_err(StartError::Other)?;
-    let hasher = auth::Hasher::new(config.hash_concurrency, config.hash_nice)
+    let hasher = auth::Hasher::new(config.hash_concurrency, config.hash_priority)
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
+    let generation = {
+        let pool = auth_database.pool().clone();
+        auth::GenerationReads::new(Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move { store::sessions::generation(&pool).await.map_err(|e| e.to_string()) })
+        }))
+    };
     let identity = api::Identity {
         db: database.clone(),
         auth_db: auth_database,
@@ -77,6 +84,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
         config: config.clone(),
         hasher,
         cache: auth::SessionCache::default(),
+        generation,
         authorizer: deps.authorizer,
         admin,
         tenancy: deps.tenancy,

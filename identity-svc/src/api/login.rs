@@ -377,13 +377,14 @@ impl Identity {
     }
 
     /// The principal of a session token: from the cache while the revocation generation is
-    /// unchanged (one indexed single-row read), else from the database.
+    /// unchanged (one indexed single-row read, shared by concurrent calls), else from the
+    /// database.
     pub async fn authenticate(&self, token: &str) -> Result<pb::AuthenticateResponse, ApiError> {
         if !tokens::well_formed(token) {
             return Err(unauthenticated());
         }
         let digest = tokens::digest(token);
-        let generation = sessions::generation(self.auth_db.pool()).await.map_err(convert::db)?;
+        let generation = self.generation.current().await?;
         let now = now_micros();
         let idle = micros(self.config.sessions.idle_timeout);
         // Refresh the idle timer at most this often (the list shows last use coarsely).

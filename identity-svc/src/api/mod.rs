@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{Hasher, SessionCache},
+    auth::{GenerationReads, Hasher, SessionCache},
     config::Config,
     events::relay::{AdminTenancy, Relay, Tenancy},
     store::accounts::AccountRow,
@@ -42,6 +42,8 @@ pub struct Identity {
     pub config: Config,
     pub hasher: Hasher,
     pub cache: SessionCache,
+    /// `Authenticate`'s reads of the revocation generation (from `auth_db`).
+    pub generation: Arc<GenerationReads>,
     pub authorizer: Arc<dyn Authorizer>,
     pub admin: Arc<AdminTenancy>,
     /// tenancy-svc, for what identity must ask it at request time (roles, owner, names).
