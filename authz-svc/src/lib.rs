@@ -88,7 +88,12 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
     health.set_serving(false);
     tokio::spawn(events::report_health(state.clone(), health.clone(), stopping.clone()));
 
-    let audit = events::AuditSink::start(database.clone(), config.audit_allowed_sample, stopping.clone());
+    let audit = events::AuditSink::start(
+        database.clone(),
+        config.audit_allowed_sample,
+        config.audit_max_per_second,
+        stopping.clone(),
+    );
     let api = api::AuthzApi::new(state, audit, deps.authenticator, config.service_token.clone(), config.open_decisions);
     let routes = Routes::new(AuthzServiceServer::new(api));
     Ok(ServiceHost { settings: config.server, routes, health, database, stopping })

@@ -92,3 +92,72 @@ async fn denied_checks_become_audit_events_with_the_trace_id() {
     assert!(!last.is_empty());
     authz.service.stop().await.unwrap();
 }
+
+/// Every audit event in authz's outbox, decoded.
+async fn outbox_events(pool: &sqlx::AnyPool) -> Vec<AuditEvent> {
+    let rows = sqlx::query("SELECT payload FROM audit_outbox").fetch_all(pool).await.unwrap_or_else(|e| panic!("{e}"));
+    rows.iter()
+        .map(|r| {
+            let bytes = hex::decode(r.get::<String, _>("payload")).unwrap_or_else(|e| panic!("{e}"));
+            AuditEvent::decode(bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn denials_over_the_per_second_budget_are_counted_in_a_summary_event() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[("TETHER_AUTHZ_AUDIT_MAX_PER_SECOND", "100")]).await;
+    let item = tether_proto::authz::v1::BatchCheckItem {
+        subject_user_id: w.viewer.to_string(),
+        permission: "assets.delete".into(),
+        tenant_id: w.a.to_string(),
+        resource_id: String::new(),
+    };
+    // 10 batches of 150 denials in well under a second or two: the budget takes the first
+    // batch of each second whole, and counts the rest.
+    let sent = 10 * 150;
+    for _ in 0..10 {
+        let reply = authz
+            .client
+            .clone()
+            .batch_check(tether_proto::authz::v1::BatchCheckRequest {
+                items: vec![item.clone(); 150],
+                at_least_as_fresh: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.decisions.iter().all(|d| !d.allowed), "the budget never changes a decision");
+    }
+
+    let pool = db.inspect("authz").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = outbox_events(&pool).await;
+        let recorded = events.iter().filter(|e| e.action == "authz.check_denied").count() as u64;
+        let summarised: u64 = events
+            .iter()
+            .filter(|e| e.action == "authz.decision_audit_suppressed")
+            .map(|e| {
+                let m: serde_json::Value = serde_json::from_str(&e.metadata_json).unwrap();
+                assert_eq!(m["max_per_second"], 100);
+                assert_eq!(m["allowed"], 0);
+                m["denied"].as_u64().unwrap()
+            })
+            .sum();
+        if recorded + summarised == sent {
+            assert!(recorded <= 3 * 150, "{recorded} denials recorded one by one over a budget of 100/s");
+            assert!(summarised >= 7 * 150, "only {summarised} denials in summaries");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{recorded} recorded + {summarised} summarised of {sent} denials"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    authz.service.stop().await.unwrap();
+}

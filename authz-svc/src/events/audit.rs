@@ -95,13 +95,38 @@ impl Queued {
         }
     }
 
-    fn into_events(self, out: &mut Vec<AuditEvent>) {
+    /// How many of its events are denials and how many allowed decisions.
+    fn counts(&self) -> (u64, u64) {
         match self {
-            Self::One(r) => out.push(decision_event(r)),
+            Self::One(r) => {
+                if r.allowed {
+                    (0, 1)
+                } else {
+                    (1, 0)
+                }
+            }
+            Self::Batch { recorded, .. } => {
+                let allowed = recorded.iter().filter(|(_, allowed, _)| *allowed).count() as u64;
+                (recorded.len() as u64 - allowed, allowed)
+            }
+        }
+    }
+
+    fn at_micros(&self) -> i64 {
+        match self {
+            Self::One(r) => r.at_micros,
+            Self::Batch { at_micros, .. } => *at_micros,
+        }
+    }
+
+    /// Its events, built one at a time as the writer takes them.
+    fn into_events(self) -> impl Iterator<Item = AuditEvent> + Send {
+        let (one, batch) = match self {
+            Self::One(r) => (Some(decision_event(r)), None),
             Self::Batch { batch_id, mut items, recorded, trace_id, at_micros } => {
-                for (i, allowed, reason) in recorded {
-                    let Some(item) = items.get_mut(i) else { continue };
-                    out.push(decision_event(DecisionRecord {
+                let events = recorded.into_iter().filter_map(move |(i, allowed, reason)| {
+                    let item = items.get_mut(i)?;
+                    Some(decision_event(DecisionRecord {
                         decision_id: format!("{batch_id}/{i}"),
                         user_id: std::mem::take(&mut item.subject_user_id),
                         permission: std::mem::take(&mut item.permission),
@@ -111,10 +136,12 @@ impl Queued {
                         reason,
                         trace_id: trace_id.clone(),
                         at_micros,
-                    }));
-                }
+                    }))
+                });
+                (None, Some(events))
             }
-        }
+        };
+        one.into_iter().chain(batch.into_iter().flatten())
     }
 }
 
@@ -171,13 +198,90 @@ pub fn fresh_id() -> uuid::Uuid {
     uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
 }
 
-/// Most decision events waiting for the writer; beyond it new ones are dropped (and counted)
-/// rather than stalling decisions or growing without bound.
+/// Most decision events waiting for the writer; beyond it new ones are only counted rather
+/// than stalling decisions or growing without bound.
 const MAX_QUEUED_EVENTS: usize = 65_536;
 
 /// How long the writer rests between transactions: decision audits reach the outbox at most
 /// this late, in a few large transactions rather than many small ones.
 const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// How soon counts of suppressed events are recorded when no single event comes to carry them.
+const SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A per-second budget of decision events (`TETHER_AUTHZ_AUDIT_MAX_PER_SECOND`), like the
+/// decision-log rate limits of other policy engines: a flood of denials (a misconfigured client
+/// retrying, a scan, a benchmark) is summarised instead of taking the cores from the decisions.
+struct Budget {
+    per_second: u64,
+    second: AtomicU64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    /// Whether `n` more events fit in the second of `at_micros`. A call that starts within the
+    /// budget is taken whole (a batch may overshoot it by its own size).
+    fn take(&self, n: u64, at_micros: i64) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let second = (at_micros / 1_000_000) as u64;
+        let current = self.second.load(Ordering::Relaxed);
+        if second > current
+            && self.second.compare_exchange(current, second, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(n, Ordering::Relaxed) < self.per_second
+    }
+}
+
+/// Decision events not recorded one by one (over the budget, or the queue full), counted until
+/// the writer records them as one `authz.decision_audit_suppressed` event.
+#[derive(Default)]
+struct Suppressed {
+    denied: AtomicU64,
+    allowed: AtomicU64,
+    /// Since start, for the log.
+    total: AtomicU64,
+}
+
+impl Suppressed {
+    fn add(&self, (denied, allowed): (u64, u64)) {
+        self.denied.fetch_add(denied, Ordering::Relaxed);
+        self.allowed.fetch_add(allowed, Ordering::Relaxed);
+        let before = self.total.fetch_add(denied + allowed, Ordering::Relaxed);
+        let after = before + denied + allowed;
+        // Logged each time the count since start passes a power of two.
+        if before == 0 || after.ilog2() != before.ilog2() {
+            tracing::warn!(
+                suppressed = after,
+                "decision audit events over budget or queue full; recording counts only"
+            );
+        }
+    }
+
+    /// The summary event of what was suppressed since the last call, if anything was.
+    fn take_summary(&self, per_second: u64) -> Option<AuditEvent> {
+        let denied = self.denied.swap(0, Ordering::Relaxed);
+        let allowed = self.allowed.swap(0, Ordering::Relaxed);
+        if denied + allowed == 0 {
+            return None;
+        }
+        let metadata = serde_json::json!({ "denied": denied, "allowed": allowed, "max_per_second": per_second });
+        Some(AuditEvent {
+            event_id: fresh_id().to_string(),
+            occurred_at: Some(timestamp_from_micros(now_micros())),
+            source_service: SOURCE.to_owned(),
+            actor: Some(actor(None)),
+            action: "authz.decision_audit_suppressed".to_owned(),
+            resource_type: "decision_audit".to_owned(),
+            outcome: AuditOutcome::Success as i32,
+            metadata_json: metadata.to_string(),
+            ..Default::default()
+        })
+    }
+}
 
 /// Hands decision events to a background writer so a check never waits for the database.
 #[derive(Clone)]
@@ -186,18 +290,23 @@ pub struct AuditSink {
     queued: Arc<AtomicUsize>,
     allowed_every: u64,
     allowed_seen: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
+    budget: Arc<Budget>,
+    suppressed: Arc<Suppressed>,
 }
 
 impl AuditSink {
-    /// Starts the writer; it drains what is queued and stops at `stopping`.
-    pub fn start(database: Database, allowed_every: usize, stopping: CancellationToken) -> Self {
+    /// Starts the writer; it drains what is queued and stops at `stopping`. At most
+    /// `max_per_second` decision events are recorded one by one each second (0: no budget).
+    pub fn start(database: Database, allowed_every: usize, max_per_second: usize, stopping: CancellationToken) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = queued.clone();
+        let budget =
+            Arc::new(Budget { per_second: max_per_second as u64, second: AtomicU64::new(0), used: AtomicU64::new(0) });
+        let suppressed = Arc::new(Suppressed::default());
+        let writer_suppressed = suppressed.clone();
         tokio::spawn(async move {
             let mut buffer = Vec::with_capacity(4096);
-            let mut events = Vec::with_capacity(4096);
             let mut closing = false;
             loop {
                 let got = if closing {
@@ -205,6 +314,9 @@ impl AuditSink {
                 } else {
                     tokio::select! {
                         n = rx.recv_many(&mut buffer, 4096) => n,
+                        // Nothing queued for a while, but suppressed counts may be waiting
+                        // (any count but 0, which means closed).
+                        _ = tokio::time::sleep(SUMMARY_INTERVAL) => usize::MAX,
                         _ = stopping.cancelled() => {
                             // Take no more, but write what is queued.
                             rx.close();
@@ -214,16 +326,24 @@ impl AuditSink {
                     }
                 };
                 if got == 0 {
+                    // Closed and drained: what was suppressed last still gets its summary.
+                    if let Some(summary) = writer_suppressed.take_summary(max_per_second as u64)
+                        && let Err(e) = crate::store::record_decisions(&database, std::iter::once(summary)).await
+                    {
+                        tracing::error!(error = %e, "cannot record the decision audit summary");
+                    }
                     return;
                 }
-                for queued in buffer.drain(..) {
-                    writer_queued.fetch_sub(queued.len(), Ordering::Relaxed);
-                    queued.into_events(&mut events);
+                let summary = writer_suppressed.take_summary(max_per_second as u64);
+                if buffer.is_empty() && summary.is_none() {
+                    continue;
                 }
-                if let Err(e) = crate::store::record_decisions(&database, &events).await {
-                    tracing::error!(error = %e, count = events.len(), "cannot record decision audit events");
+                let count: usize = buffer.iter().map(Queued::len).sum();
+                writer_queued.fetch_sub(count, Ordering::Relaxed);
+                let events = buffer.drain(..).flat_map(Queued::into_events).chain(summary);
+                if let Err(e) = crate::store::record_decisions(&database, events).await {
+                    tracing::error!(error = %e, count, "cannot record decision audit events");
                 }
-                events.clear();
                 if !closing {
                     // Let events gather: one transaction per interval, and no wake-up of this
                     // task per denied check while it rests (sends to a resting receiver are cheap).
@@ -239,7 +359,8 @@ impl AuditSink {
             queued,
             allowed_every: allowed_every as u64,
             allowed_seen: Arc::new(AtomicU64::new(0)),
-            dropped: Arc::new(AtomicU64::new(0)),
+            budget,
+            suppressed,
         }
     }
 
@@ -253,15 +374,16 @@ impl AuditSink {
         if n == 0 {
             return;
         }
+        let counts = queued.counts();
+        if !self.budget.take(n as u64, queued.at_micros()) {
+            self.suppressed.add(counts);
+            return;
+        }
         let before = self.queued.fetch_add(n, Ordering::Relaxed);
         if before + n > MAX_QUEUED_EVENTS || self.tx.send(queued).is_err() {
+            // Overload: shedding single events beats stalling every decision; they are counted.
             self.queued.fetch_sub(n, Ordering::Relaxed);
-            // Overload: shedding audit events beats stalling every decision; counted, and logged
-            // each time the count passes a power of two.
-            let dropped = self.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-            if dropped.ilog2() != (dropped - n as u64).max(1).ilog2() {
-                tracing::warn!(dropped, "decision audit queue full; events dropped");
-            }
+            self.suppressed.add(counts);
         }
     }
 }

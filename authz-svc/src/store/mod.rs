@@ -383,8 +383,21 @@ pub async fn revoke_grant(db: &Database, grant_id: Uuid, audit: &[AuditEvent]) -
 }
 
 /// Audit events of decisions (denials and sampled allows): no revision, nothing else changes.
-pub async fn record_decisions(db: &Database, events: &[AuditEvent]) -> StoreResult<()> {
+/// They are built as they are written, 50 at a time between statements, so the writer never
+/// holds a runtime worker (and the checks queued on it) for a whole interval's events.
+pub async fn record_decisions(db: &Database, events: impl Iterator<Item = AuditEvent> + Send) -> StoreResult<()> {
+    const GROUP: usize = 50;
     let mut tx = db.begin_write().await?;
-    record_audit(&mut tx, events).await?;
+    let mut group = Vec::with_capacity(GROUP);
+    for event in events {
+        group.push(event);
+        if group.len() == GROUP {
+            record_audit(&mut tx, &group).await?;
+            group.clear();
+        }
+    }
+    if !group.is_empty() {
+        record_audit(&mut tx, &group).await?;
+    }
     tx.commit().await
 }
