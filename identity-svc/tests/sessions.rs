@@ -380,8 +380,9 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
     env.login("zoe@a.example", "fresh-start-phrase-1").await;
 }
 
+/// As the edge forwards a person's request from `ip`.
 fn from_ip<T>(ip: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
+    let mut request = from_edge(message);
     request.metadata_mut().insert("x-client-ip", ip.parse().unwrap());
     request
 }
@@ -432,12 +433,12 @@ async fn concurrent_failures_are_each_counted() {
         let env_client = env.client();
         tasks.push(tokio::spawn(async move {
             let mut c = env_client;
-            c.login(pb::LoginRequest {
+            c.login(from_edge(pb::LoginRequest {
                 email: "sol@a.example".into(),
                 password: format!("wrong-guess-number-{i}"),
                 client_ip: "198.51.100.99".into(),
                 ..Default::default()
-            })
+            }))
             .await
         }));
     }
@@ -453,4 +454,47 @@ async fn concurrent_failures_are_each_counted() {
     let account = list.lockouts.iter().find(|l| l.user_id == sol.user_id).expect("the account's entry");
     let ip = list.lockouts.iter().find(|l| l.client_ip == "198.51.100.99").expect("the address's entry");
     assert_eq!((account.failed_attempts, ip.failed_attempts), (N as i32, N as i32));
+}
+
+#[tokio::test]
+async fn only_the_edge_may_name_the_client_address() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_LOCK_AFTER", "1000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    // A direct caller rotating the address it claims, in the field and in the header.
+    for i in 0..3 {
+        let mut request = tonic::Request::new(pb::LoginRequest {
+            email: "nobody@a.example".into(),
+            password: "wrong-guess".into(),
+            client_ip: format!("203.0.113.{i}"),
+            ..Default::default()
+        });
+        request.metadata_mut().insert("x-client-ip", format!("198.51.100.{i}").parse().unwrap());
+        assert_err(env.client().login(request).await, Code::Unauthenticated, "LOGIN_FAILED");
+    }
+    // The edge naming the person's address.
+    let request = from_edge(pb::LoginRequest {
+        email: "nobody@a.example".into(),
+        password: "wrong-guess".into(),
+        client_ip: "192.0.2.44".into(),
+        ..Default::default()
+    });
+    assert_err(env.client().login(request).await, Code::Unauthenticated, "LOGIN_FAILED");
+
+    let list = env
+        .client()
+        .list_lockouts(auth(&owner, pb::ListLockoutsRequest { page_size: 100, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let count = |ip: &str| list.lockouts.iter().find(|l| l.client_ip == ip).map(|l| l.failed_attempts);
+    assert_eq!(count("127.0.0.1"), Some(3), "all three direct attempts count against the connection's address");
+    assert_eq!(count("192.0.2.44"), Some(1));
+    for i in 0..3 {
+        assert_eq!(count(&format!("203.0.113.{i}")), None);
+        assert_eq!(count(&format!("198.51.100.{i}")), None);
+    }
 }

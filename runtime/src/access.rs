@@ -191,15 +191,19 @@ pub fn has_credentials(metadata: &MetadataMap) -> bool {
     metadata.contains_key("authorization") || metadata.contains_key(ServiceToken::HEADER)
 }
 
-/// Where a call came from: `x-client-ip` (set by the edge) if present, else the peer address.
-pub fn client_ip<T>(request: &tonic::Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-client-ip")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
-        .unwrap_or_default()
+/// Where a call came from. An address the call claims (`claimed`, e.g. a request field, else
+/// the `x-client-ip` header) counts only when a service presenting the service token makes the
+/// call, as the edge does for the person behind it; anyone else is placed at the connection's
+/// peer address, so rotating a claimed address cannot get around per-address limits.
+pub fn client_ip<T>(request: &tonic::Request<T>, service_token: &ServiceToken, claimed: &str) -> String {
+    let peer = || request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if service_token.verify(request.metadata()).is_none() {
+        return peer();
+    }
+    if !claimed.is_empty() {
+        return claimed.to_owned();
+    }
+    request.metadata().get("x-client-ip").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_else(peer)
 }
 
 /// Passes a downstream error on: its Tether reason if it has one, UNAVAILABLE if the service

@@ -394,7 +394,8 @@ impl Identity {
         &self,
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<pb::AcceptInvitationResponse, ApiError> {
-        let peer = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let claimed: String = request.get_ref().client_ip.trim().chars().take(100).collect();
+        let ip = tether_runtime::access::client_ip(&request, &self.service_token, &claimed);
         let r = request.into_inner();
         let row = self.open_invitation(&r.invitation_token).await?;
         let name = match r.display_name.trim() {
@@ -404,7 +405,6 @@ impl Identity {
         let password = parse_password("password", &r.password).map_err(convert::input)?;
         self.check_password("password", &password, &row.email, &name, None).await?;
         let hash = self.hasher.hash(&password).await?;
-        let ip = if r.client_ip.trim().is_empty() { peer } else { r.client_ip.trim().chars().take(100).collect() };
         let user_agent: String = r.user_agent.chars().take(500).collect();
 
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;

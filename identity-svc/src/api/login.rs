@@ -65,11 +65,9 @@ fn bearer<T>(request: &Request<T>) -> Option<String> {
 
 impl Identity {
     pub async fn login(&self, request: Request<pb::LoginRequest>) -> Result<pb::LoginResponse, ApiError> {
-        let peer = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-        let header_ip = request.metadata().get("x-client-ip").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let claimed = bounded("client_ip", &request.get_ref().client_ip, 100)?;
+        let ip = tether_runtime::access::client_ip(&request, &self.service_token, &claimed);
         let r = request.into_inner();
-        let ip = bounded("client_ip", &r.client_ip, 100)?;
-        let ip = if ip.is_empty() { header_ip.unwrap_or(peer) } else { ip };
         let user_agent = bounded("user_agent", &r.user_agent, 500)?;
         let email_raw = bounded("email", &r.email, Email::MAX_LEN + 10)?;
         let now = now_micros();

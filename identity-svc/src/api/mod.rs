@@ -69,7 +69,7 @@ impl Identity {
     /// here, by this service's own Authenticate).
     pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
         let mut caller = tether_runtime::access::caller(request.metadata(), self, &self.service_token).await?;
-        caller.client_ip = tether_runtime::access::client_ip(request);
+        caller.client_ip = tether_runtime::access::client_ip(request, &self.service_token, "");
         Ok(caller)
     }
 

@@ -85,7 +85,7 @@ impl Identity {
         request: Request<pb::RequestPasswordResetRequest>,
     ) -> Result<pb::RequestPasswordResetResponse, ApiError> {
         let started = tokio::time::Instant::now();
-        let ip = tether_runtime::access::client_ip(&request);
+        let ip = tether_runtime::access::client_ip(&request, &self.service_token, "");
         // Counted before the email is even read, so the limit answers the same whether or not
         // the address belongs to someone: it reveals nothing, and caps the mail one client
         // address can cause.
