@@ -668,6 +668,10 @@ mod grpc {
         std::fs::write(&policy, super::POLICY).expect("policy");
         let db = tether_tests::TestDatabase::fresh().await;
         let started = Instant::now();
+        // Half the requests are denials, each an audit event up to the per-second budget;
+        // `TETHER_AUTHZ_AUDIT_MAX_PER_SECOND=0` records every one, for comparison.
+        let audit_budget = std::env::var("TETHER_AUTHZ_AUDIT_MAX_PER_SECOND").unwrap_or_else(|_| "5000".into());
+        println!("decision audit budget: {audit_budget} events/s (0 = every denial recorded)");
         let authz = common::start(common::config(
             &db,
             &up,
@@ -676,6 +680,7 @@ mod grpc {
                 ("TETHER_AUTHZ_MAX_LAG_MS", "60000"),
                 // The load generator replays bare messages and cannot send the service token.
                 ("TETHER_AUTHZ_OPEN_DECISIONS", "true"),
+                ("TETHER_AUTHZ_AUDIT_MAX_PER_SECOND", &audit_budget),
             ],
         ))
         .await;

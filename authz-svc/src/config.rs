@@ -50,7 +50,7 @@ pub struct Config {
     /// `TETHER_AUTHZ_AUDIT_ALLOWED_SAMPLE`, default 0: record one allowed decision in N as an
     /// audit event (0: none). Denied decisions are always recorded.
     pub audit_allowed_sample: usize,
-    /// `TETHER_AUTHZ_AUDIT_MAX_PER_SECOND`, default 20000: decision events recorded one by one
+    /// `TETHER_AUTHZ_AUDIT_MAX_PER_SECOND`, default 5000: decision events recorded one by one
     /// per second; beyond it they are counted into one `authz.decision_audit_suppressed` event
     /// per write interval (0: no budget).
     pub audit_max_per_second: usize,
@@ -104,7 +104,7 @@ impl Config {
             )?,
             audit_max_per_second: source.count_or(
                 &service_key(SERVICE, "AUDIT_MAX_PER_SECOND"),
-                20_000,
+                5_000,
                 0..=100_000_000,
             )?,
             open_decisions: source.parse_or(&service_key(SERVICE, "OPEN_DECISIONS"), false, "true or false")?,
