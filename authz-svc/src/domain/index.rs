@@ -286,6 +286,8 @@ pub struct Revisions {
     pub authz: u64,
 }
 
+/// Cloned only to rebuild a copy off the lock when a stream re-sends its snapshot.
+#[derive(Clone)]
 pub struct Index {
     pub policy: Policy,
     pub revisions: Revisions,

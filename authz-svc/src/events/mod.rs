@@ -66,6 +66,9 @@ pub struct State {
     pub consistency_wait: Duration,
     pub database: Database,
     reload: tokio::sync::Mutex<()>,
+    /// Taken by every writer of the index, so a snapshot rebuilt on a copy loses no change
+    /// applied meanwhile (readers never take it).
+    writers: std::sync::Mutex<()>,
 }
 
 impl State {
@@ -79,6 +82,7 @@ impl State {
             consistency_wait,
             database,
             reload: tokio::sync::Mutex::new(()),
+            writers: std::sync::Mutex::new(()),
         })
     }
 
@@ -88,11 +92,27 @@ impl State {
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let _writers = self.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut guard = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let out = f(&mut guard);
         drop(guard);
         self.applied.notify_waiters();
         out
+    }
+
+    /// A large change (a whole snapshot: seconds of work at 100,000 users) made on a copy of
+    /// the index while decisions go on reading the current one; then the two are swapped,
+    /// which is all the write lock covers. Costs a second copy of the index meanwhile.
+    fn rebuild(&self, f: impl FnOnce(&mut Index)) {
+        let _writers = self.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = self.read().clone();
+        f(&mut next);
+        {
+            let mut guard = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::swap(&mut *guard, &mut next);
+        }
+        self.applied.notify_waiters();
+        // `next` now holds the old index; it is freed here, outside the lock.
     }
 
     /// The fail-closed gate: both snapshots loaded and neither stream silent beyond the bound.
@@ -340,7 +360,7 @@ async fn read_stream<S: Source>(
             Msg::SnapshotEnd(revision) => {
                 progress.heard(revision);
                 let changes = std::mem::take(&mut batch);
-                state.write(|index| {
+                state.rebuild(|index| {
                     S::reset(index);
                     for c in &changes {
                         S::apply(index, c);
@@ -402,5 +422,30 @@ pub fn timestamp_from_micros(micros: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::policy::{Policy, shipped_pack};
+
+    #[tokio::test]
+    async fn decisions_keep_reading_while_a_snapshot_is_rebuilt() {
+        let dir = std::env::temp_dir().join(format!("authz-rebuild-{}", uuid::Uuid::new_v4().simple()));
+        let target = tether_runtime::config::DatabaseTarget::Sqlite(dir.join("authz.db"));
+        let database =
+            Database::open(&target, "authz", crate::store::MIGRATIONS).await.unwrap_or_else(|e| panic!("{e}"));
+        let policy = Policy::parse(shipped_pack("msp-assets").unwrap_or_default(), 0).unwrap_or_else(|e| panic!("{e}"));
+        let state = State::new(Index::new(policy), database, Duration::from_secs(5), Duration::from_secs(1));
+        state.rebuild(|index| {
+            // The whole rebuild runs beside readers: the lock is free for them.
+            assert!(state.index.try_read().is_ok(), "a reader would wait for the rebuild");
+            index.revisions.identity = 7;
+        });
+        assert_eq!(state.revisions().identity, 7, "the rebuilt copy is what readers see afterwards");
+        // A plain write excludes readers while it runs (the contrast the test relies on).
+        state.write(|_| assert!(state.index.try_read().is_err()));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
