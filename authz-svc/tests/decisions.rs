@@ -449,8 +449,25 @@ async fn decision_calls_need_credentials_and_people_ask_only_what_they_may_see()
     let e = bare().check_role_grant(as_user(&viewer, grant.clone())).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
+    // Resource grants say who may reach what: the same rule as an access review.
+    let grants = |user: Uuid, tenant: Uuid| pb::ListResourceGrantsRequest {
+        tenant_id: tenant.to_string(),
+        user_id: if user.is_nil() { String::new() } else { user.to_string() },
+        ..Default::default()
+    };
+    let e = bare().list_resource_grants(grants(Uuid::nil(), w.a)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let nodes = pb::ListResourcesRequest { tenant_id: w.a.to_string(), ..Default::default() };
+    assert_eq!(bare().list_resources(nodes).await.unwrap_err().code(), Code::Unauthenticated);
+    let e = bare().list_resource_grants(as_user(&viewer, grants(Uuid::nil(), w.a))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(bare().list_resource_grants(as_user(&viewer, grants(w.viewer, w.a))).await.is_ok());
+
     // The client admin holds users.view in their tenant: the same questions are answered there.
     let cadmin = authz.sessions.login(w.cadmin, false);
+    assert!(bare().list_resource_grants(as_user(&cadmin, grants(Uuid::nil(), w.a))).await.is_ok());
+    let e = bare().list_resource_grants(as_user(&cadmin, grants(Uuid::nil(), w.b))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
     let reply = bare().batch_check(as_user(&cadmin, mixed)).await.unwrap().into_inner();
     assert!(reply.decisions.iter().all(|d| d.allowed && d.error == 0));
     let subjects = bare().lookup_subjects(as_user(&cadmin, review)).await.unwrap().into_inner().subjects;

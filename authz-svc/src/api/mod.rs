@@ -739,8 +739,10 @@ impl AuthzService for AuthzApi {
     }
 
     async fn list_resources(&self, request: Request<pb::ListResourcesRequest>) -> Reply<pb::ListResourcesResponse> {
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
+        // A product's resource tree (its nodes and names, no people): any identified caller.
+        self.asker(&metadata).await?;
         let mut items: Vec<pb::Resource> = self
             .state
             .read()
@@ -894,10 +896,17 @@ impl AuthzService for AuthzApi {
         &self,
         request: Request<pb::ListResourceGrantsRequest>,
     ) -> Reply<pb::ListResourceGrantsResponse> {
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         let user = cv::optional_uuid("user_id", &r.user_id)?;
         let resource = cv::optional_resource("resource_id", &r.resource_id)?;
+        // Who may reach what is an access review: a person sees their own grants, or everyone's
+        // in a tenant where they hold users.view.
+        let subject = (!r.user_id.is_empty()).then_some(r.user_id.as_str());
+        let who = self.asker(&metadata).await?;
+        if !may_ask_about(&self.state.read(), &who, subject, Some(tenant)) {
+            return Err(users_view_required().into());
+        }
         let index = self.state.read();
         let mut items: Vec<pb::ResourceGrant> = index
             .grants()
