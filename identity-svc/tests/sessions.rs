@@ -380,6 +380,15 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
     env.login("zoe@a.example", "fresh-start-phrase-1").await;
 }
 
+/// The first 100 brute-force entries (accounts and addresses), as an administrator lists them.
+async fn lockouts(env: &Env, owner: &str) -> pb::ListLockoutsResponse {
+    env.client()
+        .list_lockouts(auth(owner, pb::ListLockoutsRequest { page_size: 100, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// As the edge forwards a person's request from `ip`.
 fn from_ip<T>(ip: &str, message: T) -> tonic::Request<T> {
     let mut request = from_edge(message);
@@ -445,12 +454,7 @@ async fn concurrent_failures_are_each_counted() {
     for t in tasks {
         assert_err(t.await.unwrap(), Code::Unauthenticated, "LOGIN_FAILED");
     }
-    let list = env
-        .client()
-        .list_lockouts(auth(&owner, pb::ListLockoutsRequest { page_size: 100, ..Default::default() }))
-        .await
-        .unwrap()
-        .into_inner();
+    let list = lockouts(&env, &owner).await;
     let account = list.lockouts.iter().find(|l| l.user_id == sol.user_id).expect("the account's entry");
     let ip = list.lockouts.iter().find(|l| l.client_ip == "198.51.100.99").expect("the address's entry");
     assert_eq!((account.failed_attempts, ip.failed_attempts), (N as i32, N as i32));
@@ -484,12 +488,7 @@ async fn only_the_edge_may_name_the_client_address() {
     });
     assert_err(env.client().login(request).await, Code::Unauthenticated, "LOGIN_FAILED");
 
-    let list = env
-        .client()
-        .list_lockouts(auth(&owner, pb::ListLockoutsRequest { page_size: 100, ..Default::default() }))
-        .await
-        .unwrap()
-        .into_inner();
+    let list = lockouts(&env, &owner).await;
     let count = |ip: &str| list.lockouts.iter().find(|l| l.client_ip == ip).map(|l| l.failed_attempts);
     assert_eq!(count("127.0.0.1"), Some(3), "all three direct attempts count against the connection's address");
     assert_eq!(count("192.0.2.44"), Some(1));

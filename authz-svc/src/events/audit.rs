@@ -89,10 +89,8 @@ pub enum Queued {
 
 impl Queued {
     fn len(&self) -> usize {
-        match self {
-            Self::One(_) => 1,
-            Self::Batch { recorded, .. } => recorded.len(),
-        }
+        let (denied, allowed) = self.counts();
+        (denied + allowed) as usize
     }
 
     /// How many of its events are denials and how many allowed decisions.
