@@ -5,7 +5,9 @@
 //! `cargo bench -p identity-svc --bench identity` (SQLite in a temp dir; set
 //! `TETHER_TEST_DATABASE_URL` for PostgreSQL). Scale with `BENCH_LOGINS` (default 120) and
 //! `BENCH_AUTH_CALLS` (per caller, default 500); `TETHER_IDENTITY_HASH_PRIORITY=10` (nice 10) or
-//! `=0` (unchanged) runs it without the hashing threads' idle scheduling, for comparison.
+//! `=0` (unchanged) runs it without the hashing threads' idle scheduling, for comparison;
+//! `TETHER_IDENTITY_REVOCATION_LEASE_MS=0` makes every Authenticate read the revocation
+//! generation (the strict form, without the lease).
 
 // Test code: a failed set-up or assertion should panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -172,9 +174,19 @@ async fn main() {
         .with(
             "TETHER_IDENTITY_HASH_PRIORITY",
             std::env::var("TETHER_IDENTITY_HASH_PRIORITY").unwrap_or_else(|_| "idle".into()),
+        )
+        // TETHER_IDENTITY_REVOCATION_LEASE_MS=0 reads the revocation generation on every call.
+        .with(
+            "TETHER_IDENTITY_REVOCATION_LEASE_MS",
+            std::env::var("TETHER_IDENTITY_REVOCATION_LEASE_MS").unwrap_or_else(|_| "20".into()),
         );
     let config = identity_svc::Config::load(&source).expect("config");
-    println!("hashing threads: {}, scheduled {}", config.hash_concurrency, config.hash_priority);
+    println!(
+        "hashing threads: {}, scheduled {}; revocation lease {} ms",
+        config.hash_concurrency,
+        config.hash_priority,
+        config.sessions.revocation_lease.as_millis()
+    );
     let prepared =
         identity_svc::prepare_with(config, Deps { authorizer: Arc::new(AllowAll), tenancy: Arc::new(AcceptAll) })
             .await

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
 };
 
 use futures_util::future::BoxFuture;
@@ -139,17 +140,24 @@ impl Hasher {
 /// One read of the revocation generation: the database query, boxed so tests can count reads.
 pub type GenerationRead = Arc<dyn Fn() -> BoxFuture<'static, Result<i64, String>> + Send + Sync>;
 
-/// Reads of the revocation generation, shared by the calls that wait at the same moment.
+/// Reads of the revocation generation, shared by the calls that wait at the same moment and
+/// relied on for a short lease.
 ///
 /// A call may take the answer of a read that *started after the call arrived*: that read sees
-/// every revocation committed before the call, so "a revoked session is refused on the very
-/// next call" still holds on every replica, while 16 concurrent Authenticates cost one or two
-/// database reads instead of 16. Reads run as their own tasks, so a caller that gives up does
-/// not leave the others waiting.
+/// every revocation committed before the call. It may also take the answer of a read that
+/// started less than `lease` ago, provided every revocation waits out the lease after it
+/// commits and before it answers ([`GenerationReads::wait_out_lease`]). Then a call that
+/// starts after a revocation has answered starts more than `lease` after the commit, so any
+/// read it relies on started after the commit too: "a revoked session is refused on the very
+/// next call" holds on every replica, while a warm replica answers Authenticate without
+/// touching the database. A read older than half the lease is refreshed in the background,
+/// so steady traffic never waits for one. Reads run as their own tasks, so a caller that gives
+/// up does not leave the others waiting.
 pub struct GenerationReads {
     rounds: Mutex<Rounds>,
     finished: tokio::sync::watch::Sender<Finished>,
     read: GenerationRead,
+    lease: Duration,
 }
 
 /// Read rounds are numbered; a call needs the first round that starts after it arrives.
@@ -164,17 +172,25 @@ struct Rounds {
 #[derive(Clone)]
 struct Finished {
     round: u64,
+    /// When the round's read was issued: its answer includes every commit before this moment.
+    started_at: Instant,
     generation: Result<i64, String>,
 }
 
 impl GenerationReads {
-    pub fn new(read: GenerationRead) -> Arc<Self> {
-        let (finished, _) = tokio::sync::watch::channel(Finished { round: 0, generation: Ok(0) });
-        Arc::new(Self { rounds: Mutex::new(Rounds::default()), finished, read })
+    /// `lease`: how long a read's answer may be relied on (zero: every call waits for a read
+    /// that starts after it).
+    pub fn new(read: GenerationRead, lease: Duration) -> Arc<Self> {
+        let (finished, _) =
+            tokio::sync::watch::channel(Finished { round: 0, started_at: Instant::now(), generation: Ok(0) });
+        Arc::new(Self { rounds: Mutex::new(Rounds::default()), finished, read, lease })
     }
 
-    /// The generation as of some moment after this call began.
+    /// The generation as of some moment after this call began, or less than the lease before.
     pub async fn current(self: &Arc<Self>) -> Result<i64, ApiError> {
+        if let Some(generation) = self.within_lease() {
+            return Ok(generation);
+        }
         let mut finished = self.finished.subscribe();
         let need = {
             let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,9 +213,45 @@ impl GenerationReads {
         result.map_err(ApiError::internal)
     }
 
+    /// What a revocation does after it commits and before it answers: waits until no replica
+    /// can still rely on a read from before the commit.
+    pub async fn wait_out_lease(&self) {
+        if !self.lease.is_zero() {
+            tokio::time::sleep(self.lease).await;
+        }
+    }
+
+    /// The last successful read's answer if it started within the lease; past half the lease a
+    /// background read is started so the next calls find a fresh one.
+    fn within_lease(self: &Arc<Self>) -> Option<i64> {
+        if self.lease.is_zero() {
+            return None;
+        }
+        let (age, generation) = {
+            let last = self.finished.borrow();
+            match (last.round, &last.generation) {
+                (0, _) | (_, Err(_)) => return None,
+                (_, Ok(generation)) => (last.started_at.elapsed(), *generation),
+            }
+        };
+        if age >= self.lease {
+            return None;
+        }
+        if age >= self.lease / 2 {
+            let mut rounds = self.rounds.lock().unwrap_or_else(|e| e.into_inner());
+            if !rounds.reading {
+                rounds.started += 1;
+                rounds.reading = true;
+                self.start_round(rounds.started);
+            }
+        }
+        Some(generation)
+    }
+
     fn start_round(self: &Arc<Self>, round: u64) {
         let this = self.clone();
         tokio::spawn(async move {
+            let started_at = Instant::now();
             let generation = (this.read)().await;
             {
                 let mut rounds = this.rounds.lock().unwrap_or_else(|e| e.into_inner());
@@ -210,7 +262,7 @@ impl GenerationReads {
                     rounds.reading = false;
                 }
             }
-            this.finished.send_replace(Finished { round, generation });
+            this.finished.send_replace(Finished { round, started_at, generation });
         });
     }
 }
@@ -315,9 +367,14 @@ mod tests {
         assert_eq!(unchanged.run(own_scheduling).await.unwrap_or_else(|e| panic!("{e:?}")), before);
     }
 
+    type Counters = (Arc<GenerationReads>, Arc<std::sync::atomic::AtomicI64>, Arc<std::sync::atomic::AtomicU64>);
+
     /// A stand-in database: the generation is a counter; each read is counted and takes 2 ms.
-    fn counting_reads() -> (Arc<GenerationReads>, Arc<std::sync::atomic::AtomicI64>, Arc<std::sync::atomic::AtomicU64>)
-    {
+    fn counting_reads() -> Counters {
+        counting_reads_with_lease(Duration::ZERO)
+    }
+
+    fn counting_reads_with_lease(lease: Duration) -> Counters {
         use std::sync::atomic::Ordering;
         let generation = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -331,7 +388,7 @@ mod tests {
                 Ok(value)
             })
         });
-        (GenerationReads::new(read), generation, reads)
+        (GenerationReads::new(read, lease), generation, reads)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,6 +433,60 @@ mod tests {
         for b in background {
             let _ = b.await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn within_the_lease_calls_do_not_wait_for_reads() {
+        use std::sync::atomic::Ordering;
+        let (shared, _, reads) = counting_reads_with_lease(Duration::from_secs(60));
+        shared.current().await.unwrap_or_else(|e| panic!("{e:?}"));
+        let started = Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(shared.current().await.ok(), Some(0));
+        }
+        // Each read takes 2 ms: 1,000 calls that waited for one would take seconds.
+        assert!(started.elapsed() < Duration::from_millis(500), "calls waited: {:?}", started.elapsed());
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_after_a_revocation_waited_out_the_lease_sees_it() {
+        use std::sync::atomic::Ordering;
+        let lease = Duration::from_millis(30);
+        let (shared, generation, reads) = counting_reads_with_lease(lease);
+        // Background callers keep the lease fresh (refreshes ahead of its end).
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let background: Vec<_> = (0..8)
+            .map(|_| {
+                let (shared, stop) = (shared.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let _ = shared.current().await;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let mut stale_within_lease = 0;
+        for _ in 0..20 {
+            let committed = generation.fetch_add(1, Ordering::SeqCst) + 1;
+            // Right after the commit a call may still rely on an earlier read...
+            if shared.current().await.unwrap_or_else(|e| panic!("{e:?}")) < committed {
+                stale_within_lease += 1;
+            }
+            // ...but not once the revocation has waited out the lease.
+            shared.wait_out_lease().await;
+            let seen = shared.current().await.unwrap_or_else(|e| panic!("{e:?}"));
+            assert!(seen >= committed, "saw generation {seen} after {committed} committed and the lease passed");
+        }
+        stop.store(true, Ordering::SeqCst);
+        for b in background {
+            let _ = b.await;
+        }
+        // The lease is what spared the reads: without it the callers above would read constantly.
+        assert!(stale_within_lease > 0, "no call relied on the lease");
+        let n = reads.load(Ordering::SeqCst);
+        assert!(n < 200, "{n} reads in about 20 leases");
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub struct SessionConfig {
     /// `TETHER_IDENTITY_LOGIN_STEP_TTL_MS`, default 10 minutes: how long a password-change step
     /// token stays valid.
     pub step_ttl: Duration,
+    /// `TETHER_IDENTITY_REVOCATION_LEASE_MS`, default 20: how long an Authenticate may rely on a
+    /// read of the revocation generation; every revocation waits this long before it answers,
+    /// so no replica's next call can miss it (0: every Authenticate reads).
+    pub revocation_lease: Duration,
 }
 
 /// At most `max` requests per fixed `window` per subject.
@@ -195,6 +199,7 @@ impl Config {
             )?,
             single_session: source.parse_or(&single_key, false, "true or false")?,
             step_ttl: source.millis_or(&key("LOGIN_STEP_TTL_MS"), Duration::from_secs(600), 1000..=60 * MINUTE_MS)?,
+            revocation_lease: source.millis_or(&key("REVOCATION_LEASE_MS"), Duration::from_millis(20), 0..=5000)?,
         };
 
         let base_delay = source.millis_or(&key("LOCKOUT_BASE_DELAY_MS"), Duration::from_millis(250), 0..=60_000)?;

@@ -70,10 +70,13 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
         .map_err(|e| StartError::Other(e.to_string()))?;
     let generation = {
         let pool = auth_database.pool().clone();
-        auth::GenerationReads::new(Arc::new(move || {
-            let pool = pool.clone();
-            Box::pin(async move { store::sessions::generation(&pool).await.map_err(|e| e.to_string()) })
-        }))
+        auth::GenerationReads::new(
+            Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { store::sessions::generation(&pool).await.map_err(|e| e.to_string()) })
+            }),
+            config.sessions.revocation_lease,
+        )
     };
     let identity = api::Identity {
         db: database.clone(),

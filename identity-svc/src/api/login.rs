@@ -318,8 +318,7 @@ impl Identity {
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
         if !ended.is_empty() {
-            self.cache.clear();
-            self.feed.notify();
+            self.sessions_changed().await;
         }
         let issued = pb::IssuedSession {
             session_token: token,
@@ -464,8 +463,7 @@ impl Identity {
             .metadata(serde_json::json!({ "session_ids": ended }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok(revision)
     }
 
@@ -542,8 +540,7 @@ impl Identity {
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok(pb::RevokeUserSessionsResponse {
             sessions_ended: ended.len() as i32,
             consistency_token: convert::token(revision),
@@ -587,8 +584,7 @@ impl Identity {
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok(pb::ChangePasswordResponse {
             sessions_ended: ended.len() as i32,
             consistency_token: convert::token(revision),
@@ -624,8 +620,7 @@ impl Identity {
             .metadata(serde_json::json!({ "method": "temporary_password", "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok(pb::SetTemporaryPasswordResponse {
             user: Some(convert::user(&after)),
             consistency_token: convert::token(revision),

@@ -73,6 +73,15 @@ impl Identity {
         Ok(caller)
     }
 
+    /// After a committed change that bumped the revocation generation: tells change-stream
+    /// followers, drops this replica's cached answers, then waits out the generation lease, so
+    /// that once the caller has the answer no replica's next Authenticate can miss the change.
+    pub async fn sessions_changed(&self) {
+        self.feed.notify();
+        self.cache.clear();
+        self.generation.wait_out_lease().await;
+    }
+
     async fn authenticate_principal(&self, token: &str) -> Result<Principal, ApiError> {
         let p = self.authenticate(token).await?.principal.unwrap_or_default();
         Ok(Principal {

@@ -170,8 +170,7 @@ impl Identity {
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
         lockouts::clear(self.db.pool(), lockouts::Kind::Account, &a.id).await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok(pb::ResetPasswordResponse { user_id: a.id, consistency_token: convert::token(revision) })
     }
 }

@@ -319,8 +319,7 @@ impl Identity {
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok(revision)
     }
 

@@ -330,8 +330,7 @@ impl Identity {
             .after(convert::user_json(&after));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok(pb::UpdateUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })
     }
 
@@ -398,8 +397,7 @@ impl Identity {
         }
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         Ok((after, revision))
     }
 
@@ -457,8 +455,7 @@ impl Identity {
             .before(convert::user_json(&before));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        self.cache.clear();
-        self.feed.notify();
+        self.sessions_changed().await;
         self.relay.poke();
         Ok(pb::DeleteUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })
     }
