@@ -332,6 +332,12 @@ async fn deletion_leaves_a_tombstone_ends_sessions_and_frees_the_email() {
     let dan = env.create(&owner, "dan@a.example", "Dan Doe", TENANT_A, "client_user", false).await;
     let token = env.login("dan@a.example", PASSWORD).await;
     env.authenticate(&token).await.unwrap();
+    // A second-factor secret and an open reset link, both to go with the account.
+    env.client().begin_totp_enrollment(auth(&token, pb::BeginTotpEnrollmentRequest::default())).await.unwrap();
+    env.client()
+        .send_password_reset(auth(&owner, pb::SendPasswordResetRequest { user_id: dan.user_id.clone() }))
+        .await
+        .unwrap();
 
     let tomb = env
         .client()
@@ -353,6 +359,12 @@ async fn deletion_leaves_a_tombstone_ends_sessions_and_frees_the_email() {
             .await,
         1
     );
+    let leftovers = format!(
+        "SELECT (SELECT COUNT(*) FROM totp WHERE account_id = '{0}') \
+         + (SELECT COUNT(*) FROM password_resets WHERE account_id = '{0}' AND voided = 0)",
+        dan.user_id
+    );
+    assert_eq!(env.count(&leftovers).await, 0, "second factor and reset links purged");
     for _ in 0..100 {
         if env.tenancy.membership(&dan.user_id).is_empty() {
             break;

@@ -224,3 +224,53 @@ async fn the_invitee_sees_which_organisation_invited_them() {
     let seen = env.client().get_invitation(view(&created.invitation_token)).await.unwrap().into_inner();
     assert_eq!((seen.email.as_str(), seen.tenant_name.as_str()), ("pia@a.example", ""));
 }
+
+/// An administrator who deactivates or deletes an invitee before they accept has the last
+/// word: the link no longer activates the account, and nothing about it changes.
+#[tokio::test]
+async fn a_deactivated_or_deleted_invitee_cannot_accept() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let accept = |token: &str| {
+        let mut c = env.client();
+        let request = pb::AcceptInvitationRequest {
+            invitation_token: token.to_owned(),
+            password: "a long pass phrase for me".into(),
+            start_session: true,
+            ..Default::default()
+        };
+        async move { c.accept_invitation(request).await }
+    };
+    let user = |id: String| {
+        let mut c = env.client();
+        let owner = owner.clone();
+        async move { c.get_user(auth(&owner, pb::GetUserRequest { user_id: id })).await.unwrap().into_inner().user.unwrap() }
+    };
+
+    let sam = invite(&env, &owner, "sam@a.example", TENANT_A, "client_user").await;
+    let sam_id = sam.invitation.clone().unwrap().user_id;
+    env.client()
+        .deactivate_user(auth(&owner, pb::DeactivateUserRequest { user_id: sam_id.clone(), reason: "left".into() }))
+        .await
+        .unwrap();
+    assert_err(accept(&sam.invitation_token).await, Code::FailedPrecondition, "INVITATION_REVOKED");
+    assert_eq!(user(sam_id).await.status, pb::UserStatus::Suspended as i32);
+    assert_err(
+        env.try_login("sam@a.example", "a long pass phrase for me").await,
+        Code::Unauthenticated,
+        "LOGIN_FAILED",
+    );
+
+    let tia = invite(&env, &owner, "tia@a.example", TENANT_A, "client_user").await;
+    let tia_invitation = tia.invitation.clone().unwrap();
+    env.client()
+        .delete_user(auth(&owner, pb::DeleteUserRequest { user_id: tia_invitation.user_id.clone() }))
+        .await
+        .unwrap();
+    assert_err(accept(&tia.invitation_token).await, Code::FailedPrecondition, "INVITATION_REVOKED");
+    assert!(user(tia_invitation.user_id.clone()).await.deleted);
+    // The invitation is no longer listed as pending.
+    let pending =
+        env.client().list_invitations(auth(&owner, pb::ListInvitationsRequest::default())).await.unwrap().into_inner();
+    assert!(pending.invitations.iter().all(|i| i.invitation_id != tia_invitation.invitation_id));
+}

@@ -407,6 +407,42 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
     env.login("zoe@a.example", "fresh-start-phrase-1").await;
 }
 
+/// Failures long past stop counting: a shared office address (or a forgetful user) that failed
+/// a few times yesterday starts afresh instead of carrying delays towards a lockout.
+#[tokio::test]
+async fn failures_older_than_the_lockout_duration_stop_counting() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_LOCK_AFTER", "3"),
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_DURATION_MS", "1000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    let office = "203.0.113.40";
+    let fail = || async {
+        let request = pb::LoginRequest {
+            email: "nobody@a.example".into(),
+            password: "not-it-at-all-1".into(),
+            ..Default::default()
+        };
+        env.client().login(from_ip(office, request)).await
+    };
+    for _ in 0..2 {
+        assert_err(fail().await, Code::Unauthenticated, "LOGIN_FAILED");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // Two more: without the window these would be failures 3 and 4, and the address locked.
+    for _ in 0..2 {
+        assert_err(fail().await, Code::Unauthenticated, "LOGIN_FAILED");
+    }
+    let listed = lockouts(&env, &owner).await;
+    let entry = listed.lockouts.iter().find(|l| l.client_ip == office).expect("the office address is listed");
+    assert_eq!(entry.failed_attempts, 2, "{entry:?}");
+    let request = pb::LoginRequest { email: OWNER_EMAIL.into(), password: OWNER_PASSWORD.into(), ..Default::default() };
+    env.client().login(from_ip(office, request)).await.unwrap();
+}
+
 /// The first 100 brute-force entries (accounts and addresses), as an administrator lists them.
 async fn lockouts(env: &Env, owner: &str) -> pb::ListLockoutsResponse {
     env.client()

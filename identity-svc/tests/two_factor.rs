@@ -315,3 +315,65 @@ async fn a_tenant_policy_covers_the_users_of_its_departments() {
     assert!(matches!(outcome, pb::login_outcome::Outcome::EnrollmentRequired(_)), "got {outcome:?}");
     env.login("fay@b.example", PASSWORD).await;
 }
+
+/// Enrolls `email` (logged in with `PASSWORD`) in TOTP; returns the secret.
+async fn enroll(env: &Env, email: &str) -> String {
+    let session = env.login(email, PASSWORD).await;
+    let begun = env
+        .client()
+        .begin_totp_enrollment(auth(&session, pb::BeginTotpEnrollmentRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let confirm =
+        pb::ConfirmTotpEnrollmentRequest { enrollment_token: String::new(), totp_code: code(&begun.secret, 0) };
+    env.client().confirm_totp_enrollment(auth(&session, confirm)).await.unwrap();
+    begun.secret
+}
+
+/// A six-digit code is guessable without a limit: wrong codes count towards the account's
+/// lockout like wrong passwords, a locked account's challenge refuses even the right code, and
+/// a correct password does not wipe the count while the second factor is still to come.
+#[tokio::test]
+async fn wrong_codes_lock_the_account_like_wrong_passwords() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_FREE_ATTEMPTS", "100"),
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_LOCK_AFTER", "4"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_LOCK_AFTER", "1000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "ida@a.example", "Ida", TENANT_A, "client_user", false).await;
+    let secret = enroll(&env, "ida@a.example").await;
+    let challenge = || async {
+        match env.try_login("ida@a.example", PASSWORD).await.unwrap() {
+            pb::login_outcome::Outcome::SecondFactorRequired(c) => c.challenge_token,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    };
+    let complete = |challenge: &str, code: &str| pb::CompleteSecondFactorRequest {
+        challenge_token: challenge.to_owned(),
+        code: Some(pb::complete_second_factor_request::Code::TotpCode(code.to_owned())),
+    };
+    // Two wrong codes on one challenge, two on a fresh one (the password in between).
+    let first = challenge().await;
+    for _ in 0..2 {
+        let wrong = env.client().complete_second_factor(complete(&first, "000000")).await;
+        assert_err(wrong, Code::Unauthenticated, "LOGIN_FAILED");
+    }
+    let second = challenge().await;
+    for _ in 0..2 {
+        let wrong = env.client().complete_second_factor(complete(&second, "000001")).await;
+        assert_err(wrong, Code::Unauthenticated, "LOGIN_FAILED");
+    }
+    // Four failures: locked. The right code no longer helps, nor does the password.
+    let right = code(&secret, 0);
+    assert_err(
+        env.client().complete_second_factor(complete(&second, &right)).await,
+        Code::Unauthenticated,
+        "LOGIN_FAILED",
+    );
+    assert!(env.audit().await.iter().any(|e| e.reason == "ACCOUNT_LOCKED"));
+    assert_err(env.try_login("ida@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+}

@@ -417,7 +417,14 @@ impl Identity {
             ));
         }
         let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        accounts::activate(&mut tx, &row.account_id, &name, &hash).await.map_err(convert::db)?;
+        // An administrator may have deactivated or deleted the invitee meanwhile: the link
+        // must not bring the account back.
+        if !accounts::activate_invited(&mut tx, &row.account_id, &name, &hash).await.map_err(convert::db)? {
+            return Err(ApiError::failed_precondition(
+                ErrorReason::InvitationRevoked,
+                "this invitation is no longer valid; ask for a new one",
+            ));
+        }
         store::set_status(&mut tx, &row.id, "accepted").await.map_err(convert::db)?;
         store::reissue(&mut tx, &row.id, None, 0).await.map_err(convert::db)?;
         sessions::bump_generation(&mut tx).await.map_err(convert::db)?;

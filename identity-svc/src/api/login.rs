@@ -82,7 +82,7 @@ impl Identity {
                     "too many failed logins from this address; try again later",
                 ));
             }
-            tokio::time::sleep(self.config.ip_lockout.delay(c.failed_attempts)).await;
+            tokio::time::sleep(self.config.ip_lockout.delay(c.recent_failures(&self.config.ip_lockout, now))).await;
         }
 
         let account = match Email::parse(&email_raw) {
@@ -100,7 +100,8 @@ impl Identity {
             if c.locked_until.is_some_and(|u| u > now) {
                 reason = Some("ACCOUNT_LOCKED");
             } else {
-                tokio::time::sleep(self.config.account_lockout.delay(c.failed_attempts)).await;
+                let recent = c.recent_failures(&self.config.account_lockout, now);
+                tokio::time::sleep(self.config.account_lockout.delay(recent)).await;
             }
         }
         // Always pay for one verification (the dummy hash for unknown emails), so the answer
@@ -133,7 +134,9 @@ impl Identity {
             return Err(login_failed());
         }
         let Some(account) = account else { return Err(login_failed()) };
-        if had_failures {
+        // The password alone does not clear the account's failures while a second factor is
+        // still to come: wrong codes must keep counting towards the lockout.
+        if had_failures && (!account.totp_enabled || r.second_factor.is_some()) {
             lockouts::clear(self.db.pool(), Kind::Account, &account.id).await.map_err(convert::db)?;
         }
         if let Some(phc) = &account.password_hash
@@ -262,6 +265,29 @@ impl Identity {
     }
 
     /// Counts a failed credential toward the account's and the IP's limits.
+    /// The brute-force gate before a second-factor code is checked: the audit reason if the
+    /// client address or the account is locked; otherwise waits their progressive delays.
+    pub(super) async fn second_factor_lockout(
+        &self,
+        account_id: &str,
+        ip: &str,
+    ) -> Result<Option<&'static str>, ApiError> {
+        let now = now_micros();
+        let gates = [
+            (Kind::Ip, ip, &self.config.ip_lockout, "IP_LOCKED"),
+            (Kind::Account, account_id, &self.config.account_lockout, "ACCOUNT_LOCKED"),
+        ];
+        for (kind, subject, rules, reason) in gates {
+            if let Some(c) = lockouts::get(self.db.pool(), kind, subject).await.map_err(convert::db)? {
+                if c.locked_until.is_some_and(|u| u > now) {
+                    return Ok(Some(reason));
+                }
+                tokio::time::sleep(rules.delay(c.recent_failures(rules, now))).await;
+            }
+        }
+        Ok(None)
+    }
+
     pub(super) async fn count_failure(&self, account_id: &str, ip: &str) -> Result<(), ApiError> {
         let now = now_micros();
         lockouts::record_failure(self.db.pool(), Kind::Ip, ip, &self.config.ip_lockout, now)

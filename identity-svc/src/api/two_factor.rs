@@ -19,7 +19,7 @@ use crate::{
     events::Audit,
     store::{
         accounts::{self, AccountRow},
-        sessions,
+        lockouts, sessions,
         two_factor::{self as store, Policy},
     },
 };
@@ -130,18 +130,23 @@ impl Identity {
             Some(pb::complete_second_factor_request::Code::RecoveryCode(c)) => (None, Some(c.as_str())),
             None => (None, None),
         };
-        if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? {
-            self.count_failure(&step.account_id, &step.client_ip).await?;
+        // Codes are short: the same lockouts as passwords apply, or a challenge token would
+        // allow unlimited guesses.
+        let locked = self.second_factor_lockout(&step.account_id, &step.client_ip).await?;
+        let failure = match locked {
+            Some(reason) => Some(reason),
+            None if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? => {
+                self.count_failure(&step.account_id, &step.client_ip).await?;
+                Some("SECOND_FACTOR_INVALID")
+            }
+            None => None,
+        };
+        if let Some(reason) = failure {
             let a = self.load(&step.account_id).await?;
-            self.audit_login_failure(
-                a.email.as_deref().unwrap_or_default(),
-                &step.client_ip,
-                Some(&a),
-                "SECOND_FACTOR_INVALID",
-            )
-            .await?;
+            self.audit_login_failure(a.email.as_deref().unwrap_or_default(), &step.client_ip, Some(&a), reason).await?;
             return Err(ApiError::unauthenticated(ErrorReason::LoginFailed, "the code is not valid"));
         }
+        lockouts::clear(self.db.pool(), lockouts::Kind::Account, &step.account_id).await.map_err(convert::db)?;
         self.consume_step(&r.challenge_token).await?;
         let a = self.load(&step.account_id).await?;
         let (outcome, revision) = self.next_step(&a, &step.client_ip, &step.user_agent, true).await?;

@@ -438,10 +438,12 @@ impl Identity {
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
         let revision = next_revision(&mut tx).await.map_err(convert::db)?;
         let ended = sessions::revoke_all(&mut tx, &id, None).await.map_err(convert::db)?;
+        let revoked = crate::store::invitations::revoke_pending_of(&mut tx, &id).await.map_err(convert::db)?;
         store::tombstone(&mut tx, &id).await.map_err(convert::db)?;
         intents::insert(&mut tx, &id, intents::Op::Clear, "", "").await.map_err(convert::db)?;
         let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
         let mut changes: Vec<pb::IdentityChange> = ended.iter().map(|s| session_revoked(s, &id)).collect();
+        changes.extend(revoked.iter().map(super::invitations::invitation_upserted));
         changes.push(pb::IdentityChange {
             change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
                 user_id: id.clone(),

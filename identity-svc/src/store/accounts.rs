@@ -231,27 +231,6 @@ pub async fn insert_pending(
     Ok(id)
 }
 
-/// An invitee accepted: name, password, active, joined now.
-pub async fn activate(
-    tx: &mut Transaction<'static, Any>,
-    id: &str,
-    name: &str,
-    password_hash: &str,
-) -> Result<(), sqlx::Error> {
-    let now = now_micros();
-    sqlx::query(
-        "UPDATE accounts SET status = 'active', display_name = $1, password_hash = $2, joined_at = $3, \
-         updated_at = $3 WHERE id = $4",
-    )
-    .bind(name.to_owned())
-    .bind(password_hash.to_owned())
-    .bind(now)
-    .bind(id.to_owned())
-    .execute(&mut **tx)
-    .await?;
-    add_history(tx, id, password_hash).await
-}
-
 /// Leaves a tombstone: id, display name, staff flag and creation time stay; email and
 /// credentials go (so the email can be used again).
 pub async fn tombstone(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), sqlx::Error> {
@@ -265,12 +244,45 @@ pub async fn tombstone(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(
     .bind(id.to_owned())
     .execute(&mut **tx)
     .await?;
-    sqlx::query("DELETE FROM password_history WHERE account_id = $1").bind(id.to_owned()).execute(&mut **tx).await?;
-    sqlx::query("DELETE FROM login_failures WHERE kind = 'account' AND subject = $1")
-        .bind(id.to_owned())
-        .execute(&mut **tx)
-        .await?;
+    // Every credential goes with the account: history, second factor, open reset links and
+    // login steps (a step token must not lead anywhere after the deletion).
+    for purge in [
+        "DELETE FROM password_history WHERE account_id = $1",
+        "DELETE FROM login_failures WHERE kind = 'account' AND subject = $1",
+        "DELETE FROM totp WHERE account_id = $1",
+        "DELETE FROM recovery_codes WHERE account_id = $1",
+        "DELETE FROM login_steps WHERE account_id = $1",
+        "UPDATE password_resets SET voided = 1 WHERE account_id = $1 AND used_at IS NULL",
+    ] {
+        sqlx::query(purge).bind(id.to_owned()).execute(&mut **tx).await?;
+    }
     Ok(())
+}
+
+/// An invitee accepted: name, password, active, joined now. False, changing nothing, if the
+/// account is not pending any more (deactivated or deleted since the invitation was sent).
+pub async fn activate_invited(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    name: &str,
+    password_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let now = now_micros();
+    let done = sqlx::query(
+        "UPDATE accounts SET status = 'active', display_name = $1, password_hash = $2, joined_at = $3, \
+         updated_at = $3 WHERE id = $4 AND status = 'pending'",
+    )
+    .bind(name.to_owned())
+    .bind(password_hash.to_owned())
+    .bind(now)
+    .bind(id.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    add_history(tx, id, password_hash).await?;
+    Ok(true)
 }
 
 pub async fn set_password(

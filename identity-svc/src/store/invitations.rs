@@ -154,6 +154,31 @@ pub async fn set_status(tx: &mut Transaction<'static, Any>, id: &str, status: &s
     Ok(())
 }
 
+/// Revokes every pending invitation of an account (it is being deleted) and voids their links;
+/// returns the invitations revoked.
+pub async fn revoke_pending_of(
+    tx: &mut Transaction<'static, Any>,
+    account_id: &str,
+) -> Result<Vec<InvitationRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM invitations WHERE account_id = $1 AND status = 'pending' ORDER BY id");
+    let rows: Vec<InvitationRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(account_id.to_owned())
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect::<Result<_, _>>()?;
+    let mut revoked = Vec::with_capacity(rows.len());
+    for row in rows {
+        set_status(tx, &row.id, "revoked").await?;
+        reissue(tx, &row.id, None, 0).await?;
+        if let Some(after) = get(&mut **tx, &row.id).await? {
+            revoked.push(after);
+        }
+    }
+    Ok(revoked)
+}
+
 /// Filters: `status` is pending/accepted/revoked/expired.
 pub async fn list(
     pool: &AnyPool,

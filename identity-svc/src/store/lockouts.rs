@@ -28,6 +28,18 @@ pub struct Counter {
     pub locked_until: Option<i64>,
 }
 
+impl Counter {
+    /// Failures that still count: none once the last one is older than the lockout duration
+    /// (a shared address or a forgetful user starts afresh instead of carrying old delays).
+    pub fn recent_failures(&self, rules: &LockoutRules, now: i64) -> u32 {
+        if self.last_failure_at <= now - window_micros(rules) { 0 } else { self.failed_attempts }
+    }
+}
+
+fn window_micros(rules: &LockoutRules) -> i64 {
+    i64::try_from(rules.lock_duration.as_micros()).unwrap_or(i64::MAX / 4)
+}
+
 fn kind_of(raw: &str) -> Kind {
     if raw == "ip" { Kind::Ip } else { Kind::Account }
 }
@@ -52,9 +64,9 @@ pub async fn get(pool: &AnyPool, kind: Kind, subject: &str) -> Result<Option<Cou
     .transpose()
 }
 
-/// Counts one failure; locks the subject when the rules say so. An expired lock starts a
-/// fresh count. One statement (read and increment together), so concurrent failures are each
-/// counted.
+/// Counts one failure; locks the subject when the rules say so. An expired lock, or a last
+/// failure older than the lockout duration, starts a fresh count. One statement (read and
+/// increment together), so concurrent failures are each counted.
 pub async fn record_failure(
     pool: &AnyPool,
     kind: Kind,
@@ -62,10 +74,10 @@ pub async fn record_failure(
     rules: &LockoutRules,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let until = now + i64::try_from(rules.lock_duration.as_micros()).unwrap_or(i64::MAX / 4);
+    let until = now + window_micros(rules);
     let first_locks = rules.locks(1).then_some(until);
-    const NEXT: &str = "(CASE WHEN login_failures.locked_until IS NOT NULL AND login_failures.locked_until <= $3 \
-                        THEN 1 ELSE login_failures.failed_attempts + 1 END)";
+    const NEXT: &str = "(CASE WHEN (login_failures.locked_until IS NOT NULL AND login_failures.locked_until <= $3) \
+                        OR login_failures.last_failure_at <= $7 THEN 1 ELSE login_failures.failed_attempts + 1 END)";
     let sql = format!(
         "INSERT INTO login_failures (kind, subject, failed_attempts, last_failure_at, locked_until) \
          VALUES ($1, $2, 1, $3, $6) ON CONFLICT (kind, subject) DO UPDATE SET \
@@ -79,6 +91,7 @@ pub async fn record_failure(
         .bind(i64::from(rules.lock_after))
         .bind(until)
         .bind(first_locks)
+        .bind(now - window_micros(rules))
         .execute(pool)
         .await?;
     Ok(())
