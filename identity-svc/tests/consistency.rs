@@ -76,6 +76,36 @@ async fn a_tenancy_outage_and_a_restart_never_leave_a_user_without_a_membership_
     assert_eq!(env.tenancy.owner.lock().unwrap().clone(), Some(env.owner_id.clone()), "bootstrap ownership delivered");
 }
 
+/// A user created while tenancy is down, then deleted just after it recovers: the deletion's
+/// Clear must not overtake the creation's Add (still waiting out its retry delay), or tenancy
+/// would end up holding a membership for a deleted user.
+#[tokio::test]
+async fn a_deletion_never_overtakes_a_creation_still_being_retried() {
+    let env =
+        Env::start_with(&[("TETHER_IDENTITY_PROVISION_WAIT_MS", "100"), ("TETHER_IDENTITY_RELAY_RETRY_MS", "1500")])
+            .await;
+    let owner = env.owner_token().await;
+    env.tenancy.failing.store(true, Ordering::SeqCst);
+    let calls_before = env.tenancy.calls.load(Ordering::SeqCst);
+    let oscar = env.create(&owner, "oscar@a.example", "Oscar", TENANT_A, "client_user", false).await;
+    assert!(eventually(|| env.tenancy.calls.load(Ordering::SeqCst) > calls_before).await, "the Add was tried");
+    // tenancy is back; the Add waits out its 1.5 s retry delay, the deletion comes now.
+    env.tenancy.failing.store(false, Ordering::SeqCst);
+    env.client().delete_user(auth(&owner, pb::DeleteUserRequest { user_id: oscar.user_id.clone() })).await.unwrap();
+    let settled =
+        || async { env.count("SELECT COUNT(*) FROM membership_intents WHERE delivered_at IS NULL").await == 0 };
+    let mut delivered = false;
+    for _ in 0..200 {
+        if settled().await {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(delivered, "both intents delivered");
+    assert!(env.tenancy.membership(&oscar.user_id).is_empty(), "no membership left for the deleted user");
+}
+
 #[tokio::test]
 async fn a_membership_tenancy_refuses_for_good_removes_the_account_again() {
     let env = Env::start().await;

@@ -65,16 +65,21 @@ pub async fn insert(
     Ok(())
 }
 
-/// Undelivered intents due now, oldest first.
+/// Undelivered intents with no undelivered predecessor of the same account: an account's
+/// intents reach tenancy in the order they were made (a deletion's Clear never overtakes a
+/// creation's Add that is still being retried, which would leave a membership without a user).
+const HEAD_OF_LINE: &str = "delivered_at IS NULL AND NOT EXISTS (SELECT 1 FROM membership_intents earlier \
+     WHERE earlier.account_id = membership_intents.account_id AND earlier.delivered_at IS NULL \
+     AND (earlier.created_at < membership_intents.created_at \
+     OR (earlier.created_at = membership_intents.created_at AND earlier.id < membership_intents.id)))";
+
+/// Undelivered intents due now (each the next of its account), oldest first.
 pub async fn due(pool: &AnyPool, now: i64, limit: usize) -> Result<Vec<Intent>, sqlx::Error> {
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT id, account_id, op, tenant_id, role, attempts FROM membership_intents \
-         WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY created_at, id LIMIT $2",
-    )
-    .bind(now)
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+         WHERE {HEAD_OF_LINE} AND next_attempt_at <= $1 ORDER BY created_at, id LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit as i64).fetch_all(pool).await?;
     rows.iter()
         .map(|r| {
             Ok(Intent {
@@ -89,11 +94,10 @@ pub async fn due(pool: &AnyPool, now: i64, limit: usize) -> Result<Vec<Intent>, 
         .collect()
 }
 
-/// The earliest time an undelivered intent is due, if any.
+/// The earliest time an intent [`due`] would return is due, if any.
 pub async fn next_due(pool: &AnyPool) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM membership_intents WHERE delivered_at IS NULL")
-        .fetch_one(pool)
-        .await
+    let sql = format!("SELECT MIN(next_attempt_at) FROM membership_intents WHERE {HEAD_OF_LINE}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await
 }
 
 /// Whether the account still waits for a delivery.
