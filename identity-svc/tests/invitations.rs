@@ -249,6 +249,9 @@ async fn a_deactivated_or_deleted_invitee_cannot_accept() {
 
     let sam = invite(&env, &owner, "sam@a.example", TENANT_A, "client_user").await;
     let sam_id = sam.invitation.clone().unwrap().user_id;
+    // Before accepting, a login fails with the generic answer; the trail says why.
+    assert_err(env.try_login("sam@a.example", "any guess at all").await, Code::Unauthenticated, "LOGIN_FAILED");
+    assert!(env.audit().await.iter().any(|e| e.reason == "INVITATION_NOT_ACCEPTED"));
     env.client()
         .deactivate_user(auth(&owner, pb::DeactivateUserRequest { user_id: sam_id.clone(), reason: "left".into() }))
         .await

@@ -112,6 +112,8 @@ impl Identity {
             self.hasher.verify(&plain, account.as_ref().and_then(|a| a.password_hash.as_deref())).await? && !too_long;
         let reason = reason.or(match &account {
             None => Some("UNKNOWN_EMAIL"),
+            // An invitee has no password yet: say so on the trail rather than "wrong password".
+            Some(a) if a.status == Status::Pending && a.password_hash.is_none() => Some("INVITATION_NOT_ACCEPTED"),
             Some(_) if !verified => Some("WRONG_PASSWORD"),
             Some(a) if a.status == Status::Pending => Some("INVITATION_NOT_ACCEPTED"),
             Some(a) if a.status == Status::Suspended => Some("USER_SUSPENDED"),

@@ -65,7 +65,8 @@ impl Identity {
         let home = match (&a.primary_tenant_id, a.is_msp_staff) {
             (Some(t), false) => Some(t.clone()),
             _ if tenant_policies.is_empty() => None,
-            _ => self.admin.id().await.ok(),
+            // Fails closed: without the admin tenancy's id its policy cannot be ruled out.
+            _ => Some(self.admin.id().await?),
         };
         if home.is_some_and(|h| tenant_policies.iter().any(|p| p.scope == h)) {
             return Ok(true);
@@ -95,6 +96,10 @@ impl Identity {
         totp_code: Option<&str>,
         recovery_code: Option<&str>,
     ) -> Result<bool, ApiError> {
+        // Codes are a few characters; anything long is wrong without hashing it.
+        if totp_code.or(recovery_code).is_some_and(|c| c.len() > 64) {
+            return Ok(false);
+        }
         if let Some(code) = totp_code {
             let Some(row) = store::get(self.db.pool(), account_id).await.map_err(convert::db)? else {
                 return Ok(false);
@@ -406,8 +411,10 @@ impl Identity {
             .iter()
             .map(|r| crate::domain::account::parse_role("required_roles", r).map_err(convert::input))
             .collect::<Result<Vec<_>, _>>()?;
-        let grace_ms =
-            given.grace_period.map(|d| d.seconds.saturating_mul(1000) + i64::from(d.nanos) / 1_000_000).unwrap_or(0);
+        let grace_ms = given
+            .grace_period
+            .map(|d| d.seconds.saturating_mul(1000).saturating_add(i64::from(d.nanos) / 1_000_000))
+            .unwrap_or(0);
         if !(0..=365 * 24 * 3600 * 1000).contains(&grace_ms) {
             return Err(ApiError::invalid_argument(ErrorReason::ValueOutOfRange, "grace_period is out of range"));
         }
