@@ -377,3 +377,25 @@ async fn wrong_codes_lock_the_account_like_wrong_passwords() {
     assert!(env.audit().await.iter().any(|e| e.reason == "ACCOUNT_LOCKED"));
     assert_err(env.try_login("ida@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
 }
+
+/// A user deactivated while a login waits for their second factor gets no session from it.
+#[tokio::test]
+async fn a_challenge_does_not_outlive_a_deactivation() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let jo = env.create(&owner, "jo@a.example", "Jo", TENANT_A, "client_user", false).await;
+    let secret = enroll(&env, "jo@a.example").await;
+    let challenge = match env.try_login("jo@a.example", PASSWORD).await.unwrap() {
+        pb::login_outcome::Outcome::SecondFactorRequired(c) => c.challenge_token,
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+    env.client()
+        .deactivate_user(auth(&owner, pb::DeactivateUserRequest { user_id: jo.user_id.clone(), reason: "left".into() }))
+        .await
+        .unwrap();
+    let complete = pb::CompleteSecondFactorRequest {
+        challenge_token: challenge,
+        code: Some(pb::complete_second_factor_request::Code::TotpCode(code(&secret, 0))),
+    };
+    assert_err(env.client().complete_second_factor(complete).await, Code::Unauthenticated, "LOGIN_FAILED");
+}

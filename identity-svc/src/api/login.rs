@@ -199,6 +199,11 @@ impl Identity {
         second_factor_done: bool,
     ) -> Result<(pb::LoginOutcome, u64), ApiError> {
         use pb::login_outcome::Outcome;
+        // Each step re-reads the account: one deactivated (or deleted) between two steps of a
+        // login gets no further step and no session.
+        if a.status != Status::Active || !a.provisioned {
+            return Err(login_failed());
+        }
         let kind = if a.totp_enabled && !second_factor_done {
             Some(super::two_factor::STEP_SECOND_FACTOR)
         } else if a.must_change_password {

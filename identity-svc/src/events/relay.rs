@@ -312,6 +312,9 @@ async fn compensate(db: &Database, intent: &intents::Intent, error: &ApiError) -
     Ok(())
 }
 
+/// How long one delivery may take before it counts as failed.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Delivers every due intent; returns how long to sleep before the next one is due.
 async fn deliver_due(
     db: &Database,
@@ -321,17 +324,28 @@ async fn deliver_due(
 ) -> Result<Duration, sqlx::Error> {
     let now = now_micros();
     for intent in intents::due(db.pool(), now, 100).await? {
-        let outcome = match intent.op {
-            intents::Op::Add => {
-                let tenant = if intent.tenant_id.is_empty() { admin.id().await } else { Ok(intent.tenant_id.clone()) };
-                match tenant {
-                    Ok(t) => tenancy.add_membership(&intent.account_id, &t, &intent.role).await,
-                    Err(e) => Err(e),
+        let delivery = async {
+            match intent.op {
+                intents::Op::Add => {
+                    let tenant =
+                        if intent.tenant_id.is_empty() { admin.id().await } else { Ok(intent.tenant_id.clone()) };
+                    match tenant {
+                        Ok(t) => tenancy.add_membership(&intent.account_id, &t, &intent.role).await,
+                        Err(e) => Err(e),
+                    }
                 }
+                intents::Op::Clear => tenancy.clear_memberships(&intent.account_id).await,
+                intents::Op::Own => tenancy.transfer_ownership(&intent.account_id).await,
             }
-            intents::Op::Clear => tenancy.clear_memberships(&intent.account_id).await,
-            intents::Op::Own => tenancy.transfer_ownership(&intent.account_id).await,
         };
+        // A hung call must not stall every later delivery; each operation is idempotent, so a
+        // call that did land before the timeout is simply applied again on the retry.
+        let outcome = tokio::time::timeout(DELIVERY_TIMEOUT, delivery).await.unwrap_or_else(|_| {
+            Err(ApiError::unavailable(
+                tether_proto::common::v1::ErrorReason::Unavailable,
+                "tenancy-svc did not answer in time",
+            ))
+        });
         match outcome {
             Ok(()) => {
                 let mut tx = db.begin_write().await?;
