@@ -399,3 +399,39 @@ async fn a_challenge_does_not_outlive_a_deactivation() {
     };
     assert_err(env.client().complete_second_factor(complete).await, Code::Unauthenticated, "LOGIN_FAILED");
 }
+
+/// Re-saving a policy in force (here with a longer grace period) must not let everyone log in
+/// without 2FA again for that period; a policy that asks for something new does get its grace.
+#[tokio::test]
+async fn editing_a_policy_in_force_does_not_restart_its_grace_period() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "uma@a.example", "Uma", TENANT_A, "client_user", false).await;
+    let enrollment_asked = || async {
+        matches!(
+            env.try_login("uma@a.example", PASSWORD).await.unwrap(),
+            pb::login_outcome::Outcome::EnrollmentRequired(_)
+        )
+    };
+    let week = Some(prost_types::Duration { seconds: 7 * 24 * 3600, nanos: 0 });
+    let everyone = pb::TwoFactorPolicy { tenant_id: TENANT_A.into(), require_all: true, ..Default::default() };
+    set_policy(&env, &owner, everyone.clone()).await;
+    assert!(enrollment_asked().await);
+    set_policy(&env, &owner, pb::TwoFactorPolicy { grace_period: week, ..everyone.clone() }).await;
+    assert!(enrollment_asked().await, "still in force after the edit");
+    let got = env
+        .client()
+        .get_two_factor_policy(auth(&owner, pb::GetTwoFactorPolicyRequest { tenant_id: TENANT_A.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(got.in_force_from.unwrap().seconds <= now, "{got:?}");
+
+    // Dropped, then a new requirement with a week's grace: not enforced yet.
+    set_policy(&env, &owner, pb::TwoFactorPolicy { tenant_id: TENANT_A.into(), ..Default::default() }).await;
+    set_policy(&env, &owner, pb::TwoFactorPolicy { grace_period: week, ..everyone }).await;
+    assert!(!enrollment_asked().await, "a new requirement waits out its grace period");
+}

@@ -45,8 +45,8 @@ impl Identity {
     /// is in force, and if tenancy cannot answer this fails closed (UNAVAILABLE), so a login
     /// never yields a session that a role policy would have refused.
     pub(super) async fn requires_two_factor(&self, a: &AccountRow) -> Result<bool, ApiError> {
-        let now_ms = now_micros() / 1000;
-        let in_force = |p: &Policy| p.updated_at / 1000 + p.grace_ms <= now_ms;
+        let now = now_micros();
+        let in_force = |p: &Policy| p.in_force(now);
         if let Some(p) = store::policy(self.db.pool(), "").await.map_err(convert::db)?
             && in_force(&p)
             && (p.require_all || (p.require_msp_staff && a.is_msp_staff))
@@ -392,6 +392,7 @@ impl Identity {
                 .ok(),
             updated_at: (p.updated_at > 0).then(|| convert::timestamp(p.updated_at)),
             updated_by_user_id: p.updated_by.clone(),
+            in_force_from: (p.updated_at > 0).then(|| convert::timestamp(p.in_force_from)),
         }
     }
 
@@ -424,15 +425,25 @@ impl Identity {
                 "require_msp_staff is platform-wide only",
             ));
         }
-        let policy = Policy {
+        let now = now_micros();
+        let mut policy = Policy {
             scope: scope.clone(),
             require_all: given.require_all,
             required_roles: roles,
             require_msp_staff: given.require_msp_staff,
             grace_ms,
-            updated_at: now_micros(),
+            updated_at: now,
             updated_by: caller.user().map(|p| p.user_id.clone()).unwrap_or_default(),
+            in_force_from: now.saturating_add(grace_ms.saturating_mul(1000)),
         };
+        // An edit of a policy already in force that still demands at least as much stays in
+        // force (fail closed): re-saving it must not give everyone a new grace period.
+        if let Some(previous) = store::policy(self.db.pool(), &scope).await.map_err(convert::db)?
+            && previous.in_force(now)
+            && policy.demands_at_least(&previous)
+        {
+            policy.in_force_from = previous.in_force_from;
+        }
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
         let revision = next_revision(&mut tx).await.map_err(convert::db)?;
         store::set_policy(&mut tx, &policy).await.map_err(convert::db)?;

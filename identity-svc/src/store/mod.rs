@@ -27,5 +27,10 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("migrations/0005_password_resets.sql"),
     },
     EmbeddedMigration { version: 6, description: "rate limits", sql: include_str!("migrations/0006_rate_limits.sql") },
+    EmbeddedMigration {
+        version: 7,
+        description: "two factor policy in force",
+        sql: include_str!("migrations/0007_two_factor_policy_in_force.sql"),
+    },
     OUTBOX_MIGRATION,
 ];

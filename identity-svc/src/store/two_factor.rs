@@ -130,9 +130,28 @@ pub struct Policy {
     pub grace_ms: i64,
     pub updated_at: i64,
     pub updated_by: String,
+    /// When the requirement takes effect (microseconds).
+    pub in_force_from: i64,
 }
 
-const POLICY_COLUMNS: &str = "scope, require_all, required_roles, require_msp_staff, grace_ms, updated_at, updated_by";
+impl Policy {
+    pub fn in_force(&self, now_micros: i64) -> bool {
+        self.in_force_from <= now_micros
+    }
+
+    /// True if `other` asks 2FA of someone and this policy asks it of everyone `other` does
+    /// (and maybe more).
+    pub fn demands_at_least(&self, other: &Policy) -> bool {
+        let other_demands = other.require_all || other.require_msp_staff || !other.required_roles.is_empty();
+        other_demands
+            && self.require_all >= other.require_all
+            && self.require_msp_staff >= other.require_msp_staff
+            && other.required_roles.iter().all(|r| self.required_roles.contains(r))
+    }
+}
+
+const POLICY_COLUMNS: &str =
+    "scope, require_all, required_roles, require_msp_staff, grace_ms, updated_at, updated_by, in_force_from";
 
 fn policy_of(r: &sqlx::any::AnyRow) -> Result<Policy, sqlx::Error> {
     Ok(Policy {
@@ -143,6 +162,7 @@ fn policy_of(r: &sqlx::any::AnyRow) -> Result<Policy, sqlx::Error> {
         grace_ms: r.try_get(4)?,
         updated_at: r.try_get(5)?,
         updated_by: r.try_get(6)?,
+        in_force_from: r.try_get::<Option<i64>, _>(7)?.unwrap_or(0),
     })
 }
 
@@ -167,8 +187,9 @@ pub async fn tenant_wide_policies(pool: &AnyPool) -> Result<Vec<Policy>, sqlx::E
 pub async fn set_policy(tx: &mut Transaction<'static, Any>, p: &Policy) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO two_factor_policies (scope, require_all, required_roles, require_msp_staff, grace_ms, updated_at, \
-         updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope) DO UPDATE SET require_all = $2, \
-         required_roles = $3, require_msp_staff = $4, grace_ms = $5, updated_at = $6, updated_by = $7",
+         updated_by, in_force_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope) DO UPDATE SET \
+         require_all = $2, required_roles = $3, require_msp_staff = $4, grace_ms = $5, updated_at = $6, \
+         updated_by = $7, in_force_from = $8",
     )
     .bind(p.scope.clone())
     .bind(i64::from(p.require_all))
@@ -177,6 +198,7 @@ pub async fn set_policy(tx: &mut Transaction<'static, Any>, p: &Policy) -> Resul
     .bind(p.grace_ms)
     .bind(p.updated_at)
     .bind(p.updated_by.clone())
+    .bind(p.in_force_from)
     .execute(&mut **tx)
     .await?;
     Ok(())
