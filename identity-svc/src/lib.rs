@@ -58,6 +58,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
 
 pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartError> {
     let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
+    store::accounts::fill_name_keys(database.pool()).await.map_err(|e| StartError::Other(e.to_string()))?;
     let bootstrap_owner = bootstrap::ensure_owner(&database, &config.bootstrap_owner).await?;
     let auth_database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     let stopping = CancellationToken::new();

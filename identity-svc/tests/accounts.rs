@@ -291,6 +291,9 @@ async fn lists_filter_sort_and_page() {
     })
     .await;
     assert_eq!(names(&page2), vec!["Charlie", "Delta"]);
+    // Pages are cursors, not offsets: a user added before the cursor does not push Delta onto
+    // the next page again.
+    env.create(&owner, "aaron@x.example", "Aaron", TENANT_A, "client_user", false).await;
     let page3 = list(pb::ListUsersRequest {
         page_size: 2,
         is_msp_staff: Some(false),
@@ -307,9 +310,27 @@ async fn lists_filter_sort_and_page() {
         ..Default::default()
     })
     .await;
-    assert_eq!(names(&a), vec!["Echo", "Delta", "Charlie"]);
+    assert_eq!(names(&a), vec!["Echo", "Delta", "Charlie", "Aaron"]);
     let q = list(pb::ListUsersRequest { query: "RAV".into(), ..Default::default() }).await;
     assert_eq!(names(&q), vec!["bravo"]);
+    // Case-insensitive beyond ASCII, the same on every backend.
+    env.create(&owner, "emile@x.example", "ÉMILE Ørsted", TENANT_B, "client_user", false).await;
+    let accented = list(pb::ListUsersRequest { query: "émile ø".into(), ..Default::default() }).await;
+    assert_eq!(names(&accented), vec!["ÉMILE Ørsted"]);
+    // A token made for another order, or garbled, is refused.
+    let by_name = list(pb::ListUsersRequest { page_size: 1, ..Default::default() }).await;
+    let other_order = env
+        .client()
+        .list_users(auth(
+            &owner,
+            pb::ListUsersRequest {
+                page_token: by_name.next_page_token,
+                sort: pb::UserSort::CreatedDesc as i32,
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_err(other_order, Code::InvalidArgument, "INVALID_PAGE_TOKEN");
     let by_email = list(pb::ListUsersRequest { query: "echo@x".into(), ..Default::default() }).await;
     assert_eq!(names(&by_email), vec!["Echo"]);
 

@@ -233,8 +233,8 @@ pub enum Sort {
 #[derive(Debug, Clone)]
 pub struct UserQuery {
     pub page_size: usize,
-    /// Offset of the page: the cursor, opaque to clients.
-    pub offset: usize,
+    /// Where the previous page ended (none: the first page).
+    pub after: Option<UserCursor>,
     pub tenant_id: Option<Uuid>,
     pub status: Option<Status>,
     pub two_factor_enabled: Option<bool>,
@@ -275,6 +275,75 @@ pub fn page_token(offset: usize) -> String {
     format!("o{offset}")
 }
 
+/// The sort key of a name: what name ordering and name search compare, computed here (not by
+/// the database, whose LOWER differs between SQLite and PostgreSQL beyond ASCII).
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// A keyset cursor for ListUsers: the sort key and id of the last user of a page. The next page
+/// starts strictly after it, so users added or removed meanwhile neither repeat nor go missing.
+/// Sent to clients as an opaque token: `n.<hex of the name key>.<id>` for name orders,
+/// `t.<microseconds>.<id>` for time orders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCursor {
+    pub key: CursorKey,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorKey {
+    Name(String),
+    Time(i64),
+}
+
+impl Sort {
+    fn by_name(self) -> bool {
+        matches!(self, Sort::NameAsc | Sort::NameDesc)
+    }
+}
+
+impl UserCursor {
+    /// The cursor after `(name, time, id)` under `sort`: the name key for name orders, the
+    /// time the order uses (last login, creation) otherwise.
+    pub fn after(sort: Sort, name: &str, time: i64, id: &str) -> Option<Self> {
+        let key = if sort.by_name() { CursorKey::Name(name_key(name)) } else { CursorKey::Time(time) };
+        Some(Self { key, id: Uuid::parse_str(id).ok()? })
+    }
+
+    pub fn token(&self) -> String {
+        match &self.key {
+            CursorKey::Name(k) => format!("n.{}.{}", hex::encode(k.as_bytes()), self.id),
+            CursorKey::Time(t) => format!("t.{t}.{}", self.id),
+        }
+    }
+
+    /// Parses a page token for `sort`; a token made for another order is INVALID_PAGE_TOKEN.
+    pub fn parse(raw: &str, sort: Sort) -> Result<Option<Self>, InputError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || InputError::new(ErrorReason::InvalidPageToken, "page_token", "the page token is not valid");
+        if raw.len() > 1200 {
+            return Err(invalid());
+        }
+        let mut parts = raw.splitn(3, '.');
+        let (kind, key, id) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(k), Some(v), Some(i)) => (k, v, i),
+            _ => return Err(invalid()),
+        };
+        let id = Uuid::parse_str(id).map_err(|_| invalid())?;
+        let key = match (kind, sort.by_name()) {
+            ("n", true) => {
+                CursorKey::Name(String::from_utf8(hex::decode(key).map_err(|_| invalid())?).map_err(|_| invalid())?)
+            }
+            ("t", false) => CursorKey::Time(key.parse().map_err(|_| invalid())?),
+            _ => return Err(invalid()),
+        };
+        Ok(Some(Self { key, id }))
+    }
+}
+
 impl TryFrom<&pb::ListUsersRequest> for UserQuery {
     type Error = InputError;
 
@@ -297,7 +366,7 @@ impl TryFrom<&pb::ListUsersRequest> for UserQuery {
         let text = parse_text("query", &r.query, 200)?.map(|t| t.to_lowercase());
         Ok(Self {
             page_size: page_size(r.page_size)?,
-            offset: page_offset(&r.page_token)?,
+            after: UserCursor::parse(&r.page_token, sort)?,
             tenant_id: parse_opt_id("tenant_id", &r.tenant_id)?,
             status,
             two_factor_enabled: r.two_factor_enabled,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     DisplayName, Email,
-    account::{NewUser, Sort, Status, UserEdit, UserQuery},
+    account::{CursorKey, NewUser, Sort, Status, UserEdit, UserQuery, name_key},
 };
 
 /// One account as stored (never leaves the service with its hash).
@@ -74,8 +74,8 @@ pub async fn insert_bootstrap_owner(
     let now = now_micros();
     sqlx::query(
         "INSERT INTO accounts (id, email, email_normalized, display_name, status, is_msp_staff, \
-         password_hash, created_at, joined_at, updated_at, provisioned) \
-         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $6, $6, 0)",
+         password_hash, created_at, joined_at, updated_at, provisioned, name_key) \
+         VALUES ($1, $2, $3, $4, 'active', 1, $5, $6, $6, $6, 0, $7)",
     )
     .bind(id.to_string())
     .bind(email.as_str().to_owned())
@@ -83,6 +83,7 @@ pub async fn insert_bootstrap_owner(
     .bind(name.as_str().to_owned())
     .bind(password_hash.to_owned())
     .bind(now)
+    .bind(name_key(name.as_str()))
     .execute(&mut **tx)
     .await?;
     sqlx::query("INSERT INTO bootstrap (name, value) VALUES ('owner_account_id', $1)")
@@ -137,7 +138,7 @@ pub async fn insert_new(
     sqlx::query(
         "INSERT INTO accounts (id, email, email_normalized, display_name, status, is_msp_staff, primary_tenant_id, \
          job_title, notes, password_hash, must_change_password, created_at, joined_at, updated_at, provisioned, \
-         request_id) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $11, $11, 0, $12)",
+         request_id, name_key) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $11, $11, 0, $12, $13)",
     )
     .bind(id.clone())
     .bind(user.email.as_str().to_owned())
@@ -151,6 +152,7 @@ pub async fn insert_new(
     .bind(i64::from(user.must_change_password))
     .bind(now)
     .bind(user.request_id.map(|r| r.to_string()))
+    .bind(name_key(user.display_name.as_str()))
     .execute(&mut **tx)
     .await?;
     add_history(tx, &id, password_hash).await?;
@@ -160,10 +162,11 @@ pub async fn insert_new(
 pub async fn apply_edit(tx: &mut Transaction<'static, Any>, id: &str, edit: &UserEdit) -> Result<(), sqlx::Error> {
     let now = now_micros();
     if let Some(name) = &edit.display_name {
-        sqlx::query("UPDATE accounts SET display_name = $1, updated_at = $2 WHERE id = $3")
+        sqlx::query("UPDATE accounts SET display_name = $1, name_key = $4, updated_at = $2 WHERE id = $3")
             .bind(name.as_str().to_owned())
             .bind(now)
             .bind(id.to_owned())
+            .bind(name_key(name.as_str()))
             .execute(&mut **tx)
             .await?;
     }
@@ -217,7 +220,7 @@ pub async fn insert_pending(
     let now = now_micros();
     sqlx::query(
         "INSERT INTO accounts (id, email, email_normalized, display_name, status, is_msp_staff, primary_tenant_id, \
-         created_at, updated_at, provisioned) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $7, 0)",
+         created_at, updated_at, provisioned, name_key) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $7, 0, $8)",
     )
     .bind(id.clone())
     .bind(email.as_str().to_owned())
@@ -226,6 +229,7 @@ pub async fn insert_pending(
     .bind(i64::from(is_msp_staff))
     .bind(tenant_id.map(str::to_owned))
     .bind(now)
+    .bind(name_key(name))
     .execute(&mut **tx)
     .await?;
     Ok(id)
@@ -270,12 +274,13 @@ pub async fn activate_invited(
     let now = now_micros();
     let done = sqlx::query(
         "UPDATE accounts SET status = 'active', display_name = $1, password_hash = $2, joined_at = $3, \
-         updated_at = $3 WHERE id = $4 AND status = 'pending'",
+         updated_at = $3, name_key = $5 WHERE id = $4 AND status = 'pending'",
     )
     .bind(name.to_owned())
     .bind(password_hash.to_owned())
     .bind(now)
     .bind(id.to_owned())
+    .bind(name_key(name))
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -375,29 +380,51 @@ pub async fn list(pool: &AnyPool, q: &UserQuery) -> Result<Vec<AccountRow>, sqlx
     if let Some(text) = &q.text {
         let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         let p = bind(format!("%{escaped}%"), &mut binds);
-        conditions.push(format!(
-            "(LOWER(display_name) LIKE {p} ESCAPE '\\' OR COALESCE(email_normalized, '') LIKE {p} ESCAPE '\\')"
-        ));
+        conditions
+            .push(format!("(name_key LIKE {p} ESCAPE '\\' OR COALESCE(email_normalized, '') LIKE {p} ESCAPE '\\')"));
+    }
+    // Never-logged-in users sort as time 0 (first ascending, last descending).
+    let (key, descending) = match q.sort {
+        Sort::NameAsc => ("name_key", false),
+        Sort::NameDesc => ("name_key", true),
+        Sort::LastLoginAsc => ("COALESCE(last_login_at, 0)", false),
+        Sort::LastLoginDesc => ("COALESCE(last_login_at, 0)", true),
+        Sort::CreatedDesc => ("created_at", true),
+    };
+    let (direction, beyond) = if descending { ("DESC", "<") } else { ("ASC", ">") };
+    if let Some(after) = &q.after {
+        let k = match &after.key {
+            CursorKey::Name(name) => bind(name.clone(), &mut binds),
+            // A parsed number, written into the statement (the binds here are all text).
+            CursorKey::Time(t) => t.to_string(),
+        };
+        let id = bind(after.id.to_string(), &mut binds);
+        conditions.push(format!("({key} {beyond} {k} OR ({key} = {k} AND id {beyond} {id}))"));
     }
     let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-    // Never-logged-in users sort as time 0 (first ascending, last descending).
-    let order = match q.sort {
-        Sort::NameAsc => "LOWER(display_name) ASC, id ASC",
-        Sort::NameDesc => "LOWER(display_name) DESC, id DESC",
-        Sort::LastLoginAsc => "COALESCE(last_login_at, 0) ASC, id ASC",
-        Sort::LastLoginDesc => "COALESCE(last_login_at, 0) DESC, id DESC",
-        Sort::CreatedDesc => "created_at DESC, id DESC",
-    };
     let sql = format!(
-        "SELECT {COLUMNS} FROM accounts {filter} ORDER BY {order} LIMIT {} OFFSET {}",
-        q.page_size + 1,
-        q.offset
+        "SELECT {COLUMNS} FROM accounts {filter} ORDER BY {key} {direction}, id {direction} LIMIT {}",
+        q.page_size + 1
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for b in binds {
         query = query.bind(b);
     }
     query.fetch_all(pool).await?.iter().map(from_row).collect()
+}
+
+/// Fills the name key of accounts written before it existed (once, at start-up).
+pub async fn fill_name_keys(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, display_name FROM accounts WHERE name_key IS NULL").fetch_all(pool).await?;
+    for (id, name) in rows {
+        sqlx::query("UPDATE accounts SET name_key = $1 WHERE id = $2")
+            .bind(name_key(&name))
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Every non-deleted account, for a Watch snapshot.

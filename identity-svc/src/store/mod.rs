@@ -32,5 +32,10 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         description: "two factor policy in force",
         sql: include_str!("migrations/0007_two_factor_policy_in_force.sql"),
     },
+    EmbeddedMigration {
+        version: 8,
+        description: "account name key",
+        sql: include_str!("migrations/0008_account_name_key.sql"),
+    },
     OUTBOX_MIGRATION,
 ];
