@@ -450,3 +450,34 @@ async fn the_owner_named_by_tenancy_cannot_be_removed_and_a_former_owner_can() {
     assert_err(env.authenticate(&owner).await, Code::Unauthenticated, "UNAUTHENTICATED");
     env.client().delete_user(auth(&sam_token, pb::DeleteUserRequest { user_id: env.owner_id.clone() })).await.unwrap();
 }
+
+/// Deleting a tenant's last administrator would leave the client unmanageable: refused with
+/// LAST_ADMIN (authz-svc's rule, asked for each role the user holds), while deactivating them,
+/// the emergency stop, still works at once.
+#[tokio::test]
+async fn the_last_admin_of_a_tenant_cannot_be_deleted() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let bea = env.create(&owner, "bea@b.example", "Bea", TENANT_B, "client_admin", false).await;
+    env.authz.grant(&bea.user_id, TENANT_B, "client_admin");
+    let delete = |id: &str| {
+        let mut c = env.client();
+        let request = auth(&owner, pb::DeleteUserRequest { user_id: id.to_owned() });
+        async move { c.delete_user(request).await }
+    };
+    assert_err(delete(&bea.user_id).await, Code::FailedPrecondition, "LAST_ADMIN");
+    assert!(!env.tenancy.membership(&bea.user_id).is_empty());
+    env.login("bea@b.example", PASSWORD).await;
+    env.client()
+        .deactivate_user(auth(
+            &owner,
+            pb::DeactivateUserRequest { user_id: bea.user_id.clone(), reason: "left".into() },
+        ))
+        .await
+        .unwrap();
+
+    // With a second administrator appointed, the first can go.
+    let cy = env.create(&owner, "cy@b.example", "Cy", TENANT_B, "client_admin", false).await;
+    env.authz.grant(&cy.user_id, TENANT_B, "client_admin");
+    delete(&bea.user_id).await.unwrap();
+}

@@ -58,14 +58,16 @@ async fn a_tenancy_outage_and_a_restart_never_leave_a_user_without_a_membership_
     }
     assert!(logged_in, "loginable once the membership exists");
 
-    // Deletion during an outage: the user is gone at once (cannot log in), and the membership
-    // is removed as soon as tenancy is back, across another restart.
+    // Deletion while tenancy takes no writes (it still answers who holds which role, which the
+    // last-admin rule needs): the user is gone at once (cannot log in), and the membership is
+    // removed as soon as tenancy takes writes again, across another restart.
     let owner = env.owner_token().await;
-    env.tenancy.failing.store(true, Ordering::SeqCst);
+    env.tenancy.failing_writes.store(true, Ordering::SeqCst);
     env.client().delete_user(auth(&owner, pb::DeleteUserRequest { user_id: nina.user_id.clone() })).await.unwrap();
     assert_err(env.try_login("nina@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
     env.restart().await;
-    env.tenancy.failing.store(false, Ordering::SeqCst);
+    assert!(!env.tenancy.membership(&nina.user_id).is_empty(), "not removed while writes fail");
+    env.tenancy.failing_writes.store(false, Ordering::SeqCst);
     assert!(eventually(|| env.tenancy.membership(&nina.user_id).is_empty()).await, "membership removed");
     // Every membership in tenancy belongs to an existing, non-deleted user.
     let members: Vec<String> = env.tenancy.memberships.lock().unwrap().keys().cloned().collect();

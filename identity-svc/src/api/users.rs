@@ -370,6 +370,42 @@ impl Identity {
         Ok(())
     }
 
+    /// A client user's deletion takes away each role they hold: authz-svc judges each as a
+    /// removal (LAST_ADMIN for a tenant's last administrator, ROLE_ABOVE_OWN for someone the
+    /// caller could not have appointed). Fails closed if tenancy cannot list the roles.
+    /// Deactivation is not judged so: it must always work at once, as the emergency stop, even
+    /// for a last administrator and while tenancy is down. Services acting on their own account
+    /// are not people and are not judged.
+    async fn check_roles_removable(&self, caller: &Caller, target: &AccountRow) -> Result<(), ApiError> {
+        let Some(p) = caller.user() else { return Ok(()) };
+        let held = self.ask_tenancy("the user's roles", self.tenancy.user_roles(&target.id)).await?;
+        for h in held {
+            let decision = self
+                .authorizer
+                .check_role_grant(&RoleGrant {
+                    actor_user_id: p.user_id.clone(),
+                    target_user_id: target.id.clone(),
+                    target_is_msp_staff: false,
+                    tenant_id: h.tenant_id.clone(),
+                    role: String::new(),
+                    previous_role: h.role.clone(),
+                })
+                .await?;
+            if !decision.allowed {
+                let code = match decision.denial_reason {
+                    ErrorReason::LastAdmin => tonic::Code::FailedPrecondition,
+                    _ => tonic::Code::PermissionDenied,
+                };
+                let reason = match decision.denial_reason {
+                    ErrorReason::Unspecified => ErrorReason::PermissionDenied,
+                    r => r,
+                };
+                return Err(ApiError::new(code, reason, decision.summary));
+            }
+        }
+        Ok(())
+    }
+
     /// Sets a status, ends every session if it leaves `active`, and records it all.
     async fn change_status(
         &self,
@@ -446,6 +482,9 @@ impl Identity {
         }
         self.require_on(&caller, PERM_MANAGE, &before).await?;
         self.check_removable(&caller, &before).await?;
+        if !before.is_msp_staff {
+            self.check_roles_removable(&caller, &before).await?;
+        }
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
         let revision = next_revision(&mut tx).await.map_err(convert::db)?;
         let ended = sessions::revoke_all(&mut tx, &id, None).await.map_err(convert::db)?;

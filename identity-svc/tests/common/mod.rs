@@ -79,6 +79,27 @@ impl Authorizer for FakeAuthz {
         if grant.role == "msp_owner" {
             return Ok(deny(ErrorReason::OwnerRoleNotAssignable));
         }
+        if grant.role.is_empty() {
+            // A removal: never the last client admin of a tenant, never above the actor.
+            let others = self
+                .grants
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(u, t, r)| u != &grant.target_user_id && t == &grant.tenant_id && r == "client_admin");
+            if grant.previous_role == "client_admin" && !others {
+                return Ok(deny(ErrorReason::LastAdmin));
+            }
+            let rank = role(&grant.previous_role).map(|(rank, _)| rank).unwrap_or(0);
+            return match self.best_rank(&grant.actor_user_id, &grant.tenant_id) {
+                Some((own, _)) if own >= rank => Ok(RoleGrantDecision {
+                    allowed: true,
+                    denial_reason: ErrorReason::Unspecified,
+                    summary: String::new(),
+                }),
+                _ => Ok(deny(ErrorReason::RoleAboveOwn)),
+            };
+        }
         let Some((rank, _)) = role(&grant.role) else { return Ok(deny(ErrorReason::RoleNotFound)) };
         match self.best_rank(&grant.actor_user_id, &grant.tenant_id) {
             Some((own, _)) if own >= rank => {
@@ -101,6 +122,8 @@ pub struct FakeTenancy {
     /// tenant -> name (unknown tenants are NOT_FOUND).
     pub names: Mutex<HashMap<String, String>>,
     pub failing: AtomicBool,
+    /// Fails only the membership writes (the relay's deliveries); reads still answer.
+    pub failing_writes: AtomicBool,
     pub calls: AtomicUsize,
 }
 
@@ -123,6 +146,14 @@ impl FakeTenancy {
             Ok(())
         }
     }
+    fn gate_write(&self) -> Result<(), ApiError> {
+        self.gate()?;
+        if self.failing_writes.load(Ordering::SeqCst) {
+            Err(ApiError::unavailable(ErrorReason::Unavailable, "tenancy-svc cannot write"))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -132,7 +163,7 @@ impl Tenancy for FakeTenancy {
         Ok(ADMIN_TENANCY.into())
     }
     async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<(), ApiError> {
-        self.gate()?;
+        self.gate_write()?;
         if tenant_id == TENANT_GONE {
             return Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant"));
         }
@@ -145,12 +176,12 @@ impl Tenancy for FakeTenancy {
         Ok(())
     }
     async fn clear_memberships(&self, user_id: &str) -> Result<(), ApiError> {
-        self.gate()?;
+        self.gate_write()?;
         self.memberships.lock().unwrap().remove(user_id);
         Ok(())
     }
     async fn transfer_ownership(&self, user_id: &str) -> Result<(), ApiError> {
-        self.gate()?;
+        self.gate_write()?;
         let mut owner = self.owner.lock().unwrap();
         if owner.is_none() {
             *owner = Some(user_id.into());
