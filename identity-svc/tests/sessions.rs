@@ -443,6 +443,29 @@ async fn failures_older_than_the_lockout_duration_stop_counting() {
     env.client().login(from_ip(office, request)).await.unwrap();
 }
 
+/// The delay that repeated failures bring must not tell which emails exist: an unknown
+/// address is slowed down exactly like a real account.
+#[tokio::test]
+async fn unknown_emails_are_slowed_down_like_accounts() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_FREE_ATTEMPTS", "2"),
+        ("TETHER_IDENTITY_LOCKOUT_BASE_DELAY_MS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_MAX_DELAY_MS", "1000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "real@a.example", "Real", TENANT_A, "client_user", false).await;
+    for email in ["real@a.example", "ghost@a.example"] {
+        for _ in 0..2 {
+            assert_err(env.try_login(email, "wrong-guess-here").await, Code::Unauthenticated, "LOGIN_FAILED");
+        }
+        let started = std::time::Instant::now();
+        assert_err(env.try_login(email, "wrong-guess-here").await, Code::Unauthenticated, "LOGIN_FAILED");
+        assert!(started.elapsed() >= Duration::from_millis(900), "{email}: {:?}", started.elapsed());
+    }
+}
+
 /// The first 100 brute-force entries (accounts and addresses), as an administrator lists them.
 async fn lockouts(env: &Env, owner: &str) -> pb::ListLockoutsResponse {
     env.client()

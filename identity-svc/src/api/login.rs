@@ -85,18 +85,24 @@ impl Identity {
             tokio::time::sleep(self.config.ip_lockout.delay(c.recent_failures(&self.config.ip_lockout, now))).await;
         }
 
-        let account = match Email::parse(&email_raw) {
-            Ok(e) => accounts::get_by_email(self.db.pool(), &e.normalized()).await.map_err(convert::db)?,
-            Err(_) => None,
+        let normalized = Email::parse(&email_raw).map(|e| e.normalized()).ok();
+        let account = match &normalized {
+            Some(e) => accounts::get_by_email(self.db.pool(), e).await.map_err(convert::db)?,
+            None => None,
         }
         .filter(|a| a.status != Status::Deleted);
+        // Unknown addresses get counters of their own, with the same delays and lockout as
+        // accounts: otherwise the delay a few failures bring would tell which emails exist.
+        let counter_subject = match (&account, &normalized) {
+            (Some(a), _) => a.id.clone(),
+            (None, Some(e)) => format!("unknown:{e}"),
+            (None, None) => format!("unknown:{}", email_raw.trim().to_lowercase()),
+        };
 
         let mut reason: Option<&'static str> = None;
         let mut had_failures = false;
-        if let Some(a) = &account
-            && let Some(c) = lockouts::get(self.db.pool(), Kind::Account, &a.id).await.map_err(convert::db)?
-        {
-            had_failures = true;
+        if let Some(c) = lockouts::get(self.db.pool(), Kind::Account, &counter_subject).await.map_err(convert::db)? {
+            had_failures = account.is_some();
             if c.locked_until.is_some_and(|u| u > now) {
                 reason = Some("ACCOUNT_LOCKED");
             } else {
@@ -122,15 +128,19 @@ impl Identity {
             Some(_) => None,
         });
         if let Some(reason) = reason {
-            if matches!(reason, "UNKNOWN_EMAIL" | "WRONG_PASSWORD") {
+            if matches!(reason, "UNKNOWN_EMAIL" | "WRONG_PASSWORD" | "INVITATION_NOT_ACCEPTED") {
                 lockouts::record_failure(self.db.pool(), Kind::Ip, &ip, &self.config.ip_lockout, now)
                     .await
                     .map_err(convert::db)?;
-                if let Some(a) = &account {
-                    lockouts::record_failure(self.db.pool(), Kind::Account, &a.id, &self.config.account_lockout, now)
-                        .await
-                        .map_err(convert::db)?;
-                }
+                lockouts::record_failure(
+                    self.db.pool(),
+                    Kind::Account,
+                    &counter_subject,
+                    &self.config.account_lockout,
+                    now,
+                )
+                .await
+                .map_err(convert::db)?;
             }
             self.audit_login_failure(&email_raw, &ip, account.as_ref(), reason).await?;
             return Err(login_failed());
@@ -693,7 +703,7 @@ impl Identity {
                     as i32,
                 failed_attempts: c.failed_attempts as i32,
                 last_failure_at: convert::ts(c.last_failure_at),
-                current_delay: prost_types::Duration::try_from(rules.delay(c.failed_attempts)).ok(),
+                current_delay: prost_types::Duration::try_from(rules.delay(c.recent_failures(rules, now))).ok(),
                 locked_until: c.locked_until.filter(|u| *u > now).and_then(convert::ts),
                 ..Default::default()
             };
