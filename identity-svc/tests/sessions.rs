@@ -341,21 +341,30 @@ async fn a_temporary_password_ends_sessions_and_must_be_changed_at_next_login() 
 }
 
 /// The reset token in the newest `.eml` file sent to `to`.
-fn mailed_reset_token(env: &Env, to: &str) -> String {
-    let mut mails: Vec<_> = std::fs::read_dir(&env.mail_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        // Undo quoted-printable soft line breaks (long lines are wrapped).
-        .map(|p| {
-            let body = std::fs::read_to_string(&p).unwrap().replace("=\r\n", "").replace("=\n", "");
-            (std::fs::metadata(&p).unwrap().modified().unwrap(), body)
-        })
-        .filter(|(_, body)| body.contains(to) && body.contains("reset-password/"))
-        .collect();
-    mails.sort_by_key(|(t, _)| *t);
-    let body = &mails.last().expect("a reset mail").1;
-    let start = body.find("reset-password/").unwrap() + "reset-password/".len();
-    body[start..start + 64].to_owned()
+/// The token of the `nth` (1-based) reset mail to `to`, once it has arrived (mail is sent in
+/// the background).
+async fn mailed_reset_token(env: &Env, to: &str, nth: usize) -> String {
+    for _ in 0..200 {
+        let mut mails: Vec<_> = std::fs::read_dir(&env.mail_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            // Undo quoted-printable soft line breaks (long lines are wrapped).
+            .map(|p| {
+                let body = std::fs::read_to_string(&p).unwrap_or_default().replace("=\r\n", "").replace("=\n", "");
+                (std::fs::metadata(&p).unwrap().modified().unwrap(), body)
+            })
+            .filter(|(_, body)| body.contains(to) && body.contains("reset-password/"))
+            .collect();
+        mails.sort_by_key(|(t, _)| *t);
+        if let Some((_, body)) = mails.get(nth - 1) {
+            let start = body.find("reset-password/").unwrap() + "reset-password/".len();
+            if let Some(token) = body.get(start..start + 64) {
+                return token.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no reset mail number {nth} to {to}");
 }
 
 #[tokio::test]
@@ -368,7 +377,7 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
         .send_password_reset(auth(&owner, pb::SendPasswordResetRequest { user_id: zoe.user_id.clone() }))
         .await
         .unwrap();
-    let first = mailed_reset_token(&env, "zoe@a.example");
+    let first = mailed_reset_token(&env, "zoe@a.example", 1).await;
     // A newer link voids the older one (requested by Zoe herself; the answer reveals nothing).
     tokio::time::sleep(Duration::from_millis(20)).await;
     env.client()
@@ -379,7 +388,7 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
         .request_password_reset(pb::RequestPasswordResetRequest { email: "nobody@a.example".into() })
         .await
         .unwrap();
-    let second = mailed_reset_token(&env, "zoe@a.example");
+    let second = mailed_reset_token(&env, "zoe@a.example", 2).await;
     assert_ne!(first, second);
     let reset = |token: &str, password: &str| pb::ResetPasswordRequest {
         reset_token: token.into(),

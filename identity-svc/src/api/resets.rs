@@ -53,9 +53,15 @@ impl Identity {
             self.config.invitations.reset_base_url,
             token
         );
-        if let Err(e) = self.mailer.send(&email, "Reset your Tether password", &body).await {
-            tracing::warn!(user_id = %a.id, error = %e, "could not email the password-reset link");
-        }
+        // Sent in the background: how long a mail server takes must not show in the answer time
+        // (the self-service request would otherwise tell which emails exist).
+        let mailer = self.mailer.clone();
+        let user_id = a.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mailer.send(&email, "Reset your Tether password", &body).await {
+                tracing::warn!(%user_id, error = %e, "could not email the password-reset link");
+            }
+        });
         Ok((expires_at, revision))
     }
 
