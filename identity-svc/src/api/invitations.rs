@@ -443,9 +443,15 @@ impl Identity {
         let mut last = revision;
         if r.start_session {
             if account.provisioned && account.status == Status::Active {
-                let (o, rev) = self.next_step(&account, &ip, &user_agent, false).await?;
-                outcome = Some(o);
-                last = rev;
+                // The invitation is accepted and used up: a failed first login step must not
+                // turn that into an error (a retry would find the link used); the user logs in.
+                match self.next_step(&account, &ip, &user_agent, false).await {
+                    Ok((o, rev)) => {
+                        outcome = Some(o);
+                        last = rev;
+                    }
+                    Err(e) => tracing::warn!(user_id = %account.id, error = %e, "invitation accepted; no session"),
+                }
             } else {
                 tracing::info!(user_id = %account.id, "invitation accepted; session deferred until the membership is in place");
             }

@@ -752,11 +752,11 @@ impl Identity {
             }
         };
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let cleared = lockouts::clear(&mut *tx, kind, &subject).await.map_err(convert::db)?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "lockout.clear", kind.as_str(), &subject);
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
-        let cleared = lockouts::clear(self.db.pool(), kind, &subject).await.map_err(convert::db)?;
         Ok(pb::ClearLockoutResponse { cleared, consistency_token: convert::token(revision) })
     }
 }

@@ -246,10 +246,19 @@ impl Identity {
         let mut outcome = None;
         let mut last = revision;
         if let Some(step) = step {
-            self.consume_step(&request.get_ref().enrollment_token).await?;
-            let (o, rev) = self.next_step(&after, &step.client_ip, &step.user_agent, true).await?;
-            outcome = Some(o);
-            last = rev;
+            // 2FA is on and the codes exist only in this answer: a failure of the login's next
+            // step must not lose them (the user logs in again instead).
+            let next = async {
+                self.consume_step(&request.get_ref().enrollment_token).await?;
+                self.next_step(&after, &step.client_ip, &step.user_agent, true).await
+            };
+            match next.await {
+                Ok((o, rev)) => {
+                    outcome = Some(o);
+                    last = rev;
+                }
+                Err(e) => tracing::warn!(user_id = %after.id, error = %e, "2FA enrolled; the login's next step failed"),
+            }
         }
         Ok(pb::ConfirmTotpEnrollmentResponse {
             recovery_codes: codes,

@@ -98,11 +98,15 @@ pub async fn record_failure(
 }
 
 /// Forgets a subject's failures; false if there were none.
-pub async fn clear(pool: &AnyPool, kind: Kind, subject: &str) -> Result<bool, sqlx::Error> {
+pub async fn clear<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    executor: E,
+    kind: Kind,
+    subject: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM login_failures WHERE kind = $1 AND subject = $2")
         .bind(kind.as_str())
         .bind(subject.to_owned())
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(done.rows_affected() > 0)
 }
