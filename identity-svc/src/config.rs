@@ -52,6 +52,9 @@ pub struct Config {
     pub service_token: ServiceToken,
     pub invitations: InvitationConfig,
     pub mail: MailConfig,
+    /// `TETHER_IDENTITY_PURGE_INTERVAL_MS`, default 10 minutes: how often rows nobody can use
+    /// any more (ended sessions, spent tokens, old counters) are deleted.
+    pub purge_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +252,7 @@ impl Config {
                 )?,
             },
             service_token: ServiceToken::load(source)?,
+            purge_interval: source.millis_or(&key("PURGE_INTERVAL_MS"), Duration::from_secs(600), 100..=86_400_000)?,
             invitations: InvitationConfig {
                 ttl: source.millis_or(
                     &key("INVITATION_TTL_MS"),

@@ -65,6 +65,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
     let admin = Arc::new(events::relay::AdminTenancy::new(deps.tenancy.clone()));
     let relay =
         events::relay::spawn(database.clone(), deps.tenancy.clone(), admin.clone(), config.relay, stopping.clone());
+    store::purge::spawn(database.pool().clone(), config.purge_interval, stopping.clone());
     let mailer = mail::from_config(&config.mail).map_err(StartError::Other)?;
     let hasher = auth::Hasher::new(config.hash_concurrency, config.hash_priority)
         .await

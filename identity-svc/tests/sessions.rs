@@ -592,3 +592,40 @@ async fn only_the_edge_may_name_the_client_address() {
         assert_eq!(count(&format!("198.51.100.{i}")), None);
     }
 }
+
+/// Working rows nobody can use any more are purged in the background: sessions that ended a
+/// month ago, long-expired login steps and stale counters; live ones stay.
+#[tokio::test]
+async fn unusable_rows_are_purged_and_live_ones_kept() {
+    let env = Env::start_with(&[("TETHER_IDENTITY_PURGE_INTERVAL_MS", "100")]).await;
+    let owner = env.owner_token().await;
+    let old = 1_000_000_i64; // 1970: long past every retention
+    env.execute(&format!(
+        "INSERT INTO sessions (id, token_hash, account_id, created_at, last_seen_at, expires_at, client_ip, \
+         user_agent, revoked_at) VALUES ('old-session', 'old-hash', 'someone', {old}, {old}, {old}, '', '', {old})"
+    ))
+    .await;
+    env.execute(&format!(
+        "INSERT INTO login_steps (token_hash, account_id, kind, client_ip, user_agent, expires_at) \
+         VALUES ('old-step', 'someone', 'second_factor', '', '', {old})"
+    ))
+    .await;
+    env.execute(&format!(
+        "INSERT INTO login_failures (kind, subject, failed_attempts, last_failure_at) \
+         VALUES ('ip', '192.0.2.99', 3, {old})"
+    ))
+    .await;
+    let leftovers = "SELECT (SELECT COUNT(*) FROM sessions WHERE id = 'old-session') \
+        + (SELECT COUNT(*) FROM login_steps WHERE token_hash = 'old-step') \
+        + (SELECT COUNT(*) FROM login_failures WHERE subject = '192.0.2.99')";
+    let mut purged = false;
+    for _ in 0..100 {
+        if env.count(leftovers).await == 0 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(purged, "old rows purged");
+    env.authenticate(&owner).await.unwrap();
+}

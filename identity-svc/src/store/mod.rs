@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod intents;
 pub mod invitations;
 pub mod lockouts;
+pub mod purge;
 pub mod rate_limits;
 pub mod resets;
 pub mod sessions;

@@ -123,12 +123,15 @@ pub async fn revoke_all(
     account_id: &str,
     keep: Option<&str>,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM sessions WHERE account_id = $1 AND revoked_at IS NULL")
-        .bind(account_id.to_owned())
-        .fetch_all(&mut **tx)
-        .await?;
-    let ids: Vec<String> = ids.into_iter().filter(|id| Some(id.as_str()) != keep).collect();
+    // Sessions past their lifetime ended already; they are neither revoked again nor announced.
     let now = now_micros();
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM sessions WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > $2")
+            .bind(account_id.to_owned())
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await?;
+    let ids: Vec<String> = ids.into_iter().filter(|id| Some(id.as_str()) != keep).collect();
     for id in &ids {
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")
             .bind(now)

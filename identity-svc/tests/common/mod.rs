@@ -387,6 +387,13 @@ impl Env {
         rows.iter().map(|p| AuditEvent::decode(hex::decode(p).unwrap().as_slice()).unwrap()).collect()
     }
 
+    /// Runs a statement on identity's database (to stage rows a test cannot make through the API).
+    pub async fn execute(&self, sql: &str) {
+        let pool = self.db.inspect("identity").await;
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         let pool = self.db.inspect("identity").await;
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&pool).await.unwrap();
