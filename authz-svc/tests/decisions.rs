@@ -494,3 +494,284 @@ fn item(user: Uuid, permission: &str, tenant: Uuid) -> pb::BatchCheckItem {
         resource_id: String::new(),
     }
 }
+
+fn explain(user: Uuid, permission: &str, tenant: Uuid) -> pb::ExplainRequest {
+    pb::ExplainRequest {
+        subject_user_id: user.to_string(),
+        permission: permission.into(),
+        tenant_id: tenant.to_string(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_user_no_longer_msp_staff_holds_no_msp_staff_only_role() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    assert!(authz.allowed(w.tech, "assets.view", w.b).await);
+    // identity clears the staff flag; tenancy has not (yet) removed the memberships.
+    let rev = up.identity.push(vec![user(w.tech, UserStatus::Active, false)]);
+    let mut c = authz.client.clone();
+    for t in [w.msp, w.a, w.a1, w.b] {
+        let mut request = check(w.tech, "assets.view", t);
+        request.at_least_as_fresh = fresh(RevisionSource::Identity, rev);
+        assert!(!c.check(request).await.unwrap().into_inner().allowed);
+    }
+    let reply = c.explain(explain(w.tech, "assets.view", w.b)).await.unwrap().into_inner();
+    assert_eq!(reply.reason, pb::DecisionReason::DeniedNoMembership as i32);
+    assert!(reply.summary.contains("msp_technician") && reply.summary.contains("not MSP staff"), "{}", reply.summary);
+    assert_eq!(reply.membership.unwrap().role, "msp_technician");
+    let eff = c
+        .list_effective_permissions(pb::ListEffectivePermissionsRequest {
+            subject_user_id: w.tech.to_string(),
+            tenant_id: w.a.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(eff.permissions.is_empty());
+    assert!(authz.allowed(w.admin, "assets.view", w.b).await);
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn own_tenant_roles_held_in_the_admin_tenancy_never_reach_clients() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let (clerk, dept) = (Uuid::new_v4(), Uuid::new_v4());
+    up.identity.push(vec![user(clerk, UserStatus::Active, false)]);
+    up.tenancy.push(vec![
+        // A department of the admin tenancy itself, and a client-style role held there.
+        tenant(dept, Some(w.msp), TenantKind::Department, TenantStatus::Active),
+        membership(clerk, w.msp, "client_manager", MembershipKind::Direct),
+    ]);
+    let authz = start_serving(&db, &up, &[]).await;
+    assert!(authz.allowed(clerk, "assets.edit", w.msp).await);
+    assert!(authz.allowed(clerk, "assets.edit", dept).await);
+    for t in [w.a, w.a1, w.b] {
+        assert!(!authz.allowed(clerk, "assets.edit", t).await);
+    }
+    let mut c = authz.client.clone();
+    let tenants = c
+        .lookup_tenants(pb::LookupTenantsRequest {
+            subject_user_id: clerk.to_string(),
+            permission: "assets.edit".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant_ids;
+    let mut want = vec![w.msp.to_string(), dept.to_string()];
+    want.sort();
+    assert_eq!(tenants, want);
+
+    // A role reaching beyond one tenant is for MSP staff only, even in the admin tenancy.
+    let created = c
+        .create_role(as_service(pb::CreateRoleRequest {
+            name: "roamer".into(),
+            display_name: "Roamer".into(),
+            description: String::new(),
+            permissions: vec!["assets.view".into()],
+            scope: pb::RoleScope::AllTenants as i32,
+            rank: 20,
+            assignable: true,
+            msp_staff_only: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let ask = |target: Uuid| pb::CheckRoleGrantRequest {
+        actor_user_id: w.admin.to_string(),
+        target_user_id: target.to_string(),
+        target_is_msp_staff: false,
+        tenant_id: w.msp.to_string(),
+        role: "roamer".into(),
+        previous_role: String::new(),
+        at_least_as_fresh: created.consistency_token.clone(),
+    };
+    let reply = c.check_role_grant(ask(clerk)).await.unwrap().into_inner();
+    assert_eq!(reply.denial_reason, ErrorReason::RoleScopeMismatch as i32, "{}", reply.summary);
+    assert!(c.check_role_grant(ask(w.tech)).await.unwrap().into_inner().allowed);
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_chain_with_a_cycle_or_too_deep_is_denied_not_decided_in_part() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    // 40 nested departments under A; the viewer is also a member of the tenth.
+    let deep: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let mut changes = Vec::new();
+    let mut parent = w.a;
+    for d in &deep {
+        changes.push(tenant(*d, Some(parent), TenantKind::Department, TenantStatus::Active));
+        parent = *d;
+    }
+    changes.push(membership(w.viewer, deep[9], "client_viewer", MembershipKind::Direct));
+    // Two departments that are each other's parent, the viewer a member of one.
+    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
+    changes.push(tenant(x, Some(y), TenantKind::Department, TenantStatus::Active));
+    changes.push(tenant(y, Some(x), TenantKind::Department, TenantStatus::Active));
+    changes.push(membership(w.viewer, x, "client_viewer", MembershipKind::Direct));
+    up.tenancy.push(changes);
+    let authz = start_serving(&db, &up, &[]).await;
+    assert!(authz.allowed(w.viewer, "assets.view", deep[20]).await);
+    for t in [deep[39], x, y] {
+        assert!(!authz.allowed(w.viewer, "assets.view", t).await);
+    }
+    let reply = authz.client.clone().explain(explain(w.viewer, "assets.view", x)).await.unwrap().into_inner();
+    assert_eq!(reply.reason, pb::DecisionReason::DeniedTenantUnknown as i32);
+    assert!(reply.summary.contains("cycle"), "{}", reply.summary);
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn grant_overrides_apply_only_where_a_membership_reaches_and_denies_everywhere() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    let set = |perm: &str, effect: pb::OverrideEffect, tenant: Option<Uuid>| pb::SetOverrideRequest {
+        user_id: w.viewer.to_string(),
+        permission: perm.into(),
+        effect: effect as i32,
+        tenant_id: tenant.map(|t| t.to_string()).unwrap_or_default(),
+        note: String::new(),
+    };
+    c.set_override(as_service(set("assets.view", pb::OverrideEffect::Grant, Some(w.b)))).await.unwrap();
+    c.set_override(as_service(set("assets.delete", pb::OverrideEffect::Grant, None))).await.unwrap();
+    let written =
+        c.set_override(as_service(set("assets.export", pb::OverrideEffect::Deny, None))).await.unwrap().into_inner();
+    let probe = |perm: &str, tenant: Uuid| {
+        let mut r = check(w.viewer, perm, tenant);
+        r.at_least_as_fresh = written.consistency_token.clone();
+        r
+    };
+    // The viewer is a member of A only: B is out of reach, whatever the override says.
+    assert!(!c.check(probe("assets.view", w.b)).await.unwrap().into_inner().allowed);
+    assert!(!c.check(probe("assets.delete", w.b)).await.unwrap().into_inner().allowed);
+    assert!(!c.check(probe("assets.delete", w.msp)).await.unwrap().into_inner().allowed);
+    assert!(c.check(probe("assets.delete", w.a1)).await.unwrap().into_inner().allowed);
+    assert!(!c.check(probe("assets.export", w.a)).await.unwrap().into_inner().allowed);
+    let reply = c.explain(explain(w.viewer, "assets.delete", w.b)).await.unwrap().into_inner();
+    assert_eq!(reply.reason, pb::DecisionReason::DeniedNoMembership as i32);
+    let reply = c.explain(explain(w.viewer, "assets.delete", w.a)).await.unwrap().into_inner();
+    assert_eq!(reply.reason, pb::DecisionReason::GrantedByOverride as i32);
+    let (tenants, _) = (
+        c.lookup_tenants(pb::LookupTenantsRequest {
+            subject_user_id: w.viewer.to_string(),
+            permission: "assets.delete".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant_ids,
+        (),
+    );
+    let mut want = vec![w.a.to_string(), w.a1.to_string()];
+    want.sort();
+    assert_eq!(tenants, want);
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn client_callers_never_see_msp_staff() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let other = Uuid::new_v4();
+    up.identity.push(vec![user(other, UserStatus::Active, false)]);
+    up.tenancy.push(vec![membership(other, w.b, "client_viewer", MembershipKind::Direct)]);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    for u in [w.admin, other] {
+        c.set_override(as_service(pb::SetOverrideRequest {
+            user_id: u.to_string(),
+            permission: "audit.view".into(),
+            effect: pb::OverrideEffect::Deny as i32,
+            tenant_id: String::new(),
+            note: String::new(),
+        }))
+        .await
+        .unwrap();
+    }
+    let (cadmin, admin) = (authz.sessions.login(w.cadmin, false), authz.sessions.login(w.admin, true));
+    let review = pb::LookupSubjectsRequest {
+        permission: "assets.view".into(),
+        tenant_id: w.a.to_string(),
+        page_size: 1,
+        ..Default::default()
+    };
+    // Page by page, so a hidden user cannot leave an empty page or a cursor behind.
+    let mut seen = Vec::new();
+    let mut request = review.clone();
+    loop {
+        let page = c.lookup_subjects(as_user(&cadmin, request.clone())).await.unwrap().into_inner();
+        assert!(!page.subjects.is_empty());
+        seen.extend(page.subjects.into_iter().map(|s| s.user_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    let mut want = vec![w.cadmin.to_string(), w.viewer.to_string()];
+    want.sort();
+    assert_eq!(seen, want);
+    let staff_view = c.lookup_subjects(as_user(&admin, pb::LookupSubjectsRequest { page_size: 10, ..review })).await;
+    assert!(staff_view.unwrap().into_inner().subjects.iter().any(|s| s.user_id == w.admin.to_string()));
+
+    let e = c.explain(as_user(&cadmin, explain(w.admin, "assets.view", w.a))).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::NotFound, "USER_NOT_FOUND"));
+    let effective = |u: Uuid| pb::ListEffectivePermissionsRequest {
+        subject_user_id: u.to_string(),
+        tenant_id: w.a.to_string(),
+        ..Default::default()
+    };
+    let e = c.list_effective_permissions(as_user(&cadmin, effective(w.tech))).await.unwrap_err();
+    assert_eq!(reason(&e), "USER_NOT_FOUND");
+    assert!(c.list_effective_permissions(as_user(&cadmin, effective(w.viewer))).await.is_ok());
+    let e = c.check(as_user(&cadmin, check(w.admin, "assets.view", w.a))).await.unwrap_err();
+    assert_eq!(reason(&e), "USER_NOT_FOUND");
+
+    let listed = |who: &str| {
+        let mut c = c.clone();
+        let request = as_user(
+            who,
+            pb::ListOverridesRequest { tenant_id: w.a.to_string(), include_global: true, ..Default::default() },
+        );
+        async move { c.list_overrides(request).await.unwrap().into_inner().permission_overrides }
+    };
+    assert!(listed(&cadmin).await.is_empty(), "neither MSP staff nor another client's user");
+    assert_eq!(listed(&admin).await.len(), 2);
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn batch_items_ask_permission_before_saying_whether_a_user_exists() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let (viewer, cadmin) = (authz.sessions.login(w.viewer, false), authz.sessions.login(w.cadmin, false));
+    let batch = pb::BatchCheckRequest {
+        items: vec![item(Uuid::new_v4(), "assets.view", w.a), item(w.admin, "assets.view", w.a)],
+        at_least_as_fresh: None,
+    };
+    let mut c = authz.client.clone();
+    let reply = c.batch_check(as_user(&viewer, batch.clone())).await.unwrap().into_inner();
+    let errors: Vec<i32> = reply.decisions.iter().map(|d| d.error).collect();
+    assert_eq!(errors, vec![ErrorReason::PermissionDenied as i32; 2]);
+    // With users.view: an unknown user and MSP staff look alike.
+    let reply = c.batch_check(as_user(&cadmin, batch)).await.unwrap().into_inner();
+    let errors: Vec<i32> = reply.decisions.iter().map(|d| d.error).collect();
+    assert_eq!(errors, vec![ErrorReason::UserNotFound as i32; 2]);
+    authz.service.stop().await.unwrap();
+}

@@ -371,3 +371,296 @@ async fn a_policy_file_with_errors_stops_start_up_naming_the_line() {
     authz.service.stop().await.unwrap();
     let _ = std::fs::remove_file(path);
 }
+
+fn set_override(
+    user: Uuid,
+    permission: &str,
+    effect: pb::OverrideEffect,
+    tenant: Option<Uuid>,
+) -> pb::SetOverrideRequest {
+    pb::SetOverrideRequest {
+        user_id: user.to_string(),
+        permission: permission.into(),
+        effect: effect as i32,
+        tenant_id: tenant.map(|t| t.to_string()).unwrap_or_default(),
+        note: String::new(),
+    }
+}
+
+fn remove_override(user: Uuid, permission: &str, tenant: Option<Uuid>) -> pb::RemoveOverrideRequest {
+    pb::RemoveOverrideRequest {
+        user_id: user.to_string(),
+        permission: permission.into(),
+        tenant_id: tenant.map(|t| t.to_string()).unwrap_or_default(),
+    }
+}
+
+#[tokio::test]
+async fn overrides_follow_the_delegation_rules_for_their_target() {
+    use pb::OverrideEffect::{Deny, Grant};
+    use tether_proto::identity::v1::UserStatus::Active;
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    // A manager with permissions.manage by override; a user who is client admin of department
+    // A1 (and only a viewer in A); the MSP owner.
+    let (manager, deptadmin, owner) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    up.identity.push(vec![user(manager, Active, false), user(deptadmin, Active, false), user(owner, Active, true)]);
+    let mut changes = vec![
+        membership(manager, w.a, "client_manager", MembershipKind::Direct),
+        membership(deptadmin, w.a, "client_viewer", MembershipKind::Direct),
+        membership(deptadmin, w.a1, "client_admin", MembershipKind::Direct),
+        membership(owner, w.msp, "msp_owner", MembershipKind::Direct),
+    ];
+    for t in [w.a, w.a1, w.b] {
+        changes.push(membership(owner, t, "msp_owner", MembershipKind::Shadow));
+    }
+    up.tenancy.push(changes);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    c.set_override(as_service(set_override(manager, "permissions.manage", Grant, Some(w.a)))).await.unwrap();
+    c.set_override(as_service(set_override(w.admin, "billing.manage", Deny, Some(w.b)))).await.unwrap();
+    let staff_deny =
+        c.set_override(as_service(set_override(w.tech, "assets.delete", Deny, Some(w.a)))).await.unwrap().into_inner();
+    let mut probe = check(manager, "permissions.manage", w.a);
+    probe.at_least_as_fresh = staff_deny.consistency_token;
+    assert!(c.check(probe).await.unwrap().into_inner().allowed);
+    let (cadmin, mgr, admin) = (
+        authz.sessions.login(w.cadmin, false),
+        authz.sessions.login(manager, false),
+        authz.sessions.login(w.admin, true),
+    );
+
+    // Not on oneself, neither a grant of something held nor a deny.
+    let e =
+        c.set_override(as_user(&cadmin, set_override(w.cadmin, "assets.view", Grant, Some(w.a)))).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::FailedPrecondition, "SELF_ACTION_FORBIDDEN"));
+    let e = c.set_override(as_user(&cadmin, set_override(w.cadmin, "assets.view", Deny, Some(w.a)))).await.unwrap_err();
+    assert_eq!(reason(&e), "SELF_ACTION_FORBIDDEN");
+    // MSP staff are unknown to a client admin, whether an override exists or not.
+    let e = c.set_override(as_user(&cadmin, set_override(w.admin, "assets.view", Deny, Some(w.a)))).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::NotFound, "USER_NOT_FOUND"));
+    let e = c.remove_override(as_user(&cadmin, remove_override(w.tech, "assets.delete", Some(w.a)))).await.unwrap_err();
+    assert_eq!(reason(&e), "OVERRIDE_NOT_FOUND");
+    // Nobody ranked above the actor wherever the override applies (A covers department A1).
+    let e = c.set_override(as_user(&mgr, set_override(w.cadmin, "assets.view", Deny, Some(w.a)))).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_ABOVE_OWN");
+    let e = c.set_override(as_user(&mgr, set_override(deptadmin, "assets.view", Deny, Some(w.a)))).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_ABOVE_OWN");
+    // A grant only of what the actor holds; a deny of what they manage is fine, and removable.
+    let e = c.set_override(as_user(&mgr, set_override(w.viewer, "assets.delete", Grant, Some(w.a)))).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_DENIED");
+    c.set_override(as_user(&mgr, set_override(w.viewer, "assets.delete", Deny, Some(w.a)))).await.unwrap();
+    c.remove_override(as_user(&mgr, remove_override(w.viewer, "assets.delete", Some(w.a)))).await.unwrap();
+    c.set_override(as_user(&cadmin, set_override(w.viewer, "assets.delete", Grant, Some(w.a)))).await.unwrap();
+
+    // MSP staff: a global grant only of what the actor holds in every tenant.
+    let e = c.set_override(as_user(&admin, set_override(w.viewer, "billing.manage", Grant, None))).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_DENIED");
+    c.set_override(as_user(&admin, set_override(w.viewer, "billing.manage", Grant, Some(w.a)))).await.unwrap();
+    c.set_override(as_user(&admin, set_override(w.viewer, "users.view", Grant, None))).await.unwrap();
+    c.remove_override(as_user(&admin, remove_override(w.tech, "assets.delete", Some(w.a)))).await.unwrap();
+    let e = c.set_override(as_user(&admin, set_override(owner, "assets.view", Deny, None))).await.unwrap_err();
+    assert_eq!(reason(&e), "ROLE_ABOVE_OWN");
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn resource_grants_hand_out_only_what_the_granter_holds_to_whom_they_may_see() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    c.register_resource(as_service(pb::RegisterResourceRequest {
+        tenant_id: w.a.to_string(),
+        resource_id: "site-1".into(),
+        resource_type: "site".into(),
+        parent_resource_id: String::new(),
+        display_name: "Site 1".into(),
+    }))
+    .await
+    .unwrap();
+    // A low-ranked custom role holding billing.manage, which a client admin lacks.
+    c.create_role(as_service(pb::CreateRoleRequest {
+        name: "biller".into(),
+        display_name: "Biller".into(),
+        description: String::new(),
+        permissions: vec!["billing.manage".into()],
+        scope: pb::RoleScope::OwnTenant as i32,
+        rank: 5,
+        assignable: true,
+        msp_staff_only: false,
+    }))
+    .await
+    .unwrap();
+    use pb::grant_resource_access_request::Access;
+    let grant = |user: Uuid, access: Access| pb::GrantResourceAccessRequest {
+        user_id: user.to_string(),
+        tenant_id: w.a.to_string(),
+        resource_id: "site-1".into(),
+        access: Some(access),
+    };
+    let (cadmin, admin) = (authz.sessions.login(w.cadmin, false), authz.sessions.login(w.admin, true));
+    let refused = [
+        (&cadmin, grant(w.viewer, Access::Permission("tenants.manage".into())), "PERMISSION_DENIED"),
+        (&cadmin, grant(w.viewer, Access::Role("biller".into())), "PERMISSION_DENIED"),
+        (&cadmin, grant(w.admin, Access::Permission("assets.view".into())), "USER_NOT_FOUND"),
+        (&admin, grant(w.viewer, Access::Role("msp_technician".into())), "MSP_STAFF_ONLY_ROLE"),
+        (&cadmin, grant(w.viewer, Access::Role("msp_technician".into())), "MSP_STAFF_ONLY_ROLE"),
+    ];
+    for (who, request, want) in refused {
+        let e = c.grant_resource_access(as_user(who, request)).await.unwrap_err();
+        assert_eq!(reason(&e), want, "{}", e.message());
+    }
+    c.grant_resource_access(as_user(&cadmin, grant(w.viewer, Access::Role("client_manager".into())))).await.unwrap();
+    c.grant_resource_access(as_user(&cadmin, grant(w.viewer, Access::Permission("assets.delete".into()))))
+        .await
+        .unwrap();
+    c.grant_resource_access(as_user(&admin, grant(w.viewer, Access::Role("biller".into())))).await.unwrap();
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn custom_roles_hold_only_permissions_their_author_holds_everywhere() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    // A technician allowed to manage permissions (by a global override) but not billing.
+    let written = c
+        .set_override(as_service(set_override(w.tech, "permissions.manage", pb::OverrideEffect::Grant, None)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut probe = check(w.tech, "permissions.manage", w.msp);
+    probe.at_least_as_fresh = written.consistency_token;
+    assert!(c.check(probe).await.unwrap().into_inner().allowed);
+    let tech = authz.sessions.login(w.tech, true);
+    let create = |name: &str, perms: &[&str]| pb::CreateRoleRequest {
+        name: name.into(),
+        display_name: "Custom".into(),
+        description: String::new(),
+        permissions: perms.iter().map(|p| p.to_string()).collect(),
+        scope: pb::RoleScope::OwnTenant as i32,
+        rank: 10,
+        assignable: true,
+        msp_staff_only: false,
+    };
+    let e = c.create_role(as_user(&tech, create("biller", &["assets.view", "billing.manage"]))).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_DENIED");
+    c.create_role(as_user(&tech, create("looker", &["assets.view", "assets.export"]))).await.unwrap();
+    let widen = pb::UpdateRoleRequest {
+        name: "looker".into(),
+        permissions: Some(pb::RolePermissions { permissions: vec!["assets.view".into(), "billing.manage".into()] }),
+        ..Default::default()
+    };
+    let e = c.update_role(as_user(&tech, widen.clone())).await.unwrap_err();
+    assert_eq!(reason(&e), "PERMISSION_DENIED");
+    let admin = authz.sessions.login(w.admin, true);
+    c.update_role(as_user(&admin, widen)).await.unwrap();
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn check_role_grant_takes_the_current_role_from_the_index_and_never_touches_the_owner() {
+    use tether_proto::identity::v1::UserStatus::Active;
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let (senior, owner) = (Uuid::new_v4(), Uuid::new_v4());
+    up.identity.push(vec![user(senior, Active, false), user(owner, Active, true)]);
+    let authz = start_serving(&db, &up, &[]).await;
+    let mut c = authz.client.clone();
+    // A client role ranked above client_admin, held by `senior` in A; the owner in the MSP.
+    c.create_role(as_service(pb::CreateRoleRequest {
+        name: "senior_admin".into(),
+        display_name: "Senior admin".into(),
+        description: String::new(),
+        permissions: vec!["users.manage".into()],
+        scope: pb::RoleScope::OwnTenant as i32,
+        rank: 60,
+        assignable: true,
+        msp_staff_only: false,
+    }))
+    .await
+    .unwrap();
+    let rev = up.tenancy.push(vec![
+        membership(senior, w.a, "senior_admin", MembershipKind::Direct),
+        membership(owner, w.msp, "msp_owner", MembershipKind::Direct),
+        tether_proto::tenancy::v1::TenancyChange {
+            change: Some(tether_proto::tenancy::v1::tenancy_change::Change::OwnershipTransferred(
+                tether_proto::tenancy::v1::OwnershipTransferred {
+                    ownership: Some(tether_proto::tenancy::v1::Ownership {
+                        owner_user_id: owner.to_string(),
+                        ..Default::default()
+                    }),
+                },
+            )),
+            ..Default::default()
+        },
+    ]);
+    let ask = |actor: Uuid, target: Uuid, tenant: Uuid, role: &str, previous: &str| pb::CheckRoleGrantRequest {
+        actor_user_id: actor.to_string(),
+        target_user_id: target.to_string(),
+        target_is_msp_staff: false,
+        tenant_id: tenant.to_string(),
+        role: role.into(),
+        previous_role: previous.into(),
+        at_least_as_fresh: fresh(RevisionSource::Tenancy, rev),
+    };
+    // The caller understates what the target holds: the index knows better.
+    let cases = [
+        (ask(w.cadmin, senior, w.a, "client_viewer", "client_viewer"), ErrorReason::RoleAboveOwn),
+        (ask(w.cadmin, senior, w.a, "", "client_viewer"), ErrorReason::RoleAboveOwn),
+        (ask(w.cadmin, senior, w.a, "client_viewer", ""), ErrorReason::RoleAboveOwn),
+        (ask(w.admin, owner, w.msp, "msp_admin", "msp_admin"), ErrorReason::OwnerNotRemovable),
+        (ask(w.admin, owner, w.msp, "", "msp_technician"), ErrorReason::OwnerNotRemovable),
+        (ask(w.admin, senior, w.a, "client_viewer", "client_viewer"), ErrorReason::Unspecified),
+    ];
+    for (request, want) in cases {
+        let reply = c.check_role_grant(request).await.unwrap().into_inner();
+        assert_eq!(reply.denial_reason, want as i32, "{}", reply.summary);
+    }
+    authz.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stored_override_with_a_malformed_tenant_never_becomes_a_global_grant() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[]).await;
+    let pool = db.inspect("authz").await;
+    for (perm, effect) in [("assets.delete", "grant"), ("assets.export", "deny")] {
+        sqlx::query(
+            "INSERT INTO overrides (user_id, permission, tenant_id, effect, note, created_by, created_at) \
+             VALUES ($1, $2, 'NOT-A-TENANT', $3, '', '', 0)",
+        )
+        .bind(w.viewer.to_string())
+        .bind(perm)
+        .bind(effect)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // Any write makes the replica reload its own data.
+    let written = authz
+        .client
+        .clone()
+        .set_override(as_service(set_override(w.cadmin, "audit.view", pb::OverrideEffect::Deny, Some(w.b))))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = authz.client.clone();
+    let probe = |perm: &str| {
+        let mut r = check(w.viewer, perm, w.a);
+        r.at_least_as_fresh = written.consistency_token.clone();
+        r
+    };
+    assert!(!c.check(probe("assets.delete")).await.unwrap().into_inner().allowed, "a grant is skipped");
+    assert!(!c.check(probe("assets.export")).await.unwrap().into_inner().allowed, "a deny fails closed");
+    assert!(c.check(probe("assets.view")).await.unwrap().into_inner().allowed);
+    authz.service.stop().await.unwrap();
+}

@@ -124,6 +124,10 @@ pub fn reason(r: Reason) -> pb::DecisionReason {
         Reason::DeniedUnknownPermission => D::DeniedUnknownPermission,
         Reason::DeniedPermissionNotInRole => D::DeniedPermissionNotInRole,
         Reason::DeniedResourceUnknown => D::DeniedResourceUnknown,
+        // No membership counts for a user who is not MSP staff (Explain's summary says which).
+        Reason::DeniedNotMspStaff => D::DeniedNoMembership,
+        // A malformed tree: the tenant cannot be placed.
+        Reason::DeniedTenantChainBroken => D::DeniedTenantUnknown,
     }
 }
 
@@ -265,9 +269,10 @@ pub fn denial(
         GrantDenial::MspStaffOnlyRole => {
             (ErrorReason::MspStaffOnlyRole, format!("{role} may only be held by MSP staff"))
         }
-        GrantDenial::ScopeMismatch => {
-            (ErrorReason::RoleScopeMismatch, format!("{role}'s scope does not fit this tenant"))
-        }
+        GrantDenial::ScopeMismatch => (
+            ErrorReason::RoleScopeMismatch,
+            format!("{role}'s scope does not fit: roles beyond one tenant are held by MSP staff in the admin tenancy"),
+        ),
         GrantDenial::RoleAboveOwn => (
             ErrorReason::RoleAboveOwn,
             format!(

@@ -21,8 +21,8 @@ use self::convert as cv;
 use crate::{
     domain::{
         index::{
-            GrantAccess, GrantRecord, Index, NONE, OverrideRecord, Reason, ResourceRecord, RoleGrantQuestion,
-            Unresolved,
+            ChangeDenial, GrantAccess, GrantRecord, Index, NONE, OverrideRecord, Reason, ResourceRecord,
+            RoleGrantQuestion, Unresolved,
         },
         policy::{MAX_PERMISSIONS, RoleDef},
         valid_lower_name,
@@ -84,7 +84,7 @@ impl AuthzApi {
     /// Decision RPCs about one subject: [`Self::asker`] then [`Self::may_ask_about`].
     async fn may_ask(&self, metadata: &MetadataMap, subject: &str, tenant: Option<Uuid>) -> Result<(), ApiError> {
         let who = self.asker(metadata).await?;
-        if may_ask_about(&self.state.read(), &who, Some(subject), tenant) { Ok(()) } else { Err(users_view_required()) }
+        may_ask_about(&self.state.read(), &who, Some(subject), tenant)
     }
 
     /// Management RPCs: a service, or a person holding `permission` in `tenant` (the admin
@@ -177,20 +177,80 @@ impl AuthzApi {
 
 /// Whether `who` may ask a decision question about `subject` (`None`: about people in general,
 /// as an access review does). Services may ask anything; a person may ask about themselves, or
-/// about others with `users.view` in the tenant (MSP staff when no tenant is named).
-fn may_ask_about(index: &Index, who: &Caller, subject: Option<&str>, tenant: Option<Uuid>) -> bool {
-    let Some(user) = who.user() else { return true };
+/// about others with `users.view` in the tenant (MSP staff when no tenant is named). MSP staff
+/// are hidden from people who are not: asked about, they are as unknown as anyone
+/// (`USER_NOT_FOUND`, after the `users.view` check, as for an unknown user).
+fn may_ask_about(index: &Index, who: &Caller, subject: Option<&str>, tenant: Option<Uuid>) -> Result<(), ApiError> {
+    let Some(user) = who.user() else { return Ok(()) };
     if subject == Some(user.user_id.as_str()) {
-        return true;
+        return Ok(());
     }
-    match (Uuid::try_parse(&user.user_id).ok(), tenant) {
+    let allowed = match (Uuid::try_parse(&user.user_id).ok(), tenant) {
         (Some(u), Some(t)) => index.decide_names(&u, "users.view", &t, None).allowed(),
         _ => user.is_msp_staff,
+    };
+    if !allowed {
+        return Err(users_view_required());
+    }
+    if let Some(s) = subject.and_then(|s| Uuid::try_parse(s).ok())
+        && index.user_is_msp_staff(&s)
+        && !sees_staff(index, who)
+    {
+        return Err(cv::unresolved(Unresolved::User));
+    }
+    Ok(())
+}
+
+/// Whether the caller may see MSP staff: services, and people who are MSP staff (by the
+/// session and by identity's stream, so a demotion counts at once).
+fn sees_staff(index: &Index, who: &Caller) -> bool {
+    who.user()
+        .is_none_or(|p| p.is_msp_staff && Uuid::try_parse(&p.user_id).ok().is_some_and(|u| index.user_is_msp_staff(&u)))
+}
+
+/// A person defines roles only from permissions they hold everywhere (a custom role can be
+/// granted in any tenant): no escalation by creating a role and granting it.
+fn require_held(index: &Index, who: &Caller, permissions: u128) -> Result<(), ApiError> {
+    match person_id(who) {
+        None if who.user().is_none() => Ok(()),
+        Some(u) if index.holds_all_everywhere(&u, permissions) => Ok(()),
+        _ => Err(ApiError::permission_denied(
+            ErrorReason::PermissionDenied,
+            "a role may hold only permissions the caller holds in every tenant",
+        )),
     }
 }
 
 fn users_view_required() -> ApiError {
     ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required")
+}
+
+/// A refused override or resource grant, as the API answers it.
+fn change_denial(d: ChangeDenial) -> ApiError {
+    match d {
+        ChangeDenial::TargetHidden => cv::unresolved(Unresolved::User),
+        ChangeDenial::SelfTarget => ApiError::failed_precondition(
+            ErrorReason::SelfActionForbidden,
+            "nobody sets or removes overrides on themselves",
+        ),
+        ChangeDenial::TargetAboveOwn => {
+            ApiError::permission_denied(ErrorReason::RoleAboveOwn, "the user ranks above the caller here")
+        }
+        ChangeDenial::NotHeld => {
+            ApiError::permission_denied(ErrorReason::PermissionDenied, "nobody grants a permission they do not hold")
+        }
+        ChangeDenial::RoleAboveOwn => {
+            ApiError::permission_denied(ErrorReason::RoleAboveOwn, "the role is ranked above the caller's own")
+        }
+        ChangeDenial::MspStaffOnlyRole => {
+            ApiError::failed_precondition(ErrorReason::MspStaffOnlyRole, "the role may only be held by MSP staff")
+        }
+    }
+}
+
+/// The acting person's id (a session always carries a canonical one).
+fn person_id(who: &Caller) -> Option<Uuid> {
+    who.user().and_then(|p| Uuid::try_parse(&p.user_id).ok())
 }
 
 #[tonic::async_trait]
@@ -286,6 +346,12 @@ impl AuthzService for AuthzApi {
                     ApiError::already_exists(ErrorReason::RoleExists, format!("role {:?} exists", r.name)).into()
                 );
             }
+            if index.role_slots_full() {
+                return Err(
+                    ApiError::failed_precondition(ErrorReason::ValueOutOfRange, "no more roles can be held").into()
+                );
+            }
+            require_held(&index, &who, permissions)?;
             index.role_rank(&index.policy.owner_role).unwrap_or(i32::MAX)
         };
         if r.rank > self.caller_rank(&who, None) || r.rank >= owner_rank {
@@ -377,6 +443,7 @@ impl AuthzService for AuthzApi {
         if let Some(m) = r.msp_staff_only {
             role.msp_staff_only = m;
         }
+        require_held(&self.state.read(), &who, role.permissions)?;
         let caller_rank = self.caller_rank(&who, None);
         if role.rank > caller_rank || before.rank > caller_rank || role.rank >= owner_rank {
             return Err(ApiError::permission_denied(
@@ -495,20 +562,12 @@ impl AuthzService for AuthzApi {
             {
                 return Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant").into());
             }
-            // Nobody grants a permission they do not hold there.
-            if let (false, Some(p)) = (deny, who.user()) {
-                let here = tenant.or_else(|| index.admin_tenancy());
-                let holds = match (Uuid::try_parse(&p.user_id).ok(), here) {
-                    (Some(u), Some(t)) => index.decide_names(&u, &r.permission, &t, None).allowed(),
-                    _ => false,
-                };
-                if !holds {
-                    return Err(ApiError::permission_denied(
-                        ErrorReason::PermissionDenied,
-                        "nobody grants a permission they do not hold",
-                    )
-                    .into());
-                }
+            // The delegation rules apply to the target (a person: not themselves, no hidden MSP
+            // staff, nobody ranked above them) and a grant only of what they hold there.
+            if who.user().is_some() {
+                let actor = person_id(&who).ok_or_else(|| change_denial(ChangeDenial::NotHeld))?;
+                let bit = index.policy.permission_bit(&r.permission).unwrap_or_default();
+                index.check_override_change(&actor, &user, tenant.as_ref(), bit, !deny).map_err(change_denial)?;
             }
             index
                 .overrides()
@@ -553,13 +612,24 @@ impl AuthzService for AuthzApi {
         let tenant = cv::optional_uuid("tenant_id", &r.tenant_id)?;
         cv::permission_name("permission", &r.permission)?;
         let who = self.manager(&metadata, "permissions.manage", tenant).await?;
-        let before = self
-            .state
-            .read()
-            .overrides()
-            .iter()
-            .find(|o| o.user == user && o.permission == r.permission && o.tenant == tenant)
-            .map(cv::override_msg);
+        let before = {
+            let index = self.state.read();
+            // The same rules as setting one; a hidden target is as unknown as any (no override).
+            if who.user().is_some() {
+                let not_found = || ApiError::not_found(ErrorReason::OverrideNotFound, "no such override");
+                let actor = person_id(&who).ok_or_else(|| change_denial(ChangeDenial::NotHeld))?;
+                let bit = index.policy.permission_bit(&r.permission).ok_or_else(not_found)?;
+                index.check_override_change(&actor, &user, tenant.as_ref(), bit, false).map_err(|d| match d {
+                    ChangeDenial::TargetHidden => not_found(),
+                    d => change_denial(d),
+                })?;
+            }
+            index
+                .overrides()
+                .iter()
+                .find(|o| o.user == user && o.permission == r.permission && o.tenant == tenant)
+                .map(cv::override_msg)
+        };
         let event = audit::change_event(
             Some(&who),
             Change {
@@ -584,19 +654,26 @@ impl AuthzService for AuthzApi {
         let r = request.into_inner();
         let user = cv::optional_uuid("user_id", &r.user_id)?;
         let tenant = cv::optional_uuid("tenant_id", &r.tenant_id)?;
-        self.manager(&metadata, "permissions.manage", tenant).await?;
-        let mut items: Vec<pb::PermissionOverride> = self
-            .state
-            .read()
+        let who = self.manager(&metadata, "permissions.manage", tenant).await?;
+        let index = self.state.read();
+        // People who are not MSP staff see neither MSP staff nor the global overrides of users
+        // outside their own client.
+        let hide = !sees_staff(&index, &who);
+        let mut items: Vec<pb::PermissionOverride> = index
             .overrides()
             .iter()
             .filter(|o| user.is_none_or(|u| o.user == u))
             .filter(|o| match tenant {
                 None => true,
-                Some(t) => o.tenant == Some(t) || (r.include_global && o.tenant.is_none()),
+                Some(t) => {
+                    o.tenant == Some(t)
+                        || (r.include_global && o.tenant.is_none() && (!hide || index.member_of_client(&o.user, &t)))
+                }
             })
+            .filter(|o| !hide || !index.user_is_msp_staff(&o.user))
             .map(cv::override_msg)
             .collect();
+        drop(index);
         items.sort_by(|a, b| (&a.user_id, &a.permission, &a.tenant_id).cmp(&(&b.user_id, &b.permission, &b.tenant_id)));
         let binding = format!("ovr|{}|{}|{}", r.user_id, r.tenant_id, r.include_global);
         let (permission_overrides, next_page_token) = page::offset(items, r.page_size, &r.page_token, &binding)?;
@@ -813,21 +890,18 @@ impl AuthzService for AuthzApi {
                         )
                         .into());
                     }
-                    let rank = def.rank;
-                    drop(index);
-                    if rank > self.caller_rank(&who, Some(tenant)) {
-                        return Err(ApiError::permission_denied(
-                            ErrorReason::RoleAboveOwn,
-                            "the role is ranked above the caller's own",
-                        )
-                        .into());
-                    }
                 }
                 GrantAccess::Permission(p) => {
                     if index.policy.permission_bit(p).is_none() {
                         return Err(ApiError::not_found(ErrorReason::PermissionNotFound, "no such permission").into());
                     }
                 }
+            }
+            // A person hands out only what they hold there, to someone they may see, and a
+            // role under CheckRoleGrant's rules (MSP-staff-only roles, rank).
+            if who.user().is_some() {
+                let actor = person_id(&who).ok_or_else(|| change_denial(ChangeDenial::NotHeld))?;
+                index.check_resource_grant(&actor, &user, &tenant, &id, &access).map_err(change_denial)?;
             }
         }
         let record = GrantRecord {
@@ -904,14 +978,14 @@ impl AuthzService for AuthzApi {
         // in a tenant where they hold users.view.
         let subject = (!r.user_id.is_empty()).then_some(r.user_id.as_str());
         let who = self.asker(&metadata).await?;
-        if !may_ask_about(&self.state.read(), &who, subject, Some(tenant)) {
-            return Err(users_view_required().into());
-        }
+        may_ask_about(&self.state.read(), &who, subject, Some(tenant))?;
         let index = self.state.read();
+        let hide_staff = !sees_staff(&index, &who);
         let mut items: Vec<pb::ResourceGrant> = index
             .grants()
             .iter()
             .filter(|g| g.tenant == tenant && user.is_none_or(|u| g.user == u))
+            .filter(|g| !hide_staff || !index.user_is_msp_staff(&g.user))
             .filter(|g| match &resource {
                 None => true,
                 Some(res) if r.include_inherited => index.resource_is_under(&tenant, res, &g.resource_id),
@@ -1032,12 +1106,9 @@ impl AuthzService for AuthzApi {
                     let tenant = cv::uuid("tenant_id", &item.tenant_id)?;
                     cv::permission_name("permission", &item.permission)?;
                     let resource = cv::optional_resource("resource_id", &item.resource_id)?;
-                    let s =
-                        index.resolve(&user, &item.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
-                    if !may_ask_about(&index, &who, Some(&item.subject_user_id), Some(tenant)) {
-                        return Err(users_view_required());
-                    }
-                    Ok(s)
+                    // May the caller ask at all, before saying whether the user exists.
+                    may_ask_about(&index, &who, Some(&item.subject_user_id), Some(tenant))?;
+                    index.resolve(&user, &item.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)
                 })();
                 match parsed {
                     Ok(s) => {
@@ -1169,9 +1240,7 @@ impl AuthzService for AuthzApi {
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         // An access review lists people: services, or a person with users.view in the tenant.
         let who = self.asker(&metadata).await?;
-        if !may_ask_about(&self.state.read(), &who, None, Some(tenant)) {
-            return Err(users_view_required().into());
-        }
+        may_ask_about(&self.state.read(), &who, None, Some(tenant))?;
         cv::permission_name("permission", &r.permission)?;
         let resource = cv::optional_resource("resource_id", &r.resource_id)?;
         let size = page::size(r.page_size)?;
@@ -1198,7 +1267,9 @@ impl AuthzService for AuthzApi {
             }
         };
         let tenant_slot = index.tenant_slot_of(&tenant);
-        let (found, more) = index.lookup_subjects(bit, tenant_slot, resource_slot, after, size);
+        // MSP staff are left out of a review asked for by someone who is not.
+        let hide_staff = !sees_staff(&index, &who);
+        let (found, more) = index.lookup_subjects(bit, tenant_slot, resource_slot, after, size, hide_staff);
         let next_page_token = match (more, found.last()) {
             (true, Some((last, _))) => page::make_cursor(&binding, *last),
             _ => String::new(),

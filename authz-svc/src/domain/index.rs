@@ -16,8 +16,12 @@ use uuid::Uuid;
 use super::policy::{PermSet, Policy, RoleDef, Scope};
 
 pub const NONE: u32 = u32::MAX;
-/// Guard against a malformed tree (a cycle in what the stream sent): chains are cut here.
+/// Guard against a malformed tree (a cycle in what the stream sent): a longer chain is treated
+/// as broken and decides nothing.
 const MAX_CHAIN: usize = 32;
+/// Role slots are `u16`; the last value is never handed out, so an id cannot wrap onto a real
+/// role (a flood of role names from a stream would otherwise alias the first roles of the pack).
+pub const MAX_ROLE_SLOTS: usize = u16::MAX as usize;
 
 /// A cheap multiplicative hasher for ids that are already random (UUIDs) or dense (`u32`).
 #[derive(Default, Clone, Copy)]
@@ -156,6 +160,8 @@ struct Grant {
     user: u32,
     perms: PermSet,
     record: u32,
+    /// Granted through an `msp_staff_only` role: counts only while the user is MSP staff.
+    staff_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +200,12 @@ pub enum Reason {
     DeniedUnknownPermission,
     DeniedPermissionNotInRole,
     DeniedResourceUnknown,
+    /// The only memberships reaching the tenant hold `msp_staff_only` roles and the user is not
+    /// (or no longer) MSP staff. Reported as DENIED_NO_MEMBERSHIP; Explain names the role.
+    DeniedNotMspStaff,
+    /// The tenant's ancestor chain has a cycle or is deeper than the index walks. Reported as
+    /// DENIED_TENANT_UNKNOWN; nothing is decided on part of a chain.
+    DeniedTenantChainBroken,
 }
 
 impl Reason {
@@ -276,7 +288,36 @@ pub struct RoleGrantQuestion<'a> {
     pub target_is_msp_staff: bool,
     pub tenant: Uuid,
     pub role: Option<&'a str>,
+    /// What the caller says the target holds there. For a known target the index's own view
+    /// is used too; this can only make the answer stricter.
     pub previous_role: Option<&'a str>,
+}
+
+/// Why a person may not set, remove or hand out an override or a resource grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeDenial {
+    /// The target is unknown, or MSP staff asked about by someone who is not.
+    TargetHidden,
+    /// Overrides on oneself.
+    SelfTarget,
+    /// The target ranks above the actor in the tenant.
+    TargetAboveOwn,
+    /// The actor does not hold (all of) what would be granted, there.
+    NotHeld,
+    RoleAboveOwn,
+    MspStaffOnlyRole,
+}
+
+/// How one membership relates to a tenant being decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Counts,
+    /// An `msp_staff_only` role of a user who is not MSP staff.
+    NotStaff,
+    /// An `assigned_tenants` role and the tenant's client is not assigned.
+    Outside,
+    /// An `own_tenant` role held above the tenant's client (in the admin tenancy).
+    NotHere,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -317,13 +358,16 @@ pub struct Index {
     clients_dirty: bool,
 }
 
-fn chain_push(chain: &mut [u32; MAX_CHAIN], len: &mut usize, t: u32) -> bool {
-    if *len == MAX_CHAIN || chain[..*len].contains(&t) {
-        return false;
+/// A tenant and its ancestors, nearest first (no allocation: decisions build one per check).
+struct Chain {
+    ids: [u32; MAX_CHAIN],
+    len: usize,
+}
+
+impl Chain {
+    fn as_slice(&self) -> &[u32] {
+        &self.ids[..self.len]
     }
-    chain[*len] = t;
-    *len += 1;
-    true
 }
 
 impl Index {
@@ -353,22 +397,24 @@ impl Index {
             clients_dirty: false,
             policy,
         };
+        // A pack holds far fewer roles than there are slots.
         for role in index.policy.roles.clone() {
-            let id = index.role_slot(&role.name);
+            let Some(id) = index.role_slot(&role.name) else { continue };
             index.roles[id as usize] = role;
             index.role_defined[id as usize] = true;
         }
-        index.admin_roles = index.policy.admin_roles.clone().iter().map(|r| index.role_slot(r)).collect();
+        index.admin_roles = index.policy.admin_roles.clone().iter().filter_map(|r| index.role_slot(r)).collect();
         index
     }
 
     // ---------- interning ----------
 
-    fn role_slot(&mut self, name: &str) -> u16 {
+    /// `None` once every slot is taken (see [`MAX_ROLE_SLOTS`]).
+    fn role_slot(&mut self, name: &str) -> Option<u16> {
         if let Some(id) = self.role_ids.get(name) {
-            return *id;
+            return Some(*id);
         }
-        let id = self.roles.len() as u16;
+        let id = u16::try_from(self.roles.len()).ok().filter(|id| usize::from(*id) < MAX_ROLE_SLOTS)?;
         self.roles.push(RoleDef {
             name: name.to_owned(),
             display_name: name.to_owned(),
@@ -384,7 +430,12 @@ impl Index {
         });
         self.role_defined.push(false);
         self.role_ids.insert(name.to_owned(), id);
-        id
+        Some(id)
+    }
+
+    /// Whether a new role name could still get a slot.
+    pub fn role_slots_full(&self) -> bool {
+        self.roles.len() >= MAX_ROLE_SLOTS
     }
 
     fn user_slot(&mut self, id: Uuid) -> u32 {
@@ -487,9 +538,15 @@ impl Index {
     }
 
     pub fn upsert_membership(&mut self, user: Uuid, tenant: Uuid, role: &str, kind: MemberKind) {
+        let Some(r) = self.role_slot(role) else {
+            // No slot for yet another role name: the membership cannot grant anything, and
+            // whatever role it held before must not linger.
+            tracing::warn!(role, "role slots exhausted; membership ignored");
+            self.remove_membership(user, tenant, kind);
+            return;
+        };
         let u = self.user_slot(user);
         let t = self.tenant_slot(tenant);
-        let r = self.role_slot(role);
         let list = &mut self.memberships[u as usize];
         let key = (t, kind);
         match list.binary_search_by(|m| (m.tenant, m.kind).cmp(&key)) {
@@ -578,7 +635,10 @@ impl Index {
             if self.role_ids.get(&role.name).is_some_and(|id| self.roles[*id as usize].built_in) {
                 continue;
             }
-            let id = self.role_slot(&role.name);
+            let Some(id) = self.role_slot(&role.name) else {
+                tracing::warn!(role = role.name, "role slots exhausted; custom role not loaded");
+                continue;
+            };
             self.roles[id as usize] = role;
             self.role_defined[id as usize] = true;
         }
@@ -609,12 +669,14 @@ impl Index {
         for (i, g) in self.grant_records.clone().iter().enumerate() {
             let t = self.tenant_slot(g.tenant);
             let Some(&node) = self.node_ids.get(&(t, g.resource_id.clone())) else { continue };
-            let perms = match &g.access {
-                GrantAccess::Role(r) => self.role_ids.get(r).map_or(0, |id| self.roles[*id as usize].permissions),
-                GrantAccess::Permission(p) => self.policy.permission_bit(p).map_or(0, |b| 1u128 << b),
+            let (perms, staff_only) = match &g.access {
+                GrantAccess::Role(r) => self.role_ids.get(r).map_or((0, false), |id| {
+                    (self.roles[*id as usize].permissions, self.roles[*id as usize].msp_staff_only)
+                }),
+                GrantAccess::Permission(p) => (self.policy.permission_bit(p).map_or(0, |b| 1u128 << b), false),
             };
             let user = self.user_slot(g.user);
-            self.nodes[node as usize].grants.push(Grant { user, perms, record: i as u32 });
+            self.nodes[node as usize].grants.push(Grant { user, perms, record: i as u32, staff_only });
         }
         self.revisions.authz = data.revision;
     }
@@ -674,6 +736,12 @@ impl Index {
 
     pub fn user_known(&self, id: &Uuid) -> bool {
         self.user_ids.get(id).is_some_and(|i| self.users[*i as usize].state != UserState::Unknown)
+    }
+    /// Whether the user holds a membership under the same client as the tenant.
+    pub fn member_of_client(&self, user: &Uuid, tenant: &Uuid) -> bool {
+        let (Some(&u), Some(&t)) = (self.user_ids.get(user), self.tenant_ids.get(tenant)) else { return false };
+        let client = self.tenants[t as usize].client;
+        client != NONE && self.memberships[u as usize].iter().any(|m| self.tenants[m.tenant as usize].client == client)
     }
     pub fn user_is_msp_staff(&self, id: &Uuid) -> bool {
         self.user_ids.get(id).is_some_and(|i| self.users[*i as usize].msp_staff)
@@ -763,6 +831,47 @@ impl Index {
         Ok(Subject { user, bit, tenant, resource })
     }
 
+    /// The tenant and its ancestors, or `None` when the tree is malformed there (a cycle, or
+    /// deeper than [`MAX_CHAIN`]): then nothing is decided on part of it.
+    fn chain(&self, tenant: u32) -> Option<Chain> {
+        let mut chain = Chain { ids: [NONE; MAX_CHAIN], len: 0 };
+        let mut cur = tenant;
+        while cur != NONE {
+            if chain.len == MAX_CHAIN || chain.as_slice().contains(&cur) {
+                return None;
+            }
+            chain.ids[chain.len] = cur;
+            chain.len += 1;
+            cur = self.tenants[cur as usize].parent;
+        }
+        Some(chain)
+    }
+
+    /// Whether membership `m` of `user` (held in a tenant of the chain) counts for a tenant
+    /// whose client is `client`. One rule for decisions and delegation ranks.
+    #[inline]
+    fn reach(&self, user: u32, staff: bool, m: &Member, client: u32) -> Reach {
+        let role = &self.roles[m.role as usize];
+        // A role for MSP staff stops counting when the user stops being MSP staff.
+        if role.msp_staff_only && !staff {
+            return Reach::NotStaff;
+        }
+        match role.scope {
+            Scope::AllTenants => Reach::Counts,
+            // The membership's tenant and its departments: a membership in the admin tenancy
+            // (no client) never reaches a client below it.
+            Scope::OwnTenant if self.tenants[m.tenant as usize].client == client => Reach::Counts,
+            Scope::OwnTenant => Reach::NotHere,
+            Scope::AssignedTenants
+                if m.kind == MemberKind::Assigned
+                    || (client != NONE && self.assigned[user as usize].binary_search(&client).is_ok()) =>
+            {
+                Reach::Counts
+            }
+            Scope::AssignedTenants => Reach::Outside,
+        }
+    }
+
     /// The decision for resolved inputs: the hot path.
     pub fn decide(&self, s: Subject) -> Decision {
         let user = self.users[s.user as usize];
@@ -773,10 +882,14 @@ impl Index {
             UserState::Suspended => return Decision::of(Reason::DeniedUserSuspended),
             UserState::Deleted => return Decision::of(Reason::DeniedUserDeleted),
         }
-        let mut chain = [NONE; MAX_CHAIN];
-        let mut len = 0;
+        // The chain and the tenants' states in one walk.
+        let mut chain = Chain { ids: [NONE; MAX_CHAIN], len: 0 };
         let mut cur = s.tenant;
-        while cur != NONE && chain_push(&mut chain, &mut len, cur) {
+        while cur != NONE {
+            // A cycle or too deep a chain: nothing is decided on the part walked.
+            if chain.len == MAX_CHAIN || chain.as_slice().contains(&cur) {
+                return Decision { blocking_tenant: s.tenant, ..Decision::of(Reason::DeniedTenantChainBroken) };
+            }
             let t = &self.tenants[cur as usize];
             let blocked = match t.state {
                 TenantState::Suspended => Some(Reason::DeniedTenantSuspended),
@@ -787,11 +900,15 @@ impl Index {
             if let Some(reason) = blocked {
                 return Decision { blocking_tenant: cur, ..Decision::of(reason) };
             }
+            chain.ids[chain.len] = cur;
+            chain.len += 1;
             cur = t.parent;
         }
-        let chain = &chain[..len];
+        let chain = chain.as_slice();
         let bit = 1u128 << s.bit;
 
+        // Deny overrides always apply (deny wins); a grant override only where a membership
+        // reaches the tenant (below).
         let mut granted_by_override = None;
         if let Some(list) = self.overrides.get(&s.user) {
             for o in list {
@@ -803,35 +920,39 @@ impl Index {
                 }
             }
         }
-        if let Some(record) = granted_by_override {
-            return Decision { override_record: Some(record), ..Decision::of(Reason::GrantedByOverride) };
-        }
+        let by_override =
+            |record| Decision { override_record: Some(record), ..Decision::of(Reason::GrantedByOverride) };
 
         let members = &self.memberships[s.user as usize];
         let mut not_in_role = None;
         let mut outside = None;
+        let mut not_staff = None;
         if !members.is_empty() {
             let client = self.tenants[s.tenant as usize].client;
             for &t in chain {
                 let start = members.partition_point(|m| m.tenant < t);
                 for m in members[start..].iter().take_while(|m| m.tenant == t) {
-                    let role = &self.roles[m.role as usize];
-                    let reaches = match role.scope {
-                        Scope::AllTenants | Scope::OwnTenant => true,
-                        Scope::AssignedTenants => {
-                            m.kind == MemberKind::Assigned
-                                || (client != NONE && self.assigned[s.user as usize].binary_search(&client).is_ok())
-                        }
-                    };
                     let basis = Some((m.tenant, m.role, m.kind));
-                    if reaches && role.permissions & bit != 0 {
+                    match self.reach(s.user, user.msp_staff, m, client) {
+                        Reach::Counts => {}
+                        Reach::NotStaff => {
+                            not_staff = not_staff.or(basis);
+                            continue;
+                        }
+                        Reach::Outside => {
+                            outside = outside.or(basis);
+                            continue;
+                        }
+                        Reach::NotHere => continue,
+                    }
+                    // A membership reaches the tenant: a grant override may apply.
+                    if let Some(record) = granted_by_override {
+                        return by_override(record);
+                    }
+                    if self.roles[m.role as usize].permissions & bit != 0 {
                         return Decision { member: basis, ..Decision::of(Reason::GrantedByMembership) };
                     }
-                    if reaches {
-                        not_in_role = not_in_role.or(basis);
-                    } else {
-                        outside = outside.or(basis);
-                    }
+                    not_in_role = not_in_role.or(basis);
                 }
             }
         }
@@ -840,17 +961,20 @@ impl Index {
         let mut steps = 0;
         while node != NONE && steps < MAX_CHAIN * 4 {
             let n = &self.nodes[node as usize];
-            if let Some(g) = n.grants.iter().find(|g| g.user == s.user && g.perms & bit != 0) {
+            if let Some(g) =
+                n.grants.iter().find(|g| g.user == s.user && g.perms & bit != 0 && (user.msp_staff || !g.staff_only))
+            {
                 return Decision { grant_record: Some(g.record), ..Decision::of(Reason::GrantedByResourceGrant) };
             }
             node = n.parent;
             steps += 1;
         }
 
-        match (not_in_role, outside) {
-            (Some(b), _) => Decision { member: Some(b), ..Decision::of(Reason::DeniedPermissionNotInRole) },
-            (None, Some(b)) => Decision { member: Some(b), ..Decision::of(Reason::DeniedOutsideAssignedTenants) },
-            (None, None) => Decision::of(Reason::DeniedNoMembership),
+        match (not_in_role, not_staff, outside) {
+            (Some(b), _, _) => Decision { member: Some(b), ..Decision::of(Reason::DeniedPermissionNotInRole) },
+            (None, Some(b), _) => Decision { member: Some(b), ..Decision::of(Reason::DeniedNotMspStaff) },
+            (None, None, Some(b)) => Decision { member: Some(b), ..Decision::of(Reason::DeniedOutsideAssignedTenants) },
+            (None, None, None) => Decision::of(Reason::DeniedNoMembership),
         }
     }
 
@@ -891,7 +1015,10 @@ impl Index {
         };
         let scope_of = |o: &OverrideRecord| o.tenant.map_or("everywhere".to_owned(), |t| format!("in tenant {t}"));
         match d.reason {
-            Reason::GrantedByMembership | Reason::DeniedPermissionNotInRole | Reason::DeniedOutsideAssignedTenants => {
+            Reason::GrantedByMembership
+            | Reason::DeniedPermissionNotInRole
+            | Reason::DeniedOutsideAssignedTenants
+            | Reason::DeniedNotMspStaff => {
                 let b = self.basis(d);
                 let (k, t, r, sc) = b.map_or(("?", String::new(), String::new(), "?"), |b| {
                     (kind(b.kind), b.tenant.to_string(), b.role, b.scope.as_str())
@@ -902,6 +1029,9 @@ impl Index {
                     ),
                     Reason::DeniedPermissionNotInRole => format!(
                         "denied: {k} membership in tenant {t} reaches tenant {tenant} but role {r} lacks {permission}"
+                    ),
+                    Reason::DeniedNotMspStaff => format!(
+                        "denied: role {r} ({k} membership in tenant {t}) is for MSP staff only and user {user} is not MSP staff, so no membership reaches tenant {tenant}"
                     ),
                     _ => format!(
                         "denied: role {r} ({k} membership in tenant {t}) is scoped to assigned tenants and tenant {tenant} is not under a client assigned to user {user}"
@@ -948,6 +1078,9 @@ impl Index {
                 self.blocking_tenant(d).map_or(tenant.to_string(), |t| t.to_string())
             ),
             Reason::DeniedTenantUnknown => format!("denied: tenant {tenant} is unknown"),
+            Reason::DeniedTenantChainBroken => {
+                format!("denied: the ancestors of tenant {tenant} form a cycle or too deep a chain (tenant unknown)")
+            }
             Reason::DeniedUnknownPermission => format!("denied: permission {permission:?} is not in the catalog"),
             Reason::DeniedResourceUnknown => format!("denied: no such resource in tenant {tenant}"),
         }
@@ -962,11 +1095,13 @@ impl Index {
             ("user is not pending", Reason::DeniedUserPending),
             ("user is not suspended", Reason::DeniedUserSuspended),
             ("tenant is known", Reason::DeniedTenantUnknown),
+            ("tenant's ancestor chain is well formed", Reason::DeniedTenantChainBroken),
             ("tenant and its ancestors are not suspended", Reason::DeniedTenantSuspended),
             ("tenant and its ancestors are not archived", Reason::DeniedTenantArchived),
             ("resource is known", Reason::DeniedResourceUnknown),
             ("no deny override applies", Reason::DeniedByOverride),
         ];
+        // A grant override counts only with a membership reaching the tenant: said in the tail.
         let mut steps = Vec::new();
         for (text, reason) in order {
             if d.reason == reason {
@@ -976,7 +1111,7 @@ impl Index {
             steps.push(format!("{text}: yes"));
         }
         let tail = match d.reason {
-            Reason::GrantedByOverride => "a grant override applies: yes -> allowed",
+            Reason::GrantedByOverride => "a membership reaches the tenant and a grant override applies: yes -> allowed",
             Reason::GrantedByMembership => "a membership reaching the tenant holds the permission: yes -> allowed",
             Reason::GrantedByResourceGrant => {
                 "a membership grants it: no; a resource grant on the resource or an ancestor: yes -> allowed"
@@ -987,20 +1122,27 @@ impl Index {
             Reason::DeniedOutsideAssignedTenants => {
                 "membership's role is scoped to assigned tenants; not assigned -> denied"
             }
+            Reason::DeniedNotMspStaff => {
+                "the only memberships reaching the tenant hold MSP-staff-only roles; the user is not MSP staff -> denied"
+            }
             _ => "no override, membership or resource grant gives the permission -> denied",
         };
         steps.push(tail.to_owned());
         steps
     }
 
-    /// The memberships of the user held in the tenant or its ancestors.
+    /// The memberships of the user held in the tenant or its ancestors that reach it (an
+    /// `own_tenant` role in the admin tenancy does not reach a client).
     pub fn memberships_reaching(&self, user: &Uuid, tenant: &Uuid) -> Vec<Basis> {
         let (Some(&u), Some(&t)) = (self.user_ids.get(user), self.tenant_ids.get(tenant)) else { return Vec::new() };
+        let Some(chain) = self.chain(t) else { return Vec::new() };
+        let (staff, client) = (self.users[u as usize].msp_staff, self.tenants[t as usize].client);
         let mut out = Vec::new();
-        let mut cur = t;
-        let mut steps = 0;
-        while cur != NONE && steps < MAX_CHAIN {
+        for &cur in chain.as_slice() {
             for m in self.memberships[u as usize].iter().filter(|m| m.tenant == cur) {
+                if self.reach(u, staff, m, client) == Reach::NotHere {
+                    continue;
+                }
                 let role = &self.roles[m.role as usize];
                 out.push(Basis {
                     tenant: self.tenants[cur as usize].id,
@@ -1009,8 +1151,6 @@ impl Index {
                     scope: role.scope,
                 });
             }
-            cur = self.tenants[cur as usize].parent;
-            steps += 1;
         }
         out
     }
@@ -1104,6 +1244,7 @@ impl Index {
     }
 
     /// Active users (by id, after `after`) who hold the permission in the tenant; at most `limit`.
+    /// `hide_staff` leaves MSP staff out (for callers who may not see them).
     pub fn lookup_subjects(
         &self,
         bit: u8,
@@ -1111,6 +1252,7 @@ impl Index {
         resource: u32,
         after: Option<Uuid>,
         limit: usize,
+        hide_staff: bool,
     ) -> (Vec<(Uuid, Decision)>, bool) {
         let mut candidates: Vec<u32> = Vec::new();
         let mut cur = tenant;
@@ -1134,7 +1276,7 @@ impl Index {
         ids.dedup();
         let mut out = Vec::new();
         for (id, u) in ids {
-            if after.is_some_and(|a| id <= a) {
+            if after.is_some_and(|a| id <= a) || (hide_staff && self.users[u as usize].msp_staff) {
                 continue;
             }
             let d = self.decide(Subject { user: u, bit, tenant, resource });
@@ -1150,36 +1292,87 @@ impl Index {
 
     // ---------- delegation ----------
 
+    /// The highest rank among the user's memberships that count in the tenant (`i32::MIN`: none).
     fn rank_in(&self, user: u32, tenant: u32) -> i32 {
+        let Some(chain) = self.chain(tenant) else { return i32::MIN };
+        let (staff, client) = (self.users[user as usize].msp_staff, self.tenants[tenant as usize].client);
         let mut best = i32::MIN;
-        let members = &self.memberships[user as usize];
-        let client = self.tenants[tenant as usize].client;
-        let mut cur = tenant;
-        let mut steps = 0;
-        while cur != NONE && steps < MAX_CHAIN {
-            for m in members.iter().filter(|m| m.tenant == cur) {
-                let role = &self.roles[m.role as usize];
-                let reaches = role.scope != Scope::AssignedTenants
-                    || m.kind == MemberKind::Assigned
-                    || (client != NONE && self.assigned[user as usize].binary_search(&client).is_ok());
-                if reaches && self.role_defined[m.role as usize] {
-                    best = best.max(role.rank);
+        for &cur in chain.as_slice() {
+            for m in self.memberships[user as usize].iter().filter(|m| m.tenant == cur) {
+                if self.role_defined[m.role as usize] && self.reach(user, staff, m, client) == Reach::Counts {
+                    best = best.max(self.roles[m.role as usize].rank);
                 }
             }
-            cur = self.tenants[cur as usize].parent;
-            steps += 1;
         }
         best
     }
 
+    /// How high a target ranks for a change that applies in `tenant` and everything below it
+    /// (`None`: everywhere). Any role the target holds there counts, so this errs high.
+    fn target_rank(&self, user: u32, tenant: Option<u32>) -> i32 {
+        let mut best = tenant.map_or(i32::MIN, |t| self.rank_in(user, t));
+        for m in &self.memberships[user as usize] {
+            if !self.role_defined[m.role as usize] {
+                continue;
+            }
+            let below = match tenant {
+                None => true,
+                Some(t) => self.chain(m.tenant).is_none_or(|c| c.as_slice().contains(&t)),
+            };
+            if below {
+                best = best.max(self.roles[m.role as usize].rank);
+            }
+        }
+        best
+    }
+
+    /// Whether the user holds the permission in every tenant: it is allowed in the admin
+    /// tenancy through an all-tenants membership there, and no deny override limits it.
+    fn holds_everywhere(&self, user: u32, bit: u8) -> bool {
+        let Some(admin) =
+            self.tenants.iter().position(|t| t.kind == TenantKind::Admin && t.state != TenantState::Unknown)
+        else {
+            return false;
+        };
+        let admin = admin as u32;
+        let staff = self.users[user as usize].msp_staff;
+        let all_tenants = self.memberships[user as usize].iter().any(|m| {
+            m.tenant == admin
+                && self.roles[m.role as usize].scope == Scope::AllTenants
+                && self.reach(user, staff, m, NONE) == Reach::Counts
+        });
+        let denied_somewhere = self.overrides.get(&user).is_some_and(|l| l.iter().any(|o| o.deny && o.bit == bit));
+        all_tenants && !denied_somewhere && self.decide(Subject { user, bit, tenant: admin, resource: NONE }).allowed()
+    }
+
+    /// The role the user holds through a direct membership in the tenant.
+    fn direct_role(&self, user: u32, tenant: u32) -> Option<u16> {
+        let list = &self.memberships[user as usize];
+        list.binary_search_by(|m| (m.tenant, m.kind).cmp(&(tenant, MemberKind::Direct))).ok().map(|i| list[i].role)
+    }
+
+    /// An active actor's slot.
+    fn active_actor(&self, actor: &Uuid) -> Result<u32, GrantDenial> {
+        let a = *self.user_ids.get(actor).ok_or(GrantDenial::ActorUnknown)?;
+        match self.users[a as usize].state {
+            UserState::Active => Ok(a),
+            UserState::Unknown | UserState::Deleted => Err(GrantDenial::ActorUnknown),
+            _ => Err(GrantDenial::ActorNotActive),
+        }
+    }
+
+    /// A target the actor may see: known, and not MSP staff unless the actor is.
+    fn visible_target(&self, actor: u32, target: &Uuid) -> Option<u32> {
+        let t = *self.user_ids.get(target)?;
+        let entry = self.users[t as usize];
+        let hidden = matches!(entry.state, UserState::Unknown | UserState::Deleted)
+            || (entry.msp_staff && !self.users[actor as usize].msp_staff);
+        (!hidden).then_some(t)
+    }
+
     /// The delegation rules; `Ok(())` when the role change is allowed.
     pub fn check_role_grant(&self, q: &RoleGrantQuestion<'_>) -> Result<(), GrantDenial> {
-        let actor = *self.user_ids.get(&q.actor).ok_or(GrantDenial::ActorUnknown)?;
-        match self.users[actor as usize].state {
-            UserState::Active => {}
-            UserState::Unknown | UserState::Deleted => return Err(GrantDenial::ActorUnknown),
-            _ => return Err(GrantDenial::ActorNotActive),
-        }
+        let actor = self.active_actor(&q.actor)?;
         let actor_staff = self.users[actor as usize].msp_staff;
         let tenant = *self
             .tenant_ids
@@ -1192,30 +1385,26 @@ impl Index {
             ),
             None => None,
         };
-        let previous = match q.previous_role {
+        let supplied = match q.previous_role {
             Some(r) => Some(*self.role_ids.get(r).ok_or(GrantDenial::RoleUnknown)?),
             None => None,
         };
         let target = match q.target {
-            Some(t) => {
-                let i = *self
-                    .user_ids
-                    .get(&t)
-                    .filter(|i| !matches!(self.users[**i as usize].state, UserState::Unknown | UserState::Deleted))
-                    .ok_or(GrantDenial::TargetHidden)?;
-                if self.users[i as usize].msp_staff && !actor_staff {
-                    return Err(GrantDenial::TargetHidden);
-                }
-                Some(i)
-            }
+            Some(t) => Some(self.visible_target(actor, &t).ok_or(GrantDenial::TargetHidden)?),
             None => None,
         };
+        // What the target holds there now comes from the index; the caller's previous_role is
+        // checked as well, so it can only make the answer stricter.
+        let current = target.and_then(|t| self.direct_role(t, tenant));
+        let held = [current, supplied];
+        let previous = || held.iter().flatten().copied();
         let target_staff = target.map_or(q.target_is_msp_staff, |t| self.users[t as usize].msp_staff);
         if target_staff && !actor_staff {
             return Err(GrantDenial::MspStaffRequired);
         }
         let owner = self.role_ids.get(&self.policy.owner_role).copied();
-        if previous.is_some() && previous == owner {
+        // The owner's membership is only transferred (tenancy-svc), never changed this way.
+        if target.is_some_and(|t| t == self.owner) || previous().any(|p| Some(p) == owner) {
             return Err(GrantDenial::OwnerNotRemovable);
         }
         if role.is_some() && role == owner {
@@ -1239,22 +1428,22 @@ impl Index {
             if def.msp_staff_only && !target_staff {
                 return Err(GrantDenial::MspStaffOnlyRole);
             }
-            if def.scope != Scope::OwnTenant && self.tenants[tenant as usize].kind != TenantKind::Admin {
+            // Roles reaching beyond one tenant are for MSP staff, and held in the admin tenancy.
+            if def.scope != Scope::OwnTenant
+                && (!target_staff || self.tenants[tenant as usize].kind != TenantKind::Admin)
+            {
                 return Err(GrantDenial::ScopeMismatch);
             }
             if def.rank > actor_rank {
                 return Err(GrantDenial::RoleAboveOwn);
             }
         }
-        if let Some(p) = previous
-            && self.role_defined[p as usize]
-            && self.roles[p as usize].rank > actor_rank
-        {
+        if previous().any(|p| self.role_defined[p as usize] && self.roles[p as usize].rank > actor_rank) {
             return Err(GrantDenial::RoleAboveOwn);
         }
         // The last administrator of a tenant can be neither demoted nor removed.
-        if let (Some(p), Some(t)) = (previous, target)
-            && self.admin_roles.contains(&p)
+        if let Some(t) = target
+            && previous().any(|p| self.admin_roles.contains(&p))
             && !role.is_some_and(|r| self.admin_roles.contains(&r))
         {
             let others = self.members_of[tenant as usize].iter().filter(|&&u| u != t).any(|&u| {
@@ -1268,6 +1457,97 @@ impl Index {
             }
         }
         Ok(())
+    }
+
+    /// A person setting or removing an override of `bit` for `target`, in `tenant` or
+    /// everywhere (`None`). `permissions.manage` there is the caller's check; these are the
+    /// delegation rules on top: never on oneself; MSP staff are hidden from everyone else; the
+    /// target ranks no higher than the actor wherever the override applies; a grant only of
+    /// what the actor holds there (everywhere, for a global one). Deny overrides (and removals)
+    /// follow the same rules but need not be held.
+    pub fn check_override_change(
+        &self,
+        actor: &Uuid,
+        target: &Uuid,
+        tenant: Option<&Uuid>,
+        bit: u8,
+        grant: bool,
+    ) -> Result<(), ChangeDenial> {
+        let actor_slot = self.active_actor(actor).map_err(|_| ChangeDenial::NotHeld)?;
+        let target_slot = self.visible_target(actor_slot, target).ok_or(ChangeDenial::TargetHidden)?;
+        if actor_slot == target_slot {
+            return Err(ChangeDenial::SelfTarget);
+        }
+        let tenant = match tenant {
+            Some(t) => Some(*self.tenant_ids.get(t).ok_or(ChangeDenial::NotHeld)?),
+            None => None,
+        };
+        let actor_rank = match tenant {
+            Some(t) => self.rank_in(actor_slot, t),
+            None => self
+                .tenants
+                .iter()
+                .position(|t| t.kind == TenantKind::Admin && t.state != TenantState::Unknown)
+                .map_or(i32::MIN, |admin| self.rank_in(actor_slot, admin as u32)),
+        };
+        if self.target_rank(target_slot, tenant) > actor_rank {
+            return Err(ChangeDenial::TargetAboveOwn);
+        }
+        let holds = match tenant {
+            Some(t) => self.decide(Subject { user: actor_slot, bit, tenant: t, resource: NONE }).allowed(),
+            None => self.holds_everywhere(actor_slot, bit),
+        };
+        if grant && !holds {
+            return Err(ChangeDenial::NotHeld);
+        }
+        Ok(())
+    }
+
+    /// A person granting `target` access to a resource: MSP staff are hidden from everyone
+    /// else; a role must be one the target may hold and ranked no higher than the actor's; the
+    /// actor must hold every permission granted, on that resource. (`users.manage`, the owner
+    /// role and `assignable` are the caller's checks.)
+    pub fn check_resource_grant(
+        &self,
+        actor: &Uuid,
+        target: &Uuid,
+        tenant: &Uuid,
+        resource: &str,
+        access: &GrantAccess,
+    ) -> Result<(), ChangeDenial> {
+        let actor_slot = self.active_actor(actor).map_err(|_| ChangeDenial::NotHeld)?;
+        let target_slot = self.visible_target(actor_slot, target).ok_or(ChangeDenial::TargetHidden)?;
+        let t = *self.tenant_ids.get(tenant).ok_or(ChangeDenial::NotHeld)?;
+        let node = self.node_ids.get(&(t, resource.to_owned())).copied().ok_or(ChangeDenial::NotHeld)?;
+        let perms = match access {
+            GrantAccess::Role(name) => {
+                let def = self.role(name).ok_or(ChangeDenial::NotHeld)?;
+                if def.msp_staff_only && !self.users[target_slot as usize].msp_staff {
+                    return Err(ChangeDenial::MspStaffOnlyRole);
+                }
+                if def.rank > self.rank_in(actor_slot, t) {
+                    return Err(ChangeDenial::RoleAboveOwn);
+                }
+                def.permissions
+            }
+            GrantAccess::Permission(p) => self.policy.permission_bit(p).map_or(0, |b| 1u128 << b),
+        };
+        let holds = (0..self.policy.permissions.len() as u8)
+            .filter(|b| perms & (1u128 << b) != 0)
+            .all(|bit| self.decide(Subject { user: actor_slot, bit, tenant: t, resource: node }).allowed());
+        if !holds {
+            return Err(ChangeDenial::NotHeld);
+        }
+        Ok(())
+    }
+
+    /// Whether every permission in `perms` is one the user holds everywhere (custom roles can
+    /// be granted in any tenant).
+    pub fn holds_all_everywhere(&self, user: &Uuid, perms: PermSet) -> bool {
+        let Some(u) = self.known_user_slot(user) else { return false };
+        (0..self.policy.permissions.len() as u8)
+            .filter(|b| perms & (1u128 << b) != 0)
+            .all(|bit| self.holds_everywhere(u, bit))
     }
 
     pub fn role_rank(&self, name: &str) -> Option<i32> {

@@ -77,12 +77,28 @@ pub async fn load_own(db: &Database, policy: &Policy) -> StoreResult<OwnData> {
     .await?
     {
         let Some(user) = parse_uuid(&r.try_get::<String, _>("user_id")?) else { continue };
-        let tenant: String = r.try_get("tenant_id")?;
+        let raw_tenant: String = r.try_get("tenant_id")?;
+        let deny = r.try_get::<String, _>("effect")? == "deny";
+        // '' means everywhere; anything else must be a tenant id. A malformed one must not
+        // widen a grant to every tenant: the grant is skipped, a deny kept everywhere (closed).
+        let tenant = match parse_uuid(&raw_tenant) {
+            Some(t) => Some(t),
+            None if raw_tenant.is_empty() || deny => {
+                if !raw_tenant.is_empty() {
+                    tracing::warn!(tenant_id = raw_tenant, "override with a malformed tenant id: denied everywhere");
+                }
+                None
+            }
+            None => {
+                tracing::warn!(tenant_id = raw_tenant, "override with a malformed tenant id: grant skipped");
+                continue;
+            }
+        };
         overrides.push(OverrideRecord {
             user,
             permission: r.try_get("permission")?,
-            tenant: parse_uuid(&tenant),
-            deny: r.try_get::<String, _>("effect")? == "deny",
+            tenant,
+            deny,
             note: r.try_get("note")?,
             created_by: r.try_get("created_by")?,
             created_at_micros: r.try_get("created_at")?,

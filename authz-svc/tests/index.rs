@@ -1,0 +1,35 @@
+//! The in-memory index on its own (no database): limits that must hold however much a stream
+//! sends.
+
+use authz_svc::domain::{
+    index::{Index, MAX_ROLE_SLOTS, MemberKind, TenantKind, TenantState, UserState},
+    policy::{Policy, shipped_pack},
+};
+use uuid::Uuid;
+
+#[test]
+fn role_names_beyond_the_slots_never_alias_a_packs_role() {
+    let policy = Policy::parse(shipped_pack("msp-assets").unwrap_or_default(), 0).expect("pack");
+    let mut index = Index::new(policy);
+    let (msp, a) = (Uuid::new_v4(), Uuid::new_v4());
+    index.upsert_tenant(msp, None, TenantKind::Admin, TenantState::Active);
+    index.upsert_tenant(a, Some(msp), TenantKind::Client, TenantState::Active);
+    index.finish();
+    // A stream naming more roles than there are slots: the ones past the end grant nothing
+    // (before, the slot id wrapped to 0, the pack's owner role).
+    let users: Vec<Uuid> = (0..MAX_ROLE_SLOTS + 10).map(|_| Uuid::new_v4()).collect();
+    for (i, u) in users.iter().enumerate() {
+        index.upsert_user(*u, UserState::Active, false);
+        index.upsert_membership(*u, a, &format!("role_{i}"), MemberKind::Direct);
+    }
+    for u in &users[MAX_ROLE_SLOTS - 10..] {
+        assert!(!index.decide_names(u, "billing.manage", &a, None).allowed());
+    }
+    // A membership whose role could not be interned leaves nothing of the role it had.
+    let promoted = users[0];
+    index.upsert_membership(promoted, a, "client_admin", MemberKind::Direct);
+    assert!(index.decide_names(&promoted, "users.manage", &a, None).allowed());
+    index.upsert_membership(promoted, a, "yet_another_role", MemberKind::Direct);
+    assert!(!index.decide_names(&promoted, "users.manage", &a, None).allowed());
+    assert!(index.role_slots_full());
+}
