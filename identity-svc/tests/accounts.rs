@@ -481,3 +481,193 @@ async fn the_last_admin_of_a_tenant_cannot_be_deleted() {
     env.authz.grant(&cy.user_id, TENANT_B, "client_admin");
     delete(&bea.user_id).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_user_created_to_change_their_password_gets_a_change_step_before_a_session() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let ned = env
+        .client()
+        .create_user(auth(
+            &owner,
+            pb::CreateUserRequest {
+                email: "ned@a.example".into(),
+                display_name: "Ned".into(),
+                password: PASSWORD.into(),
+                tenant_id: TENANT_A.into(),
+                role: "client_user".into(),
+                must_change_password: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(ned.status, pb::UserStatus::Active as i32);
+    assert!(ned.must_change_password);
+
+    // First login: a password-change step, not a session.
+    let step = match env.try_login("ned@a.example", PASSWORD).await.unwrap() {
+        pb::login_outcome::Outcome::PasswordChangeRequired(step) => step,
+        other => panic!("expected a password change step, got {other:?}"),
+    };
+    assert_eq!(step.password_policy.unwrap().min_length, 12);
+    assert_err(env.authenticate(&step.password_change_token).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    let sessions = format!("SELECT COUNT(*) FROM sessions WHERE account_id = '{}'", ned.user_id);
+    assert_eq!(env.count(&sessions).await, 0, "no session before the change");
+
+    // Completing it gives a session.
+    let done = env
+        .client()
+        .complete_password_change(pb::CompletePasswordChangeRequest {
+            password_change_token: step.password_change_token.clone(),
+            new_password: "copper-lantern-meadow-58".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let session = match done.outcome.unwrap().outcome.unwrap() {
+        pb::login_outcome::Outcome::Session(s) => s.session_token,
+        other => panic!("expected a session, got {other:?}"),
+    };
+    assert_eq!(env.authenticate(&session).await.unwrap().user_id, ned.user_id);
+    let user = env
+        .client()
+        .get_user(auth(&owner, pb::GetUserRequest { user_id: ned.user_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(!user.must_change_password);
+
+    // The administrator's password is spent; the chosen one logs in directly.
+    assert_err(env.try_login("ned@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+    env.login("ned@a.example", "copper-lantern-meadow-58").await;
+}
+
+#[tokio::test]
+async fn deleted_users_are_listed_as_tombstones_only_when_asked() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "kit@a.example", "Kit Keep", TENANT_A, "client_user", false).await;
+    let gus = env.create(&owner, "gus@a.example", "Gus Gone", TENANT_A, "client_user", false).await;
+    env.client().delete_user(auth(&owner, pb::DeleteUserRequest { user_id: gus.user_id.clone() })).await.unwrap();
+
+    let list = |include_deleted: bool, query: &str| {
+        let mut client = env.client();
+        let request = auth(
+            &owner,
+            pb::ListUsersRequest {
+                is_msp_staff: Some(false),
+                query: query.into(),
+                include_deleted,
+                ..Default::default()
+            },
+        );
+        async move { client.list_users(request).await.unwrap().into_inner().users }
+    };
+    let names = |users: &[pb::User]| users.iter().map(|u| u.display_name.clone()).collect::<Vec<_>>();
+
+    assert_eq!(names(&list(false, "").await), vec!["Kit Keep"]);
+    assert!(list(false, "gone").await.is_empty());
+
+    let all = list(true, "").await;
+    assert_eq!(names(&all), vec!["Gus Gone", "Kit Keep"]);
+    let tomb = &all[0];
+    assert_eq!(tomb.user_id, gus.user_id);
+    assert!(tomb.deleted && tomb.deleted_at.is_some());
+    assert_eq!(tomb.email, "", "the email is purged from the tombstone");
+    assert!(!all[1].deleted && all[1].deleted_at.is_none());
+    // The tombstone's name is still searchable, for the history it appears in.
+    assert_eq!(names(&list(true, "gone").await), vec!["Gus Gone"]);
+}
+
+/// An edit records who did what to which user, from where, and the change itself, with no
+/// secret in any audit event (hashes or plaintext passwords).
+#[tokio::test]
+async fn audit_events_carry_actor_resource_address_and_change_without_secrets() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let pia = env.create(&owner, "pia@a.example", "Pia Old", TENANT_A, "client_user", false).await;
+    let update = |name: &str| pb::UpdateUserRequest {
+        user_id: pia.user_id.clone(),
+        display_name: Some(name.into()),
+        ..Default::default()
+    };
+
+    // The owner, with their session. A bearer caller cannot name its own address: the one
+    // claimed in x-client-ip is ignored for the connection's.
+    let mut request = auth(&owner, update("Pia New"));
+    request.metadata_mut().insert("x-client-ip", "203.0.113.66".parse().unwrap());
+    env.client().update_user(request).await.unwrap();
+    // The edge, forwarding for the person behind it (service token): its address is believed.
+    let mut request = from_edge(update("Pia Newer"));
+    request.metadata_mut().insert("x-client-ip", "192.0.2.10".parse().unwrap());
+    env.client().update_user(request).await.unwrap();
+
+    // Password-bearing writes, whose events must not carry the password either way.
+    let pia_session = env.login("pia@a.example", PASSWORD).await;
+    env.client()
+        .change_password(auth(
+            &pia_session,
+            pb::ChangePasswordRequest {
+                current_password: PASSWORD.into(),
+                new_password: "copper-lantern-meadow-58".into(),
+                end_other_sessions: false,
+            },
+        ))
+        .await
+        .unwrap();
+    env.client()
+        .set_temporary_password(auth(
+            &owner,
+            pb::SetTemporaryPasswordRequest {
+                user_id: pia.user_id.clone(),
+                temporary_password: "temporary-secret-41".into(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    let audit = env.audit().await;
+    let updates: Vec<_> = audit.iter().filter(|e| e.action == "user.update").collect();
+    assert_eq!(updates.len(), 2, "{updates:?}");
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+
+    let by_owner = updates[0];
+    let actor = by_owner.actor.as_ref().unwrap();
+    assert_eq!(actor.kind, tether_proto::common::v1::ActorKind::User as i32);
+    assert_eq!((actor.user_id.as_str(), actor.email.as_str()), (env.owner_id.as_str(), OWNER_EMAIL));
+    assert!(!actor.session_id.is_empty(), "the session it was done with");
+    assert_eq!((by_owner.resource_type.as_str(), by_owner.resource_id.as_str()), ("user", pia.user_id.as_str()));
+    assert_eq!(by_owner.tenant_id, TENANT_A);
+    assert_eq!(by_owner.client_ip, "127.0.0.1");
+    assert_eq!(json(&by_owner.before_json)["display_name"], "Pia Old");
+    assert_eq!(json(&by_owner.after_json)["display_name"], "Pia New");
+    assert_eq!(json(&by_owner.after_json)["email"], "pia@a.example");
+
+    let by_edge = updates[1];
+    let actor = by_edge.actor.as_ref().unwrap();
+    assert_eq!((actor.kind, actor.system_name.as_str()), (tether_proto::common::v1::ActorKind::System as i32, "edge"));
+    assert_eq!(by_edge.client_ip, "192.0.2.10");
+    assert_eq!(json(&by_edge.before_json)["display_name"], "Pia New");
+    assert_eq!(json(&by_edge.after_json)["display_name"], "Pia Newer");
+
+    for action in ["user.create", "user.update", "user.password_change", "user.password_reset"] {
+        assert!(audit.iter().any(|e| e.action == action), "no {action} event: {:?}", audit.iter().map(|e| &e.action));
+    }
+    for event in &audit {
+        for text in [&event.before_json, &event.after_json, &event.metadata_json] {
+            for secret in
+                ["$argon2", "argon2id", PASSWORD, OWNER_PASSWORD, "copper-lantern-meadow-58", "temporary-secret-41"]
+            {
+                assert!(!text.contains(secret), "{} event carries {secret}: {text}", event.action);
+            }
+            let lower = text.to_lowercase();
+            assert!(!lower.contains("password_hash") && !lower.contains("\"password\""), "{}: {text}", event.action);
+        }
+    }
+}

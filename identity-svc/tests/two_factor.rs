@@ -435,3 +435,81 @@ async fn editing_a_policy_in_force_does_not_restart_its_grace_period() {
     set_policy(&env, &owner, pb::TwoFactorPolicy { grace_period: week, ..everyone }).await;
     assert!(!enrollment_asked().await, "a new requirement waits out its grace period");
 }
+
+#[tokio::test]
+async fn regenerated_recovery_codes_replace_the_old_ones() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "wyn@a.example", "Wyn", TENANT_A, "client_user", false).await;
+    let session = env.login("wyn@a.example", PASSWORD).await;
+    let regenerate = |c: &str| {
+        let mut client = env.client();
+        let request = auth(&session, pb::RegenerateRecoveryCodesRequest { totp_code: c.into() });
+        async move { client.regenerate_recovery_codes(request).await }
+    };
+    assert_err(regenerate("123456").await, Code::FailedPrecondition, "TOTP_NOT_ENABLED");
+
+    let begun = env
+        .client()
+        .begin_totp_enrollment(auth(&session, pb::BeginTotpEnrollmentRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // Taken together, so a step boundary during the test cannot shift them (a code cannot be
+    // used twice: one to confirm, the next to regenerate).
+    let (previous, current) = (code(&begun.secret, -1), code(&begun.secret, 0));
+    let old = env
+        .client()
+        .confirm_totp_enrollment(auth(
+            &session,
+            pb::ConfirmTotpEnrollmentRequest { enrollment_token: String::new(), totp_code: previous },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .recovery_codes;
+
+    assert_err(regenerate("000000").await, Code::InvalidArgument, "INVALID_TOTP_CODE");
+    let fresh = regenerate(&current).await.unwrap().into_inner().recovery_codes;
+    assert_eq!(fresh.len(), 10);
+    assert!(fresh.iter().all(|c| !old.contains(c)), "all new: {old:?} / {fresh:?}");
+    assert!(env.audit().await.iter().any(|e| e.action == "user.2fa_recovery_codes"));
+
+    let login_with = |c: &str| {
+        let mut client = env.client();
+        let request = pb::LoginRequest {
+            email: "wyn@a.example".into(),
+            password: PASSWORD.into(),
+            second_factor: Some(pb::login_request::SecondFactor::RecoveryCode(c.into())),
+            ..Default::default()
+        };
+        async move { client.login(request).await }
+    };
+    // The old codes no longer work, for login or to turn 2FA off...
+    assert_err(login_with(&old[0]).await, Code::Unauthenticated, "LOGIN_FAILED");
+    assert_err(
+        env.client()
+            .disable_totp(auth(
+                &session,
+                pb::DisableTotpRequest { code: Some(pb::disable_totp_request::Code::RecoveryCode(old[1].clone())) },
+            ))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_RECOVERY_CODE",
+    );
+    // ...the new ones do, once each, also at the challenge step.
+    let outcome = login_with(&fresh[0]).await.unwrap().into_inner().outcome.unwrap().outcome.unwrap();
+    assert!(matches!(outcome, pb::login_outcome::Outcome::Session(_)), "got {outcome:?}");
+    assert_err(login_with(&fresh[0]).await, Code::Unauthenticated, "LOGIN_FAILED");
+    let challenge = match env.try_login("wyn@a.example", PASSWORD).await.unwrap() {
+        pb::login_outcome::Outcome::SecondFactorRequired(c) => c.challenge_token,
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+    let complete = |c: &str| pb::CompleteSecondFactorRequest {
+        challenge_token: challenge.clone(),
+        code: Some(pb::complete_second_factor_request::Code::RecoveryCode(c.into())),
+    };
+    assert_err(env.client().complete_second_factor(complete(&old[2])).await, Code::Unauthenticated, "LOGIN_FAILED");
+    let done = env.client().complete_second_factor(complete(&fresh[1])).await.unwrap().into_inner();
+    assert!(matches!(done.outcome.unwrap().outcome, Some(pb::login_outcome::Outcome::Session(_))));
+}
