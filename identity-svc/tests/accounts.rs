@@ -603,9 +603,15 @@ async fn audit_events_carry_actor_resource_address_and_change_without_secrets() 
     let mut request = auth(&owner, update("Pia New"));
     request.metadata_mut().insert("x-client-ip", "203.0.113.66".parse().unwrap());
     env.client().update_user(request).await.unwrap();
-    // The edge, forwarding for the person behind it (service token): its address is believed.
+    // The edge on its own account (service token only): its address is believed.
     let mut request = from_edge(update("Pia Newer"));
     request.metadata_mut().insert("x-client-ip", "192.0.2.10".parse().unwrap());
+    env.client().update_user(request).await.unwrap();
+    // The edge forwarding the owner's call (service token and the owner's session): the owner
+    // acts, from the address the edge names.
+    let mut request = from_edge(update("Pia Newest"));
+    request.metadata_mut().insert("authorization", format!("Bearer {owner}").parse().unwrap());
+    request.metadata_mut().insert("x-client-ip", "198.51.100.23".parse().unwrap());
     env.client().update_user(request).await.unwrap();
 
     // Password-bearing writes, whose events must not carry the password either way.
@@ -634,7 +640,7 @@ async fn audit_events_carry_actor_resource_address_and_change_without_secrets() 
 
     let audit = env.audit().await;
     let updates: Vec<_> = audit.iter().filter(|e| e.action == "user.update").collect();
-    assert_eq!(updates.len(), 2, "{updates:?}");
+    assert_eq!(updates.len(), 3, "{updates:?}");
     let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
 
     let by_owner = updates[0];
@@ -655,6 +661,14 @@ async fn audit_events_carry_actor_resource_address_and_change_without_secrets() 
     assert_eq!(by_edge.client_ip, "192.0.2.10");
     assert_eq!(json(&by_edge.before_json)["display_name"], "Pia New");
     assert_eq!(json(&by_edge.after_json)["display_name"], "Pia Newer");
+
+    let forwarded = updates[2];
+    let actor = forwarded.actor.as_ref().unwrap();
+    assert_eq!(
+        (actor.kind, actor.user_id.as_str()),
+        (tether_proto::common::v1::ActorKind::User as i32, env.owner_id.as_str())
+    );
+    assert_eq!(forwarded.client_ip, "198.51.100.23");
 
     for action in ["user.create", "user.update", "user.password_change", "user.password_reset"] {
         assert!(audit.iter().any(|e| e.action == action), "no {action} event: {:?}", audit.iter().map(|e| &e.action));

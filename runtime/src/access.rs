@@ -163,26 +163,37 @@ pub trait Authorizer: Send + Sync + 'static {
     async fn check_role_grant(&self, grant: &RoleGrant) -> Result<RoleGrantDecision, ApiError>;
 }
 
-/// Resolves the caller of a request: a service presenting this deployment's service token, or
-/// a person with a valid bearer session token; UNAUTHENTICATED otherwise.
+/// Resolves the caller of a request: a person with a valid bearer session token, else a service
+/// presenting this deployment's service token on its own account; UNAUTHENTICATED otherwise.
+///
+/// The edge forwards a person's call with both: the person's session (whose permissions apply)
+/// and the service token, which vouches for the `x-client-ip` it names. So `client_ip` is that
+/// header only when the service token is presented; otherwise it is empty here, and a service
+/// that has the connection fills in the peer address (see [`client_ip`]).
 pub async fn caller(
     metadata: &MetadataMap,
     authenticator: &dyn Authenticator,
     service_token: &ServiceToken,
 ) -> Result<Caller, ApiError> {
-    let client_ip = metadata.get("x-client-ip").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    if let Some(service) = service_token.verify(metadata) {
-        return Ok(Caller { actor: Actor::Service(service), client_ip });
-    }
+    let service = service_token.verify(metadata);
+    let client_ip = match service {
+        Some(_) => metadata.get("x-client-ip").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+        None => String::new(),
+    };
     let token = metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required"))?;
-    let principal = authenticator.authenticate(token).await?;
-    Ok(Caller { actor: Actor::User(principal), client_ip })
+        .filter(|t| !t.is_empty());
+    match (token, service) {
+        (Some(token), _) => {
+            let principal = authenticator.authenticate(token).await?;
+            Ok(Caller { actor: Actor::User(principal), client_ip })
+        }
+        (None, Some(service)) => Ok(Caller { actor: Actor::Service(service), client_ip }),
+        (None, None) => Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required")),
+    }
 }
 
 /// Whether a call presents any credentials at all (a session token or a service token), right
@@ -338,6 +349,51 @@ mod tests {
         assert_eq!(refused.code, Code::Unauthenticated);
         let unset = super::caller(request.metadata(), &NoSessions, &ServiceToken::default()).await.unwrap_err();
         assert_eq!(unset.code, Code::Unauthenticated);
+    }
+
+    struct OneSession;
+
+    #[tonic::async_trait]
+    impl Authenticator for OneSession {
+        async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+            if token == "good" {
+                Ok(Principal {
+                    user_id: "u1".into(),
+                    is_msp_staff: false,
+                    primary_tenant_id: String::new(),
+                    session_id: String::new(),
+                    display_name: String::new(),
+                    email: String::new(),
+                })
+            } else {
+                Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "no"))
+            }
+        }
+    }
+
+    /// The edge forwards a person's call: the person's session decides who acts, the service
+    /// token vouches for the address it names. Without the token the address is not believed.
+    #[tokio::test]
+    async fn a_forwarded_call_acts_as_the_person_from_the_address_the_edge_names() {
+        let token = ServiceToken::new("s".repeat(40));
+        let mut forwarded = tonic::Request::new(());
+        token.attach("edge", &mut forwarded);
+        forwarded.metadata_mut().insert("authorization", "Bearer good".parse().unwrap());
+        forwarded.metadata_mut().insert("x-client-ip", "198.51.100.9".parse().unwrap());
+        let who = caller(forwarded.metadata(), &OneSession, &token).await.unwrap();
+        assert_eq!(who.user().map(|p| p.user_id.as_str()), Some("u1"));
+        assert_eq!(who.client_ip, "198.51.100.9");
+
+        let mut direct = tonic::Request::new(());
+        direct.metadata_mut().insert("authorization", "Bearer good".parse().unwrap());
+        direct.metadata_mut().insert("x-client-ip", "198.51.100.9".parse().unwrap());
+        let who = caller(direct.metadata(), &OneSession, &token).await.unwrap();
+        assert_eq!(who.user().map(|p| p.user_id.as_str()), Some("u1"));
+        assert_eq!(who.client_ip, "", "a person's own claim is not believed");
+
+        // A bad session is refused even when the edge vouches for the call.
+        forwarded.metadata_mut().insert("authorization", "Bearer stale".parse().unwrap());
+        assert!(caller(forwarded.metadata(), &OneSession, &token).await.is_err());
     }
 
     #[tokio::test]

@@ -332,7 +332,9 @@ async fn every_write_is_on_the_watch_stream_and_in_the_audit_outbox() {
         .find(|e| e.action == "tenant.create" && e.resource_id == created.tenant.as_ref().unwrap().tenant_id)
         .unwrap();
     assert_eq!(create.actor.as_ref().unwrap().user_id, owner);
-    assert_eq!(create.client_ip, "203.0.113.7");
+    // The caller claimed 203.0.113.7 itself; only an address the edge vouches for (with the
+    // service token) is believed, so the connection's address is recorded.
+    assert_eq!(create.client_ip, "127.0.0.1");
     assert!(create.after_json.contains("\"name\":\"Live\""));
     assert!(events.iter().any(|e| e.action == "ownership.transfer"));
     assert!(events.iter().any(|e| e.action == "membership.add"));

@@ -83,7 +83,10 @@ pub fn on_field(status: Status, field: &str) -> Status {
 
 impl TenancyApi {
     pub(super) async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Ok(caller(request.metadata(), self.deps.authenticator.as_ref(), &self.deps.service_token).await?)
+        let mut caller = caller(request.metadata(), self.deps.authenticator.as_ref(), &self.deps.service_token).await?;
+        // The address the edge vouched for, else the connection's.
+        caller.client_ip = tether_runtime::access::client_ip(request, &self.deps.service_token, "");
+        Ok(caller)
     }
 
     /// Asks authz-svc; services acting on their own account are trusted.
