@@ -36,8 +36,10 @@ pub struct Config {
     pub identity_addr: String,
     /// `TETHER_AUTHZ_TENANCY_ADDR`: whose Watch stream feeds the tree and memberships.
     pub tenancy_addr: String,
-    /// `TETHER_AUTHZ_MAX_LAG_MS`, default 15000: a stream silent for longer (no change, no
-    /// heartbeat) makes the replica fail closed (INDEX_STALE, health NOT_SERVING).
+    /// `TETHER_AUTHZ_MAX_LAG_MS`, default 15000: the replica fails closed (INDEX_STALE, health
+    /// NOT_SERVING) when a stream is silent for longer (no change, no heartbeat), when a known
+    /// revision waits unapplied for longer without progress (e.g. its end marker never comes),
+    /// or when authz's own schema could not be read for longer.
     pub max_lag: Duration,
     /// `TETHER_AUTHZ_CONSISTENCY_WAIT_MS`, default 2000: how long a decision waits for the
     /// index to reach `at_least_as_fresh` before NOT_CAUGHT_UP.
@@ -45,7 +47,8 @@ pub struct Config {
     /// `TETHER_AUTHZ_RECONNECT_MS`, default 500: delay before re-opening a broken stream.
     pub reconnect: Duration,
     /// `TETHER_AUTHZ_OWN_POLL_MS`, default 1000: how often a replica looks for writes other
-    /// replicas made to authz's schema (its own writes apply at once).
+    /// replicas made to authz's schema (its own writes apply at once). Must be less than
+    /// `TETHER_AUTHZ_MAX_LAG_MS`: each successful poll is what keeps the own data fresh.
     pub own_poll: Duration,
     /// `TETHER_AUTHZ_AUDIT_ALLOWED_SAMPLE`, default 0: record one allowed decision in N as an
     /// audit event (0: none). Denied decisions are always recorded.
@@ -79,13 +82,26 @@ impl Config {
                 PolicySource::File { path: path.to_owned(), text }
             }
         };
+        let max_lag =
+            source.millis_or(&service_key(SERVICE, "MAX_LAG_MS"), Duration::from_secs(15), 100..=3_600_000)?;
+        let own_poll_key = service_key(SERVICE, "OWN_POLL_MS");
+        let own_poll = source.millis_or(&own_poll_key, Duration::from_secs(1), 10..=60_000)?;
+        // authz's own data counts as stale once unread for longer than the lag bound: a poll
+        // that slow would make every replica fail closed between two reads.
+        if own_poll >= max_lag {
+            return Err(invalid(
+                &own_poll_key,
+                &own_poll.as_millis().to_string(),
+                &format!("less than TETHER_AUTHZ_MAX_LAG_MS ({} ms)", max_lag.as_millis()),
+            ));
+        }
         Ok(Self {
             server: ServiceSettings::load(source, SERVICE, DEFAULT_PORT)?,
             role_pack,
             policy,
             identity_addr: upstream_addr(source, SERVICE, "identity", 50051)?,
             tenancy_addr: upstream_addr(source, SERVICE, "tenancy", 50052)?,
-            max_lag: source.millis_or(&service_key(SERVICE, "MAX_LAG_MS"), Duration::from_secs(15), 100..=3_600_000)?,
+            max_lag,
             consistency_wait: source.millis_or(
                 &service_key(SERVICE, "CONSISTENCY_WAIT_MS"),
                 Duration::from_secs(2),
@@ -96,7 +112,7 @@ impl Config {
                 Duration::from_millis(500),
                 10..=60_000,
             )?,
-            own_poll: source.millis_or(&service_key(SERVICE, "OWN_POLL_MS"), Duration::from_secs(1), 10..=60_000)?,
+            own_poll,
             audit_allowed_sample: source.count_or(
                 &service_key(SERVICE, "AUDIT_ALLOWED_SAMPLE"),
                 0,
@@ -123,6 +139,8 @@ mod tests {
         assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_ROLE_PACK"));
         let src = ConfigSource::from_pairs([("TETHER_AUTHZ_MAX_LAG_MS", "soon")]);
         assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_MAX_LAG_MS"));
+        let src = ConfigSource::from_pairs([("TETHER_AUTHZ_MAX_LAG_MS", "500"), ("TETHER_AUTHZ_OWN_POLL_MS", "500")]);
+        assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_OWN_POLL_MS"));
         let src = ConfigSource::from_pairs([("TETHER_AUTHZ_POLICY_FILE", "/nonexistent/policy.toml")]);
         assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_POLICY_FILE"));
     }

@@ -313,6 +313,78 @@ async fn fails_closed_until_both_snapshots_load_and_when_a_stream_goes_silent() 
     authz.service.stop().await.unwrap();
 }
 
+async fn health_status(authz: &Authz) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(authz.service.channel().await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner()
+        .status
+}
+
+const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+/// authz's own data (overrides, custom roles, resources) comes from its own schema, polled: when
+/// the polls fail for longer than the lag bound, the replica fails closed as for a silent stream
+/// instead of deciding on stale overrides; when they succeed again it serves again.
+#[tokio::test]
+async fn fails_closed_when_its_own_data_cannot_be_read_beyond_the_bound() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[("TETHER_AUTHZ_MAX_LAG_MS", "400")]).await;
+    assert!(authz.allowed(w.admin, "assets.view", w.a).await);
+
+    // The schema becomes unreadable (the revision every poll reads is gone); streams stay live.
+    let raw = db.inspect("authz").await;
+    sqlx::query("ALTER TABLE revision_counter RENAME TO revision_counter_away").execute(&raw).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let e = authz.client.clone().check(check(w.admin, "assets.view", w.a)).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::Unavailable, "INDEX_STALE"), "{}", e.message());
+    assert!(e.message().contains("own data"), "{}", e.message());
+    assert_eq!(health_status(&authz).await, NOT_SERVING);
+    let status = authz.client.clone().get_index_status(pb::GetIndexStatusRequest {}).await.unwrap().into_inner();
+    assert!(!status.serving);
+    let own = status.sources.iter().find(|s| s.source == RevisionSource::Authz as i32).unwrap();
+    assert!(own.lag.unwrap().nanos >= 400_000_000 || own.lag.unwrap().seconds > 0, "{own:?}");
+
+    sqlx::query("ALTER TABLE revision_counter_away RENAME TO revision_counter").execute(&raw).await.unwrap();
+    authz.service.wait_serving().await;
+    assert!(authz.allowed(w.admin, "assets.view", w.a).await);
+    authz.service.stop().await.unwrap();
+}
+
+/// Heartbeats alone do not keep a replica ready while a revision it knows of sits unapplied
+/// (here its end marker never comes): beyond the lag bound it fails closed; once the revision
+/// completes it serves again, with the change applied.
+#[tokio::test]
+async fn a_revision_left_unapplied_beyond_the_bound_fails_closed_despite_heartbeats() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let authz = start_serving(&db, &up, &[("TETHER_AUTHZ_MAX_LAG_MS", "400")]).await;
+    let newcomer = Uuid::new_v4();
+    up.identity.push(vec![user(newcomer, UserStatus::Active, false)]);
+    let stuck = up.tenancy.push_unfinished(vec![membership(newcomer, w.b, "client_manager", MembershipKind::Direct)]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let e = authz.client.clone().check(check(w.admin, "assets.view", w.a)).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::Unavailable, "INDEX_STALE"), "{}", e.message());
+    assert!(e.message().contains("tenancy"), "{}", e.message());
+    assert_eq!(health_status(&authz).await, NOT_SERVING);
+    let status = authz.client.clone().get_index_status(pb::GetIndexStatusRequest {}).await.unwrap().into_inner();
+    let tenancy = status.sources.iter().find(|s| s.source == RevisionSource::Tenancy as i32).unwrap();
+    assert_eq!(tenancy.latest_known_revision, stuck);
+    assert!(tenancy.applied_revision < stuck);
+
+    // The next revision ends normally: both apply, and the replica serves again.
+    up.tenancy.push(vec![membership(newcomer, w.a, "client_viewer", MembershipKind::Direct)]);
+    authz.service.wait_serving().await;
+    assert!(authz.allowed(newcomer, "assets.create", w.b).await);
+    assert!(authz.allowed(newcomer, "assets.view", w.a).await);
+    authz.service.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_token_the_replica_cannot_reach_is_not_caught_up_never_stale() {
     let db = TestDatabase::fresh().await;
@@ -409,6 +481,20 @@ async fn decision_calls_need_credentials_and_people_ask_only_what_they_may_see()
     assert_eq!(bare().batch_check(batch.clone()).await.unwrap_err().code(), Code::Unauthenticated);
     let e = bare().get_index_status(pb::GetIndexStatusRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    // The catalog too ("any authenticated caller"): a session or the service token.
+    let e = bare().list_permissions(pb::ListPermissionsRequest::default()).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::Unauthenticated, "UNAUTHENTICATED"));
+    assert_eq!(bare().list_roles(pb::ListRolesRequest::default()).await.unwrap_err().code(), Code::Unauthenticated);
+    let role = || pb::GetRoleRequest { name: "client_viewer".into() };
+    assert_eq!(bare().get_role(role()).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(bare().get_active_pack(pb::GetActivePackRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    let session = authz.sessions.login(w.viewer, false);
+    let listed = bare().list_permissions(as_user(&session, pb::ListPermissionsRequest::default())).await.unwrap();
+    assert_eq!(listed.into_inner().permissions.len(), 17);
+    assert!(bare().list_roles(as_user(&session, pb::ListRolesRequest::default())).await.is_ok());
+    assert!(bare().get_role(as_user(&session, role())).await.is_ok());
+    assert!(bare().get_active_pack(as_user(&session, pb::GetActivePackRequest {})).await.is_ok());
+    assert!(bare().get_active_pack(as_service(pb::GetActivePackRequest {})).await.is_ok());
     // A forged service token is no better.
     let mut forged = tonic::Request::new(check(w.viewer, "assets.view", w.a));
     forged

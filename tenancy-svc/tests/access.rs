@@ -382,3 +382,46 @@ async fn client_users_see_only_their_own_tenant_and_departments() {
     let anonymous = h.client().get_tenant(pb::GetTenantRequest { tenant_id: acme.tenant_id.clone() }).await;
     assert_eq!(reason(anonymous), "UNAUTHENTICATED");
 }
+
+/// Seed 002: an MSP User manages only the clients assigned to them, "under which they're able to
+/// create new departments as well", but creates no clients. `departments.create` is enough for a
+/// department; in a pack without that permission (seed 000) `tenants.manage` stays the only way
+/// and the answer stays PERMISSION_DENIED.
+#[tokio::test]
+async fn msp_users_create_departments_in_assigned_clients_with_departments_create() {
+    let h = Harness::start().await;
+    let owner = h.bootstrap_owner().await;
+    let msp_user = h.staff("msp_user").await;
+    let acme = h.client_tenant(&owner, "Acme").await;
+    let globex = h.client_tenant(&owner, "Globex").await;
+    h.client()
+        .assign_technician(as_user(
+            &owner,
+            pb::AssignTechnicianRequest { technician_user_id: msp_user.clone(), tenant_id: acme.tenant_id.clone() },
+        ))
+        .await
+        .unwrap();
+
+    let dept = h.create(&msp_user, "Acme Ops", &acme.tenant_id).await.unwrap();
+    assert_eq!(dept.kind, pb::TenantKind::Department as i32);
+    h.create(&msp_user, "Acme Ops Night", &dept.tenant_id).await.unwrap();
+    assert_eq!(reason(h.create(&msp_user, "Nope", &globex.tenant_id).await), "PERMISSION_DENIED");
+    assert_eq!(reason(h.create(&msp_user, "New Client", "").await), "PERMISSION_DENIED");
+
+    // Seed 000's catalog has no departments.create: a client admin is refused as before, a
+    // technician (tenants.manage in the assigned client) still creates departments.
+    h.world.no_departments_create.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cadmin = h.user(false);
+    h.add(&cadmin, &acme.tenant_id, "client_admin").await;
+    assert_eq!(reason(h.create(&cadmin, "Nope", &acme.tenant_id).await), "PERMISSION_DENIED");
+    assert_eq!(reason(h.create(&msp_user, "Nope", &acme.tenant_id).await), "PERMISSION_DENIED");
+    let tech = h.staff("msp_technician").await;
+    h.client()
+        .assign_technician(as_user(
+            &owner,
+            pb::AssignTechnicianRequest { technician_user_id: tech.clone(), tenant_id: acme.tenant_id.clone() },
+        ))
+        .await
+        .unwrap();
+    h.create(&tech, "Acme Tech Dept", &acme.tenant_id).await.unwrap();
+}

@@ -261,7 +261,9 @@ impl AuthzService for AuthzApi {
         &self,
         request: Request<pb::ListPermissionsRequest>,
     ) -> Reply<pb::ListPermissionsResponse> {
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
+        // The catalog (no people): any identified caller.
+        self.asker(&metadata).await?;
         cv::text("category", &r.category, 100)?;
         let items: Vec<pb::Permission> = {
             let index = self.state.read();
@@ -281,15 +283,18 @@ impl AuthzService for AuthzApi {
     }
 
     async fn list_roles(&self, request: Request<pb::ListRolesRequest>) -> Reply<pb::ListRolesResponse> {
-        let metadata = request.metadata().clone();
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
         let grantable_in = cv::optional_uuid("grantable_in_tenant_id", &r.grantable_in_tenant_id)?;
+        // Any identified caller; what one may grant is about that caller, so it needs one.
         let max_rank = match grantable_in {
             Some(t) => {
                 let who = caller(&metadata, &*self.authenticator, &self.service_token).await?;
                 Some(self.caller_rank(&who, Some(t)))
             }
-            None => None,
+            None => {
+                self.asker(&metadata).await?;
+                None
+            }
         };
         let items: Vec<pb::Role> = {
             let index = self.state.read();
@@ -307,7 +312,8 @@ impl AuthzService for AuthzApi {
     }
 
     async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Reply<pb::GetRoleResponse> {
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
+        self.asker(&metadata).await?;
         cv::text("name", &r.name, 64)?;
         let index = self.state.read();
         let role = index
@@ -512,7 +518,8 @@ impl AuthzService for AuthzApi {
         Ok(Response::new(pb::DeleteRoleResponse { consistency_token: Some(cv::authz_token(revision)) }))
     }
 
-    async fn get_active_pack(&self, _request: Request<pb::GetActivePackRequest>) -> Reply<pb::GetActivePackResponse> {
+    async fn get_active_pack(&self, request: Request<pb::GetActivePackRequest>) -> Reply<pb::GetActivePackResponse> {
+        self.asker(request.metadata()).await?;
         let index = self.state.read();
         let p = &index.policy;
         let loaded_at = p.roles.first().map_or(0, |r| r.created_at_micros);
@@ -526,6 +533,7 @@ impl AuthzService for AuthzApi {
                 admin_roles: p.admin_roles.clone(),
                 policy_digest: p.digest.clone(),
                 loaded_at: Some(timestamp_from_micros(loaded_at)),
+                invite_permission: p.invite_permission.clone(),
             }),
         }))
     }
@@ -1297,27 +1305,39 @@ impl AuthzService for AuthzApi {
             return Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "MSP staff only").into());
         }
         use std::sync::atomic::Ordering;
+        let duration = |micros: i64| prost_types::Duration {
+            seconds: micros / 1_000_000,
+            nanos: ((micros % 1_000_000) * 1000) as i32,
+        };
         let source = |kind: RevisionSource, s: &crate::events::SourceState| {
             let heard = s.last_heard.load(Ordering::SeqCst);
-            let lag_micros = if heard == 0 { 0 } else { s.silent_for().max(0) };
             pb::SourceStatus {
                 source: kind as i32,
                 applied_revision: s.applied.load(Ordering::SeqCst),
                 latest_known_revision: s.latest_known.load(Ordering::SeqCst),
                 snapshot_loaded: s.snapshot_loaded.load(Ordering::SeqCst),
                 last_heard_at: (heard != 0).then(|| timestamp_from_micros(heard)),
-                lag: Some(prost_types::Duration {
-                    seconds: lag_micros / 1_000_000,
-                    nanos: ((lag_micros % 1_000_000) * 1000) as i32,
-                }),
+                lag: Some(duration(s.lag())),
             }
         };
         let index = self.state.read();
+        // authz's own schema: "heard" is its last successful read, the lag the time since.
+        let own = &self.state.own;
+        let own_read = own.last_loaded.load(Ordering::SeqCst);
+        let own_status = pb::SourceStatus {
+            source: RevisionSource::Authz as i32,
+            applied_revision: index.revisions.authz,
+            latest_known_revision: own.latest_known.load(Ordering::SeqCst),
+            snapshot_loaded: own_read != 0,
+            last_heard_at: (own_read != 0).then(|| timestamp_from_micros(own_read)),
+            lag: Some(duration(if own_read == 0 { 0 } else { own.stale_for() })),
+        };
         Ok(Response::new(pb::GetIndexStatusResponse {
             serving: self.state.ready().is_ok(),
             sources: vec![
                 source(RevisionSource::Identity, &self.state.identity),
                 source(RevisionSource::Tenancy, &self.state.tenancy),
+                own_status,
             ],
             current: Some(cv::token(index.revisions)),
             user_count: index.user_count() as i64,

@@ -1410,8 +1410,16 @@ impl Index {
         if role.is_some() && role == owner {
             return Err(GrantDenial::OwnerRoleNotAssignable);
         }
-        let manage = self.policy.permission_bit("users.manage").ok_or(GrantDenial::PermissionDenied)?;
-        if !self.decide(Subject { user: actor, bit: manage, tenant, resource: NONE }).allowed() {
+        // Adding a new user (invite or create: no target, no previous role) needs the pack's
+        // invite permission or users.manage; any other change needs users.manage.
+        let holds = |name: &str| {
+            self.policy
+                .permission_bit(name)
+                .is_some_and(|bit| self.decide(Subject { user: actor, bit, tenant, resource: NONE }).allowed())
+        };
+        let adding = target.is_none() && supplied.is_none();
+        let may_change = holds("users.manage") || (adding && holds(&self.policy.invite_permission));
+        if !may_change {
             let reaches = self.rank_in(actor, tenant) != i32::MIN;
             return Err(if !actor_staff && !reaches {
                 GrantDenial::OutsideTenant

@@ -87,10 +87,15 @@ pub struct Policy {
     pub owner_role: String,
     pub former_owner_role: String,
     pub admin_roles: Vec<String>,
+    /// The permission that lets a person add a new user with a role (invite or create),
+    /// besides `users.manage` (`[pack] invite_permission`; `users.manage` when not set). Seed
+    /// 003's MANAGER invites with `users.invite`. Changing or removing an existing user's role
+    /// always needs `users.manage`.
+    pub invite_permission: String,
     /// In file order; a permission's index is its bit.
     pub permissions: Vec<PermissionDef>,
     pub roles: Vec<RoleDef>,
-    /// Hex SHA-256-free digest: replicas compare it, so a stable hash of the text suffices.
+    /// Hex SHA-256 of the policy file's text.
     pub digest: String,
     by_name: HashMap<String, u8>,
 }
@@ -121,6 +126,8 @@ struct PackHeader {
     owner_role: Spanned<String>,
     former_owner_role: Spanned<String>,
     admin_roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    invite_permission: Option<Spanned<String>>,
     permissions: Vec<Spanned<PermissionFile>>,
 }
 
@@ -261,6 +268,13 @@ impl Policy {
         let former_owner_role = role_named(&file.pack.former_owner_role, "former_owner_role")?;
         let admin_roles =
             file.pack.admin_roles.iter().map(|s| role_named(s, "admin role")).collect::<Result<Vec<_>, _>>()?;
+        let invite_permission = match &file.pack.invite_permission {
+            None => "users.manage".to_owned(),
+            Some(p) if by_name.contains_key(p.get_ref()) => p.get_ref().clone(),
+            Some(p) => {
+                return Err(err(p.span(), format!("invite_permission {:?} is not in the catalog", p.get_ref())));
+            }
+        };
         let max_rank = roles.iter().map(|r| r.rank).max().unwrap_or_default();
         if let Some(owner) = roles.iter().find(|r| r.name == owner_role)
             && (owner.assignable
@@ -279,6 +293,7 @@ impl Policy {
             owner_role,
             former_owner_role,
             admin_roles,
+            invite_permission,
             permissions,
             roles,
             digest: digest(text),
@@ -311,16 +326,11 @@ impl Policy {
     }
 }
 
-/// FNV-1a (two lanes, 128 bits), hex: a stable fingerprint of the policy text. Not a security
-/// hash: it only lets operators see that replicas loaded the same file.
+/// Hex SHA-256 of the policy text, as the contract (`RolePack.policy_digest`) says: operators
+/// and replicas compare it to see that they loaded the same file.
 fn digest(text: &str) -> String {
-    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut b: u64 = 0x6c62_272e_07bb_0142;
-    for byte in text.bytes() {
-        a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        b = (b ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
-    }
-    format!("{a:016x}{b:016x}")
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 #[cfg(test)]
@@ -365,6 +375,17 @@ mod tests {
     }
 
     #[test]
+    fn the_digest_is_the_hex_sha256_of_the_policy_text() {
+        let text = shipped_pack("msp-assets").unwrap_or_default();
+        let p = Policy::parse(text, 0).unwrap();
+        assert_eq!(p.digest.len(), 64);
+        // SHA-256 of the empty string and of "abc" (FIPS 180-2 test vectors).
+        assert_eq!(digest(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(p.digest, digest(text));
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let text = shipped_pack("msp-assets").unwrap_or_default();
         let bad = text.replacen("\"assets.view\", \"assets.export\"]", "\"assets.view\", \"assets.fly\"]", 1);
@@ -385,6 +406,11 @@ mod tests {
         let e = Policy::parse(&dup_perm, 0).unwrap_err();
         assert!(e.message.contains("duplicate permission"), "{e}");
         assert_eq!(e.line, dup_perm.lines().position(|l| l.contains("Create assets")).unwrap() + 1);
+
+        let invite = text.replacen("admin_roles = [", "invite_permission = \"users.beckon\"\nadmin_roles = [", 1);
+        let e = Policy::parse(&invite, 0).unwrap_err();
+        assert!(e.message.contains("users.beckon"), "{e}");
+        assert_eq!(e.line, invite.lines().position(|l| l.contains("users.beckon")).unwrap() + 1);
 
         let syntax = text.replacen("rank = 10", "rank = ten", 1);
         let e = Policy::parse(&syntax, 0).unwrap_err();

@@ -242,24 +242,43 @@ fn seed_001_sales_reps_see_channels_by_hierarchy_and_admins_see_all() {
         node("retail-us", "retail", "region"),
         node("shop-nyc", "retail-us", "channel"),
     ];
-    w.own.grants = vec![GrantRecord {
+    let grant = |user: Uuid, node: &str, access: GrantAccess| GrantRecord {
         grant_id: Uuid::new_v4(),
-        user: w.id("rep"),
+        user,
         tenant: a,
-        resource_id: "retail-eu".into(),
-        access: GrantAccess::Permission("channels.view".into()),
+        resource_id: node.into(),
+        access,
         granted_by: String::new(),
         created_at_micros: 0,
-    }];
+    };
+    // "Assign channels" (a region) and "Set permissions" (editing on one channel).
+    let rep = w.id("rep");
+    w.own.grants = vec![
+        grant(rep, "retail-eu", GrantAccess::Role("sales_channel".into())),
+        grant(rep, "shop-paris", GrantAccess::Permission("forecasts.edit".into())),
+    ];
     w.index.load_own(w.own.clone());
-    let (rep, admin) = (w.id("rep"), w.id("admin"));
-    let on = |w: &World, u: &Uuid, r: &str| w.index.decide_names(u, "channels.view", &a, Some(r)).reason;
-    assert_eq!(on(&w, &rep, "shop-paris"), Reason::GrantedByResourceGrant);
-    assert_eq!(on(&w, &rep, "retail-eu"), Reason::GrantedByResourceGrant);
-    assert_eq!(on(&w, &rep, "shop-nyc"), Reason::DeniedPermissionNotInRole);
-    assert_eq!(on(&w, &rep, "nowhere"), Reason::DeniedResourceUnknown);
-    assert_eq!(on(&w, &admin, "shop-nyc"), Reason::GrantedByMembership);
-    assert!(w.can("rep", "forecasts.view", "A") && w.can("rep", "sales_history.view", "A"));
+    let admin = w.id("admin");
+    let on = |w: &World, u: &Uuid, p: &str, r: &str| w.index.decide_names(u, p, &a, Some(r)).reason;
+    assert_eq!(on(&w, &rep, "channels.view", "shop-paris"), Reason::GrantedByResourceGrant);
+    assert_eq!(on(&w, &rep, "channels.view", "retail-eu"), Reason::GrantedByResourceGrant);
+    assert_eq!(on(&w, &rep, "channels.view", "shop-nyc"), Reason::DeniedPermissionNotInRole);
+    assert_eq!(on(&w, &rep, "channels.view", "nowhere"), Reason::DeniedResourceUnknown);
+    assert_eq!(on(&w, &admin, "channels.view", "shop-nyc"), Reason::GrantedByMembership);
+    // Sales features "based on channel assignments": forecasts and sales history on the
+    // assigned channels only, never tenant-wide; editing only where it was granted.
+    for p in ["forecasts.view", "sales_history.view"] {
+        assert_eq!(on(&w, &rep, p, "shop-paris"), Reason::GrantedByResourceGrant, "{p}");
+        assert_eq!(on(&w, &rep, p, "shop-nyc"), Reason::DeniedPermissionNotInRole, "{p}");
+        assert_eq!(w.decide("rep", p, "A"), Reason::DeniedPermissionNotInRole, "{p}");
+        assert_eq!(on(&w, &admin, p, "shop-nyc"), Reason::GrantedByMembership, "{p}");
+    }
+    assert_eq!(on(&w, &rep, "forecasts.edit", "shop-paris"), Reason::GrantedByResourceGrant);
+    assert_eq!(on(&w, &rep, "forecasts.edit", "retail-eu"), Reason::DeniedPermissionNotInRole);
+    assert!(!w.can("rep", "forecasts.edit", "A"));
+    // Not per channel: SKUs and collections, the command palette.
+    assert!(w.can("rep", "skus.view", "A") && w.can("rep", "command_palette.use", "A"));
+    assert!(!w.can("rep", "skus.manage", "A"));
     for p in [
         "inventory.manage",
         "integrations.manage",
@@ -289,6 +308,13 @@ fn seed_002_msp_users_manage_only_assigned_clients_with_their_departments() {
     assert!(w.can("billing", "billing.view", "msp") && !w.can("billing", "clients.view", "A"));
     assert!(w.can("end", "clients.view", "A1") && !w.can("end", "devices.manage", "A"));
     assert!(!w.can("end", "departments.create", "A") && !w.can("end", "clients.manage", "A"));
+    // "view all the information of the clients they are assigned to": one end_client membership
+    // per client (each covering its departments), since tenancy assigns clients to MSP staff only.
+    let (end, b) = (w.id("end"), w.id("B"));
+    assert_eq!(w.decide("end", "clients.view", "B"), Reason::DeniedNoMembership);
+    w.index.upsert_membership(end, b, "end_client", MemberKind::Direct);
+    assert!(w.can("end", "clients.view", "B") && w.can("end", "devices.view", "A1"));
+    assert!(!w.can("end", "clients.view", "msp") && !w.can("end", "devices.manage", "B"));
     assert_eq!(w.grant("owner", None, "msp", Some("owner"), None), Err(GrantDenial::OwnerRoleNotAssignable));
 }
 
@@ -306,6 +332,28 @@ fn seed_003_users_page_admits_admins_and_managers_and_the_audit_log_only_admins(
     assert!(!w.can("manager", "audit.view", "A"));
     assert!(w.can("super", "memberships.manage", "B") && !w.can("admin", "memberships.manage", "A"));
     assert!(w.can("customer", "portal.customer", "A") && !w.can("customer", "portal.vendor", "A"));
+    // "The user list and invite pages admit ADMIN, SUPER_ADMIN, and MANAGER": a MANAGER invites
+    // (users.invite, the pack's invite permission) roles up to their own rank; changing an
+    // existing user's role stays with users.manage; an AGENT invites nobody.
+    assert_eq!(w.index.policy.invite_permission, "users.invite");
+    assert!(!w.can("manager", "users.manage", "A"));
+    for role in ["AGENT", "MANAGER", "CUSTOMER", "VENDOR"] {
+        assert_eq!(w.grant("manager", None, "A", Some(role), None), Ok(()), "{role}");
+    }
+    assert_eq!(w.grant("manager", None, "A", Some("ADMIN"), None), Err(GrantDenial::RoleAboveOwn));
+    assert_eq!(w.grant("manager", None, "B", Some("AGENT"), None), Err(GrantDenial::OutsideTenant));
+    assert_eq!(
+        w.grant("manager", Some("agent"), "A", Some("MANAGER"), Some("AGENT")),
+        Err(GrantDenial::PermissionDenied)
+    );
+    assert_eq!(w.grant("agent", None, "A", Some("AGENT"), None), Err(GrantDenial::PermissionDenied));
+    assert_eq!(w.grant("admin", None, "A", Some("ADMIN"), None), Ok(()));
+    assert_eq!(w.grant("admin", Some("agent"), "A", Some("MANAGER"), Some("AGENT")), Ok(()));
+    // Packs that name no invite permission keep users.manage for adding users too.
+    assert_eq!(
+        Policy::parse(shipped_pack("msp-assets").unwrap_or_default(), 0).unwrap().invite_permission,
+        "users.manage"
+    );
     // Shadow membership: MSP staff operate in a client without being in its directory.
     let (sup, b) = (w.id("super"), w.id("B"));
     let d = w.index.decide_names(&sup, "settings.manage", &b, None);

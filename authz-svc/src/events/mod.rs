@@ -42,16 +42,63 @@ pub struct SourceState {
     pub latest_known: AtomicU64,
     /// Unix micros of the last change or heartbeat; 0 before any.
     pub last_heard: AtomicI64,
+    /// Unix micros since which a known revision has waited unapplied with no progress towards
+    /// it (0: applied is the latest known). A revision whose end marker never comes keeps it.
+    behind_since: AtomicI64,
 }
 
 impl SourceState {
     fn heard(&self, revision: u64) {
+        let now = now_micros();
         self.latest_known.fetch_max(revision, Ordering::SeqCst);
-        self.last_heard.store(now_micros(), Ordering::SeqCst);
+        self.last_heard.store(now, Ordering::SeqCst);
+        if revision > self.applied.load(Ordering::SeqCst) {
+            // Only the first unapplied revision starts the clock.
+            let _ = self.behind_since.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+    /// Records that the index now holds every change up to `revision`.
+    fn applied_up_to(&self, revision: u64) {
+        self.applied.store(revision, Ordering::SeqCst);
+        let caught_up = revision >= self.latest_known.load(Ordering::SeqCst);
+        // Progress restarts the clock for what is still known and unapplied.
+        self.behind_since.store(if caught_up { 0 } else { now_micros() }, Ordering::SeqCst);
     }
     /// Microseconds since the stream was last heard from.
     pub fn silent_for(&self) -> i64 {
         now_micros() - self.last_heard.load(Ordering::SeqCst)
+    }
+    /// Microseconds a known revision has waited unapplied without progress (0: none waits).
+    pub fn behind_for(&self) -> i64 {
+        match self.behind_since.load(Ordering::SeqCst) {
+            0 => 0,
+            since => (now_micros() - since).max(0),
+        }
+    }
+    /// How far behind the source the index is, in time: silent, or holding back a revision.
+    pub fn lag(&self) -> i64 {
+        if self.last_heard.load(Ordering::SeqCst) == 0 { 0 } else { self.silent_for().max(self.behind_for()).max(0) }
+    }
+}
+
+/// The progress of authz's own data (custom roles, overrides, resources, grants), read from
+/// its own schema rather than a stream.
+#[derive(Debug, Default)]
+pub struct OwnState {
+    /// Unix micros of the last successful read of the schema (its revision, and the data when
+    /// it moved); 0 before any.
+    pub last_loaded: AtomicI64,
+    /// The schema's revision as last read.
+    pub latest_known: AtomicU64,
+}
+
+impl OwnState {
+    /// Microseconds since the schema was last read successfully.
+    pub fn stale_for(&self) -> i64 {
+        match self.last_loaded.load(Ordering::SeqCst) {
+            0 => i64::MAX,
+            at => (now_micros() - at).max(0),
+        }
     }
 }
 
@@ -60,6 +107,7 @@ pub struct State {
     pub index: RwLock<Index>,
     pub identity: SourceState,
     pub tenancy: SourceState,
+    pub own: OwnState,
     /// Woken whenever a revision is applied (read-your-writes waits on it).
     pub applied: Notify,
     pub max_lag: Duration,
@@ -77,6 +125,7 @@ impl State {
             index: RwLock::new(index),
             identity: SourceState::default(),
             tenancy: SourceState::default(),
+            own: OwnState::default(),
             applied: Notify::new(),
             max_lag,
             consistency_wait,
@@ -115,8 +164,10 @@ impl State {
         // `next` now holds the old index; it is freed here, outside the lock.
     }
 
-    /// The fail-closed gate: both snapshots loaded and neither stream silent beyond the bound.
+    /// The fail-closed gate: both snapshots loaded; neither stream silent, nor holding back a
+    /// known revision unapplied, beyond the bound; authz's own data read within the bound.
     pub fn ready(&self) -> Result<(), ApiError> {
+        let bound = self.max_lag.as_micros() as i64;
         for (name, s) in [("identity", &self.identity), ("tenancy", &self.tenancy)] {
             if !s.snapshot_loaded.load(Ordering::SeqCst) {
                 return Err(ApiError::unavailable(
@@ -125,12 +176,35 @@ impl State {
                 ));
             }
             let lag = s.silent_for();
-            if lag > self.max_lag.as_micros() as i64 {
+            if lag > bound {
                 return Err(ApiError::unavailable(
                     ErrorReason::IndexStale,
                     format!("the {name} stream has been silent for {} ms", lag / 1000),
                 ));
             }
+            let behind = s.behind_for();
+            if behind > bound {
+                return Err(ApiError::unavailable(
+                    ErrorReason::IndexStale,
+                    format!(
+                        "the {name} stream's revision {} has waited unapplied for {} ms (applied: {})",
+                        s.latest_known.load(Ordering::SeqCst),
+                        behind / 1000,
+                        s.applied.load(Ordering::SeqCst)
+                    ),
+                ));
+            }
+        }
+        let own = self.own.stale_for();
+        if own > bound {
+            return Err(ApiError::unavailable(
+                ErrorReason::IndexStale,
+                if own == i64::MAX {
+                    "authz's own data has not been read yet".to_owned()
+                } else {
+                    format!("authz's own data could not be read for {} ms", own / 1000)
+                },
+            ));
         }
         Ok(())
     }
@@ -182,11 +256,16 @@ impl State {
         }
     }
 
-    /// Reloads authz's own data if its revision moved.
+    /// Reloads authz's own data if its revision moved. Each successful read (even one that
+    /// finds nothing new) marks the data fresh; failures leave [`OwnState::last_loaded`] where
+    /// it was, so the replica fails closed once they last beyond the lag bound.
     pub async fn reload_own(&self) -> Result<(), ApiError> {
         let _one_at_a_time = self.reload.lock().await;
+        let read_at = now_micros();
         let current = store::revision(&self.database).await.map_err(ApiError::internal)?;
+        self.own.latest_known.fetch_max(current, Ordering::SeqCst);
         if current <= self.revisions().authz && current != 0 {
+            self.own.last_loaded.fetch_max(read_at, Ordering::SeqCst);
             return Ok(());
         }
         let policy = self.read().policy.clone();
@@ -196,6 +275,7 @@ impl State {
                 index.load_own(data);
             }
         });
+        self.own.last_loaded.fetch_max(read_at, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -354,7 +434,7 @@ async fn read_stream<S: Source>(
                         index.finish();
                         S::set_revision(index, revision);
                     });
-                    progress.applied.store(revision, Ordering::SeqCst);
+                    progress.applied_up_to(revision);
                 }
             }
             Msg::SnapshotEnd(revision) => {
@@ -369,7 +449,7 @@ async fn read_stream<S: Source>(
                     index.compact();
                     S::set_revision(index, revision);
                 });
-                progress.applied.store(revision, Ordering::SeqCst);
+                progress.applied_up_to(revision);
                 progress.snapshot_loaded.store(true, Ordering::SeqCst);
                 in_snapshot = false;
                 tracing::info!(source = S::NAME, revision, "snapshot loaded");
@@ -378,9 +458,11 @@ async fn read_stream<S: Source>(
                 progress.heard(revision);
                 // Every change up to the heartbeat's revision has been sent: revisions that
                 // carried nothing for us are applied too.
+                // A revision still waiting for its end marker keeps the source behind (see
+                // `SourceState::behind_for`), however often heartbeats come.
                 if !in_snapshot && batch.is_empty() && revision > progress.applied.load(Ordering::SeqCst) {
                     state.write(|index| S::set_revision(index, revision));
-                    progress.applied.store(revision, Ordering::SeqCst);
+                    progress.applied_up_to(revision);
                 }
             }
         }

@@ -38,7 +38,8 @@ pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef0123456789";
 
 /// A change-stream double: a log of revisions it serves as snapshot (from 0) or resume (from N).
 pub struct Feed<C> {
-    log: Mutex<Vec<(u64, Vec<C>)>>,
+    /// Each revision, its changes, and whether its last change carries the end marker.
+    log: Mutex<Vec<(u64, Vec<C>, bool)>>,
     revision: AtomicU64,
     changed: Notify,
     /// While set, a snapshot is held back (its SnapshotEnd is not sent).
@@ -66,9 +67,19 @@ impl<C: Clone + Send + 'static> Feed<C> {
 
     /// Commits one revision made of `changes`; returns it.
     pub fn push(&self, changes: Vec<C>) -> u64 {
+        self.commit(changes, true)
+    }
+
+    /// Commits one revision whose end marker is never sent (a broken or stalled upstream):
+    /// heartbeats then name it though its changes cannot be applied.
+    pub fn push_unfinished(&self, changes: Vec<C>) -> u64 {
+        self.commit(changes, false)
+    }
+
+    fn commit(&self, changes: Vec<C>, finished: bool) -> u64 {
         let mut log = self.log.lock().unwrap();
         let rev = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
-        log.push((rev, changes));
+        log.push((rev, changes, finished));
         drop(log);
         self.changed.notify_waiters();
         rev
@@ -147,11 +158,11 @@ fn serve_watch<C: Wire>(feed: Arc<Feed<C>>, from: u64) -> Stream<C::Response> {
         let send_range = |after: u64, snapshot_at: Option<u64>| -> Vec<C::Response> {
             let log = feed.log.lock().unwrap();
             let mut out = Vec::new();
-            for (rev, changes) in log.iter().filter(|(r, _)| *r > after) {
+            for (rev, changes, finished) in log.iter().filter(|(r, _, _)| *r > after) {
                 let n = changes.len();
                 for (i, c) in changes.iter().enumerate() {
                     let mut c = c.clone();
-                    c.stamp(snapshot_at.unwrap_or(*rev), i + 1 == n);
+                    c.stamp(snapshot_at.unwrap_or(*rev), *finished && i + 1 == n);
                     out.push(c.change());
                 }
             }

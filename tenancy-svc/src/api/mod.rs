@@ -128,7 +128,7 @@ impl TenancyService for TenancyApi {
                     .on("parent_id"),
             ));
         }
-        self.require(&caller, "tenants.manage", &parent.id).await?;
+        self.require_create(&caller, &parent).await?;
         let parent_id = (parent.kind != TenantKind::Admin).then(|| parent.id.clone());
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) = tenants::create(
@@ -801,7 +801,41 @@ impl TenancyService for TenancyApi {
     }
 }
 
+/// The permission that also lets a person create a department (seed 002: an MSP User creates
+/// departments under the clients assigned to them, without `tenants.manage`). A pack whose
+/// catalog lacks it (seed 000's) leaves `tenants.manage` the only way.
+const DEPARTMENTS_CREATE: &str = "departments.create";
+
 impl TenancyApi {
+    /// Creating a client (parent: the admin tenancy) needs `tenants.manage` there; creating a
+    /// department (parent: a client or a department) needs `tenants.manage` or
+    /// `departments.create` on the parent.
+    async fn require_create(
+        &self,
+        caller: &tether_runtime::access::Caller,
+        parent: &store::TenantRow,
+    ) -> Result<(), Status> {
+        let Some(user) = caller.user() else { return Ok(()) };
+        let authz = &self.deps.authorizer;
+        if authz.check(&user.user_id, "tenants.manage", &parent.id).await? {
+            return Ok(());
+        }
+        let denied = || reject(Rejection::new(ErrorReason::PermissionDenied, "tenants.manage is required here"));
+        if parent.kind == TenantKind::Admin {
+            return Err(denied());
+        }
+        match authz.check(&user.user_id, DEPARTMENTS_CREATE, &parent.id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(reject(Rejection::new(
+                ErrorReason::PermissionDenied,
+                "tenants.manage or departments.create is required here",
+            ))),
+            // Not in this pack's catalog: the answer is tenants.manage's.
+            Err(e) if e.reason == ErrorReason::PermissionNotFound => Err(denied()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn change_status<T>(
         &self,
         request: &Request<T>,

@@ -5,7 +5,8 @@
 //! need, reading tenancy's state the way authz-svc would (through tenancy's own API, as a
 //! service): MSP owner and admins may do everything everywhere; technicians may manage tenants
 //! and users in the clients assigned to them and all their departments; client admins may view
-//! and manage users in their own tenant and its departments, never create tenants; nothing is
+//! and manage users in their own tenant and its departments, never create tenants; MSP users
+//! (seed 002) may create departments (`departments.create`) in their assigned clients; nothing is
 //! granted in a suspended or archived tenant (or below one), nor to a deactivated user.
 #![allow(dead_code)]
 
@@ -43,6 +44,7 @@ const ROLES: &[(&str, bool, bool)] = &[
     ("msp_owner", false, true),
     ("msp_admin", true, true),
     ("msp_technician", true, true),
+    ("msp_user", true, true),
     ("client_admin", true, false),
     ("client_user", true, false),
 ];
@@ -53,6 +55,9 @@ pub struct World {
     /// The tenancy service, for the authorizer double to read state from.
     pub tenancy: OnceLock<Channel>,
     pub service_token: ServiceToken,
+    /// While set, `departments.create` is not in the catalog (seed 000's pack): checks of it
+    /// are PERMISSION_NOT_FOUND, as authz-svc answers.
+    pub no_departments_create: std::sync::atomic::AtomicBool,
 }
 
 pub struct Doubles(pub Arc<World>);
@@ -136,6 +141,10 @@ impl Doubles {
 #[tonic::async_trait]
 impl Authorizer for Doubles {
     async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError> {
+        if permission == "departments.create" && self.0.no_departments_create.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(ApiError::not_found(ErrorReason::PermissionNotFound, "not in the catalog"));
+        }
         // authz-svc denies a deactivated (or unknown) user whatever memberships tenancy holds.
         if !self.0.users.lock().unwrap().get(user_id).is_some_and(|u| u.active) {
             return Ok(false);
@@ -158,8 +167,13 @@ impl Authorizer for Doubles {
             let msp_level = tenant.kind == pb::TenantKind::Admin as i32;
             match role.as_str() {
                 "msp_owner" | "msp_admin" if msp_level => return Ok(true),
-                "msp_technician" if msp_level => {
-                    if !["tenants.manage", "users.view", "users.manage"].contains(&permission) || client_id.is_empty() {
+                "msp_technician" | "msp_user" if msp_level => {
+                    let allowed: &[&str] = if role == "msp_user" {
+                        &["departments.create"]
+                    } else {
+                        &["tenants.manage", "users.view", "users.manage"]
+                    };
+                    if !allowed.contains(&permission) || client_id.is_empty() {
                         continue;
                     }
                     let reply = self
