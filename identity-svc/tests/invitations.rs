@@ -277,3 +277,37 @@ async fn a_deactivated_or_deleted_invitee_cannot_accept() {
         env.client().list_invitations(auth(&owner, pb::ListInvitationsRequest::default())).await.unwrap().into_inner();
     assert!(pending.invitations.iter().all(|i| i.invitation_id != tia_invitation.invitation_id));
 }
+
+/// Seed 003: a MANAGER may invite people (up to their own rank) without managing users. identity
+/// leaves that to authz-svc's CheckRoleGrant, which knows the pack's invite permission.
+#[tokio::test]
+async fn a_role_with_the_invite_permission_invites_up_to_its_rank() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let mia = env.create(&owner, "mia@a.example", "Mia", TENANT_A, "client_manager", false).await;
+    env.authz.grant(&mia.user_id, TENANT_A, "client_manager");
+    let ned = env.create(&owner, "ned@a.example", "Ned", TENANT_A, "client_user", false).await;
+    env.authz.grant(&ned.user_id, TENANT_A, "client_user");
+    let mia_token = env.login("mia@a.example", PASSWORD).await;
+    let ned_token = env.login("ned@a.example", PASSWORD).await;
+    let invite_as = |token: &str, email: &str, role: &str| {
+        let mut c = env.client();
+        let request = auth(
+            token,
+            pb::CreateInvitationRequest {
+                email: email.into(),
+                tenant_id: TENANT_A.into(),
+                role: role.into(),
+                ..Default::default()
+            },
+        );
+        async move { c.create_invitation(request).await }
+    };
+    invite_as(&mia_token, "new1@a.example", "client_user").await.unwrap();
+    assert_err(invite_as(&mia_token, "new2@a.example", "client_admin").await, Code::PermissionDenied, "ROLE_ABOVE_OWN");
+    assert_err(
+        invite_as(&ned_token, "new3@a.example", "client_user").await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+}

@@ -179,7 +179,8 @@ impl Identity {
                     "only MSP staff create MSP staff",
                 ));
             }
-            self.require_in(caller, PERM_MANAGE, &tenant).await?;
+            // authz-svc decides who may add whom: `users.manage`, or the pack's invite permission
+            // (seed 003's MANAGER invites), within the rank and tenant rules.
             let decision = self
                 .authorizer
                 .check_role_grant(&RoleGrant {
@@ -192,6 +193,10 @@ impl Identity {
                 })
                 .await?;
             if !decision.allowed {
+                // Someone who may not manage users here hears it the way every call says it.
+                if matches!(decision.denial_reason, ErrorReason::PermissionDenied | ErrorReason::OutsideTenant) {
+                    self.require_in(caller, PERM_MANAGE, &tenant).await?;
+                }
                 let reason = if decision.denial_reason == ErrorReason::Unspecified {
                     ErrorReason::PermissionDenied
                 } else {

@@ -38,6 +38,8 @@ fn role(name: &str) -> Option<(u32, &'static [&'static str])> {
         "msp_admin" => Some((90, ALL)),
         "msp_technician" => Some((40, &["users.view"])),
         "client_admin" => Some((50, &["users.view", "users.manage"])),
+        // Invites, like seed 003's MANAGER, without managing users.
+        "client_manager" => Some((30, &["users.view", "users.invite"])),
         "client_user" => Some((10, &[])),
         _ => None,
     }
@@ -101,7 +103,12 @@ impl Authorizer for FakeAuthz {
             };
         }
         let Some((rank, _)) = role(&grant.role) else { return Ok(deny(ErrorReason::RoleNotFound)) };
+        // Adding a new user: users.manage, or the invite permission; changing someone's role:
+        // users.manage only.
+        let adding = grant.target_user_id.is_empty();
+        let may = |perms: &[&str]| perms.contains(&"users.manage") || (adding && perms.contains(&"users.invite"));
         match self.best_rank(&grant.actor_user_id, &grant.tenant_id) {
+            Some((_, perms)) if !may(&perms) => Ok(deny(ErrorReason::PermissionDenied)),
             Some((own, _)) if own >= rank => {
                 Ok(RoleGrantDecision { allowed: true, denial_reason: ErrorReason::Unspecified, summary: String::new() })
             }
