@@ -4,8 +4,9 @@
 //!
 //! `cargo bench -p tether-tests --bench propagation` (`-- --rounds N`, default 100).
 //!
-//! Each round deactivates a client user through identity (the call returns once the write is
-//! committed) and polls authz's Check, without a consistency token, until it denies; then
+//! Each round deactivates a client user through identity, timing from the request (the commit
+//! happens inside it; the answer waits out identity's revocation lease), and polls authz's Check
+//! while the call runs, without a consistency token, until it denies; then
 //! reactivates and waits for the allow. It also measures the read-your-writes path: a Check that
 //! carries the deactivation's consistency token, answered as soon as authz has applied it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -94,41 +95,50 @@ async fn main() {
     let rounds = rounds();
     let (mut deny, mut allow, mut fresh) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let reply = identity
-            .deactivate_user(as_service(idp::DeactivateUserRequest {
-                user_id: user.user_id.clone(),
-                reason: "bench".into(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        let committed = Instant::now();
+        // The clock starts with the request, and authz is polled while it runs: the commit
+        // happens inside the call, but the answer waits out identity's revocation lease (20 ms),
+        // so timing from the answer would measure the lease, not the propagation.
+        let started = Instant::now();
+        let deactivation = tokio::spawn({
+            let mut identity = identity.clone();
+            let user_id = user.user_id.clone();
+            async move {
+                identity
+                    .deactivate_user(as_service(idp::DeactivateUserRequest { user_id, reason: "bench".into() }))
+                    .await
+            }
+        });
         if round % 2 == 1 {
-            // Read-your-writes: the deactivation's token in the check.
+            // Read-your-writes: the deactivation's token in the check, sent once the call answers.
+            let reply = deactivation.await.unwrap().unwrap().into_inner();
+            let answered = Instant::now();
             let mut request = check();
             request.at_least_as_fresh = reply.consistency_token.clone();
             assert_eq!(authz_allows(&mut authz, request).await, Ok(false), "a check with the token must deny");
-            fresh.push(committed.elapsed().as_secs_f64() * 1000.0);
+            fresh.push(answered.elapsed().as_secs_f64() * 1000.0);
         } else {
             while authz_allows(&mut authz, check()).await != Ok(false) {
-                assert!(committed.elapsed() < Duration::from_secs(10), "the deactivation never reached authz");
+                assert!(started.elapsed() < Duration::from_secs(10), "the deactivation never reached authz");
             }
-            deny.push(committed.elapsed().as_secs_f64() * 1000.0);
+            deny.push(started.elapsed().as_secs_f64() * 1000.0);
+            deactivation.await.unwrap().unwrap();
         }
-        identity
-            .reactivate_user(as_service(idp::ReactivateUserRequest { user_id: user.user_id.clone() }))
-            .await
-            .unwrap();
-        let committed = Instant::now();
+        let started = Instant::now();
+        let reactivation = tokio::spawn({
+            let mut identity = identity.clone();
+            let user_id = user.user_id.clone();
+            async move { identity.reactivate_user(as_service(idp::ReactivateUserRequest { user_id })).await }
+        });
         while authz_allows(&mut authz, check()).await != Ok(true) {
-            assert!(committed.elapsed() < Duration::from_secs(10), "the reactivation never reached authz");
+            assert!(started.elapsed() < Duration::from_secs(10), "the reactivation never reached authz");
         }
-        allow.push(committed.elapsed().as_secs_f64() * 1000.0);
+        allow.push(started.elapsed().as_secs_f64() * 1000.0);
+        reactivation.await.unwrap().unwrap();
     }
     for (label, samples) in [
-        ("deactivation committed -> first denied Check (polling, no token)", &mut deny),
-        ("deactivation committed -> Check with its consistency token answered (denied)", &mut fresh),
-        ("reactivation committed -> first allowed Check", &mut allow),
+        ("deactivation requested -> first denied Check (polling, no token)", &mut deny),
+        ("deactivation answered -> Check with its consistency token answered (denied)", &mut fresh),
+        ("reactivation requested -> first allowed Check", &mut allow),
     ] {
         samples.sort_by(f64::total_cmp);
         println!(
