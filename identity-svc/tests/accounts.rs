@@ -685,3 +685,47 @@ async fn audit_events_carry_actor_resource_address_and_change_without_secrets() 
         }
     }
 }
+
+/// A retried CreateUser answers with the account the first call made, but only to a caller who
+/// may see it: someone else's request_id reveals nothing. One account per request_id, even
+/// written directly.
+#[tokio::test]
+async fn a_retried_create_returns_the_user_only_to_callers_who_may_see_it() {
+    const RID: &str = "00000000-0000-4000-8000-000000000123";
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let bea = env.create(&owner, "bea@b.example", "Bea", TENANT_B, "client_admin", false).await;
+    env.authz.grant(&bea.user_id, TENANT_B, "client_admin");
+    let bea_session = env.login("bea@b.example", PASSWORD).await;
+    let request = |email: &str, tenant: &str| pb::CreateUserRequest {
+        email: email.into(),
+        display_name: "Ned".into(),
+        password: PASSWORD.into(),
+        tenant_id: tenant.into(),
+        role: "client_user".into(),
+        request_id: RID.into(),
+        ..Default::default()
+    };
+    let first = env.client().create_user(auth(&owner, request("ned@a.example", TENANT_A))).await.unwrap().into_inner();
+    let again = env.client().create_user(auth(&owner, request("ned@a.example", TENANT_A))).await.unwrap().into_inner();
+    assert_eq!(again.user.unwrap().user_id, first.user.clone().unwrap().user_id);
+
+    // Bea manages B only: the same request_id gets her neither A's user nor a new one.
+    assert_err(
+        env.client().create_user(auth(&bea_session, request("ned@a.example", TENANT_A))).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    let status =
+        env.client().create_user(auth(&bea_session, request("new@b.example", TENANT_B))).await.expect_err("reused id");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert_eq!(tether_runtime::error::reason_of(&status).as_deref(), Some("DUPLICATE_ENTRY"));
+    assert!(!status.message().contains("ned"), "{status:?}");
+    assert_eq!(env.count("SELECT COUNT(*) FROM accounts WHERE email = 'new@b.example'").await, 0);
+    assert_eq!(env.count(&format!("SELECT COUNT(*) FROM accounts WHERE request_id = '{RID}'")).await, 1);
+
+    let pool = env.db.inspect("identity").await;
+    let sql = format!("UPDATE accounts SET request_id = '{RID}' WHERE id = '{}'", bea.user_id);
+    assert!(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.is_err(), "request_id is unique");
+    pool.close().await;
+}

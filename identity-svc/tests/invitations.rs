@@ -311,3 +311,42 @@ async fn a_role_with_the_invite_permission_invites_up_to_its_rank() {
         "PERMISSION_DENIED",
     );
 }
+
+/// Oversized client fields are refused as Login refuses them, not cut short; the link stays
+/// usable.
+#[tokio::test]
+async fn accepting_with_oversized_client_fields_is_refused_like_login() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let created = invite(&env, &owner, "oli@a.example", TENANT_A, "client_user").await;
+    let accept = |client_ip: String, user_agent: String| {
+        from_edge(pb::AcceptInvitationRequest {
+            invitation_token: created.invitation_token.clone(),
+            display_name: "Oli".into(),
+            password: PASSWORD.into(),
+            start_session: true,
+            client_ip,
+            user_agent,
+        })
+    };
+    for (ip, agent, field) in
+        [("1".repeat(101), String::new(), "client_ip"), (String::new(), "a".repeat(501), "user_agent")]
+    {
+        let status = env.client().accept_invitation(accept(ip, agent)).await.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(tether_runtime::error::reason_of(&status).as_deref(), Some("FIELD_TOO_LONG"));
+        assert_eq!(field_of(&status).as_deref(), Some(field));
+    }
+    let login = |ip: String, user_agent: String| {
+        from_edge(pb::LoginRequest {
+            email: "oli@a.example".into(),
+            password: PASSWORD.into(),
+            client_ip: ip,
+            user_agent,
+            ..Default::default()
+        })
+    };
+    let status = env.client().login(login("1".repeat(101), String::new())).await.expect_err("login");
+    assert_eq!(field_of(&status).as_deref(), Some("client_ip"));
+    env.client().accept_invitation(accept("192.0.2.8".into(), "a".repeat(500))).await.unwrap();
+}

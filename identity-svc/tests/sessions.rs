@@ -294,6 +294,54 @@ async fn passwords_change_with_the_current_one_and_are_not_reused() {
     assert_eq!((policy.min_length, policy.history_count, policy.reject_common), (12, 5, true));
 }
 
+/// A session holder guessing the current password is held to the login's limits: each wrong
+/// guess counts towards the account's lockout, and a locked account changes nothing.
+#[tokio::test]
+async fn wrong_current_passwords_count_towards_the_lockout() {
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_FREE_ATTEMPTS", "100"),
+        ("TETHER_IDENTITY_LOCKOUT_ACCOUNT_LOCK_AFTER", "3"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "1000"),
+        ("TETHER_IDENTITY_LOCKOUT_IP_LOCK_AFTER", "1000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    let max = env.create(&owner, "max@a.example", "Max", TENANT_A, "client_user", false).await;
+    let session = env.login("max@a.example", PASSWORD).await;
+    let change = |current: &str| pb::ChangePasswordRequest {
+        current_password: current.into(),
+        new_password: "brand-new-secret-77".into(),
+        end_other_sessions: false,
+    };
+    for _ in 0..3 {
+        assert_err(
+            env.client().change_password(auth(&session, change("not-it-at-all"))).await,
+            Code::InvalidArgument,
+            "CURRENT_PASSWORD_INCORRECT",
+        );
+    }
+    // Locked: the right current password no longer helps, nor does a login.
+    assert_err(
+        env.client().change_password(auth(&session, change(PASSWORD))).await,
+        Code::FailedPrecondition,
+        "ACCOUNT_LOCKED",
+    );
+    assert_err(env.try_login("max@a.example", PASSWORD).await, Code::Unauthenticated, "LOGIN_FAILED");
+    let listed = lockouts(&env, &owner).await;
+    let entry = listed.lockouts.iter().find(|l| l.user_id == max.user_id).expect("max is listed");
+    assert_eq!(entry.failed_attempts, 3);
+    assert!(entry.locked_until.is_some());
+    env.client()
+        .clear_lockout(auth(
+            &owner,
+            pb::ClearLockoutRequest { target: Some(pb::clear_lockout_request::Target::UserId(max.user_id.clone())) },
+        ))
+        .await
+        .unwrap();
+    env.client().change_password(auth(&session, change(PASSWORD))).await.unwrap();
+    env.login("max@a.example", "brand-new-secret-77").await;
+}
+
 #[tokio::test]
 async fn a_temporary_password_ends_sessions_and_must_be_changed_at_next_login() {
     let env = Env::start().await;
@@ -590,6 +638,50 @@ async fn only_the_edge_may_name_the_client_address() {
     for i in 0..3 {
         assert_eq!(count(&format!("203.0.113.{i}")), None);
         assert_eq!(count(&format!("198.51.100.{i}")), None);
+    }
+}
+
+/// A reset link used through the edge records the person's address, not the edge's.
+#[tokio::test]
+async fn a_reset_through_the_edge_audits_the_persons_address() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let una = env.create(&owner, "una@a.example", "Una", TENANT_A, "client_user", false).await;
+    env.client()
+        .send_password_reset(auth(&owner, pb::SendPasswordResetRequest { user_id: una.user_id.clone() }))
+        .await
+        .unwrap();
+    let token = mailed_reset_token(&env, "una@a.example", 1).await;
+    let request = from_ip(
+        "192.0.2.77",
+        pb::ResetPasswordRequest { reset_token: token, new_password: "fresh-start-phrase-1".into() },
+    );
+    env.client().reset_password(request).await.unwrap();
+    let audit = env.audit().await;
+    let reset = audit
+        .iter()
+        .rev()
+        .find(|e| e.action == "user.password_reset" && e.resource_id == una.user_id)
+        .expect("the reset is audited");
+    assert_eq!(reset.client_ip, "192.0.2.77");
+}
+
+/// ClearLockout names an address: anything else is refused, not silently cleared nothing.
+#[tokio::test]
+async fn clearing_an_ip_lockout_needs_an_ip_address() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let clear = |ip: &str| {
+        auth(&owner, pb::ClearLockoutRequest { target: Some(pb::clear_lockout_request::Target::ClientIp(ip.into())) })
+    };
+    for bad in ["not-an-ip", "192.0.2.300", "", "2001:db8::1::2"] {
+        let status = env.client().clear_lockout(clear(bad)).await.expect_err(bad);
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+        assert_eq!(field_of(&status).as_deref(), Some("client_ip"), "{bad}");
+    }
+    assert!(!env.audit().await.iter().any(|e| e.action == "lockout.clear"));
+    for good in ["192.0.2.1", " 2001:db8::1 "] {
+        env.client().clear_lockout(clear(good)).await.unwrap();
     }
 }
 

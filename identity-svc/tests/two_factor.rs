@@ -316,6 +316,54 @@ async fn a_tenant_policy_covers_the_users_of_its_departments() {
     env.login("fay@b.example", PASSWORD).await;
 }
 
+/// A tenant's `require_all` covers every direct member of it and of its departments, not just
+/// the users whose home it is; shadow memberships (MSP staff everywhere) are not direct, and
+/// the admin tenancy's policy covers its staff, not the users of the clients under it.
+#[tokio::test]
+async fn a_tenant_policy_covers_every_direct_member_and_fails_closed_without_tenancy() {
+    use std::sync::atomic::Ordering;
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.tenancy.parents.lock().unwrap().insert(DEPT_A1.into(), TENANT_A.into());
+    // Homes in B; Gus is also a direct member of A, Hal of a department of A.
+    let gus = env.create(&owner, "gus@b.example", "Gus", TENANT_B, "client_user", false).await;
+    let hal = env.create(&owner, "hal@b.example", "Hal", TENANT_B, "client_user", false).await;
+    env.create(&owner, "ivy@b.example", "Ivy", TENANT_B, "client_user", false).await;
+    let kim = env.create(&owner, "kim@msp.example", "Kim", "", "msp_technician", true).await;
+    env.tenancy.add_role(&gus.user_id, TENANT_A, "client_user");
+    env.tenancy.add_role(&hal.user_id, DEPT_A1, "client_user");
+    env.tenancy.add_shadow(&kim.user_id, TENANT_A, "msp_technician");
+    set_policy(
+        &env,
+        &owner,
+        pb::TwoFactorPolicy { tenant_id: TENANT_A.into(), require_all: true, ..Default::default() },
+    )
+    .await;
+
+    let enrollment = |o: pb::login_outcome::Outcome| matches!(o, pb::login_outcome::Outcome::EnrollmentRequired(_));
+    assert!(enrollment(env.try_login("gus@b.example", PASSWORD).await.unwrap()));
+    assert!(enrollment(env.try_login("hal@b.example", PASSWORD).await.unwrap()));
+    env.login("ivy@b.example", PASSWORD).await;
+    env.login("kim@msp.example", PASSWORD).await;
+
+    // Tenancy unreachable while a tenant policy is in force: no session for anyone it might
+    // cover, MSP staff included.
+    env.tenancy.failing.store(true, Ordering::SeqCst);
+    assert_err(env.try_login("ivy@b.example", PASSWORD).await, Code::Unavailable, "UNAVAILABLE");
+    assert_err(env.try_login("kim@msp.example", PASSWORD).await, Code::Unavailable, "UNAVAILABLE");
+    env.tenancy.failing.store(false, Ordering::SeqCst);
+
+    // The admin tenancy's policy: its staff, not the clients' users.
+    set_policy(
+        &env,
+        &owner,
+        pb::TwoFactorPolicy { tenant_id: ADMIN_TENANCY.into(), require_all: true, ..Default::default() },
+    )
+    .await;
+    assert!(enrollment(env.try_login("kim@msp.example", PASSWORD).await.unwrap()));
+    env.login("ivy@b.example", PASSWORD).await;
+}
+
 /// Enrolls `email` (logged in with `PASSWORD`) in TOTP; returns the secret.
 async fn enroll(env: &Env, email: &str) -> String {
     let session = env.login(email, PASSWORD).await;

@@ -8,7 +8,7 @@ use tether_runtime::{
 };
 use tonic::Request;
 
-use super::{Identity, PERM_MANAGE, PERM_VIEW, convert, users::upserted};
+use super::{Identity, PERM_MANAGE, PERM_VIEW, convert, login::bounded, users::upserted};
 use crate::{
     domain::{
         account::{self, Status, parse_email, parse_id, parse_name, parse_opt_id, parse_password, parse_role},
@@ -394,9 +394,11 @@ impl Identity {
         &self,
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<pb::AcceptInvitationResponse, ApiError> {
-        let claimed: String = request.get_ref().client_ip.trim().chars().take(100).collect();
+        // Oversized fields are refused, as Login refuses them, rather than cut short.
+        let claimed = bounded("client_ip", &request.get_ref().client_ip, 100)?;
         let ip = tether_runtime::access::client_ip(&request, &self.service_token, &claimed);
         let r = request.into_inner();
+        let user_agent = bounded("user_agent", &r.user_agent, 500)?;
         let row = self.open_invitation(&r.invitation_token).await?;
         let name = match r.display_name.trim() {
             "" => row.display_name.clone(),
@@ -405,7 +407,6 @@ impl Identity {
         let password = parse_password("password", &r.password).map_err(convert::input)?;
         self.check_password("password", &password, &row.email, &name, None).await?;
         let hash = self.hasher.hash(&password).await?;
-        let user_agent: String = r.user_agent.chars().take(500).collect();
 
         let mut tx = self.db.begin_write().await.map_err(convert::db)?;
         // Re-checked under the write lock: two accepts of one link cannot both win.

@@ -46,12 +46,28 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 4)
 }
 
-fn bounded(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
+/// `raw`, trimmed; INVALID_ARGUMENT (FIELD_TOO_LONG, naming the field) over `max` characters.
+pub(super) fn bounded(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
     if raw.chars().count() > max {
         return Err(ApiError::invalid_argument(ErrorReason::FieldTooLong, format!("{field} is too long"))
             .with_metadata("field", field));
     }
     Ok(raw.trim().to_owned())
+}
+
+/// An IP address (the subject of an IP lockout), trimmed: INVALID_ARGUMENT naming the field if
+/// it is missing or not an address.
+fn parse_ip(field: &'static str, raw: &str) -> Result<String, ApiError> {
+    let trimmed = bounded(field, raw, 100)?;
+    if trimmed.is_empty() {
+        return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, format!("{field} is required"))
+            .with_metadata("field", field));
+    }
+    if trimmed.parse::<std::net::IpAddr>().is_err() {
+        return Err(ApiError::invalid_argument(ErrorReason::InvalidFormat, format!("{field} is not an IP address"))
+            .with_metadata("field", field));
+    }
+    Ok(trimmed)
 }
 
 fn bearer<T>(request: &Request<T>) -> Option<String> {
@@ -281,10 +297,10 @@ impl Identity {
         tx.commit().await.map_err(convert::db)
     }
 
-    /// Counts a failed credential toward the account's and the IP's limits.
-    /// The brute-force gate before a second-factor code is checked: the audit reason if the
-    /// client address or the account is locked; otherwise waits their progressive delays.
-    pub(super) async fn second_factor_lockout(
+    /// The brute-force gate before a second-factor code or a self-service change's current
+    /// password is checked: the audit reason if the client address or the account is locked;
+    /// otherwise waits their progressive delays.
+    pub(super) async fn credential_lockout(
         &self,
         account_id: &str,
         ip: &str,
@@ -305,6 +321,7 @@ impl Identity {
         Ok(None)
     }
 
+    /// Counts a failed credential toward the account's and the IP's limits.
     pub(super) async fn count_failure(&self, account_id: &str, ip: &str) -> Result<(), ApiError> {
         let now = now_micros();
         lockouts::record_failure(self.db.pool(), Kind::Ip, ip, &self.config.ip_lockout, now)
@@ -599,9 +616,28 @@ impl Identity {
         let r = request.into_inner();
         let new_password = parse_password("new_password", &r.new_password).map_err(convert::input)?;
         let a = self.load(&p.user_id).await?;
+        // A session is not a licence to guess the password: wrong current passwords count
+        // towards the same lockouts as failed logins, and a locked account cannot change it.
+        match self.credential_lockout(&a.id, &caller.client_ip).await? {
+            Some("IP_LOCKED") => {
+                return Err(ApiError::new(
+                    tonic::Code::ResourceExhausted,
+                    ErrorReason::RateLimited,
+                    "too many failed attempts from this address; try again later",
+                ));
+            }
+            Some(_) => {
+                return Err(ApiError::failed_precondition(
+                    ErrorReason::AccountLocked,
+                    "too many failed attempts: the account is locked for now; try again later",
+                ));
+            }
+            None => {}
+        }
         let current_ok = r.current_password.chars().count() <= account::PASSWORD_HARD_MAX
             && self.hasher.verify(&r.current_password, a.password_hash.as_deref()).await?;
         if !current_ok {
+            self.count_failure(&a.id, &caller.client_ip).await?;
             return Err(ApiError::invalid_argument(
                 ErrorReason::CurrentPasswordIncorrect,
                 "the current password is incorrect",
@@ -745,7 +781,7 @@ impl Identity {
                     ));
                 }
                 self.require_in(&caller, PERM_MANAGE, &self.admin.id().await?).await?;
-                (Kind::Ip, bounded("client_ip", raw, 100)?)
+                (Kind::Ip, parse_ip("client_ip", raw)?)
             }
             None => {
                 return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "user_id or client_ip is required"));

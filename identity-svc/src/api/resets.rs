@@ -125,7 +125,8 @@ impl Identity {
         &self,
         request: Request<pb::ResetPasswordRequest>,
     ) -> Result<pb::ResetPasswordResponse, ApiError> {
-        let ip = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        // The person's address when the edge vouches for it (`x-client-ip`), as Login does.
+        let ip = tether_runtime::access::client_ip(&request, &self.service_token, "");
         let r = request.into_inner();
         let malformed =
             || ApiError::invalid_argument(ErrorReason::PasswordResetTokenMalformed, "the reset link is not valid");

@@ -15,7 +15,11 @@ use super::{
     users::{session_revoked, upserted},
 };
 use crate::{
-    domain::{account::parse_id, tokens, totp, two_factor::RoleRequirement},
+    domain::{
+        account::parse_id,
+        tokens, totp,
+        two_factor::{HeldRole, RoleRequirement},
+    },
     events::Audit,
     store::{
         accounts::{self, AccountRow},
@@ -39,11 +43,12 @@ fn unix_seconds() -> i64 {
 }
 
 impl Identity {
-    /// True if a policy in force requires 2FA of this account (platform-wide, its home
-    /// tenant's, or one naming a role it holds), once the policy's grace period has passed.
-    /// Role policies need the account's roles from tenancy-svc: asked only when such a policy
-    /// is in force, and if tenancy cannot answer this fails closed (UNAVAILABLE), so a login
-    /// never yields a session that a role policy would have refused.
+    /// True if a policy in force requires 2FA of this account (platform-wide, that of a tenant
+    /// where it holds a direct membership or of an ancestor of one, or one naming a role it
+    /// holds), once the policy's grace period has passed. Memberships and roles live in
+    /// tenancy-svc: asked only when a tenant or role policy is in force, and if tenancy cannot
+    /// answer this fails closed (UNAVAILABLE), so a login never yields a session that such a
+    /// policy would have refused.
     pub(super) async fn requires_two_factor(&self, a: &AccountRow) -> Result<bool, ApiError> {
         let now = now_micros();
         let in_force = |p: &Policy| p.in_force(now);
@@ -54,35 +59,40 @@ impl Identity {
             return Ok(true);
         }
         // Tenant policies requiring everyone: the home tenant's applies at once (MSP staff's home
-        // is the admin tenancy); a client's also covers the users of its departments, whose
-        // ancestors only tenancy knows.
+        // is the admin tenancy); any other tenant's covers its direct members and those of its
+        // departments, which only tenancy knows.
         let tenant_policies: Vec<Policy> = store::tenant_wide_policies(self.db.pool())
             .await
             .map_err(convert::db)?
             .into_iter()
             .filter(in_force)
             .collect();
+        let admin = match tenant_policies.is_empty() {
+            true => None,
+            // Fails closed: without the admin tenancy's id its policy cannot be ruled out.
+            false => Some(self.admin.id().await?),
+        };
         let home = match (&a.primary_tenant_id, a.is_msp_staff) {
             (Some(t), false) => Some(t.clone()),
-            _ if tenant_policies.is_empty() => None,
-            // Fails closed: without the admin tenancy's id its policy cannot be ruled out.
-            _ => Some(self.admin.id().await?),
+            _ => admin.clone(),
         };
         if home.is_some_and(|h| tenant_policies.iter().any(|p| p.scope == h)) {
             return Ok(true);
         }
         let role_policies: Vec<Policy> =
             store::role_policies(self.db.pool()).await.map_err(convert::db)?.into_iter().filter(in_force).collect();
-        let check_departments = !a.is_msp_staff && a.primary_tenant_id.is_some() && !tenant_policies.is_empty();
-        if role_policies.is_empty() && !check_departments {
+        if role_policies.is_empty() && tenant_policies.is_empty() {
             return Ok(false);
         }
         let held = self.ask_tenancy("the user's roles", self.tenancy.user_roles(&a.id)).await?;
-        if let Some(home) = &a.primary_tenant_id {
-            let mut above_home = held.iter().filter(|h| &h.tenant_id == home).flat_map(|h| h.ancestors.iter());
-            if above_home.any(|t| tenant_policies.iter().any(|p| &p.scope == t)) {
-                return Ok(true);
-            }
+        // Shadow and assigned memberships (MSP staff everywhere) are not direct: only the admin
+        // tenancy's policy covers staff. Clients hang under the admin tenancy but are not its
+        // departments, so its policy does not reach their users.
+        let covers = |p: &Policy, h: &HeldRole| {
+            h.tenant_id == p.scope || (admin.as_ref() != Some(&p.scope) && h.ancestors.contains(&p.scope))
+        };
+        if held.iter().filter(|h| h.direct).any(|h| tenant_policies.iter().any(|p| covers(p, h))) {
+            return Ok(true);
         }
         Ok(role_policies
             .iter()
@@ -137,7 +147,7 @@ impl Identity {
         };
         // Codes are short: the same lockouts as passwords apply, or a challenge token would
         // allow unlimited guesses.
-        let locked = self.second_factor_lockout(&step.account_id, &step.client_ip).await?;
+        let locked = self.credential_lockout(&step.account_id, &step.client_ip).await?;
         let failure = match locked {
             Some(reason) => Some(reason),
             None if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? => {

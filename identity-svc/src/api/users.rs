@@ -94,17 +94,11 @@ impl Identity {
     ) -> Result<pb::CreateUserResponse, ApiError> {
         let caller = self.caller(&request).await?;
         let new = NewUser::try_from(request.into_inner()).map_err(convert::input)?;
-        if let Some(rid) = new.request_id
-            && let Some(existing) =
-                store::get_by_request_id(self.db.pool(), &rid.to_string()).await.map_err(convert::db)?
-        {
-            let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
-            return Ok(pb::CreateUserResponse {
-                user: Some(convert::user(&existing)),
-                consistency_token: convert::token(revision),
-            });
-        }
+        // A retry is still a CreateUser: the same checks first.
         let tenant = self.tenant_of_new(&caller, new.is_msp_staff, new.tenant_id, &new.role).await?;
+        if let Some(done) = self.created_before(&caller, new.request_id).await? {
+            return Ok(done);
+        }
         self.check_password("password", &new.password, new.email.as_str(), new.display_name.as_str(), None).await?;
         self.ensure_email_free(&new.email.normalized(), None).await?;
         let hash = self.hasher.hash(&new.password).await?;
@@ -115,6 +109,11 @@ impl Identity {
         let id = match store::insert_new(&mut tx, &new, primary, &hash).await {
             Ok(id) => id,
             Err(e) if store::is_unique_violation(&e) => {
+                drop(tx);
+                // A concurrent call with the same request_id won the race: answer as its retry.
+                if let Some(done) = self.created_before(&caller, new.request_id).await? {
+                    return Ok(done);
+                }
                 return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
             }
             Err(e) => return Err(convert::db(e)),
@@ -146,6 +145,33 @@ impl Identity {
             return Err(ApiError::new(code, reason, "tenancy-svc refused the membership; the user was not created"));
         }
         Ok(pb::CreateUserResponse { user: Some(convert::user(&row)), consistency_token: convert::token(revision) })
+    }
+
+    /// The answer to a retried CreateUser: the account an earlier call with this request_id
+    /// made, if the caller may see it. A request_id someone else used for an account the caller
+    /// cannot see is refused without saying whose (ALREADY_EXISTS, DUPLICATE_ENTRY).
+    async fn created_before(
+        &self,
+        caller: &Caller,
+        request_id: Option<uuid::Uuid>,
+    ) -> Result<Option<pb::CreateUserResponse>, ApiError> {
+        let Some(rid) = request_id else { return Ok(None) };
+        let Some(existing) = store::get_by_request_id(self.db.pool(), &rid.to_string()).await.map_err(convert::db)?
+        else {
+            return Ok(None);
+        };
+        if let Err(e) = self.require_on(caller, PERM_VIEW, &existing).await {
+            if e.code != tonic::Code::NotFound {
+                return Err(e);
+            }
+            return Err(ApiError::already_exists(ErrorReason::DuplicateEntry, "the request_id was already used")
+                .with_metadata("field", "request_id"));
+        }
+        let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+        Ok(Some(pb::CreateUserResponse {
+            user: Some(convert::user(&existing)),
+            consistency_token: convert::token(revision),
+        }))
     }
 
     /// The tenant of a new user's first membership, after checking the caller may put them

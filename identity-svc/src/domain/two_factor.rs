@@ -7,6 +7,9 @@ pub struct HeldRole {
     pub tenant_id: String,
     pub ancestors: Vec<String>,
     pub role: String,
+    /// A direct membership (not a shadow one of MSP staff, nor a technician's assigned one):
+    /// what a tenant's `require_all` policy covers.
+    pub direct: bool,
 }
 
 /// The roles a policy names, and its scope: empty for platform-wide (a role held in any
@@ -36,6 +39,7 @@ mod tests {
             tenant_id: tenant.into(),
             ancestors: ancestors.iter().map(|a| a.to_string()).collect(),
             role: role.into(),
+            direct: true,
         }
     }
 

@@ -184,7 +184,8 @@ impl GrpcTenancy {
                 };
                 ancestors.push(std::mem::replace(&mut next, parent));
             }
-            out.push(HeldRole { tenant_id: t.tenant_id, ancestors, role: m.role });
+            let direct = m.kind == tether_proto::common::v1::MembershipKind::Direct as i32;
+            out.push(HeldRole { tenant_id: t.tenant_id, ancestors, role: m.role, direct });
         }
         Ok(out)
     }

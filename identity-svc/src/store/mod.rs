@@ -38,5 +38,10 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         description: "account name key",
         sql: include_str!("migrations/0008_account_name_key.sql"),
     },
+    EmbeddedMigration {
+        version: 9,
+        description: "account request id unique",
+        sql: include_str!("migrations/0009_account_request_id_unique.sql"),
+    },
     OUTBOX_MIGRATION,
 ];

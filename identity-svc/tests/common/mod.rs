@@ -123,6 +123,8 @@ impl Authorizer for FakeAuthz {
 #[derive(Default)]
 pub struct FakeTenancy {
     pub memberships: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// user -> (tenant, role) memberships that are not direct (MSP staff's shadow ones).
+    pub shadows: Mutex<HashMap<String, Vec<(String, String)>>>,
     pub owner: Mutex<Option<String>>,
     /// tenant -> parent (tenants not listed hang off the admin tenancy).
     pub parents: Mutex<HashMap<String, String>>,
@@ -144,6 +146,10 @@ impl FakeTenancy {
     }
     pub fn add_role(&self, user_id: &str, tenant_id: &str, role: &str) {
         self.memberships.lock().unwrap().entry(user_id.into()).or_default().push((tenant_id.into(), role.into()));
+    }
+    /// A shadow membership, as tenancy gives MSP staff in every tenant.
+    pub fn add_shadow(&self, user_id: &str, tenant_id: &str, role: &str) {
+        self.shadows.lock().unwrap().entry(user_id.into()).or_default().push((tenant_id.into(), role.into()));
     }
     fn gate(&self) -> Result<(), ApiError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -204,17 +210,18 @@ impl Tenancy for FakeTenancy {
     async fn user_roles(&self, user_id: &str) -> Result<Vec<identity_svc::domain::two_factor::HeldRole>, ApiError> {
         self.gate()?;
         let parents = self.parents.lock().unwrap().clone();
-        Ok(self
-            .membership(user_id)
-            .into_iter()
-            .map(|(tenant, role)| {
+        let shadows = self.shadows.lock().unwrap().get(user_id).cloned().unwrap_or_default();
+        let direct = self.membership(user_id).into_iter().map(|m| (m, true));
+        Ok(direct
+            .chain(shadows.into_iter().map(|m| (m, false)))
+            .map(|((tenant, role), direct)| {
                 let mut ancestors = Vec::new();
                 let mut at = tenant.clone();
                 while at != ADMIN_TENANCY && ancestors.len() < 10 {
                     at = parents.get(&at).cloned().unwrap_or_else(|| ADMIN_TENANCY.to_owned());
                     ancestors.push(at.clone());
                 }
-                identity_svc::domain::two_factor::HeldRole { tenant_id: tenant, ancestors, role }
+                identity_svc::domain::two_factor::HeldRole { tenant_id: tenant, ancestors, role, direct }
             })
             .collect())
     }
@@ -439,4 +446,27 @@ pub fn assert_err<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Co
         (code, Some(reason)),
         "{status:?}"
     );
+}
+
+/// google.rpc.Status and ErrorInfo, as much as `field_of` reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ErrorInfo {
+    #[prost(map = "string, string", tag = "3")]
+    metadata: HashMap<String, String>,
+}
+
+/// The `field` an error names (its ErrorInfo metadata), if any.
+pub fn field_of(status: &tonic::Status) -> Option<String> {
+    use prost::Message;
+    let rpc = RpcStatus::decode(status.details()).ok()?;
+    rpc.details
+        .iter()
+        .filter(|any| any.type_url.ends_with("google.rpc.ErrorInfo"))
+        .find_map(|any| ErrorInfo::decode(any.value.as_slice()).ok()?.metadata.get("field").cloned())
 }
