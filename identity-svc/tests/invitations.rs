@@ -350,3 +350,32 @@ async fn accepting_with_oversized_client_fields_is_refused_like_login() {
     assert_eq!(field_of(&status).as_deref(), Some("client_ip"));
     env.client().accept_invitation(accept("192.0.2.8".into(), "a".repeat(500))).await.unwrap();
 }
+
+/// A retried CreateInvitation returns the first invitation only to a caller who may see it.
+#[tokio::test]
+async fn a_retried_invitation_is_shown_only_to_callers_who_may_see_it() {
+    const RID: &str = "00000000-0000-4000-8000-000000000456";
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let bea = env.create(&owner, "bea@b.example", "Bea", TENANT_B, "client_admin", false).await;
+    env.authz.grant(&bea.user_id, TENANT_B, "client_admin");
+    let bea_session = env.login("bea@b.example", PASSWORD).await;
+    let request = |email: &str, tenant: &str| pb::CreateInvitationRequest {
+        email: email.into(),
+        tenant_id: tenant.into(),
+        role: "client_user".into(),
+        request_id: RID.into(),
+        ..Default::default()
+    };
+    let first = env.client().create_invitation(auth(&owner, request("ola@a.example", TENANT_A))).await.unwrap();
+    let first_id = first.into_inner().invitation.unwrap().invitation_id;
+    let again = env.client().create_invitation(auth(&owner, request("ola@a.example", TENANT_A))).await.unwrap();
+    assert_eq!(again.into_inner().invitation.unwrap().invitation_id, first_id);
+    let status = env
+        .client()
+        .create_invitation(auth(&bea_session, request("pip@b.example", TENANT_B)))
+        .await
+        .expect_err("a reused request_id");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(!status.message().contains("ola"), "{status:?}");
+}

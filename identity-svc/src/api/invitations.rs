@@ -114,7 +114,12 @@ impl Identity {
         if let Some(rid) = &request_id
             && let Some(existing) = store::get_by_request_id(self.db.pool(), rid).await.map_err(convert::db)?
         {
-            // A retry: the token cannot be shown again; the caller may resend.
+            // A retry: the token cannot be shown again; the caller may resend. Only to someone
+            // who may see that invitation: a request_id is not a way to read another's.
+            if self.require_invitation(&caller, PERM_VIEW, &existing).await.is_err() {
+                return Err(ApiError::already_exists(ErrorReason::DuplicateEntry, "the request_id was already used")
+                    .with_metadata("field", "request_id"));
+            }
             let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
             return Ok(pb::CreateInvitationResponse {
                 invitation: Some(invitation(&existing)),
