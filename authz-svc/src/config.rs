@@ -8,7 +8,7 @@ use tether_runtime::{
     config::{invalid, service_key, upstream_addr},
 };
 
-use crate::domain::policy::SHIPPED_PACKS;
+use crate::{domain::policy::SHIPPED_PACKS, store::Limits};
 
 pub const SERVICE: &str = "authz";
 pub const DEFAULT_PORT: u16 = 50053;
@@ -62,6 +62,12 @@ pub struct Config {
     /// deployment whose network already authenticates callers (e.g. a mesh with mTLS); by
     /// default such calls get UNAUTHENTICATED.
     pub open_decisions: bool,
+    /// Quotas on authz's own data: `TETHER_AUTHZ_MAX_RESOURCES_PER_TENANT` (default 10000),
+    /// `TETHER_AUTHZ_MAX_GRANTS_PER_TENANT` (50000), `TETHER_AUTHZ_MAX_OVERRIDES_PER_TENANT`
+    /// (10000; overrides that apply everywhere count as one tenant) and
+    /// `TETHER_AUTHZ_MAX_CUSTOM_ROLES` (1000 in all). A write beyond one is refused with
+    /// RESOURCE_EXHAUSTED `LIMIT_REACHED`.
+    pub limits: Limits,
     /// `TETHER_SERVICE_TOKEN`.
     pub service_token: ServiceToken,
 }
@@ -124,6 +130,29 @@ impl Config {
                 0..=100_000_000,
             )?,
             open_decisions: source.parse_or(&service_key(SERVICE, "OPEN_DECISIONS"), false, "true or false")?,
+            limits: {
+                let d = Limits::default();
+                let key = |name| service_key(SERVICE, name);
+                Limits {
+                    resources_per_tenant: source.count_or(
+                        &key("MAX_RESOURCES_PER_TENANT"),
+                        d.resources_per_tenant,
+                        1..=10_000_000,
+                    )?,
+                    grants_per_tenant: source.count_or(
+                        &key("MAX_GRANTS_PER_TENANT"),
+                        d.grants_per_tenant,
+                        1..=10_000_000,
+                    )?,
+                    overrides_per_tenant: source.count_or(
+                        &key("MAX_OVERRIDES_PER_TENANT"),
+                        d.overrides_per_tenant,
+                        1..=10_000_000,
+                    )?,
+                    // Custom roles share the index's role slots with the pack's roles.
+                    custom_roles: source.count_or(&key("MAX_CUSTOM_ROLES"), d.custom_roles, 1..=60_000)?,
+                }
+            },
             service_token: ServiceToken::load(source)?,
         })
     }
@@ -151,5 +180,9 @@ mod tests {
         assert_eq!(c.policy, PolicySource::Shipped("msp-assets".into()));
         assert_eq!(c.max_lag, Duration::from_secs(15));
         assert!(!c.open_decisions, "decision calls need credentials unless a deployment says otherwise");
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.resources_per_tenant, 10_000);
+        let src = ConfigSource::from_pairs([("TETHER_AUTHZ_MAX_CUSTOM_ROLES", "0")]);
+        assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_MAX_CUSTOM_ROLES"));
     }
 }

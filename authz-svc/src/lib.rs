@@ -94,7 +94,14 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
         config.audit_max_per_second,
         stopping.clone(),
     );
-    let api = api::AuthzApi::new(state, audit, deps.authenticator, config.service_token.clone(), config.open_decisions);
+    let api = api::AuthzApi::new(
+        state,
+        audit,
+        deps.authenticator,
+        config.service_token.clone(),
+        config.open_decisions,
+        config.limits,
+    );
     let routes = Routes::new(AuthzServiceServer::new(api));
     Ok(ServiceHost { settings: config.server, routes, health, database, stopping })
 }

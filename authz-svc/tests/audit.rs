@@ -106,6 +106,7 @@ async fn outbox_events(pool: &sqlx::AnyPool) -> Vec<AuditEvent> {
 
 #[tokio::test]
 async fn denials_over_the_per_second_budget_are_counted_in_a_summary_event() {
+    telemetry();
     let db = TestDatabase::fresh().await;
     let up = Upstreams::start().await;
     let w = World::seed(&up);
@@ -117,19 +118,16 @@ async fn denials_over_the_per_second_budget_are_counted_in_a_summary_event() {
         resource_id: String::new(),
     };
     // 10 batches of 150 denials in well under a second or two: the budget takes the first
-    // batch of each second whole, and counts the rest.
+    // batch of each second whole, and counts the rest. Each batch comes with its own trace.
     let sent = 10 * 150;
-    for _ in 0..10 {
-        let reply = authz
-            .client
-            .clone()
-            .batch_check(tether_proto::authz::v1::BatchCheckRequest {
-                items: vec![item.clone(); 150],
-                at_least_as_fresh: None,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let traces: Vec<String> = (0..10).map(|i| format!("{:032x}", 0x4bf9_2f35_77b3_4da6_u128 + i)).collect();
+    for trace in &traces {
+        let mut request = tonic::Request::new(tether_proto::authz::v1::BatchCheckRequest {
+            items: vec![item.clone(); 150],
+            at_least_as_fresh: None,
+        });
+        request.metadata_mut().insert("traceparent", format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap());
+        let reply = authz.client.clone().batch_check(request).await.unwrap().into_inner();
         assert!(reply.decisions.iter().all(|d| !d.allowed), "the budget never changes a decision");
     }
 
@@ -138,6 +136,7 @@ async fn denials_over_the_per_second_budget_are_counted_in_a_summary_event() {
     loop {
         let events = outbox_events(&pool).await;
         let recorded = events.iter().filter(|e| e.action == "authz.check_denied").count() as u64;
+        let mut sampled: Vec<String> = Vec::new();
         let summarised: u64 = events
             .iter()
             .filter(|e| e.action == "authz.decision_audit_suppressed")
@@ -145,12 +144,29 @@ async fn denials_over_the_per_second_budget_are_counted_in_a_summary_event() {
                 let m: serde_json::Value = serde_json::from_str(&e.metadata_json).unwrap();
                 assert_eq!(m["max_per_second"], 100);
                 assert_eq!(m["allowed"], 0);
+                let ids = m["trace_ids"].as_array().expect("a summary names trace ids of what it counts");
+                assert!(ids.len() <= 10, "{} trace ids in one summary", ids.len());
+                sampled.extend(ids.iter().map(|t| t.as_str().unwrap().to_owned()));
                 m["denied"].as_u64().unwrap()
             })
             .sum();
         if recorded + summarised == sent {
             assert!(recorded <= 3 * 150, "{recorded} denials recorded one by one over a budget of 100/s");
             assert!(summarised >= 7 * 150, "only {summarised} denials in summaries");
+            // A batch is recorded whole or counted whole: the summaries name exactly the
+            // traces whose denials were only counted (fewer than 10 here, so all of them).
+            let mut recorded_traces: Vec<String> =
+                events.iter().filter(|e| e.action == "authz.check_denied").map(|e| e.trace_id.clone()).collect();
+            recorded_traces.sort();
+            recorded_traces.dedup();
+            sampled.sort();
+            assert!(sampled.windows(2).all(|p| p[0] != p[1]), "a trace id sampled twice: {sampled:?}");
+            assert!(sampled.iter().all(|t| !recorded_traces.contains(t)), "a recorded batch's trace was sampled");
+            let mut all: Vec<String> = recorded_traces.into_iter().chain(sampled).collect();
+            all.sort();
+            let mut want = traces.clone();
+            want.sort();
+            assert_eq!(all, want, "every suppressed batch's trace id is in a summary");
             break;
         }
         assert!(

@@ -2,7 +2,7 @@
 //! sends.
 
 use authz_svc::domain::{
-    index::{Index, MAX_ROLE_SLOTS, MemberKind, TenantKind, TenantState, UserState},
+    index::{Index, MAX_ROLE_SLOTS, MemberKind, OverrideRecord, OwnData, TenantKind, TenantState, UserState},
     policy::{Policy, shipped_pack},
 };
 use uuid::Uuid;
@@ -32,4 +32,39 @@ fn role_names_beyond_the_slots_never_alias_a_packs_role() {
     index.upsert_membership(promoted, a, "yet_another_role", MemberKind::Direct);
     assert!(!index.decide_names(&promoted, "users.manage", &a, None).allowed());
     assert!(index.role_slots_full());
+}
+
+#[test]
+fn own_data_prepared_before_other_writes_still_lands_on_the_right_users() {
+    let policy = Policy::parse(shipped_pack("msp-assets").unwrap_or_default(), 0).expect("pack");
+    let mut index = Index::new(policy);
+    let (msp, a) = (Uuid::new_v4(), Uuid::new_v4());
+    index.upsert_tenant(msp, None, TenantKind::Admin, TenantState::Active);
+    index.upsert_tenant(a, Some(msp), TenantKind::Client, TenantState::Active);
+    index.finish();
+    let (denied, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let data = OwnData {
+        revision: 3,
+        overrides: vec![OverrideRecord {
+            user: denied,
+            permission: "assets.view".into(),
+            tenant: Some(a),
+            deny: true,
+            note: String::new(),
+            created_by: String::new(),
+            created_at_micros: 0,
+        }],
+        ..OwnData::default()
+    };
+    // Prepared off the lock: `denied` is planned into the next free user slot...
+    let prepared = index.prepare_own(data);
+    // ...which another writer takes before the swap.
+    for u in [other, denied] {
+        index.upsert_user(u, UserState::Active, false);
+        index.upsert_membership(u, a, "client_viewer", MemberKind::Direct);
+    }
+    drop(index.install_own(prepared));
+    assert_eq!(index.revisions.authz, 3);
+    assert!(index.decide_names(&other, "assets.view", &a, None).allowed(), "the override is not someone else's");
+    assert!(!index.decide_names(&denied, "assets.view", &a, None).allowed());
 }

@@ -667,3 +667,121 @@ async fn a_stored_override_with_a_malformed_tenant_never_becomes_a_global_grant(
     assert!(c.check(probe("assets.view")).await.unwrap().into_inner().allowed);
     authz.service.stop().await.unwrap();
 }
+
+/// A refusal for a full quota: RESOURCE_EXHAUSTED `LIMIT_REACHED`, the bound in the metadata.
+fn assert_limit(e: &tonic::Status, limit: &str) {
+    use tonic_types::StatusExt;
+    assert_eq!((e.code(), reason(e).as_str()), (Code::ResourceExhausted, "LIMIT_REACHED"), "{}", e.message());
+    let info = e.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo"));
+    assert_eq!(info.metadata.get("limit").map(String::as_str), Some(limit));
+}
+
+#[tokio::test]
+async fn resources_grants_overrides_and_custom_roles_are_capped() {
+    let db = TestDatabase::fresh().await;
+    let up = Upstreams::start().await;
+    let w = World::seed(&up);
+    let limits = [
+        ("TETHER_AUTHZ_MAX_RESOURCES_PER_TENANT", "2"),
+        ("TETHER_AUTHZ_MAX_GRANTS_PER_TENANT", "2"),
+        ("TETHER_AUTHZ_MAX_OVERRIDES_PER_TENANT", "2"),
+        ("TETHER_AUTHZ_MAX_CUSTOM_ROLES", "1"),
+    ];
+    let authz = start_serving(&db, &up, &limits).await;
+    let mut c = authz.client.clone();
+
+    // Resources: per tenant; re-registering an existing one is an update, not one more.
+    let node = |tenant: Uuid, id: &str| pb::RegisterResourceRequest {
+        tenant_id: tenant.to_string(),
+        resource_id: id.into(),
+        resource_type: "site".into(),
+        parent_resource_id: String::new(),
+        display_name: id.into(),
+    };
+    c.register_resource(as_service(node(w.a, "site-1"))).await.unwrap();
+    c.register_resource(as_service(node(w.a, "site-2"))).await.unwrap();
+    let e = c.register_resource(as_service(node(w.a, "site-3"))).await.unwrap_err();
+    assert_limit(&e, "2");
+    c.register_resource(as_service(pb::RegisterResourceRequest {
+        display_name: "Site one".into(),
+        ..node(w.a, "site-1")
+    }))
+    .await
+    .unwrap();
+    c.register_resource(as_service(node(w.b, "site-3"))).await.unwrap();
+    let listed = c
+        .list_resources(pb::ListResourcesRequest { tenant_id: w.a.to_string(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    assert_eq!(listed.len(), 2, "nothing of the refused write was stored");
+
+    // Resource grants: per tenant; repeating an identical grant adds nothing.
+    use pb::grant_resource_access_request::Access;
+    let grant = |tenant: Uuid, perm: &str| pb::GrantResourceAccessRequest {
+        user_id: w.viewer.to_string(),
+        tenant_id: tenant.to_string(),
+        resource_id: if tenant == w.a { "site-1" } else { "site-3" }.into(),
+        access: Some(Access::Permission(perm.into())),
+    };
+    c.grant_resource_access(as_service(grant(w.a, "assets.edit"))).await.unwrap();
+    c.grant_resource_access(as_service(grant(w.a, "assets.delete"))).await.unwrap();
+    c.grant_resource_access(as_service(grant(w.a, "assets.delete"))).await.unwrap();
+    let e = c.grant_resource_access(as_service(grant(w.a, "assets.create"))).await.unwrap_err();
+    assert_limit(&e, "2");
+    c.grant_resource_access(as_service(grant(w.b, "assets.create"))).await.unwrap();
+
+    // Overrides: per tenant, those applying everywhere counted on their own; removing one
+    // makes room again.
+    let set = |perm: &str, tenant: Option<Uuid>| pb::SetOverrideRequest {
+        user_id: w.viewer.to_string(),
+        permission: perm.into(),
+        effect: pb::OverrideEffect::Deny as i32,
+        tenant_id: tenant.map(|t| t.to_string()).unwrap_or_default(),
+        note: String::new(),
+    };
+    c.set_override(as_service(set("assets.view", Some(w.a)))).await.unwrap();
+    c.set_override(as_service(set("assets.export", Some(w.a)))).await.unwrap();
+    let e = c.set_override(as_service(set("audit.view", Some(w.a)))).await.unwrap_err();
+    assert_limit(&e, "2");
+    c.set_override(as_service(pb::SetOverrideRequest { note: "changed".into(), ..set("assets.view", Some(w.a)) }))
+        .await
+        .unwrap();
+    c.set_override(as_service(set("audit.view", Some(w.b)))).await.unwrap();
+    c.set_override(as_service(set("audit.view", None))).await.unwrap();
+    c.set_override(as_service(set("assets.view", None))).await.unwrap();
+    let e = c.set_override(as_service(set("assets.export", None))).await.unwrap_err();
+    assert_limit(&e, "2");
+    c.remove_override(as_service(pb::RemoveOverrideRequest {
+        user_id: w.viewer.to_string(),
+        permission: "assets.export".into(),
+        tenant_id: w.a.to_string(),
+    }))
+    .await
+    .unwrap();
+    c.set_override(as_service(set("audit.view", Some(w.a)))).await.unwrap();
+
+    // Custom roles: in all; updating the one there is fine.
+    let role = |name: &str| pb::CreateRoleRequest {
+        name: name.into(),
+        display_name: name.into(),
+        description: String::new(),
+        permissions: vec!["assets.view".into()],
+        scope: pb::RoleScope::OwnTenant as i32,
+        rank: 5,
+        assignable: true,
+        msp_staff_only: false,
+    };
+    c.create_role(as_service(role("looker"))).await.unwrap();
+    let e = c.create_role(as_service(role("auditor"))).await.unwrap_err();
+    assert_limit(&e, "1");
+    c.update_role(as_service(pb::UpdateRoleRequest {
+        name: "looker".into(),
+        display_name: Some("Looker".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    authz.service.stop().await.unwrap();
+}

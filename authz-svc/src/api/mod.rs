@@ -44,6 +44,8 @@ pub struct AuthzApi {
     service_token: ServiceToken,
     /// `TETHER_AUTHZ_OPEN_DECISIONS`: decision calls without credentials are answered.
     open_decisions: bool,
+    /// `TETHER_AUTHZ_MAX_*`: quotas on resources, grants, overrides and custom roles.
+    limits: store::Limits,
 }
 
 /// Deepest resource tree accepted.
@@ -56,8 +58,9 @@ impl AuthzApi {
         authenticator: Arc<dyn Authenticator>,
         service_token: ServiceToken,
         open_decisions: bool,
+        limits: store::Limits,
     ) -> Self {
-        Self { state, audit, authenticator, service_token, open_decisions }
+        Self { state, audit, authenticator, service_token, open_decisions, limits }
     }
 
     /// The fail-closed gate plus read-your-writes.
@@ -226,6 +229,20 @@ fn users_view_required() -> ApiError {
 }
 
 /// A refused override or resource grant, as the API answers it.
+/// A refused or failed write of authz's schema: a full quota is RESOURCE_EXHAUSTED
+/// `LIMIT_REACHED` with the bound in the metadata.
+fn write_error(e: store::WriteError) -> ApiError {
+    match e {
+        store::WriteError::Limit { what, limit } => ApiError::new(
+            tonic::Code::ResourceExhausted,
+            ErrorReason::LimitReached,
+            format!("at most {limit} {what}; remove some first"),
+        )
+        .with_metadata("limit", limit.to_string()),
+        store::WriteError::Db(e) => ApiError::internal(e),
+    }
+}
+
 fn change_denial(d: ChangeDenial) -> ApiError {
     match d {
         ChangeDenial::TargetHidden => cv::unresolved(Unresolved::User),
@@ -396,8 +413,9 @@ impl AuthzService for AuthzApi {
             },
         );
         let names = self.state.read().policy.names(permissions);
-        let revision =
-            store::put_role(&self.state.database, &role, names, &[event]).await.map_err(ApiError::internal)?;
+        let revision = store::put_role(&self.state.database, &role, names, self.limits.custom_roles, &[event])
+            .await
+            .map_err(write_error)?;
         self.after_write().await?;
         let reply = cv::role(&role, &self.state.read().policy);
         Ok(Response::new(pb::CreateRoleResponse {
@@ -471,8 +489,9 @@ impl AuthzService for AuthzApi {
             },
         );
         let names = self.state.read().policy.names(role.permissions);
-        let revision =
-            store::put_role(&self.state.database, &role, names, &[event]).await.map_err(ApiError::internal)?;
+        let revision = store::put_role(&self.state.database, &role, names, self.limits.custom_roles, &[event])
+            .await
+            .map_err(write_error)?;
         self.after_write().await?;
         let reply = cv::role(&role, &self.state.read().policy);
         Ok(Response::new(pb::UpdateRoleResponse {
@@ -513,7 +532,7 @@ impl AuthzService for AuthzApi {
                 after: None,
             },
         );
-        let revision = store::delete_role(&self.state.database, &r.name, &[event]).await.map_err(ApiError::internal)?;
+        let revision = store::delete_role(&self.state.database, &r.name, &[event]).await.map_err(write_error)?;
         self.after_write().await?;
         Ok(Response::new(pb::DeleteRoleResponse { consistency_token: Some(cv::authz_token(revision)) }))
     }
@@ -604,8 +623,9 @@ impl AuthzService for AuthzApi {
                 after: Some(json(&record)),
             },
         );
-        let revision =
-            store::set_override(&self.state.database, &record, &[event]).await.map_err(ApiError::internal)?;
+        let revision = store::set_override(&self.state.database, &record, self.limits.overrides_per_tenant, &[event])
+            .await
+            .map_err(write_error)?;
         self.after_write().await?;
         Ok(Response::new(pb::SetOverrideResponse {
             permission_override: Some(cv::override_msg(&record)),
@@ -764,8 +784,9 @@ impl AuthzService for AuthzApi {
                 after: Some(json(&record)),
             },
         );
-        let revision =
-            store::put_resource(&self.state.database, &record, &[event]).await.map_err(ApiError::internal)?;
+        let revision = store::put_resource(&self.state.database, &record, self.limits.resources_per_tenant, &[event])
+            .await
+            .map_err(write_error)?;
         self.after_write().await?;
         Ok(Response::new(pb::RegisterResourceResponse {
             resource: Some(cv::resource(&record)),
@@ -813,9 +834,8 @@ impl AuthzService for AuthzApi {
             },
         );
         let count = removed.len() as i32;
-        let revision = store::remove_resources(&self.state.database, tenant, removed, &[event])
-            .await
-            .map_err(ApiError::internal)?;
+        let revision =
+            store::remove_resources(&self.state.database, tenant, removed, &[event]).await.map_err(write_error)?;
         self.after_write().await?;
         Ok(Response::new(pb::RemoveResourceResponse {
             resources_removed: count,
@@ -936,7 +956,9 @@ impl AuthzService for AuthzApi {
             },
         );
         let (revision, stored) =
-            store::put_grant(&self.state.database, &record, &[event]).await.map_err(ApiError::internal)?;
+            store::put_grant(&self.state.database, &record, self.limits.grants_per_tenant, &[event])
+                .await
+                .map_err(write_error)?;
         self.after_write().await?;
         Ok(Response::new(pb::GrantResourceAccessResponse {
             grant: Some(cv::grant(&stored)),

@@ -1,7 +1,7 @@
 //! Audit events: built here, recorded through authz's outbox (delivery is the relay's job).
 
 use std::sync::{
-    Arc, OnceLock,
+    Arc, Mutex, OnceLock,
     atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
@@ -107,6 +107,14 @@ impl Queued {
                 let allowed = recorded.iter().filter(|(_, allowed, _)| *allowed).count() as u64;
                 (recorded.len() as u64 - allowed, allowed)
             }
+        }
+    }
+
+    /// The trace id of the call it came from (empty when there was none).
+    fn into_trace_id(self) -> String {
+        match self {
+            Self::One(r) => r.trace_id,
+            Self::Batch { trace_id, .. } => trace_id,
         }
     }
 
@@ -245,20 +253,38 @@ impl Budget {
     }
 }
 
+/// Most trace ids of suppressed denials one summary event carries.
+pub const SUMMARY_TRACE_IDS: usize = 10;
+
 /// Decision events not recorded one by one (over the budget, or the queue full), counted until
-/// the writer records them as one `authz.decision_audit_suppressed` event.
+/// the writer records them as one `authz.decision_audit_suppressed` event, with the trace ids
+/// of the first few suppressed denials (distinct, at most [`SUMMARY_TRACE_IDS`]) so an SRE can
+/// still follow some of them.
 #[derive(Default)]
 struct Suppressed {
     denied: AtomicU64,
     allowed: AtomicU64,
     /// Since start, for the log.
     total: AtomicU64,
+    /// How many trace ids `trace_ids` holds: once full, a suppressed call costs no lock.
+    sampled: AtomicUsize,
+    trace_ids: Mutex<Vec<String>>,
 }
 
 impl Suppressed {
-    fn add(&self, (denied, allowed): (u64, u64)) {
+    fn add(&self, (denied, allowed): (u64, u64), queued: Queued) {
         self.denied.fetch_add(denied, Ordering::Relaxed);
         self.allowed.fetch_add(allowed, Ordering::Relaxed);
+        if denied > 0 && self.sampled.load(Ordering::Relaxed) < SUMMARY_TRACE_IDS {
+            let trace_id = queued.into_trace_id();
+            if !trace_id.is_empty() {
+                let mut ids = self.trace_ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if ids.len() < SUMMARY_TRACE_IDS && !ids.contains(&trace_id) {
+                    ids.push(trace_id);
+                    self.sampled.store(ids.len(), Ordering::Relaxed);
+                }
+            }
+        }
         let before = self.total.fetch_add(denied + allowed, Ordering::Relaxed);
         let after = before + denied + allowed;
         // Logged each time the count since start passes a power of two.
@@ -277,7 +303,14 @@ impl Suppressed {
         if denied + allowed == 0 {
             return None;
         }
-        let metadata = serde_json::json!({ "denied": denied, "allowed": allowed, "max_per_second": per_second });
+        let trace_ids = {
+            let mut ids = self.trace_ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.sampled.store(0, Ordering::Relaxed);
+            std::mem::take(&mut *ids)
+        };
+        let metadata = serde_json::json!({
+            "denied": denied, "allowed": allowed, "max_per_second": per_second, "trace_ids": trace_ids,
+        });
         Some(AuditEvent {
             event_id: fresh_id().to_string(),
             occurred_at: Some(timestamp_from_micros(now_micros())),
@@ -385,14 +418,16 @@ impl AuditSink {
         }
         let counts = queued.counts();
         if !self.budget.take(n as u64, queued.at_micros()) {
-            self.suppressed.add(counts);
+            self.suppressed.add(counts, queued);
             return;
         }
         let before = self.queued.fetch_add(n, Ordering::Relaxed);
-        if before + n > MAX_QUEUED_EVENTS || self.tx.send(queued).is_err() {
+        let refused =
+            if before + n > MAX_QUEUED_EVENTS { Some(queued) } else { self.tx.send(queued).err().map(|e| e.0) };
+        if let Some(queued) = refused {
             // Overload: shedding single events beats stalling every decision; they are counted.
             self.queued.fetch_sub(n, Ordering::Relaxed);
-            self.suppressed.add(counts);
+            self.suppressed.add(counts, queued);
         }
     }
 }
@@ -400,6 +435,44 @@ impl AuditSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn denial(trace_id: &str) -> Queued {
+        Queued::One(DecisionRecord {
+            decision_id: String::new(),
+            user_id: String::new(),
+            permission: String::new(),
+            tenant_id: String::new(),
+            resource_id: String::new(),
+            allowed: false,
+            reason: "DECISION_REASON_DENIED_NO_MEMBERSHIP",
+            trace_id: trace_id.to_owned(),
+            at_micros: 0,
+        })
+    }
+
+    fn trace_ids(summary: Option<AuditEvent>) -> Vec<String> {
+        let event = summary.unwrap_or_else(|| panic!("no summary"));
+        let m: serde_json::Value = serde_json::from_str(&event.metadata_json).unwrap_or_else(|e| panic!("{e}"));
+        m["trace_ids"].as_array().unwrap_or_else(|| panic!("no trace ids")).iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn summaries_keep_a_bounded_sample_of_suppressed_denials_trace_ids() {
+        let s = Suppressed::default();
+        for i in 0..25 {
+            s.add((1, 0), denial(&format!("{i:032x}")));
+            s.add((1, 0), denial(&format!("{i:032x}")));
+            s.add((1, 0), denial(""));
+        }
+        let first = trace_ids(s.take_summary(100));
+        assert_eq!(first.len(), SUMMARY_TRACE_IDS, "{first:?}");
+        assert_eq!(first[0], format!("\"{:032x}\"", 0), "the first ones, each once, none empty");
+        assert_eq!(first[1], format!("\"{:032x}\"", 1));
+        // The next summary samples afresh.
+        s.add((1, 0), denial("feed"));
+        assert_eq!(trace_ids(s.take_summary(100)), vec!["\"feed\"".to_owned()]);
+        assert!(s.take_summary(100).is_none());
+    }
 
     #[test]
     fn fresh_ids_are_unique_time_ordered_v7() {

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::index::{Index, Revisions},
+    domain::index::{Index, PreparedOwn, Revisions},
     store,
 };
 
@@ -270,13 +270,25 @@ impl State {
         }
         let policy = self.read().policy.clone();
         let data = store::load_own(&self.database, &policy).await.map_err(ApiError::internal)?;
-        self.write(|index| {
-            if data.revision >= index.revisions.authz {
-                index.load_own(data);
-            }
-        });
+        self.replace_own(|index| (data.revision >= index.revisions.authz).then(|| index.prepare_own(data)));
         self.own.last_loaded.fetch_max(read_at, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Replaces authz's own data: `prepare` builds it from the current index while decisions
+    /// go on reading it (every write to any replica's schema lands here, so it must not stall
+    /// them); the write lock covers only the swap. The writers' mutex is held throughout, so
+    /// the slots it planned are still free when it is installed. `None`: nothing to replace.
+    fn replace_own(&self, prepare: impl FnOnce(&Index) -> Option<PreparedOwn>) {
+        let _writers = self.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(prepared) = prepare(&self.read()) else { return };
+        let replaced = {
+            let mut guard = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.install_own(prepared)
+        };
+        self.applied.notify_waiters();
+        // The old data is freed here, outside the lock.
+        drop(replaced);
     }
 }
 
@@ -528,6 +540,41 @@ mod tests {
         assert_eq!(state.revisions().identity, 7, "the rebuilt copy is what readers see afterwards");
         // A plain write excludes readers while it runs (the contrast the test relies on).
         state.write(|_| assert!(state.index.try_read().is_err()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn decisions_keep_reading_while_authz_data_is_reloaded() {
+        let dir = std::env::temp_dir().join(format!("authz-own-{}", uuid::Uuid::new_v4().simple()));
+        let target = tether_runtime::config::DatabaseTarget::Sqlite(dir.join("authz.db"));
+        let database =
+            Database::open(&target, "authz", crate::store::MIGRATIONS).await.unwrap_or_else(|e| panic!("{e}"));
+        let policy = Policy::parse(shipped_pack("msp-assets").unwrap_or_default(), 0).unwrap_or_else(|e| panic!("{e}"));
+        let state = State::new(Index::new(policy), database.clone(), Duration::from_secs(5), Duration::from_secs(1));
+        // A write to the schema (an override for a user the index has not seen yet).
+        let user = uuid::Uuid::new_v4();
+        let record = crate::domain::index::OverrideRecord {
+            user,
+            permission: "billing.manage".into(),
+            tenant: None,
+            deny: true,
+            note: String::new(),
+            created_by: String::new(),
+            created_at_micros: 1,
+        };
+        let revision = store::set_override(&database, &record, 10, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+        let policy = state.read().policy.clone();
+        let data = store::load_own(&database, &policy).await.unwrap_or_else(|e| panic!("{e}"));
+        state.replace_own(|index| {
+            // The whole build runs beside readers: the lock is free for them.
+            assert!(state.index.try_read().is_ok(), "a reader would wait for the reload");
+            Some(index.prepare_own(data))
+        });
+        assert_eq!(state.revisions().authz, revision, "the new data is what readers see afterwards");
+        assert_eq!(state.read().overrides(), std::slice::from_ref(&record));
+        // And the path every write takes builds it the same way.
+        state.reload_own().await.unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(state.read().overrides(), std::slice::from_ref(&record));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

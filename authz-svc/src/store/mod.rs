@@ -20,10 +20,73 @@ use crate::domain::{
 pub const MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "policy", sql: include_str!("migrations/0001_policy.sql") },
     EmbeddedMigration { version: 2, description: "resources", sql: include_str!("migrations/0002_resources.sql") },
+    EmbeddedMigration { version: 3, description: "limits", sql: include_str!("migrations/0003_limits.sql") },
     OUTBOX_MIGRATION,
 ];
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// How much of authz's data one tenant (or the deployment) may hold; a write that would add
+/// beyond it is refused ([`WriteError::Limit`]). Checked inside the write's transaction, after
+/// the revision counter's row lock is taken, so concurrent writes (on any replica) cannot
+/// overshoot it together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Resource nodes per tenant.
+    pub resources_per_tenant: usize,
+    /// Resource grants per tenant.
+    pub grants_per_tenant: usize,
+    /// Overrides per tenant; overrides that apply everywhere count as one more "tenant".
+    pub overrides_per_tenant: usize,
+    /// Custom roles in all.
+    pub custom_roles: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            resources_per_tenant: 10_000,
+            grants_per_tenant: 50_000,
+            overrides_per_tenant: 10_000,
+            custom_roles: 1_000,
+        }
+    }
+}
+
+/// Why a write was not made.
+#[derive(Debug)]
+pub enum WriteError {
+    Db(sqlx::Error),
+    /// The quota of `what` (e.g. "resources per tenant") is full at `limit`; nothing was written.
+    Limit {
+        what: &'static str,
+        limit: usize,
+    },
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Db(e) => e.fmt(f),
+            Self::Limit { what, limit } => write!(f, "at most {limit} {what}"),
+        }
+    }
+}
+
+/// Refuses a write that would add a row to `existing` ones when `limit` are already there.
+fn within(existing: i64, limit: usize, what: &'static str) -> Result<(), WriteError> {
+    if usize::try_from(existing).unwrap_or(usize::MAX) >= limit {
+        Err(WriteError::Limit { what, limit })
+    } else {
+        Ok(())
+    }
+}
 
 /// The revision of authz's own data.
 pub async fn revision(db: &Database) -> StoreResult<u64> {
@@ -158,14 +221,20 @@ pub async fn load_own(db: &Database, policy: &Policy) -> StoreResult<OwnData> {
 }
 
 /// Runs `f` in a write transaction with the next revision, records `audit`, commits, and
-/// returns the revision and `f`'s result.
-async fn write<T, F>(db: &Database, audit: &[AuditEvent], f: F) -> StoreResult<(u64, T)>
+/// returns the revision and `f`'s result. If `f` fails (a quota is full), nothing is written.
+async fn write<T, F>(db: &Database, audit: &[AuditEvent], f: F) -> Result<(u64, T), WriteError>
 where
-    F: for<'t> FnOnce(&'t mut Transaction<'static, Any>) -> futures_util::future::BoxFuture<'t, StoreResult<T>>,
+    F: for<'t> FnOnce(&'t mut Transaction<'static, Any>) -> futures_util::future::BoxFuture<'t, Result<T, WriteError>>,
 {
     let mut tx = db.begin_write().await?;
     let revision = next_revision(&mut tx).await?;
-    let out = f(&mut tx).await?;
+    let out = match f(&mut tx).await {
+        Ok(out) => out,
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(e);
+        }
+    };
     record_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok((revision, out))
@@ -179,16 +248,26 @@ pub async fn role_exists(db: &Database, name: &str) -> StoreResult<bool> {
     Ok(n > 0)
 }
 
-/// Inserts or replaces a custom role (with its permissions).
+/// Inserts or replaces a custom role (with its permissions); a new one only while fewer than
+/// `limit` custom roles exist.
 pub async fn put_role(
     db: &Database,
     role: &RoleDef,
     permissions: Vec<String>,
+    limit: usize,
     audit: &[AuditEvent],
-) -> StoreResult<u64> {
+) -> Result<u64, WriteError> {
     let role = role.clone();
     let (rev, ()) = write(db, audit, move |tx| {
         Box::pin(async move {
+            let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_roles WHERE name = $1")
+                .bind(role.name.clone())
+                .fetch_one(&mut **tx)
+                .await?;
+            if exists == 0 {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_roles").fetch_one(&mut **tx).await?;
+                within(n, limit, "custom roles")?;
+            }
             sqlx::query("DELETE FROM custom_role_permissions WHERE role_name = $1").bind(role.name.clone()).execute(&mut **tx).await?;
             sqlx::query(
                 "INSERT INTO custom_roles (name, display_name, description, scope, rank, assignable, msp_staff_only, created_at, updated_at) \
@@ -221,7 +300,7 @@ pub async fn put_role(
     Ok(rev)
 }
 
-pub async fn delete_role(db: &Database, name: &str, audit: &[AuditEvent]) -> StoreResult<u64> {
+pub async fn delete_role(db: &Database, name: &str, audit: &[AuditEvent]) -> Result<u64, WriteError> {
     let name = name.to_owned();
     let (rev, ()) = write(db, audit, move |tx| {
         Box::pin(async move {
@@ -237,10 +316,32 @@ pub async fn delete_role(db: &Database, name: &str, audit: &[AuditEvent]) -> Sto
     Ok(rev)
 }
 
-pub async fn set_override(db: &Database, o: &OverrideRecord, audit: &[AuditEvent]) -> StoreResult<u64> {
+/// Sets an override; a new one only while its tenant (or "everywhere") holds fewer than `limit`.
+pub async fn set_override(
+    db: &Database,
+    o: &OverrideRecord,
+    limit: usize,
+    audit: &[AuditEvent],
+) -> Result<u64, WriteError> {
     let o = o.clone();
     let (rev, ()) = write(db, audit, move |tx| {
         Box::pin(async move {
+            let tenant = o.tenant.map(|t| t.to_string()).unwrap_or_default();
+            let exists: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM overrides WHERE user_id = $1 AND permission = $2 AND tenant_id = $3",
+            )
+            .bind(o.user.to_string())
+            .bind(o.permission.clone())
+            .bind(tenant.clone())
+            .fetch_one(&mut **tx)
+            .await?;
+            if exists == 0 {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM overrides WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                within(n, limit, "overrides per tenant")?;
+            }
             sqlx::query(
                 "INSERT INTO overrides (user_id, permission, tenant_id, effect, created_at, note, created_by) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -289,10 +390,29 @@ pub async fn remove_override(
     Ok(Some(revision))
 }
 
-pub async fn put_resource(db: &Database, r: &ResourceRecord, audit: &[AuditEvent]) -> StoreResult<u64> {
+/// Registers or updates a resource; a new one only while its tenant holds fewer than `limit`.
+pub async fn put_resource(
+    db: &Database,
+    r: &ResourceRecord,
+    limit: usize,
+    audit: &[AuditEvent],
+) -> Result<u64, WriteError> {
     let r = r.clone();
     let (rev, ()) = write(db, audit, move |tx| {
         Box::pin(async move {
+            let exists: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE tenant_id = $1 AND resource_id = $2")
+                    .bind(r.tenant.to_string())
+                    .bind(r.resource_id.clone())
+                    .fetch_one(&mut **tx)
+                    .await?;
+            if exists == 0 {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE tenant_id = $1")
+                    .bind(r.tenant.to_string())
+                    .fetch_one(&mut **tx)
+                    .await?;
+                within(n, limit, "resources per tenant")?;
+            }
             sqlx::query(
                 "INSERT INTO resources (tenant_id, resource_id, resource_type, parent_id, display_name, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -315,7 +435,12 @@ pub async fn put_resource(db: &Database, r: &ResourceRecord, audit: &[AuditEvent
 }
 
 /// Removes resources (already expanded to descendants by the caller) and their grants.
-pub async fn remove_resources(db: &Database, tenant: Uuid, ids: Vec<String>, audit: &[AuditEvent]) -> StoreResult<u64> {
+pub async fn remove_resources(
+    db: &Database,
+    tenant: Uuid,
+    ids: Vec<String>,
+    audit: &[AuditEvent],
+) -> Result<u64, WriteError> {
     let (rev, ()) = write(db, audit, move |tx| {
         Box::pin(async move {
             for id in ids {
@@ -337,8 +462,14 @@ pub async fn remove_resources(db: &Database, tenant: Uuid, ids: Vec<String>, aud
     Ok(rev)
 }
 
-/// Records a grant, or returns the existing identical one (idempotent).
-pub async fn put_grant(db: &Database, g: &GrantRecord, audit: &[AuditEvent]) -> StoreResult<(u64, GrantRecord)> {
+/// Records a grant, or returns the existing identical one (idempotent); a new one only while
+/// its tenant holds fewer than `limit`.
+pub async fn put_grant(
+    db: &Database,
+    g: &GrantRecord,
+    limit: usize,
+    audit: &[AuditEvent],
+) -> Result<(u64, GrantRecord), WriteError> {
     let g = g.clone();
     write(db, audit, move |tx| {
         Box::pin(async move {
@@ -360,6 +491,11 @@ pub async fn put_grant(db: &Database, g: &GrantRecord, audit: &[AuditEvent]) -> 
             if let Some(id) = existing.as_deref().and_then(parse_uuid) {
                 return Ok(GrantRecord { grant_id: id, ..g });
             }
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resource_grants WHERE tenant_id = $1")
+                .bind(g.tenant.to_string())
+                .fetch_one(&mut **tx)
+                .await?;
+            within(n, limit, "resource grants per tenant")?;
             sqlx::query(
                 "INSERT INTO resource_grants (grant_id, user_id, tenant_id, resource_id, role, permission, granted_by, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
