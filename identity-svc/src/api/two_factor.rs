@@ -67,11 +67,8 @@ impl Identity {
             .into_iter()
             .filter(in_force)
             .collect();
-        let admin = match tenant_policies.is_empty() {
-            true => None,
-            // Fails closed: without the admin tenancy's id its policy cannot be ruled out.
-            false => Some(self.admin.id().await?),
-        };
+        // Fails closed: without the admin tenancy's id its policy cannot be ruled out.
+        let admin = if tenant_policies.is_empty() { None } else { Some(self.admin.id().await?) };
         let home = match (&a.primary_tenant_id, a.is_msp_staff) {
             (Some(t), false) => Some(t.clone()),
             _ => admin.clone(),
