@@ -28,13 +28,42 @@ struct DevStack {
 }
 
 impl DevStack {
-    fn start(data_dir: &std::path::Path, ports: &[u16]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tether-dev"));
-        command.env_clear().env("TETHER_DATA_DIR", data_dir).env("TETHER_LOG", "warn");
-        for (service, port) in SERVICES.iter().zip(ports) {
-            command.env(format!("TETHER_{service}_LISTEN_ADDR"), format!("127.0.0.1:{port}"));
+    /// `tether-dev` on `ports`, up to its banner (`extra` adds settings). A port that was free
+    /// when picked can be taken before the stack binds it (any outgoing connection on this
+    /// machine may land on it), so a start that fails before its banner is tried again, on the
+    /// same ports when `retry_same` (a restart on its data), else on fresh ones.
+    fn start(
+        data_dir: &std::path::Path,
+        ports: &[u16],
+        extra: &[(&str, &str)],
+        retry_same: bool,
+    ) -> (Self, Vec<u16>, String) {
+        let mut ports = ports.to_vec();
+        for attempt in 1..=5 {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tether-dev"));
+            command.env_clear().env("TETHER_DATA_DIR", data_dir).env("TETHER_LOG", "warn");
+            for (key, value) in extra {
+                command.env(key, value);
+            }
+            for (service, port) in SERVICES.iter().zip(&ports) {
+                command.env(format!("TETHER_{service}_LISTEN_ADDR"), format!("127.0.0.1:{port}"));
+            }
+            let mut stack = Self::spawn(command);
+            if let Some(banner) = stack.banner() {
+                return (stack, ports, banner);
+            }
+            let _ = stack.child.wait();
+            assert!(attempt < 5, "tether-dev did not start in 5 attempts");
+            if retry_same {
+                std::thread::sleep(Duration::from_millis(500));
+            } else {
+                // A first start: what the failed attempt wrote (an owner whose generated password
+                // was never shown) goes with it.
+                let _ = std::fs::remove_dir_all(data_dir);
+                ports = free_ports();
+            }
         }
-        Self::spawn(command)
+        unreachable!("the loop returns or panics")
     }
 
     fn spawn(mut command: Command) -> Self {
@@ -49,15 +78,19 @@ impl DevStack {
         Self { child, lines }
     }
 
-    /// Stdout up to and including the banner's last line.
-    fn banner(&self) -> String {
+    /// Stdout up to and including the banner's last line; `None` if the process ended first.
+    fn banner(&self) -> Option<String> {
         let mut out = String::new();
         loop {
-            let line = self.lines.recv_timeout(Duration::from_secs(60)).expect("banner within 60 s");
+            let line = match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("no banner within 60 s: {out}"),
+            };
             out.push_str(&line);
             out.push('\n');
             if line.contains("Ctrl-C") {
-                return out;
+                return Some(out);
             }
         }
     }
@@ -99,10 +132,7 @@ async fn all_serving(ports: &[u16]) {
 #[tokio::test]
 async fn the_dev_stack_runs_four_healthy_services_and_restarts_on_its_data() {
     let data_dir = std::env::temp_dir().join(format!("tether-dev-{}", uuid::Uuid::new_v4().simple()));
-    let ports = free_ports();
-
-    let first = DevStack::start(&data_dir, &ports);
-    let banner = first.banner();
+    let (first, ports, banner) = DevStack::start(&data_dir, &free_ports(), &[], false);
     for port in &ports {
         assert!(banner.contains(&format!("http://127.0.0.1:{port}")), "{banner}");
     }
@@ -110,8 +140,7 @@ async fn the_dev_stack_runs_four_healthy_services_and_restarts_on_its_data() {
     all_serving(&ports).await;
     first.interrupt();
 
-    let second = DevStack::start(&data_dir, &ports);
-    let banner = second.banner();
+    let (second, _, banner) = DevStack::start(&data_dir, &ports, &[], true);
     assert!(banner.contains("owner@msp.example"), "{banner}");
     assert!(!banner.contains("generated"), "the password is shown only at the first start: {banner}");
     all_serving(&ports).await;
@@ -197,15 +226,8 @@ mod otlp {
 async fn spans_reach_an_otlp_collector_in_the_callers_trace() {
     let (collector, endpoint) = otlp::start().await;
     let data_dir = std::env::temp_dir().join(format!("tether-otlp-{}", uuid::Uuid::new_v4().simple()));
-    let ports = free_ports();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tether-dev"));
-    command.env_clear().env("TETHER_DATA_DIR", &data_dir).env("TETHER_LOG", "warn");
-    command.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
-    for (service, port) in SERVICES.iter().zip(&ports) {
-        command.env(format!("TETHER_{service}_LISTEN_ADDR"), format!("127.0.0.1:{port}"));
-    }
-    let stack = DevStack::spawn(command);
-    stack.banner();
+    let (stack, ports, _) =
+        DevStack::start(&data_dir, &free_ports(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)], false);
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let channel = Channel::from_shared(format!("http://127.0.0.1:{}", ports[2])).unwrap().connect().await.unwrap();
