@@ -391,6 +391,37 @@ mod tests {
         (GenerationReads::new(read, lease), generation, reads)
     }
 
+    /// Eight tasks calling `current` in a loop until stopped.
+    struct BackgroundCallers {
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    impl BackgroundCallers {
+        fn start(shared: &Arc<GenerationReads>) -> Self {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let tasks = (0..8)
+                .map(|_| {
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = shared.current().await;
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            Self { stop, tasks }
+        }
+
+        async fn stop(self) {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_calls_share_reads() {
         let (shared, _, reads) = counting_reads();
@@ -412,27 +443,14 @@ mod tests {
         use std::sync::atomic::Ordering;
         let (shared, generation, _) = counting_reads();
         // Background callers keep rounds in flight, so new calls often arrive mid-read.
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let background: Vec<_> = (0..8)
-            .map(|_| {
-                let (shared, stop) = (shared.clone(), stop.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let _ = shared.current().await;
-                    }
-                })
-            })
-            .collect();
+        let background = BackgroundCallers::start(&shared);
         for _ in 0..50 {
             // A revocation commits, then a call starts: it must see it.
             let committed = generation.fetch_add(1, Ordering::SeqCst) + 1;
             let seen = shared.current().await.unwrap_or_else(|e| panic!("{e:?}"));
             assert!(seen >= committed, "saw generation {seen} after {committed} committed");
         }
-        stop.store(true, Ordering::SeqCst);
-        for b in background {
-            let _ = b.await;
-        }
+        background.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,18 +473,7 @@ mod tests {
         let lease = Duration::from_millis(30);
         let (shared, generation, reads) = counting_reads_with_lease(lease);
         // Background callers keep the lease fresh (refreshes ahead of its end).
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let background: Vec<_> = (0..8)
-            .map(|_| {
-                let (shared, stop) = (shared.clone(), stop.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let _ = shared.current().await;
-                        tokio::task::yield_now().await;
-                    }
-                })
-            })
-            .collect();
+        let background = BackgroundCallers::start(&shared);
         let mut stale_within_lease = 0;
         for _ in 0..20 {
             let committed = generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -479,10 +486,7 @@ mod tests {
             let seen = shared.current().await.unwrap_or_else(|e| panic!("{e:?}"));
             assert!(seen >= committed, "saw generation {seen} after {committed} committed and the lease passed");
         }
-        stop.store(true, Ordering::SeqCst);
-        for b in background {
-            let _ = b.await;
-        }
+        background.stop().await;
         // The lease is what spared the reads: without it the callers above would read constantly.
         assert!(stale_within_lease > 0, "no call relied on the lease");
         let n = reads.load(Ordering::SeqCst);
