@@ -379,3 +379,51 @@ async fn a_retried_invitation_is_shown_only_to_callers_who_may_see_it() {
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
     assert!(!status.message().contains("ola"), "{status:?}");
 }
+
+/// With an SMTP host configured, mail goes through it and never in clear text: identity greets
+/// the server and asks for STARTTLS before sending anything. The stand-in server offers
+/// STARTTLS and stops there (it cannot do TLS), so the invitation is made and the failed
+/// delivery only logged; the link is still returned to the inviter to share.
+#[tokio::test]
+async fn smtp_mail_starts_with_starttls() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = heard.clone();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut out = stream.try_clone().unwrap();
+        out.write_all(b"220 stand-in ESMTP\r\n").unwrap();
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let verb = line.split_whitespace().next().unwrap_or_default().to_uppercase();
+            log.lock().unwrap().push(verb.clone());
+            match verb.as_str() {
+                "EHLO" => out.write_all(b"250-stand-in\r\n250 STARTTLS\r\n").unwrap(),
+                "STARTTLS" => {
+                    out.write_all(b"220 go ahead\r\n").unwrap();
+                    return;
+                }
+                _ => out.write_all(b"502 not here\r\n").unwrap(),
+            }
+        }
+    });
+    let env =
+        Env::start_with(&[("TETHER_IDENTITY_SMTP_HOST", "127.0.0.1"), ("TETHER_IDENTITY_SMTP_PORT", port.as_str())])
+            .await;
+    let owner = env.owner_token().await;
+    let created = invite(&env, &owner, "sid@a.example", TENANT_A, "client_user").await;
+    assert_eq!(created.invitation_token.len(), 64);
+    for _ in 0..100 {
+        if heard.lock().unwrap().contains(&"STARTTLS".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.first().map(String::as_str), Some("EHLO"), "{heard:?}");
+    assert!(heard.contains(&"STARTTLS".to_owned()), "{heard:?}");
+    assert!(!heard.iter().any(|v| v == "MAIL" || v == "AUTH"), "nothing sent before TLS: {heard:?}");
+    // No file outbox either: SMTP replaces it.
+    assert!(std::fs::read_dir(&env.mail_dir).map(|d| d.count() == 0).unwrap_or(true));
+}
