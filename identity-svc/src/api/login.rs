@@ -70,6 +70,39 @@ fn parse_ip(field: &'static str, raw: &str) -> Result<String, ApiError> {
     Ok(trimmed)
 }
 
+/// Which brute-force limit stopped a credential check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Locked {
+    Ip,
+    Account,
+}
+
+impl Locked {
+    /// The login-failure reason on the audit trail.
+    pub(super) fn audit_reason(self) -> &'static str {
+        match self {
+            Locked::Ip => "IP_LOCKED",
+            Locked::Account => "ACCOUNT_LOCKED",
+        }
+    }
+}
+
+/// What [`Identity::credential_lockout`] found.
+pub(super) struct Gate {
+    pub locked: Option<Locked>,
+    /// The account's counter had failures on record (a success clears them).
+    pub account_had_failures: bool,
+}
+
+/// RESOURCE_EXHAUSTED / RATE_LIMITED: the client address is over its limit.
+fn address_locked() -> ApiError {
+    ApiError::new(
+        tonic::Code::ResourceExhausted,
+        ErrorReason::RateLimited,
+        "too many failed attempts from this address; try again later",
+    )
+}
+
 fn bearer<T>(request: &Request<T>) -> Option<String> {
     request
         .metadata()
@@ -88,19 +121,6 @@ impl Identity {
         let email_raw = bounded("email", &r.email, Email::MAX_LEN + 10)?;
         let now = now_micros();
 
-        // The client IP first: an address over its limit is refused outright.
-        if let Some(c) = lockouts::get(self.db.pool(), Kind::Ip, &ip).await.map_err(convert::db)? {
-            if c.locked_until.is_some_and(|u| u > now) {
-                self.audit_login_failure(&email_raw, &ip, None, "IP_LOCKED").await?;
-                return Err(ApiError::new(
-                    tonic::Code::ResourceExhausted,
-                    ErrorReason::RateLimited,
-                    "too many failed logins from this address; try again later",
-                ));
-            }
-            tokio::time::sleep(self.config.ip_lockout.delay(c.recent_failures(&self.config.ip_lockout, now))).await;
-        }
-
         let normalized = Email::parse(&email_raw).map(|e| e.normalized()).ok();
         let account = match &normalized {
             Some(e) => accounts::get_by_email(self.db.pool(), e).await.map_err(convert::db)?,
@@ -115,17 +135,15 @@ impl Identity {
             (None, None) => format!("unknown:{}", email_raw.trim().to_lowercase()),
         };
 
-        let mut reason: Option<&'static str> = None;
-        let mut had_failures = false;
-        if let Some(c) = lockouts::get(self.db.pool(), Kind::Account, &counter_subject).await.map_err(convert::db)? {
-            had_failures = account.is_some();
-            if c.locked_until.is_some_and(|u| u > now) {
-                reason = Some("ACCOUNT_LOCKED");
-            } else {
-                let recent = c.recent_failures(&self.config.account_lockout, now);
-                tokio::time::sleep(self.config.account_lockout.delay(recent)).await;
-            }
+        let gate = self.credential_lockout(&counter_subject, &ip).await?;
+        // An address over its limit is refused outright; a locked account still pays for a
+        // verification below, so the answer time says nothing.
+        if gate.locked == Some(Locked::Ip) {
+            self.audit_login_failure(&email_raw, &ip, None, "IP_LOCKED").await?;
+            return Err(address_locked());
         }
+        let reason = gate.locked.map(Locked::audit_reason);
+        let had_failures = gate.account_had_failures && account.is_some();
         // Always pay for one verification (the dummy hash for unknown emails), so the answer
         // time says nothing about which emails exist.
         let too_long = r.password.chars().count() > account::PASSWORD_HARD_MAX;
@@ -297,28 +315,28 @@ impl Identity {
         tx.commit().await.map_err(convert::db)
     }
 
-    /// The brute-force gate before a second-factor code or a self-service change's current
-    /// password is checked: the audit reason if the client address or the account is locked;
-    /// otherwise waits their progressive delays.
-    pub(super) async fn credential_lockout(
-        &self,
-        account_id: &str,
-        ip: &str,
-    ) -> Result<Option<&'static str>, ApiError> {
+    /// The brute-force gate before a credential (password, second-factor code, a self-service
+    /// change's current password) is checked: which limit is in force, if any; otherwise waits
+    /// the address's and the account's progressive delays. `account` is the account's counter
+    /// subject (its id, or `unknown:<email>` at login).
+    pub(super) async fn credential_lockout(&self, account: &str, ip: &str) -> Result<Gate, ApiError> {
         let now = now_micros();
-        let gates = [
-            (Kind::Ip, ip, &self.config.ip_lockout, "IP_LOCKED"),
-            (Kind::Account, account_id, &self.config.account_lockout, "ACCOUNT_LOCKED"),
+        let mut gate = Gate { locked: None, account_had_failures: false };
+        let limits = [
+            (Kind::Ip, ip, &self.config.ip_lockout, Locked::Ip),
+            (Kind::Account, account, &self.config.account_lockout, Locked::Account),
         ];
-        for (kind, subject, rules, reason) in gates {
+        for (kind, subject, rules, locked) in limits {
             if let Some(c) = lockouts::get(self.db.pool(), kind, subject).await.map_err(convert::db)? {
+                gate.account_had_failures |= kind == Kind::Account;
                 if c.locked_until.is_some_and(|u| u > now) {
-                    return Ok(Some(reason));
+                    gate.locked = Some(locked);
+                    return Ok(gate);
                 }
                 tokio::time::sleep(rules.delay(c.recent_failures(rules, now))).await;
             }
         }
-        Ok(None)
+        Ok(gate)
     }
 
     /// Counts a failed credential toward the account's and the IP's limits.
@@ -618,15 +636,9 @@ impl Identity {
         let a = self.load(&p.user_id).await?;
         // A session is not a licence to guess the password: wrong current passwords count
         // towards the same lockouts as failed logins, and a locked account cannot change it.
-        match self.credential_lockout(&a.id, &caller.client_ip).await? {
-            Some("IP_LOCKED") => {
-                return Err(ApiError::new(
-                    tonic::Code::ResourceExhausted,
-                    ErrorReason::RateLimited,
-                    "too many failed attempts from this address; try again later",
-                ));
-            }
-            Some(_) => {
+        match self.credential_lockout(&a.id, &caller.client_ip).await?.locked {
+            Some(Locked::Ip) => return Err(address_locked()),
+            Some(Locked::Account) => {
                 return Err(ApiError::failed_precondition(
                     ErrorReason::AccountLocked,
                     "too many failed attempts: the account is locked for now; try again later",

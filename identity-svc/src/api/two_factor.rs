@@ -144,9 +144,9 @@ impl Identity {
         };
         // Codes are short: the same lockouts as passwords apply, or a challenge token would
         // allow unlimited guesses.
-        let locked = self.credential_lockout(&step.account_id, &step.client_ip).await?;
-        let failure = match locked {
-            Some(reason) => Some(reason),
+        let gate = self.credential_lockout(&step.account_id, &step.client_ip).await?;
+        let failure = match gate.locked {
+            Some(locked) => Some(locked.audit_reason()),
             None if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? => {
                 self.count_failure(&step.account_id, &step.client_ip).await?;
                 Some("SECOND_FACTOR_INVALID")

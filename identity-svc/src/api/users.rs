@@ -4,7 +4,7 @@
 use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
 use tether_runtime::{
     ApiError,
-    access::{Caller, RoleGrant},
+    access::{Caller, RoleGrant, RoleGrantDecision},
     db::Database,
     events::{current_revision, next_revision, record_audit, record_changes},
 };
@@ -22,6 +22,21 @@ use crate::{
         intents, sessions,
     },
 };
+
+/// authz-svc's refusal of a role change, as the caller hears it: an unknown role is NOT_FOUND,
+/// a tenant's last administrator FAILED_PRECONDITION, anything else PERMISSION_DENIED.
+fn refused(decision: RoleGrantDecision) -> ApiError {
+    let reason = match decision.denial_reason {
+        ErrorReason::Unspecified => ErrorReason::PermissionDenied,
+        r => r,
+    };
+    let code = match reason {
+        ErrorReason::RoleNotFound => tonic::Code::NotFound,
+        ErrorReason::LastAdmin => tonic::Code::FailedPrecondition,
+        _ => tonic::Code::PermissionDenied,
+    };
+    ApiError::new(code, reason, decision.summary)
+}
 
 pub fn upserted(a: &AccountRow) -> pb::IdentityChange {
     pb::IdentityChange {
@@ -223,17 +238,7 @@ impl Identity {
                 if matches!(decision.denial_reason, ErrorReason::PermissionDenied | ErrorReason::OutsideTenant) {
                     self.require_in(caller, PERM_MANAGE, &tenant).await?;
                 }
-                let reason = if decision.denial_reason == ErrorReason::Unspecified {
-                    ErrorReason::PermissionDenied
-                } else {
-                    decision.denial_reason
-                };
-                let code = if reason == ErrorReason::RoleNotFound {
-                    tonic::Code::NotFound
-                } else {
-                    tonic::Code::PermissionDenied
-                };
-                return Err(ApiError::new(code, reason, decision.summary));
+                return Err(refused(decision));
             }
         }
         Ok(tenant)
@@ -423,15 +428,7 @@ impl Identity {
                 })
                 .await?;
             if !decision.allowed {
-                let code = match decision.denial_reason {
-                    ErrorReason::LastAdmin => tonic::Code::FailedPrecondition,
-                    _ => tonic::Code::PermissionDenied,
-                };
-                let reason = match decision.denial_reason {
-                    ErrorReason::Unspecified => ErrorReason::PermissionDenied,
-                    r => r,
-                };
-                return Err(ApiError::new(code, reason, decision.summary));
+                return Err(refused(decision));
             }
         }
         Ok(())
