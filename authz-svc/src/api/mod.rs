@@ -228,7 +228,6 @@ fn users_view_required() -> ApiError {
     ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required")
 }
 
-/// A refused override or resource grant, as the API answers it.
 /// A refused or failed write of authz's schema: a full quota is RESOURCE_EXHAUSTED
 /// `LIMIT_REACHED` with the bound in the metadata.
 fn write_error(e: store::WriteError) -> ApiError {
@@ -243,6 +242,7 @@ fn write_error(e: store::WriteError) -> ApiError {
     }
 }
 
+/// A refused override or resource grant, as the API answers it.
 fn change_denial(d: ChangeDenial) -> ApiError {
     match d {
         ChangeDenial::TargetHidden => cv::unresolved(Unresolved::User),

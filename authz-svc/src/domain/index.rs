@@ -870,7 +870,14 @@ impl Index {
         self.tenant_ids.get(id).is_some_and(|i| self.tenants[*i as usize].state != TenantState::Unknown)
     }
     pub fn admin_tenancy(&self) -> Option<Uuid> {
-        self.tenants.iter().find(|t| t.kind == TenantKind::Admin && t.state != TenantState::Unknown).map(|t| t.id)
+        self.admin_slot().map(|t| self.tenants[t as usize].id)
+    }
+    /// The admin tenancy's slot, once the tenancy stream has named it.
+    fn admin_slot(&self) -> Option<u32> {
+        self.tenants
+            .iter()
+            .position(|t| t.kind == TenantKind::Admin && t.state != TenantState::Unknown)
+            .map(|t| t as u32)
     }
     pub fn resource(&self, tenant: &Uuid, resource_id: &str) -> Option<&ResourceRecord> {
         let t = *self.tenant_ids.get(tenant)?;
@@ -1449,12 +1456,7 @@ impl Index {
     /// Whether the user holds the permission in every tenant: it is allowed in the admin
     /// tenancy through an all-tenants membership there, and no deny override limits it.
     fn holds_everywhere(&self, user: u32, bit: u8) -> bool {
-        let Some(admin) =
-            self.tenants.iter().position(|t| t.kind == TenantKind::Admin && t.state != TenantState::Unknown)
-        else {
-            return false;
-        };
-        let admin = admin as u32;
+        let Some(admin) = self.admin_slot() else { return false };
         let staff = self.users[user as usize].msp_staff;
         let all_tenants = self.memberships[user as usize].iter().any(|m| {
             m.tenant == admin
@@ -1612,11 +1614,7 @@ impl Index {
         };
         let actor_rank = match tenant {
             Some(t) => self.rank_in(actor_slot, t),
-            None => self
-                .tenants
-                .iter()
-                .position(|t| t.kind == TenantKind::Admin && t.state != TenantState::Unknown)
-                .map_or(i32::MIN, |admin| self.rank_in(actor_slot, admin as u32)),
+            None => self.admin_slot().map_or(i32::MIN, |admin| self.rank_in(actor_slot, admin)),
         };
         if self.target_rank(target_slot, tenant) > actor_rank {
             return Err(ChangeDenial::TargetAboveOwn);
@@ -1660,8 +1658,8 @@ impl Index {
             }
             GrantAccess::Permission(p) => self.policy.permission_bit(p).map_or(0, |b| 1u128 << b),
         };
-        let holds = (0..self.policy.permissions.len() as u8)
-            .filter(|b| perms & (1u128 << b) != 0)
+        let holds = self
+            .bits(perms)
             .all(|bit| self.decide(Subject { user: actor_slot, bit, tenant: t, resource: node }).allowed());
         if !holds {
             return Err(ChangeDenial::NotHeld);
@@ -1673,9 +1671,12 @@ impl Index {
     /// be granted in any tenant).
     pub fn holds_all_everywhere(&self, user: &Uuid, perms: PermSet) -> bool {
         let Some(u) = self.known_user_slot(user) else { return false };
-        (0..self.policy.permissions.len() as u8)
-            .filter(|b| perms & (1u128 << b) != 0)
-            .all(|bit| self.holds_everywhere(u, bit))
+        self.bits(perms).all(|bit| self.holds_everywhere(u, bit))
+    }
+
+    /// The catalog bits set in `perms`.
+    fn bits(&self, perms: PermSet) -> impl Iterator<Item = u8> {
+        (0..self.policy.permissions.len() as u8).filter(move |b| perms & (1u128 << b) != 0)
     }
 
     pub fn role_rank(&self, name: &str) -> Option<i32> {
