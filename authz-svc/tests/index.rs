@@ -1,20 +1,29 @@
 //! The in-memory index on its own (no database): limits that must hold however much a stream
 //! sends.
 
+// Test code: a failed set-up should panic.
+#![allow(clippy::expect_used)]
+
 use authz_svc::domain::{
     index::{Index, MAX_ROLE_SLOTS, MemberKind, OverrideRecord, OwnData, TenantKind, TenantState, UserState},
     policy::{Policy, shipped_pack},
 };
 use uuid::Uuid;
 
-#[test]
-fn role_names_beyond_the_slots_never_alias_a_packs_role() {
+/// An index of the default pack with the admin tenancy and one client (returned).
+fn msp_with_one_client() -> (Index, Uuid) {
     let policy = Policy::parse(shipped_pack("msp-assets").unwrap_or_default(), 0).expect("pack");
     let mut index = Index::new(policy);
     let (msp, a) = (Uuid::new_v4(), Uuid::new_v4());
     index.upsert_tenant(msp, None, TenantKind::Admin, TenantState::Active);
     index.upsert_tenant(a, Some(msp), TenantKind::Client, TenantState::Active);
     index.finish();
+    (index, a)
+}
+
+#[test]
+fn role_names_beyond_the_slots_never_alias_a_packs_role() {
+    let (mut index, a) = msp_with_one_client();
     // A stream naming more roles than there are slots: the ones past the end grant nothing
     // (before, the slot id wrapped to 0, the pack's owner role).
     let users: Vec<Uuid> = (0..MAX_ROLE_SLOTS + 10).map(|_| Uuid::new_v4()).collect();
@@ -36,12 +45,7 @@ fn role_names_beyond_the_slots_never_alias_a_packs_role() {
 
 #[test]
 fn own_data_prepared_before_other_writes_still_lands_on_the_right_users() {
-    let policy = Policy::parse(shipped_pack("msp-assets").unwrap_or_default(), 0).expect("pack");
-    let mut index = Index::new(policy);
-    let (msp, a) = (Uuid::new_v4(), Uuid::new_v4());
-    index.upsert_tenant(msp, None, TenantKind::Admin, TenantState::Active);
-    index.upsert_tenant(a, Some(msp), TenantKind::Client, TenantState::Active);
-    index.finish();
+    let (mut index, a) = msp_with_one_client();
     let (denied, other) = (Uuid::new_v4(), Uuid::new_v4());
     let data = OwnData {
         revision: 3,

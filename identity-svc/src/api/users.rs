@@ -13,7 +13,7 @@ use tonic::Request;
 use super::{Identity, PERM_MANAGE, PERM_VIEW, convert};
 use crate::{
     domain::{
-        account::{self, NewUser, Sort, Status, UserCursor, UserEdit, UserQuery, parse_id},
+        account::{self, NewUser, Status, UserCursor, UserEdit, UserQuery, parse_id},
         policy::PersonalInfo,
     },
     events::Audit,
@@ -321,18 +321,12 @@ impl Identity {
         rows.truncate(query.page_size);
         Ok(pb::ListUsersResponse {
             users: rows.iter().map(convert::user).collect(),
-            next_page_token: match rows.last() {
-                Some(last) if more => {
-                    let time = match query.sort {
-                        Sort::LastLoginAsc | Sort::LastLoginDesc => last.last_login_at.unwrap_or(0),
-                        _ => last.created_at,
-                    };
-                    UserCursor::after(query.sort, &last.display_name, time, &last.id)
-                        .map(|c| c.token())
-                        .unwrap_or_default()
-                }
-                _ => String::new(),
-            },
+            next_page_token: rows
+                .last()
+                .filter(|_| more)
+                .and_then(|u| UserCursor::after(query.sort, &u.display_name, u.last_login_at, u.created_at, &u.id))
+                .map(|c| c.token())
+                .unwrap_or_default(),
         })
     }
 

@@ -304,10 +304,14 @@ impl Sort {
 }
 
 impl UserCursor {
-    /// The cursor after `(name, time, id)` under `sort`: the name key for name orders, the
-    /// time the order uses (last login, creation) otherwise.
-    pub fn after(sort: Sort, name: &str, time: i64, id: &str) -> Option<Self> {
-        let key = if sort.by_name() { CursorKey::Name(name_key(name)) } else { CursorKey::Time(time) };
+    /// The cursor after a user under `sort`: the name key for name orders, else the time the
+    /// order uses (last login, never-logged-in as 0; or creation).
+    pub fn after(sort: Sort, name: &str, last_login_at: Option<i64>, created_at: i64, id: &str) -> Option<Self> {
+        let key = match sort {
+            Sort::NameAsc | Sort::NameDesc => CursorKey::Name(name_key(name)),
+            Sort::LastLoginAsc | Sort::LastLoginDesc => CursorKey::Time(last_login_at.unwrap_or(0)),
+            Sort::CreatedDesc => CursorKey::Time(created_at),
+        };
         Some(Self { key, id: Uuid::parse_str(id).ok()? })
     }
 
