@@ -328,12 +328,8 @@ async fn deliver_due(
         let delivery = async {
             match intent.op {
                 intents::Op::Add => {
-                    let tenant =
-                        if intent.tenant_id.is_empty() { admin.id().await } else { Ok(intent.tenant_id.clone()) };
-                    match tenant {
-                        Ok(t) => tenancy.add_membership(&intent.account_id, &t, &intent.role).await,
-                        Err(e) => Err(e),
-                    }
+                    let tenant = if intent.tenant_id.is_empty() { admin.id().await? } else { intent.tenant_id.clone() };
+                    tenancy.add_membership(&intent.account_id, &tenant, &intent.role).await
                 }
                 intents::Op::Clear => tenancy.clear_memberships(&intent.account_id).await,
                 intents::Op::Own => tenancy.transfer_ownership(&intent.account_id).await,
