@@ -719,7 +719,11 @@ async fn unusable_rows_are_purged_and_live_ones_kept() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(purged, "old rows purged");
+    // Live ones stay: the owner's session, and a counter with a failure just now.
     env.authenticate(&owner).await.unwrap();
+    assert_err(env.try_login("nobody@a.example", "not-it-at-all-1").await, Code::Unauthenticated, "LOGIN_FAILED");
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few purge passes
+    assert_eq!(env.count("SELECT COUNT(*) FROM login_failures WHERE subject = 'unknown:nobody@a.example'").await, 1);
 }
 
 /// A hash stored with weaker argon2 parameters (as before they were raised) still logs in, and
