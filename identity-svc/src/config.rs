@@ -12,10 +12,13 @@ use crate::domain::{
     DisplayName, Email,
     lockout::LockoutRules,
     policy::{CharClass, PasswordPolicy},
+    totp_keys::{self, TotpKeys},
 };
 
 pub const SERVICE: &str = "identity";
 pub const DEFAULT_PORT: u16 = 50051;
+/// The keys that encrypt TOTP secrets at rest; required (the dev stack generates one).
+pub const TOTP_KEYS: &str = "TETHER_IDENTITY_TOTP_KEYS";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,6 +58,9 @@ pub struct Config {
     /// `TETHER_IDENTITY_PURGE_INTERVAL_MS`, default 10 minutes: how often rows nobody can use
     /// any more (ended sessions, spent tokens, old counters) are deleted.
     pub purge_interval: Duration,
+    /// `TETHER_IDENTITY_TOTP_KEYS`, required: `id:hexkey` pairs; the first encrypts TOTP
+    /// secrets, all decrypt (rotation: put a new key first, restart, then drop the old one).
+    pub totp_keys: TotpKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -287,7 +293,17 @@ impl Config {
                         .join("identity-mail"),
                 },
             },
+            // Last: a start-up without it names any other bad key first.
+            totp_keys: load_totp_keys(source)?,
         })
+    }
+}
+
+fn load_totp_keys(source: &ConfigSource) -> Result<TotpKeys, ConfigError> {
+    match source.get(TOTP_KEYS) {
+        None => Err(ConfigError::Missing { key: TOTP_KEYS.to_owned(), expected: totp_keys::EXPECTED.to_owned() }),
+        Some(raw) => TotpKeys::parse(raw)
+            .map_err(|e| invalid(TOTP_KEYS, &e.shown, &format!("{} ({})", totp_keys::EXPECTED, e.problem))),
     }
 }
 

@@ -56,9 +56,35 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     prepare_with(config, deps).await
 }
 
+/// Encrypts TOTP secrets stored in plain text (databases from before encryption) and moves
+/// those under an older key to the first configured one, before serving.
+async fn seal_totp_secrets(database: &Database, config: &Config) -> Result<(), StartError> {
+    let done = store::two_factor::reseal_all(database.pool(), &config.totp_keys)
+        .await
+        .map_err(|e| StartError::Other(format!("sealing TOTP secrets: {e}")))?;
+    if done != store::two_factor::Resealed::default() {
+        tracing::info!(
+            sealed = done.sealed,
+            rotated = done.rotated,
+            unreadable = done.unreadable,
+            key_id = config.totp_keys.sealing_key_id(),
+            "TOTP secrets encrypted under the first key of TETHER_IDENTITY_TOTP_KEYS"
+        );
+    }
+    if done.unreadable > 0 {
+        tracing::error!(
+            count = done.unreadable,
+            "TOTP secrets under a key TETHER_IDENTITY_TOTP_KEYS no longer holds: their users' codes are refused until \
+             the key is given back or their 2FA is reset"
+        );
+    }
+    Ok(())
+}
+
 pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartError> {
     let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     store::accounts::fill_name_keys(database.pool()).await.map_err(|e| StartError::Other(e.to_string()))?;
+    seal_totp_secrets(&database, &config).await?;
     let bootstrap_owner = bootstrap::ensure_owner(&database, &config.bootstrap_owner).await?;
     let auth_database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     let stopping = CancellationToken::new();

@@ -46,7 +46,7 @@ async fn run() -> Result<(), StartError> {
     let _telemetry = telemetry::init(&TelemetrySettings::load(&source, "tether-dev")?)
         .map_err(|e| StartError::Other(e.to_string()))?;
 
-    let source = wire_addresses(source)?;
+    let source = totp_keys(wire_addresses(source)?)?;
     let identity_config = identity_svc::Config::load(&source)?;
     let owner_email = identity_config.bootstrap_owner.email.to_string();
     let tenancy_config = tenancy_svc::Config::load(&source)?;
@@ -110,6 +110,37 @@ async fn run() -> Result<(), StartError> {
         }
     }
     result
+}
+
+/// identity-svc requires `TETHER_IDENTITY_TOTP_KEYS` (it encrypts TOTP secrets). Unless it is
+/// set, the dev stack generates a key on the first start and keeps it in the data dir
+/// (`identity-totp-keys`, readable by its owner only), so secrets enrolled before a restart
+/// still decrypt after it.
+fn totp_keys(source: ConfigSource) -> Result<ConfigSource, StartError> {
+    if source.get(identity_svc::config::TOTP_KEYS).is_some() {
+        return Ok(source);
+    }
+    let dir = std::path::PathBuf::from(source.get("TETHER_DATA_DIR").unwrap_or(".tether-data"));
+    let path = dir.join("identity-totp-keys");
+    let failed = |e: std::io::Error| StartError::Other(format!("{}: {e}", path.display()));
+    let keys = match std::fs::read_to_string(&path) {
+        Ok(keys) => keys.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| StartError::Other(format!("random source: {e}")))?;
+            let keys = format!("dev-1:{}", hex::encode(bytes));
+            std::fs::create_dir_all(&dir).map_err(failed)?;
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            std::io::Write::write_all(&mut file.open(&path).map_err(failed)?, format!("{keys}\n").as_bytes())
+                .map_err(failed)?;
+            keys
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    Ok(source.with(identity_svc::config::TOTP_KEYS, keys))
 }
 
 /// Tells each service where the others listen (unless the environment already says), so moving

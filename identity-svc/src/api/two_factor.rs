@@ -18,6 +18,7 @@ use crate::{
     domain::{
         account::parse_id,
         tokens, totp,
+        totp_keys::KeyError,
         two_factor::{HeldRole, RoleRequirement},
     },
     events::Audit,
@@ -40,6 +41,18 @@ fn recovery_hash(code: &str) -> String {
 
 fn unix_seconds() -> i64 {
     now_micros() / 1_000_000
+}
+
+/// A stored secret that cannot be decrypted fails closed: no code is accepted, and the caller
+/// learns that this is the server's configuration, not a wrong code (recovery codes, hashed
+/// separately, still work; an administrator can also reset the user's 2FA).
+fn secret_unreadable(account_id: &str, e: KeyError) -> ApiError {
+    tracing::error!(user_id = %account_id, error = %e, "cannot decrypt a TOTP secret; check TETHER_IDENTITY_TOTP_KEYS");
+    ApiError::failed_precondition(
+        ErrorReason::ConfigInvalid,
+        "the authenticator code cannot be checked: its secret does not decrypt with the configured keys; use a \
+         recovery code or ask an administrator",
+    )
 }
 
 impl Identity {
@@ -114,7 +127,8 @@ impl Identity {
             if !row.confirmed {
                 return Ok(false);
             }
-            let Some(step) = totp::verify(&row.secret, code, unix_seconds(), row.last_used_step) else {
+            let secret = row.open(&self.config.totp_keys, account_id).map_err(|e| secret_unreadable(account_id, e))?;
+            let Some(step) = totp::verify(&secret, code, unix_seconds(), row.last_used_step) else {
                 return Ok(false);
             };
             let mut tx = self.db.begin_write().await.map_err(convert::db)?;
@@ -191,8 +205,9 @@ impl Identity {
             return Err(ApiError::failed_precondition(ErrorReason::TotpAlreadyEnabled, "2FA is already on"));
         }
         let secret = totp::new_secret().map_err(ApiError::internal)?;
+        let sealed = self.config.totp_keys.seal(&a.id, &secret).map_err(ApiError::internal)?;
         let expires_at = now_micros() + ENROLLMENT_TTL_MICROS;
-        store::begin(self.db.pool(), &a.id, &secret, expires_at).await.map_err(convert::db)?;
+        store::begin(self.db.pool(), &a.id, &sealed, expires_at).await.map_err(convert::db)?;
         Ok(pb::BeginTotpEnrollmentResponse {
             otpauth_uri: totp::otpauth_uri(ISSUER, a.email.as_deref().unwrap_or_default(), &secret),
             secret,
@@ -213,7 +228,8 @@ impl Identity {
             .ok_or_else(|| {
                 ApiError::failed_precondition(ErrorReason::TotpEnrollmentNotStarted, "start enrollment first")
             })?;
-        let Some(used_step) = totp::verify(&row.secret, &code, unix_seconds(), None) else {
+        let secret = row.open(&self.config.totp_keys, &a.id).map_err(|e| secret_unreadable(&a.id, e))?;
+        let Some(used_step) = totp::verify(&secret, &code, unix_seconds(), None) else {
             return Err(ApiError::invalid_argument(ErrorReason::InvalidTotpCode, "the code is not valid")
                 .with_metadata("field", "totp_code"));
         };

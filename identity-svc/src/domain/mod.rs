@@ -7,6 +7,7 @@ pub mod password;
 pub mod policy;
 pub mod tokens;
 pub mod totp;
+pub mod totp_keys;
 pub mod two_factor;
 
 pub use names::{DisplayName, Email, FieldError};

@@ -3,41 +3,127 @@
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tether_runtime::db::now_micros;
 
+use crate::domain::totp_keys::{KeyError, Sealed, TotpKeys};
+
 pub struct Totp {
+    /// The secret as stored: sealed by `secret_key_id`, or plain text if that is `None` (a row
+    /// from before encryption that start-up has not sealed yet).
     pub secret: String,
+    pub secret_key_id: Option<String>,
     pub confirmed: bool,
     pub expires_at: i64,
     pub last_used_step: Option<i64>,
 }
 
+impl Totp {
+    /// The base32 secret in clear.
+    pub fn open(&self, keys: &TotpKeys, account_id: &str) -> Result<String, KeyError> {
+        match &self.secret_key_id {
+            Some(key_id) => keys.open(account_id, key_id, &self.secret),
+            None => Ok(self.secret.clone()),
+        }
+    }
+}
+
 pub async fn get(pool: &AnyPool, account_id: &str) -> Result<Option<Totp>, sqlx::Error> {
-    let row = sqlx::query("SELECT secret, confirmed, expires_at, last_used_step FROM totp WHERE account_id = $1")
-        .bind(account_id.to_owned())
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT secret, secret_key_id, confirmed, expires_at, last_used_step FROM totp WHERE account_id = $1",
+    )
+    .bind(account_id.to_owned())
+    .fetch_optional(pool)
+    .await?;
     row.map(|r| {
         Ok(Totp {
             secret: r.try_get(0)?,
-            confirmed: r.try_get::<i64, _>(1)? != 0,
-            expires_at: r.try_get(2)?,
-            last_used_step: r.try_get(3)?,
+            secret_key_id: r.try_get(1)?,
+            confirmed: r.try_get::<i64, _>(2)? != 0,
+            expires_at: r.try_get(3)?,
+            last_used_step: r.try_get(4)?,
         })
     })
     .transpose()
 }
 
-/// Starts (or restarts) an unconfirmed enrollment.
-pub async fn begin(pool: &AnyPool, account_id: &str, secret: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+/// Starts (or restarts) an unconfirmed enrollment with a sealed secret.
+pub async fn begin(pool: &AnyPool, account_id: &str, secret: &Sealed, expires_at: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO totp (account_id, secret, confirmed, expires_at) VALUES ($1, $2, 0, $3) \
-         ON CONFLICT (account_id) DO UPDATE SET secret = $2, confirmed = 0, expires_at = $3, last_used_step = NULL",
+        "INSERT INTO totp (account_id, secret, secret_key_id, confirmed, expires_at) VALUES ($1, $2, $3, 0, $4) \
+         ON CONFLICT (account_id) DO UPDATE SET secret = $2, secret_key_id = $3, confirmed = 0, expires_at = $4, \
+         last_used_step = NULL",
     )
     .bind(account_id.to_owned())
-    .bind(secret.to_owned())
+    .bind(secret.ciphertext.clone())
+    .bind(secret.key_id.clone())
     .bind(expires_at)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// What start-up's sealing pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    /// Plain-text secrets (from before encryption) now sealed.
+    pub sealed: usize,
+    /// Secrets moved from an older key to the sealing key.
+    pub rotated: usize,
+    /// Secrets under a key that is not configured: left as they are (their second factor fails
+    /// closed until the key is given back or the user's 2FA is reset).
+    pub unreadable: usize,
+}
+
+/// Seals every secret that is plain text or under a key other than the sealing one, with the
+/// sealing key, in batches. Each row is rewritten only if it still holds what was read, so an
+/// enrollment that changes it meanwhile (another replica) is kept.
+pub async fn reseal_all(pool: &AnyPool, keys: &TotpKeys) -> Result<Resealed, sqlx::Error> {
+    const BATCH: i64 = 500;
+    let mut done = Resealed::default();
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(
+            "SELECT account_id, secret, secret_key_id FROM totp \
+             WHERE (secret_key_id IS NULL OR secret_key_id <> $1) AND account_id > $2 ORDER BY account_id LIMIT $3",
+        )
+        .bind(keys.sealing_key_id().to_owned())
+        .bind(after.clone())
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else { return Ok(done) };
+        after = last.try_get(0)?;
+        for r in &rows {
+            let account_id: String = r.try_get(0)?;
+            let stored = Totp {
+                secret: r.try_get(1)?,
+                secret_key_id: r.try_get(2)?,
+                confirmed: false,
+                expires_at: 0,
+                last_used_step: None,
+            };
+            let sealed = match stored.open(keys, &account_id).and_then(|clear| keys.seal(&account_id, &clear)) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    tracing::error!(user_id = %account_id, error = %e, "TOTP secret left as it is");
+                    done.unreadable += 1;
+                    continue;
+                }
+            };
+            let updated =
+                sqlx::query("UPDATE totp SET secret = $1, secret_key_id = $2 WHERE account_id = $3 AND secret = $4")
+                    .bind(sealed.ciphertext)
+                    .bind(sealed.key_id)
+                    .bind(account_id)
+                    .bind(stored.secret)
+                    .execute(pool)
+                    .await?;
+            if updated.rows_affected() > 0 {
+                match stored.secret_key_id {
+                    None => done.sealed += 1,
+                    Some(_) => done.rotated += 1,
+                }
+            }
+        }
+    }
 }
 
 /// Records the step of an accepted code, only if newer (so a code is accepted once even under
