@@ -36,3 +36,18 @@ fn service_specific_values_are_checked_too() {
     let src = ConfigSource::from_pairs([("TETHER_LOG_FORMAT", "xml")]);
     named(tether_runtime::telemetry::TelemetrySettings::load(&src, "x").unwrap_err(), "TETHER_LOG_FORMAT");
 }
+
+/// identity-svc does not start without the keys that encrypt TOTP secrets, and a bad key is
+/// named by its id without its value being shown.
+#[test]
+fn identity_requires_its_totp_keys_and_names_a_bad_one() {
+    let missing = identity_svc::Config::load(&ConfigSource::default()).unwrap_err();
+    assert!(matches!(&missing, ConfigError::Missing { key, .. } if key == "TETHER_IDENTITY_TOTP_KEYS"), "{missing}");
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let src = ConfigSource::from_pairs([("TETHER_IDENTITY_TOTP_KEYS", format!("new:{key},old:0123"))]);
+    let bad = identity_svc::Config::load(&src).unwrap_err().to_string();
+    assert!(bad.contains("TETHER_IDENTITY_TOTP_KEYS") && bad.contains("key old"), "{bad}");
+    assert!(!bad.contains(key), "the key itself is never shown: {bad}");
+    let src = ConfigSource::from_pairs([("TETHER_IDENTITY_TOTP_KEYS", format!("a:{key}"))]);
+    assert!(identity_svc::Config::load(&src).is_ok());
+}
