@@ -59,7 +59,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
 /// Encrypts TOTP secrets stored in plain text (databases from before encryption) and moves
 /// those under an older key to the first configured one, before serving.
 async fn seal_totp_secrets(database: &Database, config: &Config) -> Result<(), StartError> {
-    let done = store::two_factor::reseal_all(database.pool(), &config.totp_keys)
+    let done = store::two_factor::reseal_all(database, &config.totp_keys)
         .await
         .map_err(|e| StartError::Other(format!("sealing TOTP secrets: {e}")))?;
     if done != store::two_factor::Resealed::default() {

@@ -87,6 +87,17 @@ fn assert_hides(haystack: &[u8], secret: &str, what: &str) {
     assert!(!contains(hex::encode(&raw).as_bytes()), "{what} holds the secret's bytes in hex");
 }
 
+/// On SQLite, neither the database file nor its write-ahead log holds the secret (not even in
+/// freed space).
+fn assert_files_hide(env: &Env, secret: &str) {
+    let Some(dir) = &env.db.data_dir else { return };
+    for file in ["identity.db", "identity.db-wal"] {
+        if let Ok(bytes) = std::fs::read(dir.join(file)) {
+            assert_hides(&bytes, secret, file);
+        }
+    }
+}
+
 /// Password, then the TOTP code at `offset` steps from now: the outcome of the second step.
 async fn log_in_with_code(
     env: &Env,
@@ -126,14 +137,7 @@ async fn a_totp_secret_is_not_stored_in_clear_and_its_codes_still_log_in() {
     let column = stored_secret(&env, &user.user_id).await;
     assert_ne!(column, user.secret);
     assert_hides(column.as_bytes(), &user.secret, "the stored secret column");
-    // What the issue saw: on SQLite, the database file and its write-ahead log.
-    if let Some(dir) = &env.db.data_dir {
-        for file in ["identity.db", "identity.db-wal"] {
-            if let Ok(bytes) = std::fs::read(dir.join(file)) {
-                assert_hides(&bytes, &user.secret, file);
-            }
-        }
-    }
+    assert_files_hide(&env, &user.secret);
     assert_logs_in_with_code(&env, &user, 0).await;
 }
 
@@ -172,6 +176,7 @@ async fn a_plain_text_secret_from_before_is_encrypted_at_start_up() {
     let (column, key_id) = stored(&env, &user.user_id).await;
     assert_eq!(key_id.as_deref(), Some("test-1"));
     assert_hides(column.as_bytes(), &user.secret, "the stored secret column");
+    assert_files_hide(&env, &user.secret);
     assert_logs_in_with_code(&env, &user, 0).await;
 }
 

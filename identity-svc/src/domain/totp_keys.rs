@@ -12,7 +12,6 @@ use chacha20poly1305::{
 };
 
 const NONCE_LEN: usize = 24;
-const KEY_LEN: usize = 32;
 /// Binds a ciphertext to its use as well as to its account.
 const ASSOCIATED_LABEL: &str = "tether.identity.totp.v1:";
 
@@ -95,14 +94,10 @@ impl TotpKeys {
             if keys.iter().any(|k| k.id == id) {
                 return Err(ParseError { shown, problem: format!("key id {id} appears twice") });
             }
-            let bytes = match hex::decode(hex_key) {
-                Ok(b) if b.len() == KEY_LEN => b,
-                _ => {
-                    return Err(ParseError { shown, problem: format!("key {id} is not 64 hex digits (32 bytes)") });
-                }
-            };
-            let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
-                .map_err(|_| ParseError { shown: format!("{id}:***"), problem: format!("key {id} is not 32 bytes") })?;
+            let cipher = hex::decode(hex_key)
+                .ok()
+                .and_then(|bytes| XChaCha20Poly1305::new_from_slice(&bytes).ok())
+                .ok_or_else(|| ParseError { shown, problem: format!("key {id} is not 64 hex digits (32 bytes)") })?;
             keys.push(TotpKey { id: id.to_owned(), cipher });
         }
         Ok(Self { keys })

@@ -1,7 +1,7 @@
 //! TOTP enrollments, recovery codes, 2FA policies.
 
 use sqlx::{Any, AnyPool, Row, Transaction};
-use tether_runtime::db::now_micros;
+use tether_runtime::db::{Backend, Database, now_micros};
 
 use crate::domain::totp_keys::{KeyError, Sealed, TotpKeys};
 
@@ -18,10 +18,15 @@ pub struct Totp {
 impl Totp {
     /// The base32 secret in clear.
     pub fn open(&self, keys: &TotpKeys, account_id: &str) -> Result<String, KeyError> {
-        match &self.secret_key_id {
-            Some(key_id) => keys.open(account_id, key_id, &self.secret),
-            None => Ok(self.secret.clone()),
-        }
+        open_secret(keys, account_id, &self.secret, self.secret_key_id.as_deref())
+    }
+}
+
+/// A stored secret in clear: opened with its key, or as it is if it predates encryption.
+fn open_secret(keys: &TotpKeys, account_id: &str, stored: &str, key_id: Option<&str>) -> Result<String, KeyError> {
+    match key_id {
+        Some(key_id) => keys.open(account_id, key_id, stored),
+        None => Ok(stored.to_owned()),
     }
 }
 
@@ -75,8 +80,9 @@ pub struct Resealed {
 /// Seals every secret that is plain text or under a key other than the sealing one, with the
 /// sealing key, in batches. Each row is rewritten only if it still holds what was read, so an
 /// enrollment that changes it meanwhile (another replica) is kept.
-pub async fn reseal_all(pool: &AnyPool, keys: &TotpKeys) -> Result<Resealed, sqlx::Error> {
+pub async fn reseal_all(database: &Database, keys: &TotpKeys) -> Result<Resealed, sqlx::Error> {
     const BATCH: i64 = 500;
+    let pool = database.pool();
     let mut done = Resealed::default();
     let mut after = String::new();
     loop {
@@ -89,18 +95,14 @@ pub async fn reseal_all(pool: &AnyPool, keys: &TotpKeys) -> Result<Resealed, sql
         .bind(BATCH)
         .fetch_all(pool)
         .await?;
-        let Some(last) = rows.last() else { return Ok(done) };
+        let Some(last) = rows.last() else { break };
         after = last.try_get(0)?;
         for r in &rows {
             let account_id: String = r.try_get(0)?;
-            let stored = Totp {
-                secret: r.try_get(1)?,
-                secret_key_id: r.try_get(2)?,
-                confirmed: false,
-                expires_at: 0,
-                last_used_step: None,
-            };
-            let sealed = match stored.open(keys, &account_id).and_then(|clear| keys.seal(&account_id, &clear)) {
+            let secret: String = r.try_get(1)?;
+            let key_id: Option<String> = r.try_get(2)?;
+            let clear = open_secret(keys, &account_id, &secret, key_id.as_deref());
+            let sealed = match clear.and_then(|clear| keys.seal(&account_id, &clear)) {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     tracing::error!(user_id = %account_id, error = %e, "TOTP secret left as it is");
@@ -113,15 +115,34 @@ pub async fn reseal_all(pool: &AnyPool, keys: &TotpKeys) -> Result<Resealed, sql
                     .bind(sealed.ciphertext)
                     .bind(sealed.key_id)
                     .bind(account_id)
-                    .bind(stored.secret)
+                    .bind(secret)
                     .execute(pool)
                     .await?;
             if updated.rows_affected() > 0 {
-                match stored.secret_key_id {
+                match key_id {
                     None => done.sealed += 1,
                     Some(_) => done.rotated += 1,
                 }
             }
+        }
+    }
+    if done.sealed > 0 {
+        scrub_old_versions(database).await;
+    }
+    Ok(done)
+}
+
+/// After plain-text secrets were overwritten: their bytes may survive in the database's freed
+/// space and log (SQLite's free pages and write-ahead log, PostgreSQL's dead row versions), so
+/// the table is rewritten once. A failure only warns: the rows themselves are sealed.
+async fn scrub_old_versions(database: &Database) {
+    let statements: &[&'static str] = match database.backend() {
+        Backend::Sqlite => &["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"],
+        Backend::Postgres => &["VACUUM FULL totp"],
+    };
+    for sql in statements {
+        if let Err(e) = sqlx::raw_sql(*sql).execute(database.pool()).await {
+            tracing::warn!(error = %e, statement = sql, "could not rewrite the freed space of plain-text TOTP secrets");
         }
     }
 }
