@@ -1,10 +1,6 @@
 //! audit-svc settings (`TETHER_AUDIT_*`).
 
-use tether_runtime::{
-    ConfigError, ConfigSource, ServiceSettings,
-    access::ServiceToken,
-    config::upstream_addr,
-};
+use tether_runtime::{ConfigError, ConfigSource, ServiceSettings, access::ServiceToken, config::upstream_addr};
 
 pub const SERVICE: &str = "audit";
 pub const DEFAULT_PORT: u16 = 50054;

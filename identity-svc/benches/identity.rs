@@ -196,8 +196,11 @@ async fn main() {
     let in_process = prepared.authenticator.clone();
     let service = RunningService::spawn("identity", prepared.host).await;
     let channel = service.channel().await;
-    let over_grpc: Arc<dyn Authenticator> =
-        tether_runtime::access::GrpcAuthenticator::new(connect_lazy(&service.url()).expect("channel"), service_token, "bench");
+    let over_grpc: Arc<dyn Authenticator> = tether_runtime::access::GrpcAuthenticator::new(
+        connect_lazy(&service.url()).expect("channel"),
+        service_token,
+        "bench",
+    );
     let mut client = IdentityServiceClient::new(channel.clone());
 
     let mut owner = None;

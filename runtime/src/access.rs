@@ -292,13 +292,8 @@ impl Authenticator for GrpcAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         let mut request = tonic::Request::new(AuthenticateRequest { session_token: token.to_owned() });
         self.service_token.attach(self.service, &mut request);
-        let reply = self
-            .client
-            .clone()
-            .authenticate(request)
-            .await
-            .map_err(|s| downstream("identity-svc", s))?
-            .into_inner();
+        let reply =
+            self.client.clone().authenticate(request).await.map_err(|s| downstream("identity-svc", s))?.into_inner();
         let p = reply
             .principal
             .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "the session token is not valid"))?;
@@ -454,7 +449,8 @@ mod tests {
         let anonymous = tonic::Request::new(());
         let err = require_service(anonymous.metadata(), &OneSession, &token).await.unwrap_err();
         assert_eq!((err.code, err.reason), (Code::Unauthenticated, ErrorReason::Unauthenticated));
-        let err = require_service(service.metadata(), &OneSession, &ServiceToken::new("t".repeat(40))).await.unwrap_err();
+        let err =
+            require_service(service.metadata(), &OneSession, &ServiceToken::new("t".repeat(40))).await.unwrap_err();
         assert_eq!((err.code, err.reason), (Code::Unauthenticated, ErrorReason::Unauthenticated));
 
         let mut person = tonic::Request::new(());

@@ -36,3 +36,22 @@ fn service_specific_values_are_checked_too() {
     let src = ConfigSource::from_pairs([("TETHER_LOG_FORMAT", "xml")]);
     named(tether_runtime::telemetry::TelemetrySettings::load(&src, "x").unwrap_err(), "TETHER_LOG_FORMAT");
 }
+
+/// Every service needs the service token, to call the others on its own account and to admit
+/// their calls. Started without it, each refuses at once and names the key, instead of starting
+/// and later failing with a misleading refusal (authz-svc used to stay NOT_SERVING, logging
+/// that a session token was required).
+#[test]
+fn each_service_refuses_to_start_without_the_service_token() {
+    let without = ConfigSource::default();
+    named(identity_svc::Config::load(&without).unwrap_err(), "TETHER_SERVICE_TOKEN");
+    named(tenancy_svc::Config::load(&without).unwrap_err(), "TETHER_SERVICE_TOKEN");
+    named(authz_svc::Config::load(&without).unwrap_err(), "TETHER_SERVICE_TOKEN");
+    named(audit_svc::Config::load(&without).unwrap_err(), "TETHER_SERVICE_TOKEN");
+    // With it, the defaults are enough.
+    let with = ConfigSource::from_pairs([("TETHER_SERVICE_TOKEN", "a-deployment-secret-0123456789abcdef")]);
+    identity_svc::Config::load(&with).unwrap();
+    tenancy_svc::Config::load(&with).unwrap();
+    authz_svc::Config::load(&with).unwrap();
+    audit_svc::Config::load(&with).unwrap();
+}

@@ -93,8 +93,12 @@ impl TenancyApi {
     /// a person; returns the service's name.
     pub(super) async fn require_service<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let metadata = request.metadata();
-        Ok(tether_runtime::access::require_service(metadata, self.deps.authenticator.as_ref(), &self.deps.service_token)
-            .await?)
+        Ok(tether_runtime::access::require_service(
+            metadata,
+            self.deps.authenticator.as_ref(),
+            &self.deps.service_token,
+        )
+        .await?)
     }
 
     /// Asks authz-svc; services acting on their own account are trusted.
