@@ -89,8 +89,8 @@ impl std::fmt::Debug for ServiceToken {
 
 impl ServiceToken {
     pub const KEY: &'static str = "TETHER_SERVICE_TOKEN";
-    pub const HEADER: &'static str = "x-tether-service-token";
-    pub const NAME_HEADER: &'static str = "x-tether-service";
+    const HEADER: &'static str = "x-tether-service-token";
+    const NAME_HEADER: &'static str = "x-tether-service";
 
     /// Reads `TETHER_SERVICE_TOKEN`, which is required and at least 32 characters: without it a
     /// service could neither call the others on its own account nor answer their calls, and
@@ -209,10 +209,9 @@ pub async fn require_service(
     authenticator: &dyn Authenticator,
     service_token: &ServiceToken,
 ) -> Result<String, ApiError> {
-    if bearer(metadata).is_some() {
-        if let Actor::Service(name) = caller(metadata, authenticator, service_token).await?.actor {
-            return Ok(name);
-        }
+    if let Some(session) = bearer(metadata) {
+        // A person: a bad session is answered as everywhere else, a good one is still refused.
+        authenticator.authenticate(session).await?;
         return Err(ApiError::permission_denied(
             ErrorReason::PermissionDenied,
             "this call is for Tether services on their own account, not for people",
