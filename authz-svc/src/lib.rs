@@ -56,7 +56,7 @@ pub fn load_policy(config: &Config) -> Result<Policy, StartError> {
 
 pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
     let identity = connect_lazy(&config.identity_addr).map_err(|e| StartError::Other(e.to_string()))?;
-    let deps = Deps { authenticator: GrpcAuthenticator::new(identity) };
+    let deps = Deps { authenticator: GrpcAuthenticator::new(identity, config.service_token.clone(), config::SERVICE) };
     prepare_with(config, deps).await
 }
 

@@ -569,6 +569,10 @@ async fn decision_calls_need_credentials_and_people_ask_only_what_they_may_see()
     let mut client = pb::authz_service_client::AuthzServiceClient::new(open.channel.clone());
     assert!(client.check(check(w.viewer, "assets.view", w.a)).await.unwrap().into_inner().allowed);
     assert!(!client.check(check(w.viewer, "assets.edit", w.a)).await.unwrap().into_inner().allowed);
+    // Decisions only: the index status is still for services (and MSP staff).
+    let e = client.get_index_status(pb::GetIndexStatusRequest {}).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::Unauthenticated, "UNAUTHENTICATED"));
+    assert!(open.client.clone().get_index_status(pb::GetIndexStatusRequest {}).await.is_ok());
     open.service.stop().await.unwrap();
 }
 

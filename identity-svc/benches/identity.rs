@@ -168,6 +168,7 @@ async fn main() {
     let source = db
         .config()
         .with("TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD", OWNER_PASSWORD)
+        .with("TETHER_SERVICE_TOKEN", "bench-service-token-0123456789abcdef")
         .with("TETHER_IDENTITY_MAIL_OUTBOX_DIR", std::env::temp_dir().join("tether-bench-mail").display().to_string())
         .with("TETHER_IDENTITY_LOCKOUT_IP_FREE_ATTEMPTS", "100000")
         // A/B the hashing threads' priority: TETHER_IDENTITY_HASH_PRIORITY=0 turns it off.
@@ -187,6 +188,7 @@ async fn main() {
         config.hash_priority,
         config.sessions.revocation_lease.as_millis()
     );
+    let service_token = config.service_token.clone();
     let prepared =
         identity_svc::prepare_with(config, Deps { authorizer: Arc::new(AllowAll), tenancy: Arc::new(AcceptAll) })
             .await
@@ -194,8 +196,11 @@ async fn main() {
     let in_process = prepared.authenticator.clone();
     let service = RunningService::spawn("identity", prepared.host).await;
     let channel = service.channel().await;
-    let over_grpc: Arc<dyn Authenticator> =
-        tether_runtime::access::GrpcAuthenticator::new(connect_lazy(&service.url()).expect("channel"));
+    let over_grpc: Arc<dyn Authenticator> = tether_runtime::access::GrpcAuthenticator::new(
+        connect_lazy(&service.url()).expect("channel"),
+        service_token,
+        "bench",
+    );
     let mut client = IdentityServiceClient::new(channel.clone());
 
     let mut owner = None;

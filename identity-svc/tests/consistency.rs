@@ -133,6 +133,24 @@ async fn a_membership_tenancy_refuses_for_good_removes_the_account_again() {
     env.create(&owner, "yan@gone.example", "Yan", TENANT_A, "client_user", false).await;
 }
 
+/// The change stream carries every user's email and status and replays their history: only
+/// Tether services presenting the service token may follow it.
+#[tokio::test]
+async fn only_services_may_watch() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    for from_revision in [0, 1] {
+        let watch = |request| {
+            let mut client = env.client();
+            async move { client.watch(request).await.map(|_| ()) }
+        };
+        let request = || pb::WatchRequest { from_revision };
+        assert_err(watch(tonic::Request::new(request())).await, Code::Unauthenticated, "UNAUTHENTICATED");
+        assert_err(watch(auth(&owner, request())).await, Code::PermissionDenied, "PERMISSION_DENIED");
+        watch(as_service(request())).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn watch_sends_a_snapshot_then_live_changes_and_resumes() {
     let env = Env::start().await;
@@ -195,7 +213,7 @@ async fn watch_sends_a_snapshot_then_live_changes_and_resumes() {
     }
     assert_err(
         env.client().watch(as_service(pb::WatchRequest { from_revision: 1_000_000 })).await.map(|_| ()),
-        Code::FailedPrecondition,
+        Code::OutOfRange,
         "REVISION_AHEAD",
     );
 }

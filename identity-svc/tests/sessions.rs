@@ -177,6 +177,37 @@ async fn sessions_are_listed_revoked_and_end_at_logout() {
     assert_err(env.authenticate("garbage").await, Code::Unauthenticated, "UNAUTHENTICATED");
 }
 
+/// Authenticate is internal: it resolves a session token only for a Tether service presenting
+/// the service token. Anyone else holding someone's token learns nothing from it (not even
+/// whose it is) and cannot keep it alive.
+#[tokio::test]
+async fn only_services_may_resolve_a_session_token() {
+    let env = Env::start_with(&[("TETHER_IDENTITY_SESSION_IDLE_TIMEOUT_MS", "1200")]).await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "vic@a.example", "Vic", TENANT_A, "client_user", false).await;
+    env.create(&owner, "mal@a.example", "Mal", TENANT_A, "client_user", false).await;
+    let victim = env.login("vic@a.example", PASSWORD).await;
+    let mallory = env.login("mal@a.example", PASSWORD).await;
+    let ask = || pb::AuthenticateRequest { session_token: victim.clone() };
+    let with_wrong_token = || {
+        let mut request = tonic::Request::new(ask());
+        tether_runtime::access::ServiceToken::new("not-the-deployment-token-0123456789").attach("edge", &mut request);
+        request
+    };
+
+    // A service presenting the token gets the principal.
+    assert_eq!(env.authenticate(&victim).await.unwrap().email, "vic@a.example");
+    // Nobody else does, however often they try, and their tries do not keep the session alive.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1600) {
+        assert_err(env.client().authenticate(ask()).await, Code::Unauthenticated, "UNAUTHENTICATED");
+        assert_err(env.client().authenticate(with_wrong_token()).await, Code::Unauthenticated, "UNAUTHENTICATED");
+        assert_err(env.client().authenticate(auth(&mallory, ask())).await, Code::PermissionDenied, "PERMISSION_DENIED");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_err(env.authenticate(&victim).await, Code::Unauthenticated, "SESSION_EXPIRED");
+}
+
 #[tokio::test]
 async fn idle_sessions_expire_and_the_single_session_policy_ends_older_ones() {
     let env = Env::start_with(&[
@@ -217,7 +248,7 @@ async fn a_revocation_on_one_replica_is_seen_by_the_next_call_on_another() {
         let authenticate_on_b = |token: &str| {
             let mut b = b.clone();
             let token = token.to_owned();
-            async move { b.authenticate(pb::AuthenticateRequest { session_token: token }).await }
+            async move { b.authenticate(as_service(pb::AuthenticateRequest { session_token: token })).await }
         };
         let refused_on_b = |result: Result<tonic::Response<pb::AuthenticateResponse>, tonic::Status>, what: &str| {
             let status = result.err().unwrap_or_else(|| panic!("lease {lease_ms} ms: B accepted a token after {what}"));
@@ -234,7 +265,11 @@ async fn a_revocation_on_one_replica_is_seen_by_the_next_call_on_another() {
 
         // Deactivation on A, by an administrator.
         let token = env.login("kim@a.example", PASSWORD).await;
-        let kim = env.client().authenticate(pb::AuthenticateRequest { session_token: token.clone() }).await.unwrap();
+        let kim = env
+            .client()
+            .authenticate(as_service(pb::AuthenticateRequest { session_token: token.clone() }))
+            .await
+            .unwrap();
         let kim = kim.into_inner().principal.unwrap().user_id;
         authenticate_on_b(&token).await.unwrap();
         env.client()
@@ -243,7 +278,7 @@ async fn a_revocation_on_one_replica_is_seen_by_the_next_call_on_another() {
             .unwrap();
         refused_on_b(authenticate_on_b(&token).await, "deactivation");
         // The owner's own session, cached on B under the same generation, still works.
-        b.authenticate(pb::AuthenticateRequest { session_token: owner.clone() }).await.unwrap();
+        b.authenticate(as_service(pb::AuthenticateRequest { session_token: owner.clone() })).await.unwrap();
 
         replica.stop().await.unwrap();
         env.restart().await;

@@ -75,7 +75,9 @@ impl Caller {
 }
 
 /// The secret Tether services present to each other (`TETHER_SERVICE_TOKEN`, the same value in
-/// every service of a deployment). Without one, service-to-service calls are refused.
+/// every service of a deployment), in `x-tether-service-token`, with the caller's name in
+/// `x-tether-service`. Every service needs it, so [`ServiceToken::load`] refuses to start
+/// without it; the empty `Default` (test doubles only) presents nothing and accepts nothing.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ServiceToken(Option<String>);
 
@@ -90,12 +92,17 @@ impl ServiceToken {
     const HEADER: &'static str = "x-tether-service-token";
     const NAME_HEADER: &'static str = "x-tether-service";
 
-    /// Reads `TETHER_SERVICE_TOKEN`; it must be at least 32 characters when set.
+    /// Reads `TETHER_SERVICE_TOKEN`, which is required and at least 32 characters: without it a
+    /// service could neither call the others on its own account nor answer their calls, and
+    /// would only fail later with a misleading refusal.
     pub fn load(source: &crate::ConfigSource) -> Result<Self, crate::ConfigError> {
+        const EXPECTED: &str = "the secret (at least 32 characters) every service of the deployment shares";
         match source.get(Self::KEY) {
-            None => Ok(Self(None)),
+            None | Some("") => {
+                Err(crate::ConfigError::Missing { key: Self::KEY.to_owned(), expected: EXPECTED.to_owned() })
+            }
             Some(t) if t.len() >= 32 => Ok(Self(Some(t.to_owned()))),
-            Some(_) => Err(crate::config::invalid(Self::KEY, "***", "at least 32 characters")),
+            Some(_) => Err(crate::config::invalid(Self::KEY, "***", EXPECTED)),
         }
     }
 
@@ -180,13 +187,7 @@ pub async fn caller(
         Some(_) => metadata.get("x-client-ip").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
         None => String::new(),
     };
-    let token = metadata
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    match (token, service) {
+    match (bearer(metadata), service) {
         (Some(token), _) => {
             let principal = authenticator.authenticate(token).await?;
             Ok(Caller { actor: Actor::User(principal), client_ip })
@@ -194,6 +195,44 @@ pub async fn caller(
         (None, Some(service)) => Ok(Caller { actor: Actor::Service(service), client_ip }),
         (None, None) => Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required")),
     }
+}
+
+/// Admits only another Tether service acting on its own account, by this deployment's service
+/// token: the internal RPCs (identity's Authenticate, the Watch change streams, audit's Ingest).
+/// Returns the calling service's name.
+///
+/// A call without the service token, or with a wrong one, is UNAUTHENTICATED; a person's call
+/// (a valid session, even one the edge forwards with the service token) is PERMISSION_DENIED;
+/// an invalid session is refused as [`Authenticator::authenticate`] refuses it.
+pub async fn require_service(
+    metadata: &MetadataMap,
+    authenticator: &dyn Authenticator,
+    service_token: &ServiceToken,
+) -> Result<String, ApiError> {
+    if let Some(session) = bearer(metadata) {
+        // A person: a bad session is answered as everywhere else, a good one is still refused.
+        authenticator.authenticate(session).await?;
+        return Err(ApiError::permission_denied(
+            ErrorReason::PermissionDenied,
+            "this call is for Tether services on their own account, not for people",
+        ));
+    }
+    service_token.verify(metadata).ok_or_else(|| {
+        ApiError::unauthenticated(
+            ErrorReason::Unauthenticated,
+            format!("this call is for Tether services: the service token ({}) is required", ServiceToken::HEADER),
+        )
+    })
+}
+
+/// The session token of `authorization: Bearer <token>`, if the call carries one.
+fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// Whether a call presents any credentials at all (a session token or a service token), right
@@ -235,24 +274,25 @@ fn downstream(service: &str, status: tonic::Status) -> ApiError {
 #[derive(Clone)]
 pub struct GrpcAuthenticator {
     client: IdentityServiceClient<TracedChannel>,
+    service_token: ServiceToken,
+    service: &'static str,
 }
 
 impl GrpcAuthenticator {
-    pub fn new(channel: TracedChannel) -> Arc<Self> {
-        Arc::new(Self { client: IdentityServiceClient::new(channel) })
+    /// `service` is the calling service's name; Authenticate is an internal RPC, so every call
+    /// carries the service token.
+    pub fn new(channel: TracedChannel, service_token: ServiceToken, service: &'static str) -> Arc<Self> {
+        Arc::new(Self { client: IdentityServiceClient::new(channel), service_token, service })
     }
 }
 
 #[tonic::async_trait]
 impl Authenticator for GrpcAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
-        let reply = self
-            .client
-            .clone()
-            .authenticate(AuthenticateRequest { session_token: token.to_owned() })
-            .await
-            .map_err(|s| downstream("identity-svc", s))?
-            .into_inner();
+        let mut request = tonic::Request::new(AuthenticateRequest { session_token: token.to_owned() });
+        self.service_token.attach(self.service, &mut request);
+        let reply =
+            self.client.clone().authenticate(request).await.map_err(|s| downstream("identity-svc", s))?.into_inner();
         let p = reply
             .principal
             .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "the session token is not valid"))?;
@@ -394,6 +434,44 @@ mod tests {
         // A bad session is refused even when the edge vouches for the call.
         forwarded.metadata_mut().insert("authorization", "Bearer stale".parse().unwrap());
         assert!(caller(forwarded.metadata(), &OneSession, &token).await.is_err());
+    }
+
+    /// Internal RPCs: only the service token on its own admits; a person is refused even when
+    /// the edge forwards their call.
+    #[tokio::test]
+    async fn internal_calls_admit_only_services() {
+        let token = ServiceToken::new("s".repeat(40));
+        let mut service = tonic::Request::new(());
+        token.attach("authz", &mut service);
+        assert_eq!(require_service(service.metadata(), &OneSession, &token).await.unwrap(), "authz");
+
+        let anonymous = tonic::Request::new(());
+        let err = require_service(anonymous.metadata(), &OneSession, &token).await.unwrap_err();
+        assert_eq!((err.code, err.reason), (Code::Unauthenticated, ErrorReason::Unauthenticated));
+        let err =
+            require_service(service.metadata(), &OneSession, &ServiceToken::new("t".repeat(40))).await.unwrap_err();
+        assert_eq!((err.code, err.reason), (Code::Unauthenticated, ErrorReason::Unauthenticated));
+
+        let mut person = tonic::Request::new(());
+        person.metadata_mut().insert("authorization", "Bearer good".parse().unwrap());
+        let err = require_service(person.metadata(), &OneSession, &token).await.unwrap_err();
+        assert_eq!((err.code, err.reason), (Code::PermissionDenied, ErrorReason::PermissionDenied));
+        token.attach("edge", &mut person);
+        let err = require_service(person.metadata(), &OneSession, &token).await.unwrap_err();
+        assert_eq!((err.code, err.reason), (Code::PermissionDenied, ErrorReason::PermissionDenied));
+        person.metadata_mut().insert("authorization", "Bearer stale".parse().unwrap());
+        let err = require_service(person.metadata(), &OneSession, &token).await.unwrap_err();
+        assert_eq!(err.code, Code::Unauthenticated);
+    }
+
+    #[test]
+    fn the_service_token_is_required() {
+        let missing = ServiceToken::load(&crate::ConfigSource::default()).unwrap_err();
+        assert!(missing.to_string().contains(ServiceToken::KEY), "{missing}");
+        let short = ServiceToken::load(&crate::ConfigSource::from_pairs([(ServiceToken::KEY, "short")])).unwrap_err();
+        assert!(short.to_string().contains(ServiceToken::KEY), "{short}");
+        assert!(!short.to_string().contains("short\""), "the value is not shown: {short}");
+        assert!(ServiceToken::load(&crate::ConfigSource::from_pairs([(ServiceToken::KEY, "s".repeat(32))])).is_ok());
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
     let authz = channel(&config.authz_addr)?;
     let token = config.service_token.clone();
     let deps = Deps {
-        authenticator: GrpcAuthenticator::new(identity.clone()),
+        authenticator: GrpcAuthenticator::new(identity.clone(), token.clone(), config::SERVICE),
         authorizer: GrpcAuthorizer::new(authz.clone(), token.clone(), config::SERVICE),
         users: deps::GrpcUserDirectory::new(identity, token.clone()),
         roles: deps::GrpcRoleCatalog::new(authz, token.clone()),

@@ -24,6 +24,40 @@ async fn assignments_of(
         .assignments
 }
 
+/// Watch sends every tenant, membership and the ownership, and from revision 1 replays their
+/// whole history: for Tether services presenting the service token only, never for a person
+/// (not even the MSP's owner) and never for an anonymous caller.
+#[tokio::test]
+async fn only_services_may_watch() {
+    use tether_runtime::access::ServiceToken;
+    let h = Harness::start().await;
+    let owner = h.bootstrap_owner().await;
+    let acme = h.client_tenant(&owner, "Acme").await;
+    for from_revision in [0, 1] {
+        let watch = |request| {
+            let mut client = h.client();
+            async move { client.watch(request).await.map(|_| ()) }
+        };
+        let request = || pb::WatchRequest { from_revision };
+        let anonymous = watch(tonic::Request::new(request())).await;
+        assert_eq!((code(&anonymous), reason(anonymous)), (tonic::Code::Unauthenticated, "UNAUTHENTICATED".into()));
+        let mut wrong = tonic::Request::new(request());
+        ServiceToken::new("not-the-deployment-token-0123456789").attach("identity", &mut wrong);
+        let wrong = watch(wrong).await;
+        assert_eq!((code(&wrong), reason(wrong)), (tonic::Code::Unauthenticated, "UNAUTHENTICATED".into()));
+        let person = watch(as_user(&owner, request())).await;
+        assert_eq!((code(&person), reason(person)), (tonic::Code::PermissionDenied, "PERMISSION_DENIED".into()));
+    }
+    // The service token opens it: the snapshot names the new client.
+    let snapshot = h.watch_until_idle(0).await;
+    assert!(snapshot.iter().any(|item| matches!(
+        &item.kind,
+        Some(pb::watch_response::Kind::Change(pb::TenancyChange {
+            change: Some(pb::tenancy_change::Change::TenantUpserted(t)), ..
+        })) if t.tenant.as_ref().is_some_and(|t| t.tenant_id == acme.tenant_id)
+    )));
+}
+
 #[tokio::test]
 async fn technicians_manage_assigned_clients_with_all_their_departments() {
     use pb::list_technician_assignments_request::Selector;

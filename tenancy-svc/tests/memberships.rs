@@ -314,7 +314,8 @@ async fn every_write_is_on_the_watch_stream_and_in_the_audit_outbox() {
     // Resuming from the new revision sends nothing old.
     assert!(h.watch_until_idle(revision).await.is_empty());
     // A revision ahead of the latest is refused.
-    let ahead = h.client().watch(pb::WatchRequest { from_revision: revision + 100 }).await;
+    let ahead = h.client().watch(as_service(pb::WatchRequest { from_revision: revision + 100 })).await;
+    assert_eq!(code(&ahead), tonic::Code::OutOfRange);
     assert_eq!(reason(ahead.map(|_| ())), "REVISION_AHEAD");
 
     // The audit event of the creation: actor, action, resource, client IP.

@@ -24,7 +24,7 @@ async fn count(db: &TestDatabase, service: &str, sql: &'static str) -> i64 {
 #[tokio::test]
 async fn migrations_apply_once_and_a_second_start_changes_nothing() {
     let db = TestDatabase::fresh().await;
-    let source = db.config();
+    let source = db.config().with(tether_runtime::access::ServiceToken::KEY, stack::SERVICE_TOKEN);
 
     let first = identity_svc::prepare(identity_svc::Config::load(&source).unwrap()).await.unwrap();
     assert!(first.bootstrap_owner.is_some(), "the first start creates the MSP owner");

@@ -69,7 +69,8 @@ async fn trace_context_flows_in_and_out() {
 
     let db = TestDatabase::fresh().await;
     // Downstream: the real identity service.
-    let identity = identity_svc::prepare(identity_svc::Config::load(&db.config()).unwrap()).await.unwrap();
+    let source = db.config().with("TETHER_SERVICE_TOKEN", "test-service-token-0123456789abcdef0123");
+    let identity = identity_svc::prepare(identity_svc::Config::load(&source).unwrap()).await.unwrap();
     let downstream = RunningService::spawn("identity", identity.host).await;
     // Upstream: the relay, calling identity through the shared traced client.
     let settings = ServiceSettings::load(&db.config(), "relay", 0).unwrap();

@@ -1322,7 +1322,9 @@ impl AuthzService for AuthzApi {
     // ---------------- operations ----------------
 
     async fn get_index_status(&self, request: Request<pb::GetIndexStatusRequest>) -> Reply<pb::GetIndexStatusResponse> {
-        let who = self.asker(request.metadata()).await?;
+        // Internal and MSP staff: a service by its token (not an anonymous caller, even where
+        // decision calls are open), or a person who is MSP staff.
+        let who = caller(request.metadata(), &*self.authenticator, &self.service_token).await?;
         if who.user().is_some_and(|p| !p.is_msp_staff) {
             return Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "MSP staff only").into());
         }

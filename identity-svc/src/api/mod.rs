@@ -73,6 +73,12 @@ impl Identity {
         Ok(caller)
     }
 
+    /// Internal RPCs (Authenticate, Watch): only another Tether service presenting the service
+    /// token, never a person; returns the service's name.
+    pub async fn require_service<T>(&self, request: &Request<T>) -> Result<String, ApiError> {
+        tether_runtime::access::require_service(request.metadata(), self, &self.service_token).await
+    }
+
     /// After a committed change that bumped the revocation generation: tells change-stream
     /// followers, drops this replica's cached answers, then waits out the generation lease, so
     /// that once the caller has the answer no replica's next Authenticate can miss the change.
@@ -316,6 +322,8 @@ impl IdentityService for IdentityApi {
         reply(self.inner.logout(request).await)
     }
     async fn authenticate(&self, request: Request<pb::AuthenticateRequest>) -> Reply<pb::AuthenticateResponse> {
+        // Internal: anyone else could resolve (and keep alive) a token they got hold of.
+        self.inner.require_service(&request).await?;
         reply(self.inner.authenticate(&request.get_ref().session_token).await)
     }
     async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
@@ -338,12 +346,7 @@ impl IdentityService for IdentityApi {
     }
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Reply<WatchStream> {
-        let caller = self.inner.caller(&request).await?;
-        if caller.user().is_some() {
-            return Err(
-                ApiError::permission_denied(ErrorReason::PermissionDenied, "Watch is for Tether services").into()
-            );
-        }
+        self.inner.require_service(&request).await?;
         let db = self.inner.db.clone();
         let stream = watch_stream::<pb::WatchResponse, _, _>(
             self.inner.feed.clone(),

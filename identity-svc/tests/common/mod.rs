@@ -385,7 +385,8 @@ impl Env {
     }
 
     pub async fn authenticate(&self, token: &str) -> Result<pb::Principal, tonic::Status> {
-        let reply = self.client().authenticate(pb::AuthenticateRequest { session_token: token.into() }).await?;
+        let reply =
+            self.client().authenticate(as_service(pb::AuthenticateRequest { session_token: token.into() })).await?;
         Ok(reply.into_inner().principal.unwrap())
     }
 

@@ -7,7 +7,7 @@ use tether_proto::common::v1::ErrorReason;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use super::changes::{ChangeFeed, ChangeMessage, timestamp_from_micros};
 use crate::{db::now_micros, error::ApiError};
@@ -59,9 +59,12 @@ where
     Fut: Future<Output = Result<(u64, Vec<R::Change>), ApiError>> + Send + 'static,
 {
     if from_revision > 0 {
+        // A revision past the latest is OUT_OF_RANGE (gRPC's code for reading past the end);
+        // one older than retained is FAILED_PRECONDITION (ask for a snapshot instead).
         let current = feed.current_revision().await.map_err(ApiError::internal)?;
         if from_revision > current {
-            return Err(ApiError::failed_precondition(
+            return Err(ApiError::new(
+                Code::OutOfRange,
                 ErrorReason::RevisionAhead,
                 format!("revision {from_revision} is ahead of the latest ({current})"),
             ));

@@ -89,6 +89,18 @@ impl TenancyApi {
         Ok(caller)
     }
 
+    /// Internal RPCs (Watch): only another Tether service presenting the service token, never
+    /// a person; returns the service's name.
+    pub(super) async fn require_service<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let metadata = request.metadata();
+        Ok(tether_runtime::access::require_service(
+            metadata,
+            self.deps.authenticator.as_ref(),
+            &self.deps.service_token,
+        )
+        .await?)
+    }
+
     /// Asks authz-svc; services acting on their own account are trusted.
     pub(super) async fn require(&self, caller: &Caller, permission: &str, tenant_id: &str) -> Result<(), Status> {
         let Some(user) = caller.user() else { return Ok(()) };

@@ -787,6 +787,8 @@ impl TenancyService for TenancyApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<pb::WatchResponse>>, Status> {
+        // The whole tree, every membership and its history: for Tether services only.
+        self.require_service(&request).await?;
         let from = request.get_ref().from_revision;
         let database = self.database.clone();
         let stream = watch_stream(

@@ -340,7 +340,8 @@ impl Harness {
     /// Every change the Watch stream has up to now (from 0: snapshot items, then SnapshotEnd).
     pub async fn watch_until_idle(&self, from: u64) -> Vec<pb::WatchResponse> {
         use tokio_stream::StreamExt;
-        let mut stream = self.client().watch(pb::WatchRequest { from_revision: from }).await.unwrap().into_inner();
+        let mut stream =
+            self.client().watch(as_service(pb::WatchRequest { from_revision: from })).await.unwrap().into_inner();
         let mut out = Vec::new();
         while let Ok(Some(item)) = tokio::time::timeout(std::time::Duration::from_millis(700), stream.next()).await {
             let item = item.unwrap();
