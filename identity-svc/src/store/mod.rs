@@ -43,5 +43,10 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         description: "account request id unique",
         sql: include_str!("migrations/0009_account_request_id_unique.sql"),
     },
+    EmbeddedMigration {
+        version: 10,
+        description: "intent tenancy revision",
+        sql: include_str!("migrations/0010_intent_tenancy_revision.sql"),
+    },
     OUTBOX_MIGRATION,
 ];

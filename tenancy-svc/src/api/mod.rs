@@ -128,7 +128,7 @@ impl TenancyService for TenancyApi {
                     .on("parent_id"),
             ));
         }
-        self.require_create(&caller, &parent).await?;
+        self.require_create(&caller, &parent, req.at_least_as_fresh.as_ref()).await?;
         let parent_id = (parent.kind != TenantKind::Admin).then(|| parent.id.clone());
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) = tenants::create(
@@ -430,6 +430,7 @@ impl TenancyService for TenancyApi {
         for (i, spec) in specs.iter().enumerate() {
             self.check_role(&spec.role, &pack, &format!("memberships[{i}].role")).await?;
         }
+        let fresh = req.at_least_as_fresh.as_ref();
         if caller.user().is_some() {
             let target = self.user_info(&caller, &user_id).await?;
             let current = memberships::user_tenants(&self.database, &user_id).await.map_err(store_error)?;
@@ -445,15 +446,15 @@ impl TenancyService for TenancyApi {
                 }
                 let field = format!("memberships[{i}].tenant_id");
                 self.see(&caller, &spec.tenant_id).await.map_err(|s| guard::on_field(s, &field))?;
-                self.require(&caller, "users.manage", &spec.tenant_id).await?;
-                self.check_grant(&caller, &target, &spec.tenant_id, &spec.role, previous.as_deref().unwrap_or(""))
-                    .await?;
+                self.require_at(&caller, "users.manage", &spec.tenant_id, fresh).await?;
+                let previous = previous.as_deref().unwrap_or("");
+                self.check_grant(&caller, &target, &spec.tenant_id, &spec.role, previous, fresh).await?;
             }
             for (tenant_id, role) in &current_direct {
                 if !seen.contains(tenant_id) {
                     self.see(&caller, tenant_id).await?;
-                    self.require(&caller, "users.manage", tenant_id).await?;
-                    self.check_grant(&caller, &target, tenant_id, "", role).await?;
+                    self.require_at(&caller, "users.manage", tenant_id, fresh).await?;
+                    self.check_grant(&caller, &target, tenant_id, "", role, fresh).await?;
                 }
             }
         }
@@ -486,13 +487,14 @@ impl TenancyService for TenancyApi {
         let pack = self.pack().await?;
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
+            let fresh = req.at_least_as_fresh.as_ref();
             let target = self.user_info(&caller, &user_id).await?;
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
             let previous = memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?;
             if previous.as_ref().is_none_or(|m| m.role != role.as_str()) {
                 let previous_role = previous.map(|m| m.role).unwrap_or_default();
-                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &previous_role).await?;
+                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &previous_role, fresh).await?;
             }
         }
         let ctx = AuditContext::from_caller(&caller);
@@ -519,8 +521,9 @@ impl TenancyService for TenancyApi {
         let pack = self.pack().await?;
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
+            let fresh = req.at_least_as_fresh.as_ref();
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
             let target = self.user_info(&caller, &user_id).await?;
             let current = memberships::get_direct(&self.database, &user_id, &tenant_id)
                 .await
@@ -529,7 +532,7 @@ impl TenancyService for TenancyApi {
                     reject(Rejection::new(ErrorReason::MembershipNotFound, "the user holds no direct membership there"))
                 })?;
             if current.role != role.as_str() {
-                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &current.role).await?;
+                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &current.role, fresh).await?;
             }
         }
         let ctx = AuditContext::from_caller(&caller);
@@ -554,13 +557,14 @@ impl TenancyService for TenancyApi {
         let tenant_id = id(&req.tenant_id, "tenant_id")?;
         let pack = self.pack().await?;
         if caller.user().is_some() {
+            let fresh = req.at_least_as_fresh.as_ref();
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
             let target = self.user_info(&caller, &user_id).await.ok();
             if let (Some(target), Some(current)) =
                 (target, memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?)
             {
-                self.check_grant(&caller, &target, &tenant_id, "", &current.role).await?;
+                self.check_grant(&caller, &target, &tenant_id, "", &current.role, fresh).await?;
             }
         }
         let ctx = AuditContext::from_caller(&caller);
@@ -814,17 +818,18 @@ impl TenancyApi {
         &self,
         caller: &tether_runtime::access::Caller,
         parent: &store::TenantRow,
+        fresh: Option<&ConsistencyToken>,
     ) -> Result<(), Status> {
         let Some(user) = caller.user() else { return Ok(()) };
         let authz = &self.deps.authorizer;
-        if authz.check(&user.user_id, "tenants.manage", &parent.id).await? {
+        if authz.check(&user.user_id, "tenants.manage", &parent.id, fresh).await? {
             return Ok(());
         }
         let denied = || reject(Rejection::new(ErrorReason::PermissionDenied, "tenants.manage is required here"));
         if parent.kind == TenantKind::Admin {
             return Err(denied());
         }
-        match authz.check(&user.user_id, DEPARTMENTS_CREATE, &parent.id).await {
+        match authz.check(&user.user_id, DEPARTMENTS_CREATE, &parent.id, fresh).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(reject(Rejection::new(
                 ErrorReason::PermissionDenied,
