@@ -12,6 +12,10 @@ pub const NAMES: [&str; 4] = ["identity", "tenancy", "authz", "audit"];
 /// The service token the four share.
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef0123";
 
+/// The bootstrap MSP owner's login.
+pub const OWNER_EMAIL: &str = "owner@msp.example";
+pub const OWNER_PASSWORD: &str = "owner-pass-phrase-2026";
+
 /// Binds a port per service and returns the configuration that wires them together.
 async fn wire(db: &TestDatabase) -> (ConfigSource, Vec<TcpListener>) {
     let mut listeners = Vec::new();
@@ -19,7 +23,10 @@ async fn wire(db: &TestDatabase) -> (ConfigSource, Vec<TcpListener>) {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
     let url = |i: usize| format!("http://{}", listeners[i].local_addr().unwrap());
-    let mut source = db.config().with(ServiceToken::KEY, SERVICE_TOKEN);
+    let mut source = db
+        .config()
+        .with(ServiceToken::KEY, SERVICE_TOKEN)
+        .with("TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD", OWNER_PASSWORD);
     for (i, caller) in NAMES.iter().enumerate() {
         for (j, callee) in NAMES.iter().enumerate() {
             if i != j {
