@@ -38,7 +38,13 @@ struct AllowAll;
 
 #[tonic::async_trait]
 impl Authorizer for AllowAll {
-    async fn check(&self, _: &str, _: &str, _: &str, _: Option<&tether_proto::common::v1::ConsistencyToken>) -> Result<bool, ApiError> {
+    async fn check(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<&tether_proto::common::v1::ConsistencyToken>,
+    ) -> Result<bool, ApiError> {
         Ok(true)
     }
     async fn check_role_grant(&self, _: &RoleGrant) -> Result<RoleGrantDecision, ApiError> {

@@ -431,12 +431,18 @@ async fn smtp_mail_starts_with_starttls() {
 /// An invitation whose membership has not reached tenancy-svc when the invitee accepts (made a
 /// moment ago, or during a tenancy outage, with a slow delivery): the accept waits for the
 /// delivery, so the login that follows at once, or the session the accept starts, succeeds
-/// instead of LOGIN_FAILED (MEMBERSHIP_PENDING). And the accept's token names tenancy's
-/// revision of the membership.
+/// instead of LOGIN_FAILED (MEMBERSHIP_PENDING); a delivery waiting out a retry delay is tried
+/// again at once. And the accept's token names tenancy's revision of the membership.
 #[tokio::test]
 async fn a_login_right_after_accepting_succeeds_even_while_the_membership_is_on_its_way() {
     use std::sync::atomic::Ordering;
-    let env = Env::start_with(&[("TETHER_IDENTITY_PROVISION_WAIT_MS", "2000")]).await;
+    // A failed delivery is retried only after 5 s, longer than anyone waits for it.
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_PROVISION_WAIT_MS", "2000"),
+        ("TETHER_IDENTITY_RELAY_RETRY_MS", "5000"),
+        ("TETHER_IDENTITY_RELAY_MAX_RETRY_MS", "5000"),
+    ])
+    .await;
     let owner = env.owner_token().await;
     for (i, start_session) in [(0, false), (1, true)] {
         let email = format!("late{i}@a.example");

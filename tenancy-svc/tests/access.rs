@@ -194,7 +194,11 @@ async fn exactly_one_owner_who_alone_can_transfer() {
         .client()
         .remove_membership(as_user(
             &admin,
-            pb::RemoveMembershipRequest { user_id: owner.clone(), tenant_id: admin_tenancy.clone(), ..Default::default() },
+            pb::RemoveMembershipRequest {
+                user_id: owner.clone(),
+                tenant_id: admin_tenancy.clone(),
+                ..Default::default()
+            },
         ))
         .await;
     assert_eq!(reason(remove), "OWNER_NOT_REMOVABLE");
@@ -380,7 +384,11 @@ async fn client_users_see_only_their_own_tenant_and_departments() {
         .client()
         .remove_membership(as_user(
             &colleague,
-            pb::RemoveMembershipRequest { user_id: client_admin.clone(), tenant_id: acme.tenant_id.clone(), ..Default::default() },
+            pb::RemoveMembershipRequest {
+                user_id: client_admin.clone(),
+                tenant_id: acme.tenant_id.clone(),
+                ..Default::default()
+            },
         ))
         .await;
     assert_eq!(reason(by_user), "TENANT_NOT_FOUND");

@@ -79,7 +79,10 @@ async fn staff_get_shadow_memberships_that_never_appear_in_directories() {
     assert!(kinds.contains(&(dept.tenant_id.clone(), MembershipKind::Shadow as i32)));
     let admin = h.admin_id().await;
     h.client()
-        .remove_membership(as_user(&owner, pb::RemoveMembershipRequest { user_id: late.clone(), tenant_id: admin, ..Default::default() }))
+        .remove_membership(as_user(
+            &owner,
+            pb::RemoveMembershipRequest { user_id: late.clone(), tenant_id: admin, ..Default::default() },
+        ))
         .await
         .unwrap();
     let switch =
@@ -232,14 +235,21 @@ async fn the_last_admin_of_a_tenant_stays() {
         let mut client = h.client();
         let request = as_user(
             &owner,
-            pb::ChangeMembershipRoleRequest { user_id: user.into(), tenant_id: a.tenant_id.clone(), role: role.into(), ..Default::default() },
+            pb::ChangeMembershipRoleRequest {
+                user_id: user.into(),
+                tenant_id: a.tenant_id.clone(),
+                role: role.into(),
+                ..Default::default()
+            },
         );
         async move { client.change_membership_role(request).await }
     };
     let remove = |user: &str| {
         let mut client = h.client();
-        let request =
-            as_user(&owner, pb::RemoveMembershipRequest { user_id: user.into(), tenant_id: a.tenant_id.clone(), ..Default::default() });
+        let request = as_user(
+            &owner,
+            pb::RemoveMembershipRequest { user_id: user.into(), tenant_id: a.tenant_id.clone(), ..Default::default() },
+        );
         async move { client.remove_membership(request).await }
     };
     let demote = change(&first, "client_user").await;

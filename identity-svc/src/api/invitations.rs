@@ -452,8 +452,15 @@ impl Identity {
         // Login refuses an account whose membership has not reached tenancy-svc yet. The
         // invitation's delivery normally landed long ago, but one accepted right after it was
         // made (or while tenancy was down) must not answer "accepted" and then refuse the login
-        // that follows: wait for the delivery as CreateUser does.
+        // that follows: wait for the delivery as CreateUser does, and have a delivery waiting out
+        // a retry delay tried again now (someone is waiting for it).
         // The accept is committed: from here on nothing turns it into an error.
+        if !account.provisioned {
+            if let Err(e) = intents::retry_now(self.db.pool(), &row.account_id).await {
+                tracing::warn!(user_id = %row.account_id, error = %e, "could not hurry the membership delivery");
+            }
+            self.relay.poke();
+        }
         let membership = match self.membership_in_place(&row.account_id).await {
             Ok(token) => token,
             Err(e) => {

@@ -100,6 +100,17 @@ pub async fn next_due(pool: &AnyPool) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await
 }
 
+/// Makes the account's undelivered intents due now (someone waits for them), cutting short a
+/// retry delay.
+pub async fn retry_now(pool: &AnyPool, account_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE membership_intents SET next_attempt_at = $1 WHERE account_id = $2 AND delivered_at IS NULL")
+        .bind(now_micros())
+        .bind(account_id.to_owned())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Whether the account still waits for a delivery.
 pub async fn pending_for(pool: &AnyPool, account_id: &str) -> Result<bool, sqlx::Error> {
     let n: i64 =
@@ -122,8 +133,8 @@ pub async fn mark_delivered(
     .bind(now_micros())
     .bind(i64::try_from(tenancy_revision).unwrap_or(i64::MAX))
     .bind(id.to_owned())
-        .execute(&mut **tx)
-        .await?;
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

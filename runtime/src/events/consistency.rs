@@ -39,10 +39,13 @@ mod tests {
             ],
         };
         let merged = merge([Some(&a), None, Some(&b)]).unwrap_or_default();
-        assert_eq!(merged.revisions, vec![
-            Revision { source: RevisionSource::Identity as i32, value: 7 },
-            Revision { source: RevisionSource::Tenancy as i32, value: 3 },
-        ]);
+        assert_eq!(
+            merged.revisions,
+            vec![
+                Revision { source: RevisionSource::Identity as i32, value: 7 },
+                Revision { source: RevisionSource::Tenancy as i32, value: 3 },
+            ]
+        );
         assert_eq!(merge([None, Some(&token(RevisionSource::Authz, 0))]), None);
     }
 }
