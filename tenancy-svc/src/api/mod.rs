@@ -234,7 +234,8 @@ impl TenancyService for TenancyApi {
             Some(TenantSlug::parse(&req.slug).map_err(|e| field_error("slug", e))?)
         };
         let tenant = self.see(&caller, &tenant_id).await?;
-        self.require(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id)).await?;
+        let manager = tenant.parent_id.as_deref().unwrap_or(&tenant.id);
+        self.require_at(&caller, "tenants.manage", manager, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) =
             tenants::rename(&self.database, &ctx, &tenant_id, &name, slug.as_ref()).await.map_err(store_error)?;
@@ -251,8 +252,9 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::SuspendTenantResponse>, Status> {
         let req_ref = request.get_ref();
         bounded(&req_ref.reason, 500, "reason")?;
+        let fresh = req_ref.at_least_as_fresh.clone();
         let (tenant, revision) = self
-            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Suspended, &req_ref.reason.clone())
+            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Suspended, &req_ref.reason.clone(), fresh)
             .await?;
         Ok(Response::new(pb::SuspendTenantResponse { tenant: Some(tenant), consistency_token: token(revision) }))
     }
@@ -262,7 +264,8 @@ impl TenancyService for TenancyApi {
         request: Request<pb::ReactivateTenantRequest>,
     ) -> Result<Response<pb::ReactivateTenantResponse>, Status> {
         let tenant_id = request.get_ref().tenant_id.clone();
-        let (tenant, revision) = self.change_status(&request, &tenant_id, TenantStatus::Active, "").await?;
+        let fresh = request.get_ref().at_least_as_fresh.clone();
+        let (tenant, revision) = self.change_status(&request, &tenant_id, TenantStatus::Active, "", fresh).await?;
         Ok(Response::new(pb::ReactivateTenantResponse { tenant: Some(tenant), consistency_token: token(revision) }))
     }
 
@@ -272,8 +275,9 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::ArchiveTenantResponse>, Status> {
         let req_ref = request.get_ref();
         bounded(&req_ref.reason, 500, "reason")?;
+        let fresh = req_ref.at_least_as_fresh.clone();
         let (tenant, revision) = self
-            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Archived, &req_ref.reason.clone())
+            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Archived, &req_ref.reason.clone(), fresh)
             .await?;
         Ok(Response::new(pb::ArchiveTenantResponse { tenant: Some(tenant), consistency_token: token(revision) }))
     }
@@ -288,8 +292,9 @@ impl TenancyService for TenancyApi {
         let new_parent_id = id(&req.new_parent_id, "new_parent_id")?;
         let tenant = self.see(&caller, &tenant_id).await?;
         let new_parent = self.see(&caller, &new_parent_id).await.map_err(|s| guard::on_field(s, "new_parent_id"))?;
-        self.require(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id)).await?;
-        self.require(&caller, "tenants.manage", &new_parent.id).await?;
+        let fresh = req.at_least_as_fresh.as_ref();
+        self.require_at(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id), fresh).await?;
+        self.require_at(&caller, "tenants.manage", &new_parent.id, fresh).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) = tenants::move_tenant(&self.database, &ctx, &tenant_id, &new_parent_id, self.max_depth)
             .await
@@ -616,7 +621,7 @@ impl TenancyService for TenancyApi {
         };
         if caller.user().is_none_or(|p| p.user_id != user_id) {
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, req.at_least_as_fresh.as_ref()).await?;
         }
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
@@ -650,7 +655,7 @@ impl TenancyService for TenancyApi {
             }
             tenant_ids.push(tenant_id);
         }
-        self.require_assignment_rights(&caller, &technician).await?;
+        self.require_assignment_rights(&caller, &technician, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (assignments, revision) =
             assignments::set(&self.database, &ctx, &technician, &tenant_ids).await.map_err(store_error)?;
@@ -666,7 +671,7 @@ impl TenancyService for TenancyApi {
         let req = request.into_inner();
         let technician = id(&req.technician_user_id, "technician_user_id")?;
         let tenant_id = id(&req.tenant_id, "tenant_id")?;
-        self.require_assignment_rights(&caller, &technician).await?;
+        self.require_assignment_rights(&caller, &technician, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (assignment, revision) =
             assignments::assign(&self.database, &ctx, &technician, &tenant_id).await.map_err(store_error)?;
@@ -687,7 +692,7 @@ impl TenancyService for TenancyApi {
         let tenant_id = id(&req.tenant_id, "tenant_id")?;
         let admin = self.admin().await?;
         self.see(&caller, &admin.id).await?;
-        self.require(&caller, "users.manage", &admin.id).await?;
+        self.require_at(&caller, "users.manage", &admin.id, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let revision =
             assignments::unassign(&self.database, &ctx, &technician, &tenant_id).await.map_err(store_error)?;
@@ -847,6 +852,7 @@ impl TenancyApi {
         raw_id: &str,
         status: TenantStatus,
         note: &str,
+        fresh: Option<ConsistencyToken>,
     ) -> Result<(pb::Tenant, u64), Status> {
         let caller = self.caller(request).await?;
         let tenant_id = id(raw_id, "tenant_id")?;
@@ -863,7 +869,8 @@ impl TenancyApi {
         {
             return Err(reject(Rejection::new(ErrorReason::TenantNotActive, "the parent tenant is not active")));
         }
-        self.require(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id)).await?;
+        let manager = tenant.parent_id.as_deref().unwrap_or(&tenant.id);
+        self.require_at(&caller, "tenants.manage", manager, fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) =
             tenants::set_status(&self.database, &ctx, &tenant_id, status, note).await.map_err(store_error)?;
@@ -875,10 +882,11 @@ impl TenancyApi {
         &self,
         caller: &tether_runtime::access::Caller,
         technician: &str,
+        fresh: Option<&ConsistencyToken>,
     ) -> Result<(), Status> {
         let admin = self.admin().await?;
         self.see(caller, &admin.id).await?;
-        self.require(caller, "users.manage", &admin.id).await?;
+        self.require_at(caller, "users.manage", &admin.id, fresh).await?;
         if caller.user().is_some() {
             self.user_info(caller, technician).await.map_err(|s| guard::on_field(s, "technician_user_id"))?;
         }
