@@ -38,7 +38,13 @@ struct AllowAll;
 
 #[tonic::async_trait]
 impl Authorizer for AllowAll {
-    async fn check(&self, _: &str, _: &str, _: &str) -> Result<bool, ApiError> {
+    async fn check(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<&tether_proto::common::v1::ConsistencyToken>,
+    ) -> Result<bool, ApiError> {
         Ok(true)
     }
     async fn check_role_grant(&self, _: &RoleGrant) -> Result<RoleGrantDecision, ApiError> {
@@ -53,14 +59,14 @@ impl Tenancy for AcceptAll {
     async fn admin_tenancy_id(&self) -> Result<String, ApiError> {
         Ok("00000000-0000-7000-8000-000000000001".into())
     }
-    async fn add_membership(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
-        Ok(())
+    async fn add_membership(&self, _: &str, _: &str, _: &str) -> Result<u64, ApiError> {
+        Ok(1)
     }
     async fn clear_memberships(&self, _: &str) -> Result<(), ApiError> {
         Ok(())
     }
-    async fn transfer_ownership(&self, _: &str) -> Result<(), ApiError> {
-        Ok(())
+    async fn transfer_ownership(&self, _: &str) -> Result<u64, ApiError> {
+        Ok(1)
     }
     async fn user_roles(&self, _: &str) -> Result<Vec<identity_svc::domain::two_factor::HeldRole>, ApiError> {
         Ok(Vec::new())

@@ -427,3 +427,55 @@ async fn smtp_mail_starts_with_starttls() {
     // No file outbox either: SMTP replaces it.
     assert!(std::fs::read_dir(&env.mail_dir).map(|d| d.count() == 0).unwrap_or(true));
 }
+
+/// An invitation whose membership has not reached tenancy-svc when the invitee accepts (made a
+/// moment ago, or during a tenancy outage, with a slow delivery): the accept waits for the
+/// delivery, so the login that follows at once, or the session the accept starts, succeeds
+/// instead of LOGIN_FAILED (MEMBERSHIP_PENDING); a delivery waiting out a retry delay is tried
+/// again at once. And the accept's token names tenancy's revision of the membership.
+#[tokio::test]
+async fn a_login_right_after_accepting_succeeds_even_while_the_membership_is_on_its_way() {
+    use std::sync::atomic::Ordering;
+    // A failed delivery is retried only after 5 s, longer than anyone waits for it.
+    let env = Env::start_with(&[
+        ("TETHER_IDENTITY_PROVISION_WAIT_MS", "2000"),
+        ("TETHER_IDENTITY_RELAY_RETRY_MS", "5000"),
+        ("TETHER_IDENTITY_RELAY_MAX_RETRY_MS", "5000"),
+    ])
+    .await;
+    let owner = env.owner_token().await;
+    for (i, start_session) in [(0, false), (1, true)] {
+        let email = format!("late{i}@a.example");
+        // tenancy takes no writes while the invitation is made: the delivery is still pending
+        // when CreateInvitation stops waiting for it.
+        env.tenancy.failing_writes.store(true, Ordering::SeqCst);
+        let created = invite(&env, &owner, &email, TENANT_A, "client_user").await;
+        assert!(env.tenancy.membership(&created.invitation.unwrap().user_id).is_empty());
+        // tenancy is back, but slow: the relay's next delivery lands a while later.
+        env.tenancy.write_delay_ms.store(600, Ordering::SeqCst);
+        env.tenancy.failing_writes.store(false, Ordering::SeqCst);
+        let accepted = env
+            .client()
+            .accept_invitation(pb::AcceptInvitationRequest {
+                invitation_token: created.invitation_token.clone(),
+                password: PASSWORD.into(),
+                start_session,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        env.tenancy.write_delay_ms.store(0, Ordering::SeqCst);
+        if start_session {
+            assert!(
+                matches!(accepted.outcome.and_then(|o| o.outcome), Some(pb::login_outcome::Outcome::Session(_))),
+                "the accept starts the session it was asked for"
+            );
+        } else {
+            env.login(&email, PASSWORD).await;
+        }
+        let sources: Vec<i32> =
+            accepted.consistency_token.unwrap_or_default().revisions.iter().map(|r| r.source).collect();
+        assert!(sources.contains(&(tether_proto::common::v1::RevisionSource::Tenancy as i32)), "{sources:?}");
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tether_proto::{
     authz::v1::{CheckRequest, CheckRoleGrantRequest, authz_service_client::AuthzServiceClient},
-    common::v1::ErrorReason,
+    common::v1::{ConsistencyToken, ErrorReason},
     identity::v1::{AuthenticateRequest, identity_service_client::IdentityServiceClient},
 };
 use tonic::{Code, metadata::MetadataMap};
@@ -147,7 +147,7 @@ pub struct RoleGrantDecision {
 }
 
 /// A role change to be judged by [`Authorizer::check_role_grant`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RoleGrant {
     pub actor_user_id: String,
     pub target_user_id: String,
@@ -157,13 +157,25 @@ pub struct RoleGrant {
     pub role: String,
     /// The role held now; empty when there is none.
     pub previous_role: String,
+    /// What authz-svc must have seen before it judges (see [`Authorizer::check`]).
+    pub at_least_as_fresh: Option<ConsistencyToken>,
 }
 
 #[tonic::async_trait]
 pub trait Authorizer: Send + Sync + 'static {
     /// May `user_id` do `permission` in `tenant_id`? Any doubt is `Ok(false)` or an error,
     /// never `Ok(true)`.
-    async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError>;
+    ///
+    /// `at_least_as_fresh`: the caller's consistency token (and what the asking service's own
+    /// earlier steps produced), so authz-svc decides on state that includes those writes, e.g. a
+    /// tenant created a moment ago; UNAVAILABLE if it cannot catch up in time.
+    async fn check(
+        &self,
+        user_id: &str,
+        permission: &str,
+        tenant_id: &str,
+        at_least_as_fresh: Option<&ConsistencyToken>,
+    ) -> Result<bool, ApiError>;
 
     /// May the actor give (or change, or remove) this role? The delegation rules live in
     /// authz-svc; services ask instead of re-implementing them.
@@ -331,11 +343,18 @@ impl GrpcAuthorizer {
 
 #[tonic::async_trait]
 impl Authorizer for GrpcAuthorizer {
-    async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError> {
+    async fn check(
+        &self,
+        user_id: &str,
+        permission: &str,
+        tenant_id: &str,
+        at_least_as_fresh: Option<&ConsistencyToken>,
+    ) -> Result<bool, ApiError> {
         let request = CheckRequest {
             subject_user_id: user_id.to_owned(),
             permission: permission.to_owned(),
             tenant_id: tenant_id.to_owned(),
+            at_least_as_fresh: at_least_as_fresh.cloned(),
             ..Default::default()
         };
         let reply = self.client.clone().check(self.request(request)).await.map_err(|s| downstream("authz-svc", s))?;
@@ -350,7 +369,7 @@ impl Authorizer for GrpcAuthorizer {
             tenant_id: grant.tenant_id.clone(),
             role: grant.role.clone(),
             previous_role: grant.previous_role.clone(),
-            at_least_as_fresh: None,
+            at_least_as_fresh: grant.at_least_as_fresh.clone(),
         };
         let reply = self
             .client

@@ -58,7 +58,13 @@ impl Authenticator for AllowAll {
 
 #[tonic::async_trait]
 impl Authorizer for AllowAll {
-    async fn check(&self, _: &str, _: &str, _: &str) -> Result<bool, ApiError> {
+    async fn check(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<&tether_proto::common::v1::ConsistencyToken>,
+    ) -> Result<bool, ApiError> {
         Ok(true)
     }
     async fn check_role_grant(&self, _: &RoleGrant) -> Result<RoleGrantDecision, ApiError> {
@@ -200,6 +206,7 @@ async fn main() {
                 tenant_id: admin_id.clone(),
                 role: "msp_technician".into(),
                 make_default: false,
+                ..Default::default()
             }))
             .await
             .expect("add staff");
@@ -271,6 +278,7 @@ async fn main() {
                 tenant_id: tenant.clone(),
                 role: if i < 2 { "client_admin".into() } else { "client_user".into() },
                 make_default: false,
+                ..Default::default()
             }))
             .await
             .expect("add member");

@@ -195,6 +195,7 @@ async fn exactly_one_owner_who_alone_can_transfer() {
                 user_id: admin.clone(),
                 tenant_id: admin_tenancy.clone(),
                 role: "msp_owner".into(),
+                ..Default::default()
             },
         ))
         .await;
@@ -206,6 +207,7 @@ async fn exactly_one_owner_who_alone_can_transfer() {
             tenant_id: admin_tenancy.clone(),
             role: "msp_owner".into(),
             make_default: false,
+            ..Default::default()
         }))
         .await;
     assert_eq!(reason(invite), "OWNER_ROLE_NOT_ASSIGNABLE");
@@ -217,6 +219,7 @@ async fn exactly_one_owner_who_alone_can_transfer() {
                 user_id: owner.clone(),
                 tenant_id: admin_tenancy.clone(),
                 role: "msp_admin".into(),
+                ..Default::default()
             },
         ))
         .await;
@@ -225,7 +228,11 @@ async fn exactly_one_owner_who_alone_can_transfer() {
         .client()
         .remove_membership(as_user(
             &admin,
-            pb::RemoveMembershipRequest { user_id: owner.clone(), tenant_id: admin_tenancy.clone() },
+            pb::RemoveMembershipRequest {
+                user_id: owner.clone(),
+                tenant_id: admin_tenancy.clone(),
+                ..Default::default()
+            },
         ))
         .await;
     assert_eq!(reason(remove), "OWNER_NOT_REMOVABLE");
@@ -278,6 +285,7 @@ async fn exactly_one_owner_who_alone_can_transfer() {
                 user_id: owner.clone(),
                 tenant_id: admin_tenancy,
                 role: "msp_technician".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -371,6 +379,7 @@ async fn client_users_see_only_their_own_tenant_and_departments() {
                 user_id: colleague.clone(),
                 tenant_id: dept.tenant_id.clone(),
                 role: "client_admin".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -384,6 +393,7 @@ async fn client_users_see_only_their_own_tenant_and_departments() {
                 tenant_id: acme.tenant_id.clone(),
                 role: "msp_admin".into(),
                 make_default: false,
+                ..Default::default()
             },
         ))
         .await;
@@ -399,6 +409,7 @@ async fn client_users_see_only_their_own_tenant_and_departments() {
                 tenant_id: globex.tenant_id.clone(),
                 role: "client_user".into(),
                 make_default: false,
+                ..Default::default()
             },
         ))
         .await;
@@ -407,7 +418,11 @@ async fn client_users_see_only_their_own_tenant_and_departments() {
         .client()
         .remove_membership(as_user(
             &colleague,
-            pb::RemoveMembershipRequest { user_id: client_admin.clone(), tenant_id: acme.tenant_id.clone() },
+            pb::RemoveMembershipRequest {
+                user_id: client_admin.clone(),
+                tenant_id: acme.tenant_id.clone(),
+                ..Default::default()
+            },
         ))
         .await;
     assert_eq!(reason(by_user), "TENANT_NOT_FOUND");

@@ -45,7 +45,7 @@ async fn remove(h: &Harness, actor: &str, user: &str, tenant: &str) {
     h.client()
         .remove_membership(as_user(
             actor,
-            pb::RemoveMembershipRequest { user_id: user.into(), tenant_id: tenant.into() },
+            pb::RemoveMembershipRequest { user_id: user.into(), tenant_id: tenant.into(), ..Default::default() },
         ))
         .await
         .unwrap();
@@ -196,7 +196,10 @@ async fn deactivated_staff_keep_their_shadows_leavers_and_deleted_staff_lose_the
     assert_eq!(count(&h, "SELECT COUNT(*) FROM memberships WHERE user_id = $1 AND kind <> 'direct'", &tech).await, 3);
     let revision = h
         .client()
-        .remove_membership(as_user(&owner, pb::RemoveMembershipRequest { user_id: tech.clone(), tenant_id: admin }))
+        .remove_membership(as_user(
+            &owner,
+            pb::RemoveMembershipRequest { user_id: tech.clone(), tenant_id: admin, ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner()

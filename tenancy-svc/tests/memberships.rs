@@ -79,7 +79,10 @@ async fn staff_get_shadow_memberships_that_never_appear_in_directories() {
     assert!(kinds.contains(&(dept.tenant_id.clone(), MembershipKind::Shadow as i32)));
     let admin = h.admin_id().await;
     h.client()
-        .remove_membership(as_user(&owner, pb::RemoveMembershipRequest { user_id: late.clone(), tenant_id: admin }))
+        .remove_membership(as_user(
+            &owner,
+            pb::RemoveMembershipRequest { user_id: late.clone(), tenant_id: admin, ..Default::default() },
+        ))
         .await
         .unwrap();
     let switch =
@@ -121,6 +124,7 @@ async fn the_tick_and_default_panel_sets_memberships_in_one_call() {
                 user_id: user.clone(),
                 memberships: specs,
                 default_tenant_id: default.into(),
+                ..Default::default()
             },
         );
         async move { client.set_user_memberships(request).await }
@@ -162,6 +166,7 @@ async fn the_tick_and_default_panel_sets_memberships_in_one_call() {
                 user_id: uuid::Uuid::new_v4().to_string(),
                 memberships: vec![spec(&a, "client_user")],
                 default_tenant_id: String::new(),
+                ..Default::default()
             },
         ))
         .await;
@@ -194,6 +199,7 @@ async fn add_membership_is_idempotent_for_retried_deliveries() {
             tenant_id: a.tenant_id.clone(),
             role: role.into(),
             make_default: false,
+            ..Default::default()
         });
         async move { client.add_membership(request).await }
     };
@@ -210,6 +216,7 @@ async fn add_membership_is_idempotent_for_retried_deliveries() {
             tenant_id: uuid::Uuid::new_v4().to_string(),
             role: "client_user".into(),
             make_default: false,
+            ..Default::default()
         }))
         .await;
     assert_eq!(reason(missing), "TENANT_NOT_FOUND");
@@ -228,14 +235,21 @@ async fn the_last_admin_of_a_tenant_stays() {
         let mut client = h.client();
         let request = as_user(
             &owner,
-            pb::ChangeMembershipRoleRequest { user_id: user.into(), tenant_id: a.tenant_id.clone(), role: role.into() },
+            pb::ChangeMembershipRoleRequest {
+                user_id: user.into(),
+                tenant_id: a.tenant_id.clone(),
+                role: role.into(),
+                ..Default::default()
+            },
         );
         async move { client.change_membership_role(request).await }
     };
     let remove = |user: &str| {
         let mut client = h.client();
-        let request =
-            as_user(&owner, pb::RemoveMembershipRequest { user_id: user.into(), tenant_id: a.tenant_id.clone() });
+        let request = as_user(
+            &owner,
+            pb::RemoveMembershipRequest { user_id: user.into(), tenant_id: a.tenant_id.clone(), ..Default::default() },
+        );
         async move { client.remove_membership(request).await }
     };
     let demote = change(&first, "client_user").await;

@@ -4,7 +4,7 @@ use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
 use tether_runtime::{
     ApiError,
     db::now_micros,
-    events::{current_revision, next_revision, record_audit, record_changes},
+    events::{consistency::merge, current_revision, next_revision, record_audit, record_changes},
 };
 use tonic::Request;
 
@@ -110,7 +110,8 @@ impl Identity {
             .with_metadata("field", "tenant_id"));
         }
         let request_id = parse_opt_id("request_id", &r.request_id).map_err(convert::input)?.map(|u| u.to_string());
-        let tenant = self.tenant_of_new(&caller, r.is_msp_staff, tenant_id, &role).await?;
+        let tenant =
+            self.tenant_of_new(&caller, r.is_msp_staff, tenant_id, &role, r.at_least_as_fresh.as_ref()).await?;
         if let Some(rid) = &request_id
             && let Some(existing) = store::get_by_request_id(self.db.pool(), rid).await.map_err(convert::db)?
         {
@@ -171,6 +172,9 @@ impl Identity {
         tx.commit().await.map_err(convert::db)?;
         self.feed.notify();
         self.relay.poke();
+        // As CreateUser: the pending membership in place before the link goes out, so an
+        // invitee who accepts at once can log in (and a refusal is answered, not mailed).
+        let membership = self.membership_in_place(&account_id).await?;
         if !r.skip_email {
             self.mail_invitation(&row, &token).await;
         }
@@ -178,7 +182,7 @@ impl Identity {
             invitation: Some(invitation(&row)),
             invitation_url: self.invitation_url(&token),
             invitation_token: token,
-            consistency_token: convert::token(revision),
+            consistency_token: merge([convert::token(revision).as_ref(), membership.as_ref()]),
         })
     }
 
@@ -445,6 +449,30 @@ impl Identity {
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
         self.feed.notify();
+        // Login refuses an account whose membership has not reached tenancy-svc yet. The
+        // invitation's delivery normally landed long ago, but one accepted right after it was
+        // made (or while tenancy was down) must not answer "accepted" and then refuse the login
+        // that follows: wait for the delivery as CreateUser does, and have a delivery waiting out
+        // a retry delay tried again now (someone is waiting for it).
+        // The accept is committed: from here on nothing turns it into an error.
+        if !account.provisioned {
+            if let Err(e) = intents::retry_now(self.db.pool(), &row.account_id).await {
+                tracing::warn!(user_id = %row.account_id, error = %e, "could not hurry the membership delivery");
+            }
+            self.relay.poke();
+        }
+        let membership = match self.membership_in_place(&row.account_id).await {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(user_id = %row.account_id, error = %e, "invitation accepted; membership not confirmed");
+                None
+            }
+        };
+        let account = if account.provisioned {
+            account
+        } else {
+            accounts::get(self.db.pool(), &row.account_id).await.ok().flatten().unwrap_or(account)
+        };
         let mut outcome = None;
         let mut last = revision;
         if r.start_session {
@@ -465,7 +493,7 @@ impl Identity {
         Ok(pb::AcceptInvitationResponse {
             user: Some(convert::user(&account)),
             outcome,
-            consistency_token: convert::token(last),
+            consistency_token: merge([convert::token(last).as_ref(), membership.as_ref()]),
         })
     }
 }

@@ -395,6 +395,8 @@ impl Identity {
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
         record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
         tx.commit().await.map_err(convert::db)?;
+        // The revision is in the login's consistency token: followers hear of it at once.
+        self.feed.notify();
         if !ended.is_empty() {
             self.sessions_changed().await;
         }

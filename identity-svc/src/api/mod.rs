@@ -13,7 +13,7 @@ mod users;
 use std::sync::Arc;
 
 use tether_proto::{
-    common::v1::ErrorReason,
+    common::v1::{ConsistencyToken, ErrorReason},
     identity::v1::{self as pb, identity_service_server::IdentityService},
 };
 use tether_runtime::{
@@ -119,10 +119,10 @@ impl Identity {
             return Err(not_found());
         }
         let tenant = self.home_tenant(target).await?;
-        if self.authorizer.check(&p.user_id, permission, &tenant).await? {
+        if self.authorizer.check(&p.user_id, permission, &tenant, None).await? {
             return Ok(());
         }
-        if permission == PERM_VIEW || !self.authorizer.check(&p.user_id, PERM_VIEW, &tenant).await? {
+        if permission == PERM_VIEW || !self.authorizer.check(&p.user_id, PERM_VIEW, &tenant, None).await? {
             return Err(not_found());
         }
         Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))
@@ -150,8 +150,20 @@ impl Identity {
 
     /// May the caller do `permission` in `tenant_id`?
     pub async fn require_in(&self, caller: &Caller, permission: &str, tenant_id: &str) -> Result<(), ApiError> {
+        self.require_in_at(caller, permission, tenant_id, None).await
+    }
+
+    /// [`Self::require_in`], decided by authz-svc on state at least as fresh as the caller's
+    /// consistency token (a tenant created a moment ago is known).
+    pub async fn require_in_at(
+        &self,
+        caller: &Caller,
+        permission: &str,
+        tenant_id: &str,
+        at_least_as_fresh: Option<&ConsistencyToken>,
+    ) -> Result<(), ApiError> {
         let Some(p) = caller.user() else { return Ok(()) };
-        if self.authorizer.check(&p.user_id, permission, tenant_id).await? {
+        if self.authorizer.check(&p.user_id, permission, tenant_id, at_least_as_fresh).await? {
             Ok(())
         } else {
             Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))

@@ -1,12 +1,18 @@
 //! Accounts: create now, read, list, edit, deactivate, reactivate, delete; and the Watch
 //! snapshot.
 
-use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
+use tether_proto::{
+    common::v1::{ConsistencyToken, ErrorReason, RevisionSource},
+    identity::v1 as pb,
+};
 use tether_runtime::{
     ApiError,
     access::{Caller, RoleGrant, RoleGrantDecision},
     db::Database,
-    events::{current_revision, next_revision, record_audit, record_changes},
+    events::{
+        consistency::{self, merge},
+        current_revision, next_revision, record_audit, record_changes,
+    },
 };
 use tonic::Request;
 
@@ -108,9 +114,11 @@ impl Identity {
         request: Request<pb::CreateUserRequest>,
     ) -> Result<pb::CreateUserResponse, ApiError> {
         let caller = self.caller(&request).await?;
-        let new = NewUser::try_from(request.into_inner()).map_err(convert::input)?;
+        let mut r = request.into_inner();
+        let fresh = r.at_least_as_fresh.take();
+        let new = NewUser::try_from(r).map_err(convert::input)?;
         // A retry is still a CreateUser: the same checks first.
-        let tenant = self.tenant_of_new(&caller, new.is_msp_staff, new.tenant_id, &new.role).await?;
+        let tenant = self.tenant_of_new(&caller, new.is_msp_staff, new.tenant_id, &new.role, fresh.as_ref()).await?;
         if let Some(done) = self.created_before(&caller, new.request_id).await? {
             return Ok(done);
         }
@@ -144,14 +152,27 @@ impl Identity {
         tx.commit().await.map_err(convert::db)?;
         self.feed.notify();
         self.relay.poke();
-        // The account logs in only once tenancy-svc holds its membership; wait a little so the
-        // usual case answers with both in place.
-        if !self.relay.wait_provisioned(&self.db, &id, self.config.relay.wait).await {
-            tracing::warn!(user_id = %id, "membership not yet acknowledged by tenancy-svc; the relay keeps trying");
-        } else if let Some(reason) = intents::refusal_for(self.db.pool(), &id).await.map_err(convert::db)? {
-            // tenancy refused the membership for good and the account was removed again.
-            let reason = tether_proto::common::v1::ErrorReason::from_str_name(&format!("ERROR_REASON_{reason}"))
-                .unwrap_or(ErrorReason::Unavailable);
+        let membership = self.membership_in_place(&id).await?;
+        Ok(pb::CreateUserResponse {
+            user: Some(convert::user(&row)),
+            consistency_token: merge([convert::token(revision).as_ref(), membership.as_ref()]),
+        })
+    }
+
+    /// After a write that queued a membership intent: waits (up to
+    /// `TETHER_IDENTITY_PROVISION_WAIT_MS`) for the relay to deliver the account's intents to
+    /// tenancy-svc, so the usual case answers with the account loginable and the membership in
+    /// place. Returns tenancy's revision of the delivery as a consistency token (the caller's
+    /// next check must see the membership too), `None` while the relay is still trying; the
+    /// reason if tenancy refused the membership for good (the account was removed again).
+    pub(super) async fn membership_in_place(&self, account_id: &str) -> Result<Option<ConsistencyToken>, ApiError> {
+        if !self.relay.wait_provisioned(&self.db, account_id, self.config.relay.wait).await {
+            tracing::warn!(user_id = %account_id, "membership not yet acknowledged by tenancy-svc; the relay keeps trying");
+            return Ok(None);
+        }
+        if let Some(reason) = intents::refusal_for(self.db.pool(), account_id).await.map_err(convert::db)? {
+            let reason =
+                ErrorReason::from_str_name(&format!("ERROR_REASON_{reason}")).unwrap_or(ErrorReason::Unavailable);
             let code = match reason {
                 ErrorReason::TenantNotFound | ErrorReason::RoleNotFound => tonic::Code::NotFound,
                 ErrorReason::MembershipExists => tonic::Code::AlreadyExists,
@@ -159,7 +180,8 @@ impl Identity {
             };
             return Err(ApiError::new(code, reason, "tenancy-svc refused the membership; the user was not created"));
         }
-        Ok(pb::CreateUserResponse { user: Some(convert::user(&row)), consistency_token: convert::token(revision) })
+        let revision = intents::tenancy_revision_for(self.db.pool(), account_id).await.map_err(convert::db)?;
+        Ok((revision > 0).then(|| consistency::token(RevisionSource::Tenancy, revision)))
     }
 
     /// The answer to a retried CreateUser: the account an earlier call with this request_id
@@ -183,9 +205,10 @@ impl Identity {
                 .with_metadata("field", "request_id"));
         }
         let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+        let membership = self.membership_in_place(&existing.id).await?;
         Ok(Some(pb::CreateUserResponse {
             user: Some(convert::user(&existing)),
-            consistency_token: convert::token(revision),
+            consistency_token: merge([convert::token(revision).as_ref(), membership.as_ref()]),
         }))
     }
 
@@ -197,6 +220,7 @@ impl Identity {
         is_msp_staff: bool,
         tenant_id: Option<uuid::Uuid>,
         role: &str,
+        at_least_as_fresh: Option<&ConsistencyToken>,
     ) -> Result<String, ApiError> {
         let tenant = if is_msp_staff {
             let admin = self.admin.id().await?;
@@ -231,12 +255,13 @@ impl Identity {
                     tenant_id: tenant.clone(),
                     role: role.to_owned(),
                     previous_role: String::new(),
+                    at_least_as_fresh: at_least_as_fresh.cloned(),
                 })
                 .await?;
             if !decision.allowed {
                 // Someone who may not manage users here hears it the way every call says it.
                 if matches!(decision.denial_reason, ErrorReason::PermissionDenied | ErrorReason::OutsideTenant) {
-                    self.require_in(caller, PERM_MANAGE, &tenant).await?;
+                    self.require_in_at(caller, PERM_MANAGE, &tenant, at_least_as_fresh).await?;
                 }
                 return Err(refused(decision));
             }
@@ -419,6 +444,7 @@ impl Identity {
                     tenant_id: h.tenant_id.clone(),
                     role: String::new(),
                     previous_role: h.role.clone(),
+                    at_least_as_fresh: None,
                 })
                 .await?;
             if !decision.allowed {

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use std::collections::HashMap;
 
+use tether_proto::common::v1::{ConsistencyToken, RevisionSource};
 use tether_proto::tenancy::v1::{
     AddMembershipRequest, GetAdminTenancyRequest, GetOwnerRequest, GetTenantRequest, ListUserTenantsRequest,
     SetUserMembershipsRequest, TransferOwnershipRequest, tenancy_service_client::TenancyServiceClient,
@@ -31,12 +32,14 @@ use crate::{
 pub trait Tenancy: Send + Sync + 'static {
     /// The admin tenancy's id.
     async fn admin_tenancy_id(&self) -> Result<String, ApiError>;
-    /// Gives the user a direct membership (idempotent: the same one again is a success).
-    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<(), ApiError>;
+    /// Gives the user a direct membership (idempotent: the same one again is a success);
+    /// returns tenancy's revision that holds it (its reply's consistency token).
+    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<u64, ApiError>;
     /// Removes every direct membership of the user (they were deleted).
     async fn clear_memberships(&self, user_id: &str) -> Result<(), ApiError>;
-    /// Bootstrap: makes the user the MSP owner (accepted only while there is none).
-    async fn transfer_ownership(&self, user_id: &str) -> Result<(), ApiError>;
+    /// Bootstrap: makes the user the MSP owner (accepted only while there is none); returns
+    /// tenancy's revision that holds it.
+    async fn transfer_ownership(&self, user_id: &str) -> Result<u64, ApiError>;
     /// Every role the user holds (memberships of any kind, active or not), each with its
     /// tenant's ancestors: what per-role 2FA policies are matched against.
     async fn user_roles(&self, user_id: &str) -> Result<Vec<HeldRole>, ApiError>;
@@ -66,6 +69,17 @@ impl GrpcTenancy {
     }
 }
 
+/// tenancy's revision in a reply's consistency token (0 if it names none).
+fn tenancy_revision(token: Option<ConsistencyToken>) -> u64 {
+    token
+        .into_iter()
+        .flat_map(|t| t.revisions)
+        .filter(|r| r.source == RevisionSource::Tenancy as i32)
+        .map(|r| r.value)
+        .max()
+        .unwrap_or(0)
+}
+
 fn from_status(status: tonic::Status) -> ApiError {
     let reason = tether_runtime::error::reason_of(&status)
         .and_then(|r| tether_proto::common::v1::ErrorReason::from_str_name(&format!("ERROR_REASON_{r}")))
@@ -81,15 +95,16 @@ impl Tenancy for GrpcTenancy {
         tenant.map(|t| t.tenant_id).ok_or_else(|| ApiError::internal("tenancy-svc returned no admin tenancy"))
     }
 
-    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<(), ApiError> {
+    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<u64, ApiError> {
         let request = AddMembershipRequest {
             user_id: user_id.to_owned(),
             tenant_id: tenant_id.to_owned(),
             role: role.to_owned(),
             make_default: true,
+            at_least_as_fresh: None,
         };
-        self.client.clone().add_membership(self.request(request)).await.map_err(from_status)?;
-        Ok(())
+        let reply = self.client.clone().add_membership(self.request(request)).await.map_err(from_status)?;
+        Ok(tenancy_revision(reply.into_inner().consistency_token))
     }
 
     async fn clear_memberships(&self, user_id: &str) -> Result<(), ApiError> {
@@ -97,15 +112,16 @@ impl Tenancy for GrpcTenancy {
             user_id: user_id.to_owned(),
             memberships: Vec::new(),
             default_tenant_id: String::new(),
+            at_least_as_fresh: None,
         };
         self.client.clone().set_user_memberships(self.request(request)).await.map_err(from_status)?;
         Ok(())
     }
 
-    async fn transfer_ownership(&self, user_id: &str) -> Result<(), ApiError> {
+    async fn transfer_ownership(&self, user_id: &str) -> Result<u64, ApiError> {
         let request = TransferOwnershipRequest { new_owner_user_id: user_id.to_owned() };
-        self.client.clone().transfer_ownership(self.request(request)).await.map_err(from_status)?;
-        Ok(())
+        let reply = self.client.clone().transfer_ownership(self.request(request)).await.map_err(from_status)?;
+        Ok(tenancy_revision(reply.into_inner().consistency_token))
     }
 
     async fn user_roles(&self, user_id: &str) -> Result<Vec<HeldRole>, ApiError> {
@@ -331,7 +347,7 @@ async fn deliver_due(
                     let tenant = if intent.tenant_id.is_empty() { admin.id().await? } else { intent.tenant_id.clone() };
                     tenancy.add_membership(&intent.account_id, &tenant, &intent.role).await
                 }
-                intents::Op::Clear => tenancy.clear_memberships(&intent.account_id).await,
+                intents::Op::Clear => tenancy.clear_memberships(&intent.account_id).await.map(|()| 0),
                 intents::Op::Own => tenancy.transfer_ownership(&intent.account_id).await,
             }
         };
@@ -344,9 +360,9 @@ async fn deliver_due(
             ))
         });
         match outcome {
-            Ok(()) => {
+            Ok(tenancy_revision) => {
                 let mut tx = db.begin_write().await?;
-                intents::mark_delivered(&mut tx, &intent.id).await?;
+                intents::mark_delivered(&mut tx, &intent.id, tenancy_revision).await?;
                 if intent.op != intents::Op::Clear {
                     accounts::mark_provisioned(&mut tx, &intent.account_id).await?;
                 }

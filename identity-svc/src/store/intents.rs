@@ -100,6 +100,17 @@ pub async fn next_due(pool: &AnyPool) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await
 }
 
+/// Makes the account's undelivered intents due now (someone waits for them), cutting short a
+/// retry delay.
+pub async fn retry_now(pool: &AnyPool, account_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE membership_intents SET next_attempt_at = $1 WHERE account_id = $2 AND delivered_at IS NULL")
+        .bind(now_micros())
+        .bind(account_id.to_owned())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Whether the account still waits for a delivery.
 pub async fn pending_for(pool: &AnyPool, account_id: &str) -> Result<bool, sqlx::Error> {
     let n: i64 =
@@ -110,13 +121,32 @@ pub async fn pending_for(pool: &AnyPool, account_id: &str) -> Result<bool, sqlx:
     Ok(n > 0)
 }
 
-pub async fn mark_delivered(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE membership_intents SET delivered_at = $1, last_error = NULL WHERE id = $2")
-        .bind(now_micros())
-        .bind(id.to_owned())
-        .execute(&mut **tx)
-        .await?;
+/// Closes a delivered intent, keeping tenancy-svc's revision of the delivery.
+pub async fn mark_delivered(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    tenancy_revision: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE membership_intents SET delivered_at = $1, last_error = NULL, tenancy_revision = $2 WHERE id = $3",
+    )
+    .bind(now_micros())
+    .bind(i64::try_from(tenancy_revision).unwrap_or(i64::MAX))
+    .bind(id.to_owned())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// The highest tenancy-svc revision among the account's delivered intents (0: none known).
+pub async fn tenancy_revision_for(pool: &AnyPool, account_id: &str) -> Result<u64, sqlx::Error> {
+    let revision: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(tenancy_revision) FROM membership_intents WHERE account_id = $1 AND delivered_at IS NOT NULL",
+    )
+    .bind(account_id.to_owned())
+    .fetch_one(pool)
+    .await?;
+    Ok(revision.and_then(|r| u64::try_from(r).ok()).unwrap_or(0))
 }
 
 /// Closes an intent tenancy-svc refused for good, keeping the reason (an ErrorReason name).

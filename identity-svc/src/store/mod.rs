@@ -48,5 +48,10 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         description: "totp secret key id",
         sql: include_str!("migrations/0010_totp_secret_key_id.sql"),
     },
+    EmbeddedMigration {
+        version: 11,
+        description: "intent tenancy revision",
+        sql: include_str!("migrations/0011_intent_tenancy_revision.sql"),
+    },
     OUTBOX_MIGRATION,
 ];

@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -68,7 +68,13 @@ impl FakeAuthz {
 
 #[tonic::async_trait]
 impl Authorizer for FakeAuthz {
-    async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError> {
+    async fn check(
+        &self,
+        user_id: &str,
+        permission: &str,
+        tenant_id: &str,
+        _: Option<&tether_proto::common::v1::ConsistencyToken>,
+    ) -> Result<bool, ApiError> {
         Ok(self.best_rank(user_id, tenant_id).is_some_and(|(_, perms)| perms.contains(&permission)))
     }
 
@@ -133,6 +139,8 @@ pub struct FakeTenancy {
     pub failing: AtomicBool,
     /// Fails only the membership writes (the relay's deliveries); reads still answer.
     pub failing_writes: AtomicBool,
+    /// Holds each membership delivery this long (ms) before it lands: a slow tenancy-svc.
+    pub write_delay_ms: AtomicU64,
     pub calls: AtomicUsize,
 }
 
@@ -175,8 +183,12 @@ impl Tenancy for FakeTenancy {
         self.gate()?;
         Ok(ADMIN_TENANCY.into())
     }
-    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<(), ApiError> {
+    async fn add_membership(&self, user_id: &str, tenant_id: &str, role: &str) -> Result<u64, ApiError> {
         self.gate_write()?;
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if tenant_id == TENANT_GONE {
             return Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant"));
         }
@@ -186,14 +198,14 @@ impl Tenancy for FakeTenancy {
         if !list.contains(&entry) {
             list.push(entry);
         }
-        Ok(())
+        Ok(self.calls.load(Ordering::SeqCst) as u64)
     }
     async fn clear_memberships(&self, user_id: &str) -> Result<(), ApiError> {
         self.gate_write()?;
         self.memberships.lock().unwrap().remove(user_id);
         Ok(())
     }
-    async fn transfer_ownership(&self, user_id: &str) -> Result<(), ApiError> {
+    async fn transfer_ownership(&self, user_id: &str) -> Result<u64, ApiError> {
         self.gate_write()?;
         let mut owner = self.owner.lock().unwrap();
         if owner.is_none() {
@@ -205,7 +217,7 @@ impl Tenancy for FakeTenancy {
                 .or_default()
                 .push((ADMIN_TENANCY.into(), "msp_owner".into()));
         }
-        Ok(())
+        Ok(self.calls.load(Ordering::SeqCst) as u64)
     }
     async fn user_roles(&self, user_id: &str) -> Result<Vec<identity_svc::domain::two_factor::HeldRole>, ApiError> {
         self.gate()?;

@@ -14,6 +14,7 @@
 //!    other replicas find the change on their next poll).
 
 mod changes;
+pub mod consistency;
 mod identity;
 mod tenancy;
 mod watch;

@@ -124,6 +124,10 @@ where
         tokio::pin!(notified);
         notified.as_mut().enable();
 
+        // Read before the changes: every revision up to it has committed (revisions commit in
+        // order), so if the read below finds nothing after `last`, the revisions between carry
+        // no change and can be announced.
+        let committed = feed.current_revision().await.map_err(|e| Status::from(ApiError::internal(e)))?;
         let batch = feed
             .read_after::<R::Change>(last, options.batch_revisions)
             .await
@@ -138,7 +142,11 @@ where
             idle_since = tokio::time::Instant::now();
             continue;
         }
-        if idle_since.elapsed() >= options.heartbeat_interval {
+        // A write that changed nothing followers see (a login, a no-op) still took a revision
+        // and may have handed it out in a consistency token: announce it at once, or a reader
+        // waiting for that token would wait for the next change.
+        if committed > last || idle_since.elapsed() >= options.heartbeat_interval {
+            last = last.max(committed);
             if tx.send(Ok(R::heartbeat(last, timestamp_from_micros(now_micros())))).await.is_err() {
                 return Ok(());
             }

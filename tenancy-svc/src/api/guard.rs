@@ -3,7 +3,10 @@
 
 use std::collections::HashSet;
 
-use tether_proto::{common::v1::ErrorReason, tenancy::v1::Membership};
+use tether_proto::{
+    common::v1::{ConsistencyToken, ErrorReason},
+    tenancy::v1::Membership,
+};
 use tether_runtime::{
     ApiError,
     access::{Caller, RoleGrant, caller},
@@ -103,8 +106,19 @@ impl TenancyApi {
 
     /// Asks authz-svc; services acting on their own account are trusted.
     pub(super) async fn require(&self, caller: &Caller, permission: &str, tenant_id: &str) -> Result<(), Status> {
+        self.require_at(caller, permission, tenant_id, None).await
+    }
+
+    /// [`Self::require`], decided on state at least as fresh as the caller's consistency token.
+    pub(super) async fn require_at(
+        &self,
+        caller: &Caller,
+        permission: &str,
+        tenant_id: &str,
+        at_least_as_fresh: Option<&ConsistencyToken>,
+    ) -> Result<(), Status> {
         let Some(user) = caller.user() else { return Ok(()) };
-        if self.deps.authorizer.check(&user.user_id, permission, tenant_id).await? {
+        if self.deps.authorizer.check(&user.user_id, permission, tenant_id, at_least_as_fresh).await? {
             Ok(())
         } else {
             Err(reject(Rejection::new(ErrorReason::PermissionDenied, format!("{permission} is required here"))))
@@ -230,6 +244,7 @@ impl TenancyApi {
         tenant_id: &str,
         role: &str,
         previous_role: &str,
+        at_least_as_fresh: Option<&ConsistencyToken>,
     ) -> Result<(), Status> {
         let Some(actor) = caller.user() else { return Ok(()) };
         let decision = self
@@ -242,6 +257,7 @@ impl TenancyApi {
                 tenant_id: tenant_id.to_owned(),
                 role: role.to_owned(),
                 previous_role: previous_role.to_owned(),
+                at_least_as_fresh: at_least_as_fresh.cloned(),
             })
             .await?;
         if decision.allowed {

@@ -128,7 +128,7 @@ impl TenancyService for TenancyApi {
                     .on("parent_id"),
             ));
         }
-        self.require_create(&caller, &parent).await?;
+        self.require_create(&caller, &parent, req.at_least_as_fresh.as_ref()).await?;
         let parent_id = (parent.kind != TenantKind::Admin).then(|| parent.id.clone());
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) = tenants::create(
@@ -234,7 +234,8 @@ impl TenancyService for TenancyApi {
             Some(TenantSlug::parse(&req.slug).map_err(|e| field_error("slug", e))?)
         };
         let tenant = self.see(&caller, &tenant_id).await?;
-        self.require(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id)).await?;
+        let manager = tenant.parent_id.as_deref().unwrap_or(&tenant.id);
+        self.require_at(&caller, "tenants.manage", manager, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) =
             tenants::rename(&self.database, &ctx, &tenant_id, &name, slug.as_ref()).await.map_err(store_error)?;
@@ -251,8 +252,9 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::SuspendTenantResponse>, Status> {
         let req_ref = request.get_ref();
         bounded(&req_ref.reason, 500, "reason")?;
+        let fresh = req_ref.at_least_as_fresh.clone();
         let (tenant, revision) = self
-            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Suspended, &req_ref.reason.clone())
+            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Suspended, &req_ref.reason.clone(), fresh)
             .await?;
         Ok(Response::new(pb::SuspendTenantResponse { tenant: Some(tenant), consistency_token: token(revision) }))
     }
@@ -262,7 +264,8 @@ impl TenancyService for TenancyApi {
         request: Request<pb::ReactivateTenantRequest>,
     ) -> Result<Response<pb::ReactivateTenantResponse>, Status> {
         let tenant_id = request.get_ref().tenant_id.clone();
-        let (tenant, revision) = self.change_status(&request, &tenant_id, TenantStatus::Active, "").await?;
+        let fresh = request.get_ref().at_least_as_fresh.clone();
+        let (tenant, revision) = self.change_status(&request, &tenant_id, TenantStatus::Active, "", fresh).await?;
         Ok(Response::new(pb::ReactivateTenantResponse { tenant: Some(tenant), consistency_token: token(revision) }))
     }
 
@@ -272,8 +275,9 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::ArchiveTenantResponse>, Status> {
         let req_ref = request.get_ref();
         bounded(&req_ref.reason, 500, "reason")?;
+        let fresh = req_ref.at_least_as_fresh.clone();
         let (tenant, revision) = self
-            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Archived, &req_ref.reason.clone())
+            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Archived, &req_ref.reason.clone(), fresh)
             .await?;
         Ok(Response::new(pb::ArchiveTenantResponse { tenant: Some(tenant), consistency_token: token(revision) }))
     }
@@ -288,8 +292,9 @@ impl TenancyService for TenancyApi {
         let new_parent_id = id(&req.new_parent_id, "new_parent_id")?;
         let tenant = self.see(&caller, &tenant_id).await?;
         let new_parent = self.see(&caller, &new_parent_id).await.map_err(|s| guard::on_field(s, "new_parent_id"))?;
-        self.require(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id)).await?;
-        self.require(&caller, "tenants.manage", &new_parent.id).await?;
+        let fresh = req.at_least_as_fresh.as_ref();
+        self.require_at(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id), fresh).await?;
+        self.require_at(&caller, "tenants.manage", &new_parent.id, fresh).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) = tenants::move_tenant(&self.database, &ctx, &tenant_id, &new_parent_id, self.max_depth)
             .await
@@ -430,6 +435,7 @@ impl TenancyService for TenancyApi {
         for (i, spec) in specs.iter().enumerate() {
             self.check_role(&spec.role, &pack, &format!("memberships[{i}].role")).await?;
         }
+        let fresh = req.at_least_as_fresh.as_ref();
         if caller.user().is_some() {
             let target = self.user_info(&caller, &user_id).await?;
             let current = memberships::user_tenants(&self.database, &user_id).await.map_err(store_error)?;
@@ -445,15 +451,15 @@ impl TenancyService for TenancyApi {
                 }
                 let field = format!("memberships[{i}].tenant_id");
                 self.see(&caller, &spec.tenant_id).await.map_err(|s| guard::on_field(s, &field))?;
-                self.require(&caller, "users.manage", &spec.tenant_id).await?;
-                self.check_grant(&caller, &target, &spec.tenant_id, &spec.role, previous.as_deref().unwrap_or(""))
-                    .await?;
+                self.require_at(&caller, "users.manage", &spec.tenant_id, fresh).await?;
+                let previous = previous.as_deref().unwrap_or("");
+                self.check_grant(&caller, &target, &spec.tenant_id, &spec.role, previous, fresh).await?;
             }
             for (tenant_id, role) in &current_direct {
                 if !seen.contains(tenant_id) {
                     self.see(&caller, tenant_id).await?;
-                    self.require(&caller, "users.manage", tenant_id).await?;
-                    self.check_grant(&caller, &target, tenant_id, "", role).await?;
+                    self.require_at(&caller, "users.manage", tenant_id, fresh).await?;
+                    self.check_grant(&caller, &target, tenant_id, "", role, fresh).await?;
                 }
             }
         }
@@ -486,13 +492,14 @@ impl TenancyService for TenancyApi {
         let pack = self.pack().await?;
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
+            let fresh = req.at_least_as_fresh.as_ref();
             let target = self.user_info(&caller, &user_id).await?;
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
             let previous = memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?;
             if previous.as_ref().is_none_or(|m| m.role != role.as_str()) {
                 let previous_role = previous.map(|m| m.role).unwrap_or_default();
-                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &previous_role).await?;
+                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &previous_role, fresh).await?;
             }
         }
         let ctx = AuditContext::from_caller(&caller);
@@ -519,8 +526,9 @@ impl TenancyService for TenancyApi {
         let pack = self.pack().await?;
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
+            let fresh = req.at_least_as_fresh.as_ref();
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
             let target = self.user_info(&caller, &user_id).await?;
             let current = memberships::get_direct(&self.database, &user_id, &tenant_id)
                 .await
@@ -529,7 +537,7 @@ impl TenancyService for TenancyApi {
                     reject(Rejection::new(ErrorReason::MembershipNotFound, "the user holds no direct membership there"))
                 })?;
             if current.role != role.as_str() {
-                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &current.role).await?;
+                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &current.role, fresh).await?;
             }
         }
         let ctx = AuditContext::from_caller(&caller);
@@ -554,13 +562,14 @@ impl TenancyService for TenancyApi {
         let tenant_id = id(&req.tenant_id, "tenant_id")?;
         let pack = self.pack().await?;
         if caller.user().is_some() {
+            let fresh = req.at_least_as_fresh.as_ref();
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
             let target = self.user_info(&caller, &user_id).await.ok();
             if let (Some(target), Some(current)) =
                 (target, memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?)
             {
-                self.check_grant(&caller, &target, &tenant_id, "", &current.role).await?;
+                self.check_grant(&caller, &target, &tenant_id, "", &current.role, fresh).await?;
             }
         }
         let ctx = AuditContext::from_caller(&caller);
@@ -612,7 +621,7 @@ impl TenancyService for TenancyApi {
         };
         if caller.user().is_none_or(|p| p.user_id != user_id) {
             self.see(&caller, &tenant_id).await?;
-            self.require(&caller, "users.manage", &tenant_id).await?;
+            self.require_at(&caller, "users.manage", &tenant_id, req.at_least_as_fresh.as_ref()).await?;
         }
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
@@ -646,7 +655,7 @@ impl TenancyService for TenancyApi {
             }
             tenant_ids.push(tenant_id);
         }
-        self.require_assignment_rights(&caller, &technician).await?;
+        self.require_assignment_rights(&caller, &technician, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (assignments, revision) =
             assignments::set(&self.database, &ctx, &technician, &tenant_ids).await.map_err(store_error)?;
@@ -662,7 +671,7 @@ impl TenancyService for TenancyApi {
         let req = request.into_inner();
         let technician = id(&req.technician_user_id, "technician_user_id")?;
         let tenant_id = id(&req.tenant_id, "tenant_id")?;
-        self.require_assignment_rights(&caller, &technician).await?;
+        self.require_assignment_rights(&caller, &technician, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (assignment, revision) =
             assignments::assign(&self.database, &ctx, &technician, &tenant_id).await.map_err(store_error)?;
@@ -683,7 +692,7 @@ impl TenancyService for TenancyApi {
         let tenant_id = id(&req.tenant_id, "tenant_id")?;
         let admin = self.admin().await?;
         self.see(&caller, &admin.id).await?;
-        self.require(&caller, "users.manage", &admin.id).await?;
+        self.require_at(&caller, "users.manage", &admin.id, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let revision =
             assignments::unassign(&self.database, &ctx, &technician, &tenant_id).await.map_err(store_error)?;
@@ -816,17 +825,18 @@ impl TenancyApi {
         &self,
         caller: &tether_runtime::access::Caller,
         parent: &store::TenantRow,
+        fresh: Option<&ConsistencyToken>,
     ) -> Result<(), Status> {
         let Some(user) = caller.user() else { return Ok(()) };
         let authz = &self.deps.authorizer;
-        if authz.check(&user.user_id, "tenants.manage", &parent.id).await? {
+        if authz.check(&user.user_id, "tenants.manage", &parent.id, fresh).await? {
             return Ok(());
         }
         let denied = || reject(Rejection::new(ErrorReason::PermissionDenied, "tenants.manage is required here"));
         if parent.kind == TenantKind::Admin {
             return Err(denied());
         }
-        match authz.check(&user.user_id, DEPARTMENTS_CREATE, &parent.id).await {
+        match authz.check(&user.user_id, DEPARTMENTS_CREATE, &parent.id, fresh).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(reject(Rejection::new(
                 ErrorReason::PermissionDenied,
@@ -844,6 +854,7 @@ impl TenancyApi {
         raw_id: &str,
         status: TenantStatus,
         note: &str,
+        fresh: Option<ConsistencyToken>,
     ) -> Result<(pb::Tenant, u64), Status> {
         let caller = self.caller(request).await?;
         let tenant_id = id(raw_id, "tenant_id")?;
@@ -860,7 +871,8 @@ impl TenancyApi {
         {
             return Err(reject(Rejection::new(ErrorReason::TenantNotActive, "the parent tenant is not active")));
         }
-        self.require(&caller, "tenants.manage", tenant.parent_id.as_deref().unwrap_or(&tenant.id)).await?;
+        let manager = tenant.parent_id.as_deref().unwrap_or(&tenant.id);
+        self.require_at(&caller, "tenants.manage", manager, fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) =
             tenants::set_status(&self.database, &ctx, &tenant_id, status, note).await.map_err(store_error)?;
@@ -872,10 +884,11 @@ impl TenancyApi {
         &self,
         caller: &tether_runtime::access::Caller,
         technician: &str,
+        fresh: Option<&ConsistencyToken>,
     ) -> Result<(), Status> {
         let admin = self.admin().await?;
         self.see(caller, &admin.id).await?;
-        self.require(caller, "users.manage", &admin.id).await?;
+        self.require_at(caller, "users.manage", &admin.id, fresh).await?;
         if caller.user().is_some() {
             self.user_info(caller, technician).await.map_err(|s| guard::on_field(s, "technician_user_id"))?;
         }

@@ -140,7 +140,13 @@ impl Doubles {
 
 #[tonic::async_trait]
 impl Authorizer for Doubles {
-    async fn check(&self, user_id: &str, permission: &str, tenant_id: &str) -> Result<bool, ApiError> {
+    async fn check(
+        &self,
+        user_id: &str,
+        permission: &str,
+        tenant_id: &str,
+        _: Option<&tether_proto::common::v1::ConsistencyToken>,
+    ) -> Result<bool, ApiError> {
         if permission == "departments.create" && self.0.no_departments_create.load(std::sync::atomic::Ordering::SeqCst)
         {
             return Err(ApiError::not_found(ErrorReason::PermissionNotFound, "not in the catalog"));
@@ -313,6 +319,7 @@ impl Harness {
                 tenant_id: tenant.into(),
                 role: role.into(),
                 make_default: false,
+                ..Default::default()
             }))
             .await
             .unwrap()

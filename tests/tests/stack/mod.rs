@@ -12,7 +12,8 @@ pub const NAMES: [&str; 4] = ["identity", "tenancy", "authz", "audit"];
 /// The service token the four share.
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef0123";
 
-/// The bootstrap owner (`owner@msp.example`) gets this password.
+/// The bootstrap MSP owner's login.
+pub const OWNER_EMAIL: &str = "owner@msp.example";
 pub const OWNER_PASSWORD: &str = "owner-pass-phrase-2026";
 
 /// Binds a port per service and returns the configuration that wires them together.
