@@ -71,7 +71,12 @@ impl UserDirectory for AllowAll {
     async fn users(&self, ids: &[String]) -> Result<HashMap<String, UserInfo>, ApiError> {
         Ok(ids
             .iter()
-            .map(|id| (id.clone(), UserInfo { user_id: id.clone(), active: true, is_msp_staff: true }))
+            .map(|id| {
+                (
+                    id.clone(),
+                    UserInfo { user_id: id.clone(), active: true, is_msp_staff: true, home_tenant_id: String::new() },
+                )
+            })
             .collect())
     }
 }

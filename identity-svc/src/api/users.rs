@@ -31,7 +31,7 @@ fn refused(decision: RoleGrantDecision) -> ApiError {
         r => r,
     };
     let code = match reason {
-        ErrorReason::RoleNotFound => tonic::Code::NotFound,
+        ErrorReason::RoleNotFound | ErrorReason::TenantNotFound | ErrorReason::UserNotFound => tonic::Code::NotFound,
         ErrorReason::LastAdmin => tonic::Code::FailedPrecondition,
         _ => tonic::Code::PermissionDenied,
     };
@@ -220,6 +220,9 @@ impl Identity {
                     "only MSP staff create MSP staff",
                 ));
             }
+            // A client user adds users to their home tenant or its departments only; any other
+            // tenant is unknown to them.
+            self.require_tenant_seen(caller, &tenant).await?;
             // authz-svc decides who may add whom: `users.manage`, or the pack's invite permission
             // (seed 003's MANAGER invites), within the rank and tenant rules.
             let decision = self
