@@ -67,6 +67,11 @@ fn heard<T>(result: Result<T, Status>, ids: &[&str], ok: impl FnOnce(T) -> Strin
     }
 }
 
+/// A success with nothing to compare.
+fn done<T>(_: T) -> String {
+    String::new()
+}
+
 struct Clients {
     identity: IdentityServiceClient<Channel>,
     tenancy: TenancyServiceClient<Channel>,
@@ -271,6 +276,8 @@ enum Probe {
     RemoveOverrideOn,
     GrantResourceAccessTo,
     ListResourceGrantsOf,
+    ListOverridesOf,
+    LookupTenantsOf,
     // last: they would change B for good if they were let through
     DeleteUser,
     RevokeInvitation,
@@ -284,7 +291,7 @@ enum Names {
 }
 
 impl Probe {
-    const ALL: [Probe; 52] = {
+    const ALL: [Probe; 54] = {
         use Probe::*;
         [
             GetUser,
@@ -337,6 +344,8 @@ impl Probe {
             RemoveOverrideOn,
             GrantResourceAccessTo,
             ListResourceGrantsOf,
+            ListOverridesOf,
+            LookupTenantsOf,
             DeleteUser,
             RevokeInvitation,
         ]
@@ -361,7 +370,6 @@ impl Probe {
         let (mut i, mut t, mut z) = (c.identity.clone(), c.tenancy.clone(), c.authz.clone());
         let ids = [other];
         let o = other.to_owned();
-        let done = |_| String::new();
         let check = |subject: &str, tenant: &str| az::CheckRequest {
             subject_user_id: subject.into(),
             permission: "assets.view".into(),
@@ -692,7 +700,15 @@ impl Probe {
             BatchCheckSelfIn => heard(
                 z.batch_check(as_user(
                     token,
-                    az::BatchCheckRequest { items: vec![check(me, &o)], ..Default::default() },
+                    az::BatchCheckRequest {
+                        items: vec![az::BatchCheckItem {
+                            subject_user_id: me.into(),
+                            permission: "assets.view".into(),
+                            tenant_id: o.clone(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
                 ))
                 .await,
                 &ids,
@@ -794,6 +810,33 @@ impl Probe {
                 &ids,
                 done,
             ),
+            ListOverridesOf => heard(
+                z.list_overrides(as_user(
+                    token,
+                    az::ListOverridesRequest {
+                        tenant_id: home.into(),
+                        user_id: o.clone(),
+                        include_global: true,
+                        ..Default::default()
+                    },
+                ))
+                .await,
+                &ids,
+                |r| format!("{:?}", r.into_inner().permission_overrides),
+            ),
+            LookupTenantsOf => heard(
+                z.lookup_tenants(as_user(
+                    token,
+                    az::LookupTenantsRequest {
+                        subject_user_id: o.clone(),
+                        permission: "assets.view".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await,
+                &ids,
+                |r| format!("{:?}", r.into_inner().tenant_ids),
+            ),
             ListResourceGrantsOf => heard(
                 z.list_resource_grants(as_user(
                     token,
@@ -838,8 +881,8 @@ async fn another_clients_objects_answer_as_random_ids() {
         differing.join("\n")
     );
     // B's people and invitation are untouched.
-    let b_viewer =
-        w.c.identity.clone().get_user(as_user(&w.owner, id::GetUserRequest { user_id: w.b_viewer.0.clone() }));
+    let mut identity = w.c.identity.clone();
+    let b_viewer = identity.get_user(as_user(&w.owner, id::GetUserRequest { user_id: w.b_viewer.0.clone() }));
     assert!(!b_viewer.await.unwrap().into_inner().user.unwrap().deleted);
     w.stop().await;
 }

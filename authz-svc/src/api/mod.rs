@@ -181,10 +181,8 @@ impl AuthzApi {
 
 /// Whether `who` may ask a decision question about `subject` (`None`: about people in general,
 /// as an access review does). Services may ask anything; a person may ask about themselves, or
-/// about others with `users.view` in the tenant (MSP staff when no tenant is named). Users a
-/// person may not see (MSP staff, for people who are not; for client users, anyone whose home
-/// is not their own home tenant or one of its departments) are as unknown as anyone
-/// (`USER_NOT_FOUND`, after the `users.view` check, as for an unknown user).
+/// about others with `users.view` in the tenant (MSP staff when no tenant is named). Whom
+/// they may not see is then answered as an unknown user ([`seen_user`]).
 fn may_ask_about(index: &Index, who: &Caller, subject: Option<&str>, tenant: Option<Uuid>) -> Result<(), ApiError> {
     let Some(user) = who.user() else { return Ok(()) };
     if subject == Some(user.user_id.as_str()) {
@@ -196,11 +194,6 @@ fn may_ask_about(index: &Index, who: &Caller, subject: Option<&str>, tenant: Opt
     };
     if !allowed {
         return Err(users_view_required());
-    }
-    if let Some(s) = subject.and_then(|s| Uuid::try_parse(s).ok())
-        && hides_user(index, who, &s)
-    {
-        return Err(cv::unresolved(Unresolved::User));
     }
     Ok(())
 }
@@ -215,6 +208,14 @@ fn hides_user(index: &Index, who: &Caller, user: &Uuid) -> bool {
             index.user_is_msp_staff(user) || person_id(who).is_none_or(|p| p != *user && index.hides_user(&p, user))
         }
     }
+}
+
+/// The user a person's question is answered about: the user if they may see them (MSP staff,
+/// for people who are not; for client users, anyone not at home in their own home tenant or
+/// one of its departments, are hidden), else the nil id, which no user has, so the answer is
+/// exactly the one for an unknown user (USER_NOT_FOUND, or explained as DENIED_USER_UNKNOWN).
+fn seen_user(index: &Index, who: &Caller, user: Uuid) -> Uuid {
+    if hides_user(index, who, &user) { Uuid::nil() } else { user }
 }
 
 /// The tenant a person's question is answered for: the tenant itself if they may see it
@@ -1052,6 +1053,7 @@ impl AuthzService for AuthzApi {
         may_ask_about(&self.state.read(), &who, subject, Some(tenant))?;
         let index = self.state.read();
         let seen = seen_tenant(&index, &who, tenant);
+        let user = user.map(|u| seen_user(&index, &who, u));
         let mut items: Vec<pb::ResourceGrant> = index
             .grants()
             .iter()
@@ -1142,7 +1144,7 @@ impl AuthzService for AuthzApi {
         self.fresh(r.at_least_as_fresh.as_ref()).await?;
         let (decision, revisions) = {
             let index = self.state.read();
-            let tenant = seen_tenant(&index, &who, tenant);
+            let (user, tenant) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
             let s = index.resolve(&user, &r.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
             (index.decide(s), index.revisions)
         };
@@ -1180,7 +1182,7 @@ impl AuthzService for AuthzApi {
                     let resource = cv::optional_resource("resource_id", &item.resource_id)?;
                     // May the caller ask at all, before saying whether the user exists.
                     may_ask_about(&index, &who, Some(&item.subject_user_id), Some(tenant))?;
-                    let tenant = seen_tenant(&index, &who, tenant);
+                    let (user, tenant) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
                     index.resolve(&user, &item.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)
                 })();
                 match parsed {
@@ -1221,9 +1223,9 @@ impl AuthzService for AuthzApi {
         let decision_id = Uuid::now_v7().to_string();
         let reply = {
             let index = self.state.read();
-            // Decided on the tenant as the asker may see it; explained with the id they gave.
-            let seen = seen_tenant(&index, &who, tenant);
-            let d = index.decide_names(&user, &r.permission, &seen, resource.as_deref());
+            // Decided on what the asker may see; explained with the ids they gave.
+            let (seen_as, seen) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
+            let d = index.decide_names(&seen_as, &r.permission, &seen, resource.as_deref());
             pb::ExplainResponse {
                 allowed: d.allowed(),
                 reason: cv::reason(d.reason) as i32,
@@ -1250,7 +1252,7 @@ impl AuthzService for AuthzApi {
         let who = self.may_ask(&metadata, &r.subject_user_id, Some(tenant)).await?;
         self.fresh(r.at_least_as_fresh.as_ref()).await?;
         let index = self.state.read();
-        let tenant = seen_tenant(&index, &who, tenant);
+        let (user, tenant) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
         let any_permission = index.policy.permissions.first().map(|p| p.name.clone()).unwrap_or_default();
         let s = index.resolve(&user, &any_permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
         let probe = index.decide(s);
