@@ -239,6 +239,7 @@ enum Probe {
     GetTwoFactorPolicy,
     SetTwoFactorPolicy,
     ResendInvitation,
+    ClearLockoutOf,
     // tenancy: users
     ListUserTenants,
     AddMembership,
@@ -255,6 +256,9 @@ enum Probe {
     SuspendTenant,
     CreateTenantUnder,
     AddMembershipIn,
+    SwitchTenantTo,
+    MoveTenantUnder,
+    ReactivateTenant,
     // authz: about oneself in a tenant
     CheckSelfIn,
     BatchCheckSelfIn,
@@ -267,6 +271,8 @@ enum Probe {
     ListOverridesIn,
     SetOverrideIn,
     RegisterResourceIn,
+    RemoveResourceIn,
+    ListRolesGrantableIn,
     // authz: about another user
     CheckUser,
     ExplainUser,
@@ -291,7 +297,7 @@ enum Names {
 }
 
 impl Probe {
-    const ALL: [Probe; 54] = {
+    const ALL: [Probe; 60] = {
         use Probe::*;
         [
             GetUser,
@@ -311,6 +317,7 @@ impl Probe {
             GetTwoFactorPolicy,
             SetTwoFactorPolicy,
             ResendInvitation,
+            ClearLockoutOf,
             ListUserTenants,
             AddMembership,
             ChangeMembershipRole,
@@ -325,6 +332,9 @@ impl Probe {
             SuspendTenant,
             CreateTenantUnder,
             AddMembershipIn,
+            SwitchTenantTo,
+            MoveTenantUnder,
+            ReactivateTenant,
             CheckSelfIn,
             BatchCheckSelfIn,
             ExplainSelfIn,
@@ -336,6 +346,8 @@ impl Probe {
             ListOverridesIn,
             SetOverrideIn,
             RegisterResourceIn,
+            RemoveResourceIn,
+            ListRolesGrantableIn,
             CheckUser,
             ExplainUser,
             EffectiveUser,
@@ -358,7 +370,8 @@ impl Probe {
             | SetTwoFactorPolicy | GetTenant | ListTenantsUnder | GetSubtree | ListTenantMembers | RenameTenant
             | SuspendTenant | CreateTenantUnder | AddMembershipIn | CheckSelfIn | BatchCheckSelfIn | ExplainSelfIn
             | EffectiveSelfIn | CheckRoleGrantIn | LookupSubjectsIn | ListResourcesIn | ListResourceGrantsIn
-            | ListOverridesIn | SetOverrideIn | RegisterResourceIn => Names::Tenant,
+            | ListOverridesIn | SetOverrideIn | RegisterResourceIn | SwitchTenantTo | MoveTenantUnder
+            | ReactivateTenant | RemoveResourceIn | ListRolesGrantableIn => Names::Tenant,
             ResendInvitation | RevokeInvitation => Names::Invitation,
             _ => Names::User,
         }
@@ -809,6 +822,52 @@ impl Probe {
                 .await,
                 &ids,
                 done,
+            ),
+            ClearLockoutOf => heard(
+                i.clear_lockout(as_user(
+                    token,
+                    id::ClearLockoutRequest { target: Some(id::clear_lockout_request::Target::UserId(o.clone())) },
+                ))
+                .await,
+                &ids,
+                done,
+            ),
+            SwitchTenantTo => heard(
+                t.switch_tenant(as_user(token, tn::SwitchTenantRequest { tenant_id: o.clone() })).await,
+                &ids,
+                done,
+            ),
+            MoveTenantUnder => heard(
+                t.move_tenant(as_user(
+                    token,
+                    tn::MoveTenantRequest { tenant_id: home.into(), new_parent_id: o.clone() },
+                ))
+                .await,
+                &ids,
+                done,
+            ),
+            ReactivateTenant => heard(
+                t.reactivate_tenant(as_user(token, tn::ReactivateTenantRequest { tenant_id: o.clone() })).await,
+                &ids,
+                done,
+            ),
+            RemoveResourceIn => heard(
+                z.remove_resource(as_user(
+                    token,
+                    az::RemoveResourceRequest { tenant_id: o.clone(), resource_id: "r1".into(), cascade: true },
+                ))
+                .await,
+                &ids,
+                done,
+            ),
+            ListRolesGrantableIn => heard(
+                z.list_roles(as_user(
+                    token,
+                    az::ListRolesRequest { grantable_in_tenant_id: o.clone(), ..Default::default() },
+                ))
+                .await,
+                &ids,
+                |r| format!("{:?}", r.into_inner().roles.into_iter().map(|r| r.name).collect::<Vec<_>>()),
             ),
             ListOverridesOf => heard(
                 z.list_overrides(as_user(
