@@ -157,7 +157,7 @@ impl Identity {
             return Ok(true);
         }
         let chain = self.ask_tenancy("where the tenant is", self.tenancy.tenant_chain(tenant)).await?;
-        Ok(chain.is_some_and(|c| c.iter().any(|t| *t == p.primary_tenant_id)))
+        Ok(chain.is_some_and(|c| c.contains(&p.primary_tenant_id)))
     }
 
     /// A client caller naming a tenant outside their home (see [`Self::within_home`]) hears
