@@ -109,10 +109,23 @@ impl Identity {
     /// them, a random id (USER_NOT_FOUND). A refused `users.view` is reported as
     /// USER_NOT_FOUND too, so existence does not leak.
     pub async fn require_on(&self, caller: &Caller, permission: &str, target: &AccountRow) -> Result<(), ApiError> {
+        self.require_on_each(caller, permission, target, &mut Homes::new()).await
+    }
+
+    /// [`Self::require_on`] for one of many targets of a call: `homes` remembers, for the
+    /// call, which homes are within the caller's.
+    pub async fn require_on_each(
+        &self,
+        caller: &Caller,
+        permission: &str,
+        target: &AccountRow,
+        homes: &mut Homes,
+    ) -> Result<(), ApiError> {
         let Some(p) = caller.user() else { return Ok(()) };
         let not_found = || ApiError::not_found(ErrorReason::UserNotFound, "no such user");
         if !p.is_msp_staff
-            && (target.is_msp_staff || !self.within_home(p, target.primary_tenant_id.as_deref().unwrap_or("")).await?)
+            && (target.is_msp_staff
+                || !self.within_home_each(p, target.primary_tenant_id.as_deref().unwrap_or(""), homes).await?)
         {
             return Err(not_found());
         }
@@ -150,14 +163,23 @@ impl Identity {
     /// the only tenants a client user may name here, and the only homes of users they may
     /// target. The one rule for client callers in identity.
     pub async fn within_home(&self, p: &Principal, tenant: &str) -> Result<bool, ApiError> {
+        self.within_home_each(p, tenant, &mut Homes::new()).await
+    }
+
+    async fn within_home_each(&self, p: &Principal, tenant: &str, homes: &mut Homes) -> Result<bool, ApiError> {
         if p.primary_tenant_id.is_empty() || tenant.is_empty() {
             return Ok(false);
         }
         if tenant == p.primary_tenant_id {
             return Ok(true);
         }
+        if let Some(within) = homes.get(tenant) {
+            return Ok(*within);
+        }
         let chain = self.ask_tenancy("where the tenant is", self.tenancy.tenant_chain(tenant)).await?;
-        Ok(chain.is_some_and(|c| c.contains(&p.primary_tenant_id)))
+        let within = chain.is_some_and(|c| c.contains(&p.primary_tenant_id));
+        homes.insert(tenant.to_owned(), within);
+        Ok(within)
     }
 
     /// A client caller naming a tenant outside their home (see [`Self::within_home`]) hears
@@ -194,6 +216,9 @@ impl Identity {
         }
     }
 }
+
+/// Per call: whether each tenant seen so far is within the caller's home (asked once each).
+pub type Homes = std::collections::HashMap<String, bool>;
 
 pub const PERM_VIEW: &str = "users.view";
 pub const PERM_MANAGE: &str = "users.manage";

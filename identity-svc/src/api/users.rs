@@ -284,11 +284,12 @@ impl Identity {
             );
         }
         let mut users = Vec::with_capacity(ids.len());
+        let mut homes = super::Homes::new();
         for raw in ids {
             let id = parse_id("user_ids", raw).map_err(convert::input)?.to_string();
             let Some(row) = store::get(self.db.pool(), &id).await.map_err(convert::db)? else { continue };
             let own = caller.user().is_some_and(|p| p.user_id == id);
-            if own || self.require_on(&caller, PERM_VIEW, &row).await.is_ok() {
+            if own || self.require_on_each(&caller, PERM_VIEW, &row, &mut homes).await.is_ok() {
                 users.push(convert::user(&row));
             }
         }
