@@ -818,8 +818,15 @@ async fn client_callers_never_see_msp_staff() {
     let staff_view = c.lookup_subjects(as_user(&admin, pb::LookupSubjectsRequest { page_size: 10, ..review })).await;
     assert!(staff_view.unwrap().into_inner().subjects.iter().any(|s| s.user_id == w.admin.to_string()));
 
-    let e = c.explain(as_user(&cadmin, explain(w.admin, "assets.view", w.a))).await.unwrap_err();
-    assert_eq!((e.code(), reason(&e).as_str()), (Code::NotFound, "USER_NOT_FOUND"));
+    // Explained exactly as an unknown user is (Explain answers unknown inputs as denials).
+    let hidden = c.explain(as_user(&cadmin, explain(w.admin, "assets.view", w.a))).await.unwrap().into_inner();
+    let nobody = Uuid::new_v4();
+    let unknown = c.explain(as_user(&cadmin, explain(nobody, "assets.view", w.a))).await.unwrap().into_inner();
+    assert_eq!(hidden.reason, pb::DecisionReason::DeniedUserUnknown as i32);
+    assert_eq!(
+        (hidden.summary.replace(&w.admin.to_string(), "?"), hidden.steps),
+        (unknown.summary.replace(&nobody.to_string(), "?"), unknown.steps)
+    );
     let effective = |u: Uuid| pb::ListEffectivePermissionsRequest {
         subject_user_id: u.to_string(),
         tenant_id: w.a.to_string(),

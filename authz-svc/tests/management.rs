@@ -312,7 +312,9 @@ async fn check_role_grant_applies_the_delegation_rules() {
     };
     let cases = [
         (ask(w.cadmin, Some(w.viewer), w.a, "client_manager", "client_viewer"), ErrorReason::Unspecified),
-        (ask(w.cadmin, None, w.b, "client_viewer", ""), ErrorReason::OutsideTenant),
+        // Another client, to a client admin, is as unknown as a tenant that does not exist.
+        (ask(w.cadmin, None, w.b, "client_viewer", ""), ErrorReason::TenantNotFound),
+        (ask(w.cadmin, None, Uuid::new_v4(), "client_viewer", ""), ErrorReason::TenantNotFound),
         (ask(w.cadmin, Some(w.admin), w.a, "client_viewer", ""), ErrorReason::UserNotFound),
         (ask(w.cadmin, None, w.a, "msp_admin", ""), ErrorReason::MspStaffOnlyRole),
         (ask(w.admin, Some(w.tech), w.msp, "msp_owner", "msp_technician"), ErrorReason::OwnerRoleNotAssignable),
@@ -329,7 +331,12 @@ async fn check_role_grant_applies_the_delegation_rules() {
     let mut staff = ask(w.cadmin, None, w.msp, "msp_technician", "");
     staff.target_is_msp_staff = true;
     let reply = c.check_role_grant(staff).await.unwrap().into_inner();
-    assert_eq!(reply.denial_reason, ErrorReason::MspStaffRequired as i32);
+    // The admin tenancy is not a tenant client users see: unknown to them.
+    assert_eq!(reply.denial_reason, ErrorReason::TenantNotFound as i32);
+    let mut staff = ask(w.tech, None, w.msp, "msp_technician", "");
+    staff.target_is_msp_staff = true;
+    let reply = c.check_role_grant(staff).await.unwrap().into_inner();
+    assert_eq!(reply.denial_reason, ErrorReason::PermissionDenied as i32, "{}", reply.summary);
 
     // A tenancy write that adds a second client admin lifts the last-admin rule.
     let rev = up.tenancy.push(vec![membership(w.viewer, w.a, "client_admin", MembershipKind::Direct)]);
@@ -408,7 +415,11 @@ async fn overrides_follow_the_delegation_rules_for_their_target() {
     // A manager with permissions.manage by override; a user who is client admin of department
     // A1 (and only a viewer in A); the MSP owner.
     let (manager, deptadmin, owner) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    up.identity.push(vec![user(manager, Active, false), user(deptadmin, Active, false), user(owner, Active, true)]);
+    up.identity.push(vec![
+        user_at(manager, Active, false, Some(w.a)),
+        user_at(deptadmin, Active, false, Some(w.a1)),
+        user(owner, Active, true),
+    ]);
     let mut changes = vec![
         membership(manager, w.a, "client_manager", MembershipKind::Direct),
         membership(deptadmin, w.a, "client_viewer", MembershipKind::Direct),
@@ -573,7 +584,7 @@ async fn check_role_grant_takes_the_current_role_from_the_index_and_never_touche
     let up = Upstreams::start().await;
     let w = World::seed(&up);
     let (senior, owner) = (Uuid::new_v4(), Uuid::new_v4());
-    up.identity.push(vec![user(senior, Active, false), user(owner, Active, true)]);
+    up.identity.push(vec![user_at(senior, Active, false, Some(w.a)), user(owner, Active, true)]);
     let authz = start_serving(&db, &up, &[]).await;
     let mut c = authz.client.clone();
     // A client role ranked above client_admin, held by `senior` in A; the owner in the MSP.

@@ -77,6 +77,9 @@ impl Tenancy for AcceptAll {
     async fn tenant_name(&self, _: &str) -> Result<Option<String>, ApiError> {
         Ok(None)
     }
+    async fn tenant_chain(&self, tenant_id: &str) -> Result<Option<Vec<String>>, ApiError> {
+        Ok(Some(vec![tenant_id.to_owned()]))
+    }
 }
 
 /// The 1-minute load average (Linux), to judge how quiet the machine was.

@@ -157,10 +157,16 @@ async fn client_admins_manage_only_their_own_tenant() {
         is_msp_staff: staff,
         ..Default::default()
     };
+    // Another client is, to a client admin, as unknown as a tenant that does not exist.
     assert_err(
         env.client().create_user(auth(&alice, attempt("x@b.example", TENANT_B, "client_user", false))).await,
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
+        Code::NotFound,
+        "TENANT_NOT_FOUND",
+    );
+    assert_err(
+        env.client().create_user(auth(&alice, attempt("x@b.example", TENANT_GONE, "client_user", false))).await,
+        Code::NotFound,
+        "TENANT_NOT_FOUND",
     );
     assert_err(
         env.client().create_user(auth(&alice, attempt("x@msp.example", "", "msp_admin", true))).await,
@@ -713,8 +719,8 @@ async fn a_retried_create_returns_the_user_only_to_callers_who_may_see_it() {
     // Bea manages B only: the same request_id gets her neither A's user nor a new one.
     assert_err(
         env.client().create_user(auth(&bea_session, request("ned@a.example", TENANT_A))).await,
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
+        Code::NotFound,
+        "TENANT_NOT_FOUND",
     );
     let status =
         env.client().create_user(auth(&bea_session, request("new@b.example", TENANT_B))).await.expect_err("reused id");

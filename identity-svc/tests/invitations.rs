@@ -184,8 +184,8 @@ async fn client_admins_invite_only_into_their_tenant() {
     };
     assert_err(
         env.client().create_invitation(auth(&ada, attempt(TENANT_B, "client_user", false))).await,
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
+        Code::NotFound,
+        "TENANT_NOT_FOUND",
     );
     assert_err(
         env.client().create_invitation(auth(&ada, attempt("", "msp_admin", true))).await,

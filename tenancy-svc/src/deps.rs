@@ -27,6 +27,8 @@ pub struct UserInfo {
     pub user_id: String,
     pub active: bool,
     pub is_msp_staff: bool,
+    /// The user's home (identity's primary tenant); empty for MSP staff.
+    pub home_tenant_id: String,
 }
 
 #[tonic::async_trait]
@@ -104,7 +106,12 @@ impl UserDirectory for GrpcUserDirectory {
                 let active = user.status() == UserStatus::Active;
                 found.insert(
                     user.user_id.clone(),
-                    UserInfo { user_id: user.user_id, active, is_msp_staff: user.is_msp_staff },
+                    UserInfo {
+                        user_id: user.user_id,
+                        active,
+                        is_msp_staff: user.is_msp_staff,
+                        home_tenant_id: user.primary_tenant_id,
+                    },
                 );
             }
         }

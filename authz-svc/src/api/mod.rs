@@ -85,9 +85,10 @@ impl AuthzApi {
     }
 
     /// Decision RPCs about one subject: [`Self::asker`] then [`Self::may_ask_about`].
-    async fn may_ask(&self, metadata: &MetadataMap, subject: &str, tenant: Option<Uuid>) -> Result<(), ApiError> {
+    async fn may_ask(&self, metadata: &MetadataMap, subject: &str, tenant: Option<Uuid>) -> Result<Caller, ApiError> {
         let who = self.asker(metadata).await?;
-        may_ask_about(&self.state.read(), &who, Some(subject), tenant)
+        may_ask_about(&self.state.read(), &who, Some(subject), tenant)?;
+        Ok(who)
     }
 
     /// Management RPCs: a service, or a person holding `permission` in `tenant` (the admin
@@ -180,9 +181,8 @@ impl AuthzApi {
 
 /// Whether `who` may ask a decision question about `subject` (`None`: about people in general,
 /// as an access review does). Services may ask anything; a person may ask about themselves, or
-/// about others with `users.view` in the tenant (MSP staff when no tenant is named). MSP staff
-/// are hidden from people who are not: asked about, they are as unknown as anyone
-/// (`USER_NOT_FOUND`, after the `users.view` check, as for an unknown user).
+/// about others with `users.view` in the tenant (MSP staff when no tenant is named). Whom
+/// they may not see is then answered as an unknown user ([`seen_user`]).
 fn may_ask_about(index: &Index, who: &Caller, subject: Option<&str>, tenant: Option<Uuid>) -> Result<(), ApiError> {
     let Some(user) = who.user() else { return Ok(()) };
     if subject == Some(user.user_id.as_str()) {
@@ -195,13 +195,42 @@ fn may_ask_about(index: &Index, who: &Caller, subject: Option<&str>, tenant: Opt
     if !allowed {
         return Err(users_view_required());
     }
-    if let Some(s) = subject.and_then(|s| Uuid::try_parse(s).ok())
-        && index.user_is_msp_staff(&s)
-        && !sees_staff(index, who)
-    {
-        return Err(cv::unresolved(Unresolved::User));
-    }
     Ok(())
+}
+
+/// Whether `user` is someone the person calling may not see (services see everyone): then
+/// every answer about them is the one for an unknown user.
+fn hides_user(index: &Index, who: &Caller, user: &Uuid) -> bool {
+    match who.user() {
+        None => false,
+        Some(_) if sees_staff(index, who) => false,
+        Some(_) => {
+            index.user_is_msp_staff(user) || person_id(who).is_none_or(|p| p != *user && index.hides_user(&p, user))
+        }
+    }
+}
+
+/// The user a person's question is answered about: the user if they may see them (MSP staff,
+/// for people who are not; for client users, anyone not at home in their own home tenant or
+/// one of its departments, are hidden), else the nil id, which no user has, so the answer is
+/// exactly the one for an unknown user (USER_NOT_FOUND, or explained as DENIED_USER_UNKNOWN).
+fn seen_user(index: &Index, who: &Caller, user: Uuid) -> Uuid {
+    if hides_user(index, who, &user) { Uuid::nil() } else { user }
+}
+
+/// The tenant a person's question is answered for: the tenant itself if they may see it
+/// (MSP staff see all; others the tenants at or below one where they hold a membership), else
+/// the nil id, which no tenant has, so the answer is exactly the one for an unknown tenant.
+/// Services see every tenant.
+fn seen_tenant(index: &Index, who: &Caller, tenant: Uuid) -> Uuid {
+    match who.user() {
+        None => tenant,
+        Some(_) if sees_staff(index, who) => tenant,
+        Some(_) => match person_id(who) {
+            Some(p) if index.tenant_visible_to(&p, &tenant) => tenant,
+            _ => Uuid::nil(),
+        },
+    }
 }
 
 /// Whether the caller may see MSP staff: services, and people who are MSP staff (by the
@@ -581,7 +610,7 @@ impl AuthzService for AuthzApi {
             if index.policy.permission_bit(&r.permission).is_none() {
                 return Err(ApiError::not_found(ErrorReason::PermissionNotFound, "no such permission").into());
             }
-            if !index.user_known(&user) {
+            if !index.user_known(&user) || hides_user(&index, &who, &user) {
                 return Err(ApiError::not_found(ErrorReason::UserNotFound, "no such user").into());
             }
             if let Some(t) = tenant
@@ -698,7 +727,7 @@ impl AuthzService for AuthzApi {
                         || (r.include_global && o.tenant.is_none() && (!hide || index.member_of_client(&o.user, &t)))
                 }
             })
-            .filter(|o| !hide || !index.user_is_msp_staff(&o.user))
+            .filter(|o| !hides_user(&index, &who, &o.user))
             .map(cv::override_msg)
             .collect();
         drop(index);
@@ -846,17 +875,19 @@ impl AuthzService for AuthzApi {
     async fn list_resources(&self, request: Request<pb::ListResourcesRequest>) -> Reply<pb::ListResourcesResponse> {
         let (metadata, _, r) = request.into_parts();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
-        // A product's resource tree (its nodes and names, no people): any identified caller.
-        self.asker(&metadata).await?;
-        let mut items: Vec<pb::Resource> = self
-            .state
-            .read()
+        // A product's resource tree (its nodes and names, no people): any identified caller,
+        // in a tenant they may see.
+        let who = self.asker(&metadata).await?;
+        let index = self.state.read();
+        let tenant = seen_tenant(&index, &who, tenant);
+        let mut items: Vec<pb::Resource> = index
             .resources()
             .filter(|n| n.tenant == tenant)
             .filter(|n| r.parent_resource_id.as_ref().is_none_or(|p| &n.parent == p))
             .filter(|n| r.resource_type.is_empty() || n.resource_type == r.resource_type)
             .map(cv::resource)
             .collect();
+        drop(index);
         items.sort_by(|a, b| a.resource_id.cmp(&b.resource_id));
         let binding = format!("res|{}|{:?}|{}", r.tenant_id, r.parent_resource_id, r.resource_type);
         let (resources, next_page_token) = page::offset(items, r.page_size, &r.page_token, &binding)?;
@@ -893,7 +924,7 @@ impl AuthzService for AuthzApi {
         let who = self.manager(&metadata, "users.manage", Some(tenant)).await?;
         {
             let index = self.state.read();
-            if !index.user_known(&user) {
+            if !index.user_known(&user) || hides_user(&index, &who, &user) {
                 return Err(ApiError::not_found(ErrorReason::UserNotFound, "no such user").into());
             }
             if index.resource(&tenant, &id).is_none() {
@@ -973,7 +1004,18 @@ impl AuthzService for AuthzApi {
         let metadata = request.metadata().clone();
         let r = request.into_inner();
         let grant_id = cv::uuid("grant_id", &r.grant_id)?;
-        let existing = self.state.read().grants().iter().find(|g| g.grant_id == grant_id).cloned();
+        // A grant to someone the caller may not see, or in a tenant they may not see, is
+        // treated as a random id.
+        let asker = self.asker(&metadata).await?;
+        let existing = {
+            let index = self.state.read();
+            index
+                .grants()
+                .iter()
+                .find(|g| g.grant_id == grant_id)
+                .filter(|g| !hides_user(&index, &asker, &g.user) && seen_tenant(&index, &asker, g.tenant) == g.tenant)
+                .cloned()
+        };
         let who = self.manager(&metadata, "users.manage", existing.as_ref().map(|g| g.tenant)).await?;
         let event = audit::change_event(
             Some(&who),
@@ -1010,12 +1052,13 @@ impl AuthzService for AuthzApi {
         let who = self.asker(&metadata).await?;
         may_ask_about(&self.state.read(), &who, subject, Some(tenant))?;
         let index = self.state.read();
-        let hide_staff = !sees_staff(&index, &who);
+        let seen = seen_tenant(&index, &who, tenant);
+        let user = user.map(|u| seen_user(&index, &who, u));
         let mut items: Vec<pb::ResourceGrant> = index
             .grants()
             .iter()
-            .filter(|g| g.tenant == tenant && user.is_none_or(|u| g.user == u))
-            .filter(|g| !hide_staff || !index.user_is_msp_staff(&g.user))
+            .filter(|g| g.tenant == seen && user.is_none_or(|u| g.user == u))
+            .filter(|g| !hides_user(&index, &who, &g.user))
             .filter(|g| match &resource {
                 None => true,
                 Some(res) if r.include_inherited => index.resource_is_under(&tenant, res, &g.resource_id),
@@ -1097,10 +1140,11 @@ impl AuthzService for AuthzApi {
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         cv::permission_name("permission", &r.permission)?;
         let resource = cv::optional_resource("resource_id", &r.resource_id)?;
-        self.may_ask(&metadata, &r.subject_user_id, Some(tenant)).await?;
+        let who = self.may_ask(&metadata, &r.subject_user_id, Some(tenant)).await?;
         self.fresh(r.at_least_as_fresh.as_ref()).await?;
         let (decision, revisions) = {
             let index = self.state.read();
+            let (user, tenant) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
             let s = index.resolve(&user, &r.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
             (index.decide(s), index.revisions)
         };
@@ -1138,6 +1182,7 @@ impl AuthzService for AuthzApi {
                     let resource = cv::optional_resource("resource_id", &item.resource_id)?;
                     // May the caller ask at all, before saying whether the user exists.
                     may_ask_about(&index, &who, Some(&item.subject_user_id), Some(tenant))?;
+                    let (user, tenant) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
                     index.resolve(&user, &item.permission, &tenant, resource.as_deref()).map_err(cv::unresolved)
                 })();
                 match parsed {
@@ -1173,12 +1218,14 @@ impl AuthzService for AuthzApi {
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         cv::permission_name("permission", &r.permission)?;
         let resource = cv::optional_resource("resource_id", &r.resource_id)?;
-        self.may_ask(&metadata, &r.subject_user_id, Some(tenant)).await?;
+        let who = self.may_ask(&metadata, &r.subject_user_id, Some(tenant)).await?;
         self.fresh(r.at_least_as_fresh.as_ref()).await?;
         let decision_id = Uuid::now_v7().to_string();
         let reply = {
             let index = self.state.read();
-            let d = index.decide_names(&user, &r.permission, &tenant, resource.as_deref());
+            // Decided on what the asker may see; explained with the ids they gave.
+            let (seen_as, seen) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
+            let d = index.decide_names(&seen_as, &r.permission, &seen, resource.as_deref());
             pb::ExplainResponse {
                 allowed: d.allowed(),
                 reason: cv::reason(d.reason) as i32,
@@ -1202,9 +1249,10 @@ impl AuthzService for AuthzApi {
         let user = cv::uuid("subject_user_id", &r.subject_user_id)?;
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         let resource = cv::optional_resource("resource_id", &r.resource_id)?;
-        self.may_ask(&metadata, &r.subject_user_id, Some(tenant)).await?;
+        let who = self.may_ask(&metadata, &r.subject_user_id, Some(tenant)).await?;
         self.fresh(r.at_least_as_fresh.as_ref()).await?;
         let index = self.state.read();
+        let (user, tenant) = (seen_user(&index, &who, user), seen_tenant(&index, &who, tenant));
         let any_permission = index.policy.permissions.first().map(|p| p.name.clone()).unwrap_or_default();
         let s = index.resolve(&user, &any_permission, &tenant, resource.as_deref()).map_err(cv::unresolved)?;
         let probe = index.decide(s);
@@ -1284,6 +1332,7 @@ impl AuthzService for AuthzApi {
         let index = self.state.read();
         let bit = index.policy.permission_bit(&r.permission).ok_or_else(|| cv::unresolved(Unresolved::Permission))?;
         // Resolve the tenant and resource through any known user: only their ids matter here.
+        let tenant = seen_tenant(&index, &who, tenant);
         if !index.tenant_known(&tenant) {
             return Err(cv::unresolved(Unresolved::Tenant).into());
         }
@@ -1297,9 +1346,9 @@ impl AuthzService for AuthzApi {
             }
         };
         let tenant_slot = index.tenant_slot_of(&tenant);
-        // MSP staff are left out of a review asked for by someone who is not.
-        let hide_staff = !sees_staff(&index, &who);
-        let (found, more) = index.lookup_subjects(bit, tenant_slot, resource_slot, after, size, hide_staff);
+        // A review asked for by someone who is not MSP staff leaves out whom they may not see.
+        let viewer = if sees_staff(&index, &who) { None } else { Some(person_id(&who).unwrap_or_else(Uuid::nil)) };
+        let (found, more) = index.lookup_subjects(bit, tenant_slot, resource_slot, after, size, viewer.as_ref());
         let next_page_token = match (more, found.last()) {
             (true, Some((last, _))) => page::make_cursor(&binding, *last),
             _ => String::new(),

@@ -88,6 +88,8 @@ struct UserEntry {
     id: Uuid,
     state: UserState,
     msp_staff: bool,
+    /// The user's home (identity's primary tenant); NONE for MSP staff and users not yet told.
+    home: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -504,7 +506,7 @@ impl Index {
             return *i;
         }
         let i = self.users.len() as u32;
-        self.users.push(UserEntry { id, state: UserState::Unknown, msp_staff: false });
+        self.users.push(UserEntry { id, state: UserState::Unknown, msp_staff: false, home: NONE });
         self.memberships.push(Vec::new());
         self.assigned.push(Vec::new());
         self.user_ids.insert(id, i);
@@ -537,12 +539,21 @@ impl Index {
         self.users[i].msp_staff = msp_staff;
     }
 
+    /// The user's home tenant (identity's primary tenant; `None` for MSP staff): the one
+    /// fact the isolation of client users rests on (see [`Self::visible_user`]).
+    pub fn set_user_home(&mut self, id: Uuid, home: Option<Uuid>) {
+        let home = home.map_or(NONE, |t| self.tenant_slot(t));
+        let i = self.user_slot(id) as usize;
+        self.users[i].home = home;
+    }
+
     /// Before a fresh identity snapshot: forget every user's state (memberships stay: they
     /// belong to tenancy's stream).
     pub fn reset_identity(&mut self) {
         for u in &mut self.users {
             u.state = UserState::Unknown;
             u.msp_staff = false;
+            u.home = NONE;
         }
     }
 
@@ -1371,7 +1382,8 @@ impl Index {
     }
 
     /// Active users (by id, after `after`) who hold the permission in the tenant; at most `limit`.
-    /// `hide_staff` leaves MSP staff out (for callers who may not see them).
+    /// `viewer`: answered for that person (who is not MSP staff): users they may not see are
+    /// left out.
     pub fn lookup_subjects(
         &self,
         bit: u8,
@@ -1379,8 +1391,11 @@ impl Index {
         resource: u32,
         after: Option<Uuid>,
         limit: usize,
-        hide_staff: bool,
+        viewer: Option<&Uuid>,
     ) -> (Vec<(Uuid, Decision)>, bool) {
+        // A person who is not MSP staff sees only the users they reach (everyone else is
+        // left out, as if unknown); one unknown to the index sees nobody.
+        let viewer = viewer.map(|v| self.user_ids.get(v).copied());
         let mut candidates: Vec<u32> = Vec::new();
         let mut cur = tenant;
         let mut steps = 0;
@@ -1403,7 +1418,7 @@ impl Index {
         ids.dedup();
         let mut out = Vec::new();
         for (id, u) in ids {
-            if after.is_some_and(|a| id <= a) || (hide_staff && self.users[u as usize].msp_staff) {
+            if after.is_some_and(|a| id <= a) || viewer.is_some_and(|v| v.is_none_or(|v| !self.reaches_user(v, u))) {
                 continue;
             }
             let d = self.decide(Subject { user: u, bit, tenant, resource });
@@ -1483,23 +1498,68 @@ impl Index {
         }
     }
 
-    /// A target the actor may see: known, and not MSP staff unless the actor is.
+    /// A target the actor may see: known and not deleted; for an actor who is not MSP staff,
+    /// also not MSP staff and at home in the actor's home tenant or one of its departments.
+    /// One rule for every question a person asks about someone else: anyone else is, to
+    /// them, as unknown as a random id.
     fn visible_target(&self, actor: u32, target: &Uuid) -> Option<u32> {
         let t = *self.user_ids.get(target)?;
         let entry = self.users[t as usize];
-        let hidden = matches!(entry.state, UserState::Unknown | UserState::Deleted)
-            || (entry.msp_staff && !self.users[actor as usize].msp_staff);
-        (!hidden).then_some(t)
+        if matches!(entry.state, UserState::Unknown | UserState::Deleted) {
+            return None;
+        }
+        self.reaches_user(actor, t).then_some(t)
+    }
+
+    /// MSP staff reach every user; anyone else only users who are not MSP staff and whose
+    /// home is the actor's home or one of its departments.
+    fn reaches_user(&self, actor: u32, target: u32) -> bool {
+        let (a, t) = (self.users[actor as usize], self.users[target as usize]);
+        if a.msp_staff {
+            return true;
+        }
+        !t.msp_staff
+            && a.home != NONE
+            && t.home != NONE
+            && self.chain(t.home).is_some_and(|c| c.as_slice().contains(&a.home))
+    }
+
+    /// Whether `target` is a user the index knows whom `viewer` (a person) may not see (see
+    /// [`Self::visible_target`]): the caller answers as for an unknown user. Unknown targets
+    /// are not "hidden": they are left to the lookup that reports them.
+    pub fn hides_user(&self, viewer: &Uuid, target: &Uuid) -> bool {
+        let Some(&t) = self.user_ids.get(target) else { return false };
+        if self.users[t as usize].state == UserState::Unknown {
+            return false;
+        }
+        self.user_ids.get(viewer).is_none_or(|&v| !self.reaches_user(v, t))
+    }
+
+    /// May `viewer` (a person) know that `tenant` exists? MSP staff see every tenant; anyone
+    /// else only tenants at or below one where they hold a membership. A tenant they may not
+    /// see is answered exactly as an unknown one.
+    pub fn tenant_visible_to(&self, viewer: &Uuid, tenant: &Uuid) -> bool {
+        let (Some(&u), Some(&t)) = (self.user_ids.get(viewer), self.tenant_ids.get(tenant)) else { return false };
+        self.sees_tenant(u, t)
+    }
+
+    fn sees_tenant(&self, user: u32, tenant: u32) -> bool {
+        if self.users[user as usize].msp_staff {
+            return true;
+        }
+        let Some(chain) = self.chain(tenant) else { return false };
+        self.memberships[user as usize].iter().any(|m| chain.as_slice().contains(&m.tenant))
     }
 
     /// The delegation rules; `Ok(())` when the role change is allowed.
     pub fn check_role_grant(&self, q: &RoleGrantQuestion<'_>) -> Result<(), GrantDenial> {
         let actor = self.active_actor(&q.actor)?;
         let actor_staff = self.users[actor as usize].msp_staff;
+        // A tenant the actor may not see is as unknown to them as one that does not exist.
         let tenant = *self
             .tenant_ids
             .get(&q.tenant)
-            .filter(|t| self.tenants[**t as usize].state != TenantState::Unknown)
+            .filter(|t| self.tenants[**t as usize].state != TenantState::Unknown && self.sees_tenant(actor, **t))
             .ok_or(GrantDenial::TenantUnknown)?;
         let role = match q.role {
             Some(r) => Some(

@@ -17,12 +17,14 @@ struct World {
     index: Index,
     ids: HashMap<&'static str, Uuid>,
     own: OwnData,
+    /// Client users whose home is set.
+    homes: Vec<Uuid>,
 }
 
 impl World {
     fn new(pack: &str) -> Self {
         let policy = Policy::parse(shipped_pack(pack).unwrap_or_default(), 0).unwrap();
-        let mut w = Self { index: Index::new(policy), ids: HashMap::new(), own: OwnData::default() };
+        let mut w = Self { index: Index::new(policy), ids: HashMap::new(), own: OwnData::default(), homes: Vec::new() };
         let msp = w.id("msp");
         let a = w.id("A");
         let a1 = w.id("A1");
@@ -43,6 +45,11 @@ impl World {
         let staff = tenant == "msp";
         self.index.upsert_user(u, UserState::Active, staff);
         let t = self.id(tenant);
+        // A client user's first membership is their home, as identity creates them.
+        if !staff && !self.homes.contains(&u) {
+            self.homes.push(u);
+            self.index.set_user_home(u, Some(t));
+        }
         self.index.upsert_membership(u, t, role, MemberKind::Direct);
         if staff {
             for other in ["A", "A1", "B"] {
@@ -177,8 +184,13 @@ fn seed_000_client_admins_cannot_grant_msp_access_act_elsewhere_or_see_msp_users
         role: Some("msp_technician"),
         previous_role: None,
     };
-    assert_eq!(w.index.check_role_grant(&q), Err(GrantDenial::MspStaffRequired));
-    assert_eq!(w.grant("cadmin", None, "B", Some("client_viewer"), None), Err(GrantDenial::OutsideTenant));
+    // The admin tenancy is unknown to client users.
+    assert_eq!(w.index.check_role_grant(&q), Err(GrantDenial::TenantUnknown));
+    let q = RoleGrantQuestion { target: Some(w.id("admin")), tenant: w.id("A"), previous_role: None, ..q };
+    assert_eq!(w.index.check_role_grant(&q), Err(GrantDenial::TargetHidden));
+    // Another client is, to a client admin, as unknown as a tenant that does not exist.
+    assert_eq!(w.grant("cadmin", None, "B", Some("client_viewer"), None), Err(GrantDenial::TenantUnknown));
+    assert_eq!(w.grant("cadmin", Some("cadmin2"), "A", Some("client_viewer"), None), Err(GrantDenial::TargetHidden));
     assert_eq!(w.grant("cadmin", Some("admin"), "A", Some("client_viewer"), None), Err(GrantDenial::TargetHidden));
     assert_eq!(w.grant("cadmin", None, "A", Some("msp_admin"), None), Err(GrantDenial::MspStaffOnlyRole));
     // A manager given users.manage by override still cannot grant above their own rank.
@@ -341,7 +353,7 @@ fn seed_003_users_page_admits_admins_and_managers_and_the_audit_log_only_admins(
         assert_eq!(w.grant("manager", None, "A", Some(role), None), Ok(()), "{role}");
     }
     assert_eq!(w.grant("manager", None, "A", Some("ADMIN"), None), Err(GrantDenial::RoleAboveOwn));
-    assert_eq!(w.grant("manager", None, "B", Some("AGENT"), None), Err(GrantDenial::OutsideTenant));
+    assert_eq!(w.grant("manager", None, "B", Some("AGENT"), None), Err(GrantDenial::TenantUnknown));
     assert_eq!(
         w.grant("manager", Some("agent"), "A", Some("MANAGER"), Some("AGENT")),
         Err(GrantDenial::PermissionDenied)

@@ -37,6 +37,8 @@ pub fn apply_identity(index: &mut Index, change: &idp::IdentityChange) {
                 }
             };
             index.upsert_user(id, state, user.is_msp_staff);
+            let home = if user.is_msp_staff { None } else { parse_uuid(&user.primary_tenant_id) };
+            index.set_user_home(id, home);
         }
         Some(IdChange::UserDeleted(d)) => {
             if let Some(id) = parse_uuid(&d.user_id) {

@@ -279,6 +279,11 @@ impl Upstreams {
 // ---------- building stream messages ----------
 
 pub fn user(id: Uuid, status: idp::UserStatus, staff: bool) -> idp::IdentityChange {
+    user_at(id, status, staff, None)
+}
+
+/// A user with a home (identity's primary tenant; client users have one).
+pub fn user_at(id: Uuid, status: idp::UserStatus, staff: bool, home: Option<Uuid>) -> idp::IdentityChange {
     idp::IdentityChange {
         change: Some(idp::identity_change::Change::UserUpserted(idp::UserUpserted {
             user: Some(idp::User {
@@ -287,6 +292,7 @@ pub fn user(id: Uuid, status: idp::UserStatus, staff: bool) -> idp::IdentityChan
                 display_name: "Test".into(),
                 status: status as i32,
                 is_msp_staff: staff,
+                primary_tenant_id: home.map(|h| h.to_string()).unwrap_or_default(),
                 ..Default::default()
             }),
         })),
@@ -377,8 +383,8 @@ impl World {
         up.identity.push(vec![
             user(w.admin, Active, true),
             user(w.tech, Active, true),
-            user(w.cadmin, Active, false),
-            user(w.viewer, Active, false),
+            user_at(w.cadmin, Active, false, Some(w.a)),
+            user_at(w.viewer, Active, false, Some(w.a)),
         ]);
         use tnp::{TenantKind as K, TenantStatus::Active as On};
         let mut changes = vec![

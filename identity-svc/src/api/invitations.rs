@@ -186,8 +186,9 @@ impl Identity {
         })
     }
 
-    /// The caller may see / manage invitations into `tenant` (client users: MSP-staff
-    /// invitations are invisible).
+    /// The caller may see / manage invitations into `tenant`. An invitation the caller may not
+    /// see (client users: MSP staff's, and those into tenants outside their home; anyone: one
+    /// without `users.view` there) is INVITATION_NOT_FOUND, exactly as a random id.
     async fn require_invitation(
         &self,
         caller: &tether_runtime::access::Caller,
@@ -197,9 +198,17 @@ impl Identity {
         if caller.user().is_some_and(|p| !p.is_msp_staff && row.is_msp_staff) {
             return Err(not_found());
         }
-        self.require_in(caller, permission, &row.tenant_id)
+        self.require_tenant_seen(caller, &row.tenant_id)
             .await
-            .map_err(|e| if permission == PERM_VIEW { not_found() } else { e })
+            .map_err(|e| if e.code == tonic::Code::NotFound { not_found() } else { e })?;
+        match self.require_permission_in(caller, permission, &row.tenant_id, None).await {
+            Ok(()) => Ok(()),
+            Err(_) if permission == PERM_VIEW => Err(not_found()),
+            Err(e) => match self.require_permission_in(caller, PERM_VIEW, &row.tenant_id, None).await {
+                Ok(()) => Err(e),
+                Err(_) => Err(not_found()),
+            },
+        }
     }
 
     pub async fn list_invitations(

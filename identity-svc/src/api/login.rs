@@ -746,6 +746,7 @@ impl Identity {
             .map_err(convert::db)?;
         let more = rows.len() > size;
         let mut out = Vec::new();
+        let mut homes = super::Homes::new();
         for c in rows.into_iter().take(size) {
             let rules = if c.kind == Kind::Ip { &self.config.ip_lockout } else { &self.config.account_lockout };
             let mut entry = pb::Lockout {
@@ -759,7 +760,7 @@ impl Identity {
             };
             if c.kind == Kind::Account {
                 let Some(a) = accounts::get(self.db.pool(), &c.subject).await.map_err(convert::db)? else { continue };
-                if !staff && self.require_on(&caller, PERM_MANAGE, &a).await.is_err() {
+                if !staff && self.require_on_each(&caller, PERM_MANAGE, &a, &mut homes).await.is_err() {
                     continue;
                 }
                 entry.user_id = a.id.clone();

@@ -110,12 +110,29 @@ impl Identity {
     }
 
     /// May the caller do `permission` to `target`? Services may; people need the permission in
-    /// the target's home tenant, and a client user never sees MSP staff (USER_NOT_FOUND). A
-    /// refused `users.view` is reported as USER_NOT_FOUND too, so existence does not leak.
+    /// the target's home tenant. A client user (not MSP staff) may only target users at home in
+    /// their own home tenant or one of its departments, never MSP staff: anyone else is, to
+    /// them, a random id (USER_NOT_FOUND). A refused `users.view` is reported as
+    /// USER_NOT_FOUND too, so existence does not leak.
     pub async fn require_on(&self, caller: &Caller, permission: &str, target: &AccountRow) -> Result<(), ApiError> {
+        self.require_on_each(caller, permission, target, &mut Homes::new()).await
+    }
+
+    /// [`Self::require_on`] for one of many targets of a call: `homes` remembers, for the
+    /// call, which homes are within the caller's.
+    pub async fn require_on_each(
+        &self,
+        caller: &Caller,
+        permission: &str,
+        target: &AccountRow,
+        homes: &mut Homes,
+    ) -> Result<(), ApiError> {
         let Some(p) = caller.user() else { return Ok(()) };
         let not_found = || ApiError::not_found(ErrorReason::UserNotFound, "no such user");
-        if !p.is_msp_staff && target.is_msp_staff {
+        if !p.is_msp_staff
+            && (target.is_msp_staff
+                || !self.within_home_each(p, target.primary_tenant_id.as_deref().unwrap_or(""), homes).await?)
+        {
             return Err(not_found());
         }
         let tenant = self.home_tenant(target).await?;
@@ -148,7 +165,43 @@ impl Identity {
         }
     }
 
-    /// May the caller do `permission` in `tenant_id`?
+    /// Whether `tenant` is the home tenant of `p` (a client user) or one of its departments:
+    /// the only tenants a client user may name here, and the only homes of users they may
+    /// target. The one rule for client callers in identity.
+    pub async fn within_home(&self, p: &Principal, tenant: &str) -> Result<bool, ApiError> {
+        self.within_home_each(p, tenant, &mut Homes::new()).await
+    }
+
+    async fn within_home_each(&self, p: &Principal, tenant: &str, homes: &mut Homes) -> Result<bool, ApiError> {
+        if p.primary_tenant_id.is_empty() || tenant.is_empty() {
+            return Ok(false);
+        }
+        if tenant == p.primary_tenant_id {
+            return Ok(true);
+        }
+        if let Some(within) = homes.get(tenant) {
+            return Ok(*within);
+        }
+        let chain = self.ask_tenancy("where the tenant is", self.tenancy.tenant_chain(tenant)).await?;
+        let within = chain.is_some_and(|c| c.contains(&p.primary_tenant_id));
+        homes.insert(tenant.to_owned(), within);
+        Ok(within)
+    }
+
+    /// A client caller naming a tenant outside their home (see [`Self::within_home`]) hears
+    /// exactly what an unknown tenant gets: TENANT_NOT_FOUND (NOT_FOUND). Services and MSP
+    /// staff pass.
+    pub async fn require_tenant_seen(&self, caller: &Caller, tenant_id: &str) -> Result<(), ApiError> {
+        match caller.user() {
+            Some(p) if !p.is_msp_staff && !self.within_home(p, tenant_id).await? => {
+                Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// May the caller do `permission` in `tenant_id`? A tenant a client caller may not name is
+    /// TENANT_NOT_FOUND ([`Self::require_tenant_seen`]), before any permission is looked at.
     pub async fn require_in(&self, caller: &Caller, permission: &str, tenant_id: &str) -> Result<(), ApiError> {
         self.require_in_at(caller, permission, tenant_id, None).await
     }
@@ -156,6 +209,18 @@ impl Identity {
     /// [`Self::require_in`], decided by authz-svc on state at least as fresh as the caller's
     /// consistency token (a tenant created a moment ago is known).
     pub async fn require_in_at(
+        &self,
+        caller: &Caller,
+        permission: &str,
+        tenant_id: &str,
+        at_least_as_fresh: Option<&ConsistencyToken>,
+    ) -> Result<(), ApiError> {
+        self.require_tenant_seen(caller, tenant_id).await?;
+        self.require_permission_in(caller, permission, tenant_id, at_least_as_fresh).await
+    }
+
+    /// The permission alone, for a scope that is no tenant (the platform).
+    pub async fn require_permission_in(
         &self,
         caller: &Caller,
         permission: &str,
@@ -170,6 +235,9 @@ impl Identity {
         }
     }
 }
+
+/// Per call: whether each tenant seen so far is within the caller's home (asked once each).
+pub type Homes = std::collections::HashMap<String, bool>;
 
 pub const PERM_VIEW: &str = "users.view";
 pub const PERM_MANAGE: &str = "users.manage";

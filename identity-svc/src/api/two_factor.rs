@@ -404,9 +404,13 @@ impl Identity {
             raw => parse_id("tenant_id", raw).map_err(convert::input)?.to_string(),
         };
         let tenant = if scope.is_empty() { self.admin.id().await? } else { scope.clone() };
+        // The platform policy is no tenant: only its permission (in the admin tenancy) counts.
+        if !scope.is_empty() {
+            self.require_tenant_seen(caller, &tenant).await?;
+        }
         let mut last = None;
         for p in permissions {
-            match self.require_in(caller, p, &tenant).await {
+            match self.require_permission_in(caller, p, &tenant, None).await {
                 Ok(()) => return Ok(scope),
                 Err(e) => last = Some(e),
             }

@@ -37,7 +37,7 @@ fn refused(decision: RoleGrantDecision) -> ApiError {
         r => r,
     };
     let code = match reason {
-        ErrorReason::RoleNotFound => tonic::Code::NotFound,
+        ErrorReason::RoleNotFound | ErrorReason::TenantNotFound | ErrorReason::UserNotFound => tonic::Code::NotFound,
         ErrorReason::LastAdmin => tonic::Code::FailedPrecondition,
         _ => tonic::Code::PermissionDenied,
     };
@@ -244,6 +244,9 @@ impl Identity {
                     "only MSP staff create MSP staff",
                 ));
             }
+            // A client user adds users to their home tenant or its departments only; any other
+            // tenant is unknown to them.
+            self.require_tenant_seen(caller, &tenant).await?;
             // authz-svc decides who may add whom: `users.manage`, or the pack's invite permission
             // (seed 003's MANAGER invites), within the rank and tenant rules.
             let decision = self
@@ -306,11 +309,12 @@ impl Identity {
             );
         }
         let mut users = Vec::with_capacity(ids.len());
+        let mut homes = super::Homes::new();
         for raw in ids {
             let id = parse_id("user_ids", raw).map_err(convert::input)?.to_string();
             let Some(row) = store::get(self.db.pool(), &id).await.map_err(convert::db)? else { continue };
             let own = caller.user().is_some_and(|p| p.user_id == id);
-            if own || self.require_on(&caller, PERM_VIEW, &row).await.is_ok() {
+            if own || self.require_on_each(&caller, PERM_VIEW, &row, &mut homes).await.is_ok() {
                 users.push(convert::user(&row));
             }
         }

@@ -47,6 +47,8 @@ pub trait Tenancy: Send + Sync + 'static {
     async fn owner_id(&self) -> Result<Option<String>, ApiError>;
     /// A tenant's display name; `None` if tenancy-svc does not know the tenant.
     async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, ApiError>;
+    /// The tenant and its ancestors, nearest first; `None` if tenancy-svc does not know it.
+    async fn tenant_chain(&self, tenant_id: &str) -> Result<Option<Vec<String>>, ApiError>;
 }
 
 pub const SERVICE_NAME: &str = "identity";
@@ -144,6 +146,23 @@ impl Tenancy for GrpcTenancy {
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(from_status(status)),
         }
+    }
+
+    async fn tenant_chain(&self, tenant_id: &str) -> Result<Option<Vec<String>>, ApiError> {
+        let mut chain = Vec::new();
+        let mut next = tenant_id.to_owned();
+        while !next.is_empty() && chain.len() < MAX_DEPTH {
+            let request = self.request(GetTenantRequest { tenant_id: next.clone() });
+            match self.client.clone().get_tenant(request).await {
+                Ok(reply) => {
+                    let parent = reply.into_inner().tenant.map(|t| t.parent_id).unwrap_or_default();
+                    chain.push(std::mem::replace(&mut next, parent));
+                }
+                Err(status) if status.code() == tonic::Code::NotFound && chain.is_empty() => return Ok(None),
+                Err(status) => return Err(from_status(status)),
+            }
+        }
+        Ok(Some(chain))
     }
 }
 

@@ -245,6 +245,19 @@ impl Tenancy for FakeTenancy {
         self.gate()?;
         Ok(self.names.lock().unwrap().get(tenant_id).cloned())
     }
+    async fn tenant_chain(&self, tenant_id: &str) -> Result<Option<Vec<String>>, ApiError> {
+        self.gate()?;
+        if tenant_id == TENANT_GONE {
+            return Ok(None);
+        }
+        let parents = self.parents.lock().unwrap();
+        let mut chain = vec![tenant_id.to_owned()];
+        while chain.last().is_some_and(|t| t != ADMIN_TENANCY) && chain.len() < 10 {
+            let parent = parents.get(chain.last().map(String::as_str).unwrap_or_default()).cloned();
+            chain.push(parent.unwrap_or_else(|| ADMIN_TENANCY.to_owned()));
+        }
+        Ok(Some(chain))
+    }
 }
 
 pub struct Env {

@@ -1,7 +1,7 @@
 //! Who is calling, what they may see, and what they may do; and the one mapping from
 //! rejections to gRPC statuses.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use tether_proto::{
     common::v1::{ConsistencyToken, ErrorReason},
@@ -164,12 +164,6 @@ impl TenancyApi {
         }
     }
 
-    /// Which of these users are MSP staff (direct members of the admin tenancy).
-    pub(super) async fn staff_among(&self, users: Vec<String>) -> Result<HashSet<String>, Status> {
-        let mut conn = self.database.pool().acquire().await.map_err(|e| Status::from(ApiError::internal(e)))?;
-        memberships::staff_among(&mut conn, &users).await.map_err(store_error)
-    }
-
     /// Another user's tenant list needs `users.view` in a tenant where that user is a direct
     /// member and the caller can see; client users never learn of MSP staff.
     pub(super) async fn may_view_user(
@@ -183,8 +177,9 @@ impl TenancyApi {
         }
         let roots = self.visible_roots(caller).await?;
         let not_found = || reject(Rejection::new(ErrorReason::UserNotFound, "no such user"));
-        if roots.is_some() && !self.staff_among(vec![user_id.to_owned()]).await?.is_empty() {
-            return Err(not_found());
+        if roots.is_some() {
+            // The rule of `user_info`: someone a client user may not target is unknown to them.
+            self.user_info(caller, user_id).await?;
         }
         let mut visible_any = false;
         for (tenant, m) in tenants {
@@ -224,16 +219,72 @@ impl TenancyApi {
         Ok(info)
     }
 
-    /// The target user, as identity-svc knows them (people's calls only); client users never
-    /// learn of MSP staff.
+    /// The target user, as identity-svc knows them (people's calls only). A person who is not
+    /// MSP staff may only target users at home in their own home tenant or one of its
+    /// departments (never MSP staff): anyone else is, to them, exactly a random id.
     pub(super) async fn user_info(&self, caller: &Caller, user_id: &str) -> Result<UserInfo, Status> {
         let not_found = || reject(Rejection::new(ErrorReason::UserNotFound, "no such user").on("user_id"));
         let users = self.deps.users.users(&[user_id.to_owned()]).await?;
         let info = users.get(user_id).cloned().ok_or_else(not_found)?;
-        if info.is_msp_staff && caller.user().is_some() && self.visible_roots(caller).await?.is_some() {
+        if let Some(person) = caller.user()
+            && self.visible_roots(caller).await?.is_some()
+            && !self.at_home(&person.primary_tenant_id, &info, &mut HashMap::new()).await?
+        {
             return Err(not_found());
         }
         Ok(info)
+    }
+
+    /// Whether `target` is at home in `home` or one of its departments (and not MSP staff):
+    /// the users a client caller whose home is `home` may target. `seen` remembers answers
+    /// per target home, for a page of many.
+    pub(super) async fn at_home(
+        &self,
+        home: &str,
+        target: &UserInfo,
+        seen: &mut HashMap<String, bool>,
+    ) -> Result<bool, Status> {
+        if target.is_msp_staff || home.is_empty() || target.home_tenant_id.is_empty() {
+            return Ok(false);
+        }
+        if target.home_tenant_id == home {
+            return Ok(true);
+        }
+        if let Some(known) = seen.get(&target.home_tenant_id) {
+            return Ok(*known);
+        }
+        let mut conn = self.database.pool().acquire().await.map_err(|e| Status::from(ApiError::internal(e)))?;
+        let within = tenants::get(&mut conn, &target.home_tenant_id)
+            .await
+            .map_err(store_error)?
+            .is_some_and(|t| t.chain().iter().any(|id| id == home));
+        seen.insert(target.home_tenant_id.clone(), within);
+        Ok(within)
+    }
+
+    /// A directory page as a client caller whose home is `home` may see it: their own row,
+    /// and members at home in `home` or its departments.
+    pub(super) async fn members_at_home(
+        &self,
+        viewer: &str,
+        home: &str,
+        rows: Vec<Membership>,
+    ) -> Result<Vec<Membership>, Status> {
+        let ids: Vec<String> = rows.iter().map(|m| m.user_id.clone()).collect();
+        let users = self.deps.users.users(&ids).await?;
+        let mut seen = HashMap::new();
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows {
+            let visible = match users.get(&row.user_id) {
+                _ if row.user_id == viewer => true,
+                Some(info) => self.at_home(home, info, &mut seen).await?,
+                None => false,
+            };
+            if visible {
+                kept.push(row);
+            }
+        }
+        Ok(kept)
     }
 
     /// authz-svc's delegation rules for giving, changing or removing a role.

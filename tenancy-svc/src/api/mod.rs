@@ -318,20 +318,41 @@ impl TenancyService for TenancyApi {
         let page = PageRequest::parse(req.page_size, &req.page_token, &filters).map_err(reject)?;
         let (_, roots) = self.see_with_roots(&caller, &tenant_id).await?;
         self.require(&caller, "users.view", &tenant_id).await?;
-        // Client users never learn of MSP-level users, even ones given a direct membership here.
-        let hide_staff_except = caller.user().filter(|_| roots.is_some()).map(|u| u.user_id.as_str());
-        let query = memberships::DirectoryQuery {
-            tenant_id: &tenant_id,
-            role: role.as_ref().map(RoleName::as_str),
-            after: page.after.as_deref(),
-            limit: page.size,
-            hide_staff_except,
-        };
-        let mut rows = memberships::directory(&self.database, &query).await.map_err(store_error)?;
-        let has_more = rows.len() > page.size;
-        rows.truncate(page.size);
-        let next_page_token =
-            next_token(&filters, has_more, || rows.last().map(|m| m.user_id.clone()).unwrap_or_default());
+        // Client users never learn of MSP-level users, even ones given a direct membership here
+        // (left out by the query), nor of users at home elsewhere (left out per page, below).
+        let client_caller = caller.user().filter(|_| roots.is_some());
+        let hide_staff_except = client_caller.map(|u| u.user_id.as_str());
+        let mut rows = Vec::new();
+        let mut after = page.after.clone();
+        let mut next_after = None;
+        for _ in 0..DIRECTORY_ROUNDS {
+            let query = memberships::DirectoryQuery {
+                tenant_id: &tenant_id,
+                role: role.as_ref().map(RoleName::as_str),
+                after: after.as_deref(),
+                limit: page.size,
+                hide_staff_except,
+            };
+            let fetched = memberships::directory(&self.database, &query).await.map_err(store_error)?;
+            let more = fetched.len() > page.size;
+            let last_fetched = fetched.last().map(|m| m.user_id.clone());
+            rows.extend(match client_caller {
+                Some(p) => self.members_at_home(&p.user_id, &p.primary_tenant_id, fetched).await?,
+                None => fetched,
+            });
+            if rows.len() > page.size {
+                rows.truncate(page.size);
+                next_after = rows.last().map(|m| m.user_id.clone());
+                break;
+            }
+            // Past the last round, the next page starts after what was read.
+            next_after = last_fetched.filter(|_| more);
+            if next_after.is_none() {
+                break;
+            }
+            after.clone_from(&next_after);
+        }
+        let next_page_token = next_token(&filters, next_after.is_some(), || next_after.clone().unwrap_or_default());
         Ok(Response::new(pb::ListTenantMembersResponse { memberships: rows, next_page_token }))
     }
 
@@ -493,9 +514,9 @@ impl TenancyService for TenancyApi {
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
             let fresh = req.at_least_as_fresh.as_ref();
-            let target = self.user_info(&caller, &user_id).await?;
             self.see(&caller, &tenant_id).await?;
             self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
+            let target = self.user_info(&caller, &user_id).await?;
             let previous = memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?;
             if previous.as_ref().is_none_or(|m| m.role != role.as_str()) {
                 let previous_role = previous.map(|m| m.role).unwrap_or_default();
@@ -565,7 +586,18 @@ impl TenancyService for TenancyApi {
             let fresh = req.at_least_as_fresh.as_ref();
             self.see(&caller, &tenant_id).await?;
             self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
-            let target = self.user_info(&caller, &user_id).await.ok();
+            let target = match self.user_info(&caller, &user_id).await {
+                Ok(target) => Some(target),
+                // Someone a client caller may not see holds nothing they could remove, as a
+                // random id; MSP staff may still clear a membership identity no longer knows.
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    if self.visible_roots(&caller).await?.is_some() {
+                        return Err(reject(memberships::membership_not_found()));
+                    }
+                    None
+                }
+                Err(s) => return Err(s),
+            };
             if let (Some(target), Some(current)) =
                 (target, memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?)
             {
@@ -622,6 +654,9 @@ impl TenancyService for TenancyApi {
         if caller.user().is_none_or(|p| p.user_id != user_id) {
             self.see(&caller, &tenant_id).await?;
             self.require_at(&caller, "users.manage", &tenant_id, req.at_least_as_fresh.as_ref()).await?;
+            if caller.user().is_some() {
+                self.user_info(&caller, &user_id).await?;
+            }
         }
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
@@ -811,6 +846,11 @@ impl TenancyService for TenancyApi {
         Ok(Response::new(stream))
     }
 }
+
+/// How many directory reads one ListTenantMembers page may take when a client caller's page
+/// leaves out members at home elsewhere; past it the page is shorter, and the next starts after
+/// what was read.
+const DIRECTORY_ROUNDS: usize = 8;
 
 /// The permission that also lets a person create a department (seed 002: an MSP User creates
 /// departments under the clients assigned to them, without `tenants.manage`). A pack whose

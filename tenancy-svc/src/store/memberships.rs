@@ -1,7 +1,7 @@
 //! Memberships (direct, shadow, assigned), default tenants, and the admin-tenancy hooks that keep
 //! shadow memberships in step with the MSP's staff.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{AnyConnection, Row};
 use tether_proto::{common::v1::ErrorReason, tenancy::v1::Membership};
@@ -456,7 +456,7 @@ pub async fn add(
     Ok((membership, revision))
 }
 
-fn membership_not_found() -> Rejection {
+pub fn membership_not_found() -> Rejection {
     Rejection::new(ErrorReason::MembershipNotFound, "the user holds no direct membership in that tenant")
 }
 
@@ -635,29 +635,6 @@ pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec
         });
     }
     Ok(out)
-}
-
-/// Which of `users` are MSP staff (direct members of the admin tenancy), in one query per
-/// hundred users rather than one per user.
-pub async fn staff_among(conn: &mut AnyConnection, users: &[String]) -> StoreResult<HashSet<String>> {
-    let mut staff = HashSet::new();
-    if users.is_empty() {
-        return Ok(staff);
-    }
-    let admin = tenants::admin(conn).await?;
-    // SQLite looks each parameter up by name in a list, so very long IN lists cost quadratically.
-    for chunk in users.chunks(100) {
-        let sql = format!(
-            "SELECT user_id FROM memberships WHERE tenant_id = $1 AND kind = 'direct' AND user_id IN ({})",
-            placeholders(2, chunk.len())
-        );
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(admin.id.clone());
-        for user in chunk {
-            query = query.bind(user.clone());
-        }
-        staff.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(staff)
 }
 
 /// Every tenant a user holds a membership in, once, with the strongest membership: default

@@ -72,7 +72,7 @@ impl Authenticator for Doubles {
         Ok(Principal {
             user_id: user.user_id.clone(),
             is_msp_staff: user.is_msp_staff,
-            primary_tenant_id: String::new(),
+            primary_tenant_id: user.home_tenant_id.clone(),
             session_id: format!("session-{}", user.user_id),
             display_name: "Test User".into(),
             email: "user@example.test".into(),
@@ -269,12 +269,18 @@ impl Harness {
     /// A user known to identity (the double); the user id doubles as their session token.
     pub fn user(&self, is_msp_staff: bool) -> String {
         let id = uuid::Uuid::new_v4().to_string();
-        self.world
-            .users
-            .lock()
-            .unwrap()
-            .insert(id.clone(), UserInfo { user_id: id.clone(), active: true, is_msp_staff });
+        self.world.users.lock().unwrap().insert(
+            id.clone(),
+            UserInfo { user_id: id.clone(), active: true, is_msp_staff, home_tenant_id: String::new() },
+        );
         id
+    }
+
+    /// Sets a client user's home (identity's primary tenant).
+    pub fn set_home(&self, user: &str, tenant: &str) {
+        if let Some(u) = self.world.users.lock().unwrap().get_mut(user) {
+            u.home_tenant_id = tenant.to_owned();
+        }
     }
 
     pub fn set_active(&self, user: &str, active: bool) {
@@ -312,7 +318,15 @@ impl Harness {
         user
     }
 
+    /// A membership as identity's relay adds it; a client user's first one is their home, as
+    /// identity creates them.
     pub async fn add(&self, user: &str, tenant: &str, role: &str) -> pb::Membership {
+        if let Some(u) = self.world.users.lock().unwrap().get_mut(user)
+            && !u.is_msp_staff
+            && u.home_tenant_id.is_empty()
+        {
+            u.home_tenant_id = tenant.to_owned();
+        }
         self.client()
             .add_membership(as_service(pb::AddMembershipRequest {
                 user_id: user.into(),

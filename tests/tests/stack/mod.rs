@@ -68,3 +68,21 @@ where
     }
     running
 }
+
+/// [`start_all`] with extra settings for every service (e.g. the owner's password), stopped by
+/// [`RunningService::stop`].
+pub async fn start_all_with(db: &TestDatabase, settings: &[(&str, &str)]) -> Vec<RunningService> {
+    let (mut source, listeners) = wire(db).await;
+    for (key, value) in settings {
+        source = source.with(*key, *value);
+    }
+    let hosts = prepare_all(&source).await;
+    let mut running = Vec::new();
+    for ((name, host), listener) in hosts.into_iter().zip(listeners) {
+        running.push(RunningService::serve_on_until_stopped(name, host, listener));
+    }
+    for service in &running {
+        service.wait_serving().await;
+    }
+    running
+}
