@@ -2,6 +2,8 @@
 //!
 //! RPCs not implemented yet answer UNIMPLEMENTED (the generated default).
 
+mod call_classes;
+pub use call_classes::SERVED;
 use tether_proto::audit::v1::audit_service_server::AuditService;
 use tether_runtime::db::Database;
 
