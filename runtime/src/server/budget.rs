@@ -21,7 +21,10 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::Duration,
 };
+
+use prost::bytes::Buf;
 
 use tether_proto::common::v1::ErrorReason;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -195,6 +198,7 @@ impl<S, B, ResB> Service<http::Request<B>> for CallBudget<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResB>>,
     S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
     ResB: Default + Send + 'static,
     S::Error: Send + 'static,
 {
@@ -217,9 +221,31 @@ where
                 })
             }
             Err(refused) => {
-                let response = tonic::Status::from(refused).into_http();
-                Box::pin(std::future::ready(Ok(response)))
+                let body = request.into_body();
+                Box::pin(async move {
+                    let _ = tokio::time::timeout(DRAIN_WAIT, drain(body)).await;
+                    Ok(tonic::Status::from(refused).into_http())
+                })
             }
+        }
+    }
+}
+
+/// How long a refused call's body may take to arrive, and how much of it is read.
+const DRAIN_WAIT: Duration = Duration::from_millis(200);
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Reads the rest of a refused call's body (a small unary message, as a rule) before the answer.
+/// Answering with it unread makes h2 reset the stream, and after 1,024 such resets on one
+/// connection h2 closes the whole connection (GOAWAY ENHANCE_YOUR_CALM), failing every other
+/// call on it: a flood over one connection, the edge's, would take its neighbours' calls along.
+async fn drain<B: http_body::Body>(body: B) {
+    let mut body = std::pin::pin!(body);
+    let mut read = 0;
+    while let Some(Ok(frame)) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        read += frame.data_ref().map_or(0, Buf::remaining);
+        if read > DRAIN_LIMIT {
+            return;
         }
     }
 }
