@@ -40,5 +40,12 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
     let health = HealthReporter::new(&[<AuditServiceServer<api::AuditApi> as NamedService>::NAME]);
     health.set_serving(true);
     let routes = Routes::new(AuditServiceServer::new(api));
-    Ok(ServiceHost { settings: config.server, routes, health, database, stopping: Default::default() })
+    Ok(ServiceHost {
+        settings: config.server,
+        api: api::SERVED,
+        routes,
+        health,
+        database,
+        stopping: Default::default(),
+    })
 }

@@ -103,5 +103,5 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
         config.limits,
     );
     let routes = Routes::new(AuthzServiceServer::new(api));
-    Ok(ServiceHost { settings: config.server, routes, health, database, stopping })
+    Ok(ServiceHost { settings: config.server, api: api::SERVED, routes, health, database, stopping })
 }

@@ -1,10 +1,13 @@
 //! identity-svc benchmark: login throughput against the raw argon2id cost, and `Authenticate`
 //! latency at 16 concurrent callers, alone and during a login storm, over gRPC and in-process
-//! (the method called directly, warm cache).
+//! (the method called directly, warm cache); then Authenticate and the health check during a
+//! flood of 2,000 concurrent logins, far beyond the login budget, with how many were shed.
 //!
 //! `cargo bench -p identity-svc --bench identity` (SQLite in a temp dir; set
-//! `TETHER_TEST_DATABASE_URL` for PostgreSQL). Scale with `BENCH_LOGINS` (default 120) and
-//! `BENCH_AUTH_CALLS` (per caller, default 500); `TETHER_IDENTITY_HASH_PRIORITY=10` (nice 10) or
+//! `TETHER_TEST_DATABASE_URL` for PostgreSQL). Scale with `BENCH_LOGINS` (default 120),
+//! `BENCH_AUTH_CALLS` (per caller, default 500), `BENCH_FLOOD_LOGINS` (default 2000, from 20
+//! loopback addresses) and `BENCH_FLOOD_RETRY_MS` (how long a flooding caller waits after a
+//! refusal before its next login, default 20); `TETHER_IDENTITY_HASH_PRIORITY=10` (nice 10) or
 //! `=0` (unchanged) runs it without the hashing threads' idle scheduling, for comparison;
 //! `TETHER_IDENTITY_REVOCATION_LEASE_MS=0` makes every Authenticate read the revocation
 //! generation (the strict form, without the lease).
@@ -13,7 +16,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    sync::Arc,
+    net::{IpAddr, Ipv4Addr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -28,7 +35,11 @@ use tether_runtime::{
     client::connect_lazy,
 };
 use tether_tests::{RunningService, TestDatabase};
-use tonic::transport::Channel;
+use tonic::{
+    Code,
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 const OWNER_PASSWORD: &str = "owner-pass-phrase-2026";
 const PASSWORD: &str = "violet-kestrel-harbour-9";
@@ -190,7 +201,26 @@ async fn main() {
             "TETHER_IDENTITY_REVOCATION_LEASE_MS",
             std::env::var("TETHER_IDENTITY_REVOCATION_LEASE_MS").unwrap_or_else(|_| "20".into()),
         );
+    // The budgets may be set from the environment too, to compare.
+    let mut source = source;
+    for key in [
+        "TETHER_IDENTITY_MAX_CONCURRENT_REQUESTS",
+        "TETHER_IDENTITY_MAX_CONCURRENT_HOT_REQUESTS",
+        "TETHER_IDENTITY_MAX_CONCURRENT_EXPENSIVE_REQUESTS",
+        "TETHER_IDENTITY_MAX_CONCURRENT_EXPENSIVE_REQUESTS_PER_CLIENT",
+    ] {
+        if let Ok(value) = std::env::var(key) {
+            source = source.with(key, value);
+        }
+    }
     let config = identity_svc::Config::load(&source).expect("config");
+    let budgets = config.server.budgets;
+    // One address's share of the login budget: more logins at once from it would be refused.
+    let share = budgets.expensive_per_client;
+    println!(
+        "budgets: {} hot-path, {} expensive ({} per client address), {} standard calls at once",
+        budgets.hot_path, budgets.expensive, budgets.expensive_per_client, budgets.standard
+    );
     println!(
         "hashing threads: {}, scheduled {}; revocation lease {} ms",
         config.hash_concurrency,
@@ -241,12 +271,18 @@ async fn main() {
     client.create_user(request).await.expect("create user");
     let token = login(&mut client, "bench@client.example", PASSWORD).await;
 
-    // Login throughput: many logins in flight, hashing bounded by the pool.
+    // Login throughput: one address's share of logins in flight (more would be refused), each
+    // caller logging in again as soon as it is answered; hashing is bounded by the pool.
     let start = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..logins {
-        let mut c = IdentityServiceClient::new(channel.clone());
-        tasks.push(tokio::spawn(async move { login(&mut c, "bench@client.example", PASSWORD).await }));
+    for _ in 0..share.min(logins) {
+        let (mut c, next) = (IdentityServiceClient::new(channel.clone()), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < logins {
+                login(&mut c, "bench@client.example", PASSWORD).await;
+            }
+        }));
     }
     for t in tasks {
         t.await.expect("login task");
@@ -271,7 +307,7 @@ async fn main() {
     let storm_channel = channel.clone();
     let storm = tokio::spawn(async move {
         let mut tasks = Vec::new();
-        for _ in 0..(cores * 4) {
+        for _ in 0..(cores * 4).min(share) {
             let mut c = IdentityServiceClient::new(storm_channel.clone());
             tasks.push(tokio::spawn(async move {
                 let mut n = 0;
@@ -297,5 +333,120 @@ async fn main() {
     }
     report(&format!("Authenticate during a login storm, 16 callers x {auth_calls}"), &during, " (goal p99 < 5 ms)");
     report(&format!("Authenticate in-process during the storm, 16 callers x {auth_calls}"), &local_during, "");
+
+    // A flood: 2,000 callers at once, each logging in with the right password again and again,
+    // from 20 addresses, far beyond the login budget. Authenticate and the health check have
+    // budgets of their own; the logins over the budget (or over their address's share) are
+    // refused at once.
+    let flood_logins = env_or("BENCH_FLOOD_LOGINS", 2000);
+    let retry = Duration::from_millis(env_or("BENCH_FLOOD_RETRY_MS", 20) as u64);
+    let flood = Flood::start(&service.url(), flood_logins, 20, retry).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let health_probe = tokio::spawn(probe_health(channel.clone(), flood.running.clone()));
+    let during_flood = authenticate_load(over_grpc.clone(), token.clone(), 16, auth_calls).await;
+    let (logged_in, shed, failed, elapsed) = flood.stop().await;
+    let (health, health_failures) = health_probe.await.expect("health probe");
+    report(
+        &format!("Authenticate during a flood of {flood_logins} concurrent logins, 16 callers x {auth_calls}"),
+        &during_flood,
+        " (goal p99 < 5 ms)",
+    );
+    println!(
+        "health during the flood: {} checks, p50 {:.3} ms, p99 {:.3} ms, {health_failures} not SERVING or failed",
+        health.len(),
+        percentile(&health, 0.5).as_secs_f64() * 1e3,
+        percentile(&health, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "the flood over {:.1} s: {logged_in} logins succeeded ({:.1}/s), {shed} refused at once (RESOURCE_EXHAUSTED / OVERLOADED, retried after {} ms), {failed} failed otherwise",
+        elapsed.as_secs_f64(),
+        logged_in as f64 / elapsed.as_secs_f64(),
+        retry.as_millis()
+    );
     let _ = service.stop().await;
+}
+
+/// Callers logging in without pause (a refused one waits `retry`), spread over `addresses`
+/// loopback addresses, one connection each.
+struct Flood {
+    running: Arc<AtomicBool>,
+    logged_in: Arc<AtomicUsize>,
+    shed: Arc<AtomicUsize>,
+    /// Neither answered nor refused (a connection lost, say): should stay 0.
+    failed: Arc<AtomicUsize>,
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Flood {
+    async fn start(url: &str, callers: usize, addresses: u8, retry: Duration) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let (logged_in, shed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let mut channels = Vec::new();
+        for i in 0..addresses {
+            let local = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i));
+            let endpoint = Endpoint::from_shared(url.to_owned()).expect("url").local_address(Some(local));
+            channels.push(endpoint.connect().await.expect("connect from a loopback address"));
+        }
+        let tasks = (0..callers)
+            .map(|i| {
+                let mut client = IdentityServiceClient::new(channels[i % channels.len()].clone());
+                let (running, logged_in, shed, failed) =
+                    (running.clone(), logged_in.clone(), shed.clone(), failed.clone());
+                tokio::spawn(async move {
+                    while running.load(Ordering::Relaxed) {
+                        let request = pb::LoginRequest {
+                            email: "bench@client.example".into(),
+                            password: PASSWORD.into(),
+                            ..Default::default()
+                        };
+                        match client.login(request).await {
+                            Ok(_) => {
+                                logged_in.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(status) if status.code() == Code::ResourceExhausted => {
+                                shed.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(retry).await;
+                            }
+                            Err(status) => {
+                                if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    println!("first flooding login that failed otherwise: {status:?}");
+                                }
+                                tokio::time::sleep(retry).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { running, logged_in, shed, failed, started: Instant::now(), tasks }
+    }
+
+    async fn stop(self) -> (usize, usize, usize, Duration) {
+        self.running.store(false, Ordering::Relaxed);
+        let elapsed = self.started.elapsed();
+        for task in self.tasks {
+            task.await.expect("flooding caller");
+        }
+        let count = |n: &AtomicUsize| n.load(Ordering::Relaxed);
+        (count(&self.logged_in), count(&self.shed), count(&self.failed), elapsed)
+    }
+}
+
+/// Health checks every 10 ms until `running` ends: their latencies, sorted, and how many did
+/// not answer SERVING.
+async fn probe_health(channel: Channel, running: Arc<AtomicBool>) -> (Vec<Duration>, usize) {
+    let mut health = HealthClient::new(channel);
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    while running.load(Ordering::Relaxed) {
+        let start = Instant::now();
+        match health.check(HealthCheckRequest { service: String::new() }).await {
+            Ok(reply) if reply.get_ref().status == ServingStatus::Serving as i32 => latencies.push(start.elapsed()),
+            _ => failures += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    latencies.sort();
+    (latencies, failures)
 }

@@ -129,7 +129,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
     health.set_serving(true);
     let routes = Routes::new(IdentityServiceServer::new(api));
     Ok(Prepared {
-        host: ServiceHost { settings: config.server, routes, health, database, stopping },
+        host: ServiceHost { settings: config.server, api: api::SERVED, routes, health, database, stopping },
         bootstrap_owner,
         authenticator,
     })

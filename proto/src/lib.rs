@@ -10,6 +10,19 @@
 /// Encoded `FileDescriptorSet` of every Tether proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tether_descriptor.bin"));
 
+/// The `ErrorInfo.domain` of every Tether error.
+pub const ERROR_DOMAIN: &str = "tether";
+
+pub mod codec;
+
+/// A package's messages and server (the first pass of `build.rs`), then its client.
+macro_rules! package {
+    ($name:literal) => {
+        tonic::include_proto!($name);
+        include!(concat!(env!("OUT_DIR"), "/clients/", $name, ".rs"));
+    };
+}
+
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("tether.common.v1");
@@ -17,21 +30,21 @@ pub mod common {
 }
 pub mod identity {
     pub mod v1 {
-        tonic::include_proto!("tether.identity.v1");
+        package!("tether.identity.v1");
     }
 }
 pub mod tenancy {
     pub mod v1 {
-        tonic::include_proto!("tether.tenancy.v1");
+        package!("tether.tenancy.v1");
     }
 }
 pub mod authz {
     pub mod v1 {
-        tonic::include_proto!("tether.authz.v1");
+        package!("tether.authz.v1");
     }
 }
 pub mod audit {
     pub mod v1 {
-        tonic::include_proto!("tether.audit.v1");
+        package!("tether.audit.v1");
     }
 }

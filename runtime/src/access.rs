@@ -89,7 +89,7 @@ impl std::fmt::Debug for ServiceToken {
 
 impl ServiceToken {
     pub const KEY: &'static str = "TETHER_SERVICE_TOKEN";
-    const HEADER: &'static str = "x-tether-service-token";
+    pub(crate) const HEADER: &'static str = "x-tether-service-token";
     const NAME_HEADER: &'static str = "x-tether-service";
 
     /// Reads `TETHER_SERVICE_TOKEN`, which is required and at least 32 characters: without it a
@@ -121,7 +121,7 @@ impl ServiceToken {
     }
 
     /// The calling service's name if the request carries this deployment's token.
-    fn verify(&self, metadata: &MetadataMap) -> Option<String> {
+    pub(crate) fn verify(&self, metadata: &MetadataMap) -> Option<String> {
         let expected = self.0.as_deref()?;
         let presented = metadata.get(Self::HEADER)?.to_str().ok()?;
         // Compare without an early exit, so timing does not reveal a matching prefix.

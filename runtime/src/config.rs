@@ -163,8 +163,10 @@ pub struct ServiceSettings {
     pub database: DatabaseTarget,
     /// Longest a unary call may run before it is answered DEADLINE_EXCEEDED.
     pub request_timeout: Duration,
-    /// Calls served at once across all connections; beyond it new calls are shed.
-    pub max_concurrent_requests: usize,
+    /// Calls served at once, per class of call; beyond its budget a call is shed.
+    pub budgets: CallBudgets,
+    /// Vouches for the client address a forwarding service names (see [`CallBudgets`]).
+    pub service_token: crate::access::ServiceToken,
     /// How long in-flight calls may finish after a shutdown signal before connections are cut.
     pub shutdown_grace: Duration,
 }
@@ -178,7 +180,10 @@ impl ServiceSettings {
     /// | `TETHER_<SVC>_DATABASE_URL`, else `DATABASE_URL` | `sqlite` file `<TETHER_DATA_DIR>/<svc>.db` |
     /// | `TETHER_DATA_DIR` | `./.tether-data` |
     /// | `TETHER_<SVC>_REQUEST_TIMEOUT_MS` | 10000 |
-    /// | `TETHER_<SVC>_MAX_CONCURRENT_REQUESTS` | 1024 |
+    /// | `TETHER_<SVC>_MAX_CONCURRENT_REQUESTS` | 1024 (calls of no other class) |
+    /// | `TETHER_<SVC>_MAX_CONCURRENT_HOT_REQUESTS` | 1024 |
+    /// | `TETHER_<SVC>_MAX_CONCURRENT_EXPENSIVE_REQUESTS` | 64 |
+    /// | `TETHER_<SVC>_MAX_CONCURRENT_EXPENSIVE_REQUESTS_PER_CLIENT` | 8 |
     /// | `TETHER_<SVC>_SHUTDOWN_GRACE_MS` | 4000 |
     pub fn load(source: &ConfigSource, service: &'static str, default_port: u16) -> Result<Self, ConfigError> {
         let key = |k: &str| service_key(service, k);
@@ -193,8 +198,40 @@ impl ServiceSettings {
             listen_addr,
             database,
             request_timeout: source.millis_or(&key("REQUEST_TIMEOUT_MS"), Duration::from_secs(10), 1..=600_000)?,
-            max_concurrent_requests: source.count_or(&key("MAX_CONCURRENT_REQUESTS"), 1024, 1..=1_000_000)?,
+            budgets: CallBudgets::load(source, service)?,
+            service_token: crate::access::ServiceToken::load(source)?,
             shutdown_grace: source.millis_or(&key("SHUTDOWN_GRACE_MS"), Duration::from_secs(4), 0..=120_000)?,
+        })
+    }
+}
+
+/// How many calls of each class a server runs at once (see `server::budget`): the hot path
+/// other services call on every request, the expensive calls (password hashing), and the rest.
+/// Health and reflection are never limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBudgets {
+    pub hot_path: usize,
+    pub expensive: usize,
+    /// One client address's share of `expensive`.
+    pub expensive_per_client: usize,
+    pub standard: usize,
+}
+
+impl CallBudgets {
+    fn load(source: &ConfigSource, service: &str) -> Result<Self, ConfigError> {
+        let key = |k: &str| service_key(service, k);
+        let expensive = source.count_or(&key("MAX_CONCURRENT_EXPENSIVE_REQUESTS"), 64, 1..=1_000_000)?;
+        let per_client_key = key("MAX_CONCURRENT_EXPENSIVE_REQUESTS_PER_CLIENT");
+        let expensive_per_client = source.count_or(&per_client_key, 8.min(expensive), 1..=1_000_000)?;
+        if expensive_per_client > expensive {
+            let expected = format!("at most MAX_CONCURRENT_EXPENSIVE_REQUESTS ({expensive})");
+            return Err(invalid(&per_client_key, &expensive_per_client.to_string(), &expected));
+        }
+        Ok(Self {
+            hot_path: source.count_or(&key("MAX_CONCURRENT_HOT_REQUESTS"), 1024, 1..=1_000_000)?,
+            expensive,
+            expensive_per_client,
+            standard: source.count_or(&key("MAX_CONCURRENT_REQUESTS"), 1024, 1..=1_000_000)?,
         })
     }
 }

@@ -12,8 +12,7 @@ use tether_proto::common::v1::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The `ErrorInfo.domain` of every Tether error.
-pub const ERROR_DOMAIN: &str = "tether";
+pub use tether_proto::ERROR_DOMAIN;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

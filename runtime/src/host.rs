@@ -10,7 +10,7 @@ use tonic::service::Routes;
 use crate::{
     config::{ConfigError, ConfigSource, ServiceSettings},
     db::{Database, DbError},
-    server::{self, HealthReporter, ServeError},
+    server::{self, HealthReporter, ServeError, ServedApi},
     telemetry::{self, TelemetrySettings},
 };
 
@@ -31,6 +31,8 @@ pub enum StartError {
 /// A service ready to serve: its settings, gRPC routes, health handle and database.
 pub struct ServiceHost {
     pub settings: ServiceSettings,
+    /// The gRPC service `routes` serve and the class of its methods (for the budgets).
+    pub api: ServedApi,
     pub routes: Routes,
     pub health: HealthReporter,
     pub database: Database,
@@ -52,7 +54,9 @@ impl ServiceHost {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(service = self.settings.service, %addr, "serving gRPC");
         }
-        let result = server::serve(&self.settings, self.routes, &self.health, &self.stopping, listener, shutdown).await;
+        let result =
+            server::serve(&self.settings, self.api, self.routes, &self.health, &self.stopping, listener, shutdown)
+                .await;
         self.database.close().await;
         tracing::info!(service = self.settings.service, "stopped");
         Ok(result?)

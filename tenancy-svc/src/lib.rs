@@ -49,7 +49,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
     let health = HealthReporter::new(&[<TenancyServiceServer<api::TenancyApi> as NamedService>::NAME]);
     health.set_serving(true);
     let routes = Routes::new(TenancyServiceServer::new(api));
-    Ok(ServiceHost { settings: config.server, routes, health, database, stopping })
+    Ok(ServiceHost { settings: config.server, api: api::SERVED, routes, health, database, stopping })
 }
 
 /// Exactly one admin tenancy exists from the first start on.

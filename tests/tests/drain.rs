@@ -8,9 +8,14 @@ use tether_proto::tenancy::v1::{
     tenancy_service_client::TenancyServiceClient,
     tenancy_service_server::{TenancyService, TenancyServiceServer},
 };
-use tether_runtime::{ServiceHost, ServiceSettings, db::Database, server::HealthReporter};
+use tether_runtime::{
+    ServiceHost, ServiceSettings,
+    db::Database,
+    server::{HealthReporter, ServedApi},
+};
 use tether_tests::{RunningService, TestDatabase};
 use tonic::{Code, Request, Response, Status, service::Routes};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 /// Answers GetAdminTenancy after sleeping for the milliseconds given in `x-sleep-ms`.
 struct SlowDouble;
@@ -39,6 +44,7 @@ async fn host(extra: &[(&str, &str)]) -> ServiceHost {
     health.set_serving(true);
     ServiceHost {
         settings,
+        api: ServedApi { name: "tether.tenancy.v1.TenancyService", classes: &[] },
         routes: Routes::new(TenancyServiceServer::new(SlowDouble)),
         health,
         database,
@@ -106,7 +112,11 @@ async fn calls_beyond_the_concurrency_limit_are_shed_at_once() {
     let started = Instant::now();
     let status = TenancyServiceClient::new(channel.clone()).get_admin_tenancy(call_sleeping(0)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(tether_runtime::error::reason_of(&status).as_deref(), Some("OVERLOADED"));
     assert!(started.elapsed() < Duration::from_millis(500), "shed, not queued");
+    // The health check is never shed: a busy server is not a down one.
+    let reply = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
+    assert_eq!(reply.expect("health answers while the budget is full").get_ref().status, ServingStatus::Serving as i32);
     for call in busy {
         call.await.unwrap().expect("the admitted calls complete");
     }

@@ -18,7 +18,7 @@ use tether_runtime::{
     ServiceHost, ServiceSettings,
     client::{TracedChannel, connect_lazy},
     db::Database,
-    server::HealthReporter,
+    server::{HealthReporter, ServedApi},
 };
 use tether_tests::{RunningService, TestDatabase};
 use tonic::{Request, Response, Status, service::Routes};
@@ -82,6 +82,7 @@ async fn trace_context_flows_in_and_out() {
         "relay",
         ServiceHost {
             settings,
+            api: ServedApi { name: "tether.tenancy.v1.TenancyService", classes: &[] },
             routes: Routes::new(TenancyServiceServer::new(relay)),
             health,
             database,

@@ -4,6 +4,9 @@
 //! contract says an RPC of v1 not implemented yet does. Ingest, being internal, first refuses
 //! anyone but a Tether service.
 
+mod call_classes;
+pub use call_classes::SERVED;
+
 use std::sync::Arc;
 
 use tether_proto::{

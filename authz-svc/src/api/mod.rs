@@ -1,5 +1,7 @@
 //! gRPC handlers: decode the request, call the domain, encode the reply. No SQL, no rules.
 
+mod call_classes;
+pub use call_classes::SERVED;
 mod convert;
 mod page;
 

@@ -2,6 +2,8 @@
 //!
 //! RPCs not implemented yet answer UNIMPLEMENTED (the generated default).
 
+mod call_classes;
+pub use call_classes::SERVED;
 mod convert;
 pub use convert::timestamp;
 mod invitations;

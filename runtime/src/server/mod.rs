@@ -1,11 +1,13 @@
 //! The gRPC server every service runs.
 //!
-//! [`serve`] adds health and reflection to the service's own routes, wraps them in the shared
-//! layers (server span, per-call timeout, global concurrency limit with load shedding), and
-//! serves until the shutdown future resolves. Shutdown then drains: health turns NOT_SERVING,
+//! [`serve`] adds health and reflection (describing the one service the port serves) to the
+//! service's own routes, wraps them in the shared layers (server span, per-call timeout, a
+//! concurrency budget per class of call with load shedding, see [`budget`]), and serves until
+//! the shutdown future resolves. Shutdown then drains: health turns NOT_SERVING,
 //! new connections are refused, in-flight calls finish, and whatever is still running after the
 //! grace period is cut off.
 
+pub mod budget;
 mod cut;
 mod health;
 mod layers;
@@ -13,12 +15,15 @@ mod layers;
 use std::future::Future;
 
 use futures_util::StreamExt;
+use prost::Message;
+use prost_types::{FileDescriptorProto, FileDescriptorSet};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::Server};
-use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower::ServiceBuilder;
 
+pub use budget::{CallBudgetLayer, CallClass, ServedApi};
 pub use health::HealthReporter;
 pub use layers::{RequestTimeoutLayer, ServerSpanLayer};
 
@@ -28,34 +33,46 @@ use crate::config::ServiceSettings;
 pub enum ServeError {
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("reflection: the descriptor set does not decode: {0}")]
+    Descriptors(#[from] prost::DecodeError),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `routes` (plus health and reflection) on `listener` until `shutdown` resolves, then
-/// drains for at most `settings.shutdown_grace`.
+/// Serves `routes` (the service `api`, plus health and reflection) on `listener` until
+/// `shutdown` resolves, then drains for at most `settings.shutdown_grace`.
 pub async fn serve(
     settings: &ServiceSettings,
+    api: ServedApi,
     routes: Routes,
     health: &HealthReporter,
     stopping: &CancellationToken,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    // Reflection describes what this port serves, not every Tether service: its own API (and
+    // the files it needs), health, and reflection itself.
+    let own_files = files_describing(api.name)?;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(own_files.clone())
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(api.name)
+        .with_service_name(HEALTH)
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
     // Older grpcurl and grpcui builds still ask the v1alpha service.
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(own_files)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(api.name)
+        .with_service_name(HEALTH)
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
         .build_v1alpha()?;
 
     let layers = ServiceBuilder::new()
         .layer(ServerSpanLayer)
         .layer(RequestTimeoutLayer { timeout: settings.request_timeout })
-        .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrent_requests));
+        .layer(CallBudgetLayer::new(api, settings.budgets, settings.service_token.clone()));
 
     let cut = CancellationToken::new();
     let cut_on_accept = cut.clone();
@@ -69,9 +86,6 @@ pub async fn serve(
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
-        // Over the concurrency limit, calls are refused with RESOURCE_EXHAUSTED at once
-        // rather than queued behind calls that may be slow.
-        .load_shed(true)
         .layer(layers)
         .add_routes(routes)
         .add_service(health.server())
@@ -98,4 +112,27 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+const HEALTH: &str = "grpc.health.v1.Health";
+
+/// The files of Tether's descriptor set that describe `service` (`tether.identity.v1.IdentityService`):
+/// the one that defines it and every file it imports, directly or not.
+fn files_describing(service: &str) -> Result<FileDescriptorSet, prost::DecodeError> {
+    let all = FileDescriptorSet::decode(tether_proto::FILE_DESCRIPTOR_SET)?;
+    let defines =
+        |file: &FileDescriptorProto| file.service.iter().any(|s| format!("{}.{}", file.package(), s.name()) == service);
+    let mut wanted: Vec<String> = all.file.iter().filter(|f| defines(f)).map(|f| f.name().to_owned()).collect();
+    let mut i = 0;
+    while let Some(name) = wanted.get(i).cloned() {
+        if let Some(file) = all.file.iter().find(|f| f.name() == name) {
+            for dependency in &file.dependency {
+                if !wanted.contains(dependency) {
+                    wanted.push(dependency.clone());
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(FileDescriptorSet { file: all.file.into_iter().filter(|f| wanted.iter().any(|w| w == f.name())).collect() })
 }

@@ -1,5 +1,7 @@
 //! gRPC handlers: decode the request, check who may do it, call the store, encode the reply.
 
+mod call_classes;
+pub use call_classes::SERVED;
 mod guard;
 
 use std::collections::HashSet;
