@@ -182,7 +182,10 @@ mod tests {
         assert!(!c.open_decisions, "decision calls need credentials unless a deployment says otherwise");
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.limits.resources_per_tenant, 10_000);
-        let src = ConfigSource::from_pairs([("TETHER_AUTHZ_MAX_CUSTOM_ROLES", "0")]);
+        let src = ConfigSource::from_pairs([
+            ("TETHER_SERVICE_TOKEN", "s".repeat(32).as_str()),
+            ("TETHER_AUTHZ_MAX_CUSTOM_ROLES", "0"),
+        ]);
         assert!(Config::load(&src).unwrap_err().to_string().contains("TETHER_AUTHZ_MAX_CUSTOM_ROLES"));
     }
 }

@@ -308,9 +308,14 @@ impl fmt::Debug for Secret {
 mod tests {
     use super::*;
 
+    /// The given values and the service token every service requires.
+    fn with_token<const N: usize>(pairs: [(&str, &str); N]) -> ConfigSource {
+        ConfigSource::from_pairs(pairs).with(crate::access::ServiceToken::KEY, "s".repeat(32))
+    }
+
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let s = ServiceSettings::load(&ConfigSource::default(), "identity", 50051).unwrap();
+        let s = ServiceSettings::load(&with_token([]), "identity", 50051).unwrap();
         assert_eq!(s.listen_addr, "127.0.0.1:50051".parse().unwrap());
         assert_eq!(s.database, DatabaseTarget::Sqlite(PathBuf::from(".tether-data/identity.db")));
         assert_eq!(s.request_timeout, Duration::from_secs(10));
@@ -328,7 +333,7 @@ mod tests {
 
     #[test]
     fn service_database_url_wins_over_the_shared_one() {
-        let src = ConfigSource::from_pairs([
+        let src = with_token([
             ("DATABASE_URL", "postgres://shared/db"),
             ("TETHER_TENANCY_DATABASE_URL", "sqlite:///tmp/t.db"),
         ]);

@@ -80,6 +80,7 @@ async fn technicians_manage_assigned_clients_with_all_their_departments() {
             pb::SetTechnicianAssignmentsRequest {
                 technician_user_id: tech.clone(),
                 tenant_ids: vec![acme.tenant_id.clone()],
+                at_least_as_fresh: None,
             },
         ))
         .await
@@ -113,7 +114,11 @@ async fn technicians_manage_assigned_clients_with_all_their_departments() {
         h.client()
             .assign_technician(as_user(
                 &owner,
-                pb::AssignTechnicianRequest { technician_user_id: tech.clone(), tenant_id: globex.tenant_id.clone() },
+                pb::AssignTechnicianRequest {
+                    technician_user_id: tech.clone(),
+                    tenant_id: globex.tenant_id.clone(),
+                    at_least_as_fresh: None,
+                },
             ))
             .await
             .unwrap();
@@ -126,7 +131,11 @@ async fn technicians_manage_assigned_clients_with_all_their_departments() {
     h.client()
         .unassign_technician(as_user(
             &owner,
-            pb::UnassignTechnicianRequest { technician_user_id: tech.clone(), tenant_id: acme.tenant_id.clone() },
+            pb::UnassignTechnicianRequest {
+                technician_user_id: tech.clone(),
+                tenant_id: acme.tenant_id.clone(),
+                at_least_as_fresh: None,
+            },
         ))
         .await
         .unwrap();
@@ -135,7 +144,11 @@ async fn technicians_manage_assigned_clients_with_all_their_departments() {
         .client()
         .unassign_technician(as_user(
             &owner,
-            pb::UnassignTechnicianRequest { technician_user_id: tech.clone(), tenant_id: acme.tenant_id.clone() },
+            pb::UnassignTechnicianRequest {
+                technician_user_id: tech.clone(),
+                tenant_id: acme.tenant_id.clone(),
+                at_least_as_fresh: None,
+            },
         ))
         .await;
     assert_eq!(reason(again), "ASSIGNMENT_NOT_FOUND");
@@ -143,8 +156,14 @@ async fn technicians_manage_assigned_clients_with_all_their_departments() {
     // Only clients are assigned; only MSP staff are technicians; technicians cannot assign.
     let assign = |who: &str, user: &str, tenant: &str| {
         let mut client = h.client();
-        let request =
-            as_user(who, pb::AssignTechnicianRequest { technician_user_id: user.into(), tenant_id: tenant.into() });
+        let request = as_user(
+            who,
+            pb::AssignTechnicianRequest {
+                technician_user_id: user.into(),
+                tenant_id: tenant.into(),
+                at_least_as_fresh: None,
+            },
+        );
         async move { client.assign_technician(request).await }
     };
     assert_eq!(reason(assign(&owner, &tech, &acme_dept.tenant_id).await), "NOT_A_CLIENT");
@@ -161,6 +180,7 @@ async fn technicians_manage_assigned_clients_with_all_their_departments() {
             pb::SetTechnicianAssignmentsRequest {
                 technician_user_id: tech.clone(),
                 tenant_ids: vec![acme.tenant_id.clone(), acme.tenant_id.clone()],
+                at_least_as_fresh: None,
             },
         ))
         .await;
@@ -446,7 +466,11 @@ async fn msp_users_create_departments_in_assigned_clients_with_departments_creat
     h.client()
         .assign_technician(as_user(
             &owner,
-            pb::AssignTechnicianRequest { technician_user_id: msp_user.clone(), tenant_id: acme.tenant_id.clone() },
+            pb::AssignTechnicianRequest {
+                technician_user_id: msp_user.clone(),
+                tenant_id: acme.tenant_id.clone(),
+                at_least_as_fresh: None,
+            },
         ))
         .await
         .unwrap();
@@ -468,7 +492,11 @@ async fn msp_users_create_departments_in_assigned_clients_with_departments_creat
     h.client()
         .assign_technician(as_user(
             &owner,
-            pb::AssignTechnicianRequest { technician_user_id: tech.clone(), tenant_id: acme.tenant_id.clone() },
+            pb::AssignTechnicianRequest {
+                technician_user_id: tech.clone(),
+                tenant_id: acme.tenant_id.clone(),
+                at_least_as_fresh: None,
+            },
         ))
         .await
         .unwrap();

@@ -30,7 +30,7 @@ async fn set_default(h: &Harness, actor: &str, user: &str, tenant: &str) -> Resu
         .client()
         .set_default_tenant(as_user(
             actor,
-            pb::SetDefaultTenantRequest { user_id: user.into(), tenant_id: tenant.into() },
+            pb::SetDefaultTenantRequest { user_id: user.into(), tenant_id: tenant.into(), at_least_as_fresh: None },
         ))
         .await?;
     Ok(reply.into_inner().membership.unwrap())
@@ -189,7 +189,11 @@ async fn deactivated_staff_keep_their_shadows_leavers_and_deleted_staff_lose_the
     h.client()
         .assign_technician(as_user(
             &owner,
-            pb::AssignTechnicianRequest { technician_user_id: tech.clone(), tenant_id: a.tenant_id.clone() },
+            pb::AssignTechnicianRequest {
+                technician_user_id: tech.clone(),
+                tenant_id: a.tenant_id.clone(),
+                at_least_as_fresh: None,
+            },
         ))
         .await
         .unwrap();

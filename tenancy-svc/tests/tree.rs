@@ -74,7 +74,10 @@ async fn bad_tree_input_gets_stable_reasons() {
     // Moves: not under itself, only departments, the depth bound holds for the whole subtree.
     let mv = |id: &str, parent: &str| {
         let mut client = h.client();
-        let request = as_user(&owner, pb::MoveTenantRequest { tenant_id: id.into(), new_parent_id: parent.into() });
+        let request = as_user(
+            &owner,
+            pb::MoveTenantRequest { tenant_id: id.into(), new_parent_id: parent.into(), at_least_as_fresh: None },
+        );
         async move { client.move_tenant(request).await }
     };
     assert_eq!(reason(mv(&d2.tenant_id, &d3.tenant_id).await), "TREE_CYCLE");
@@ -104,7 +107,10 @@ async fn bad_tree_input_gets_stable_reasons() {
     // The admin tenancy cannot be suspended or archived.
     let suspend = h
         .client()
-        .suspend_tenant(as_user(&owner, pb::SuspendTenantRequest { tenant_id: admin, reason: String::new() }))
+        .suspend_tenant(as_user(
+            &owner,
+            pb::SuspendTenantRequest { tenant_id: admin, reason: String::new(), at_least_as_fresh: None },
+        ))
         .await;
     assert_eq!(reason(suspend), "ADMIN_TENANCY_IMMUTABLE");
 }
@@ -125,7 +131,11 @@ async fn moving_a_department_keeps_its_members_and_depths_follow() {
         .client()
         .move_tenant(as_user(
             &owner,
-            pb::MoveTenantRequest { tenant_id: dept.tenant_id.clone(), new_parent_id: b_dept.tenant_id.clone() },
+            pb::MoveTenantRequest {
+                tenant_id: dept.tenant_id.clone(),
+                new_parent_id: b_dept.tenant_id.clone(),
+                at_least_as_fresh: None,
+            },
         ))
         .await
         .unwrap()
@@ -172,6 +182,7 @@ async fn lifecycle_rename_suspend_reactivate_archive() {
                 tenant_id: c.tenant_id.clone(),
                 name: "Client Two".into(),
                 slug: "client-two".into(),
+                at_least_as_fresh: None,
             },
         ))
         .await
@@ -183,14 +194,24 @@ async fn lifecycle_rename_suspend_reactivate_archive() {
 
     let suspend = || {
         let mut client = h.client();
-        let request =
-            as_user(&owner, pb::SuspendTenantRequest { tenant_id: c.tenant_id.clone(), reason: "unpaid".into() });
+        let request = as_user(
+            &owner,
+            pb::SuspendTenantRequest {
+                tenant_id: c.tenant_id.clone(),
+                reason: "unpaid".into(),
+                at_least_as_fresh: None,
+            },
+        );
         async move { client.suspend_tenant(request).await }
     };
     h.client()
         .suspend_tenant(as_user(
             &owner,
-            pb::SuspendTenantRequest { tenant_id: dept.tenant_id.clone(), reason: String::new() },
+            pb::SuspendTenantRequest {
+                tenant_id: dept.tenant_id.clone(),
+                reason: String::new(),
+                at_least_as_fresh: None,
+            },
         ))
         .await
         .unwrap();
@@ -203,12 +224,18 @@ async fn lifecycle_rename_suspend_reactivate_archive() {
     assert_eq!(reason(h.create(&owner, "New", &c.tenant_id).await), "TENANT_NOT_ACTIVE");
     let reactivate_dept = h
         .client()
-        .reactivate_tenant(as_user(&owner, pb::ReactivateTenantRequest { tenant_id: dept.tenant_id.clone() }))
+        .reactivate_tenant(as_user(
+            &owner,
+            pb::ReactivateTenantRequest { tenant_id: dept.tenant_id.clone(), at_least_as_fresh: None },
+        ))
         .await;
     assert_eq!(reason(reactivate_dept), "TENANT_NOT_ACTIVE");
     let back = h
         .client()
-        .reactivate_tenant(as_user(&owner, pb::ReactivateTenantRequest { tenant_id: c.tenant_id.clone() }))
+        .reactivate_tenant(as_user(
+            &owner,
+            pb::ReactivateTenantRequest { tenant_id: c.tenant_id.clone(), at_least_as_fresh: None },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -218,7 +245,7 @@ async fn lifecycle_rename_suspend_reactivate_archive() {
     h.client()
         .archive_tenant(as_user(
             &owner,
-            pb::ArchiveTenantRequest { tenant_id: c.tenant_id.clone(), reason: String::new() },
+            pb::ArchiveTenantRequest { tenant_id: c.tenant_id.clone(), reason: String::new(), at_least_as_fresh: None },
         ))
         .await
         .unwrap();

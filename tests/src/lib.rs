@@ -16,6 +16,9 @@ use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 pub const TEST_DATABASE_URL: &str = "TETHER_TEST_DATABASE_URL";
+/// The service token the test services share (`TETHER_SERVICE_TOKEN`).
+pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef0123";
+
 /// The key identity-svc encrypts this database's TOTP secrets with (`TETHER_IDENTITY_TOTP_KEYS`).
 pub const TOTP_KEYS: &str = "test-1:5a17c0ffee5a17c0ffee5a17c0ffee5a17c0ffee5a17c0ffee5a17c0ffee0001";
 
@@ -67,7 +70,9 @@ impl TestDatabase {
 
     /// The configuration every service reads to use this database.
     pub fn config(&self) -> ConfigSource {
-        let mut source = ConfigSource::default().with("TETHER_IDENTITY_TOTP_KEYS", TOTP_KEYS);
+        let mut source = ConfigSource::default()
+            .with("TETHER_SERVICE_TOKEN", SERVICE_TOKEN)
+            .with("TETHER_IDENTITY_TOTP_KEYS", TOTP_KEYS);
         if let Some(dir) = &self.data_dir {
             source = source.with("TETHER_DATA_DIR", dir.display().to_string());
         }

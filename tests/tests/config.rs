@@ -4,6 +4,14 @@ use tether_runtime::{ConfigError, ConfigSource, access::ServiceToken};
 
 const SERVICE_TOKEN: &str = "a-deployment-secret-0123456789abcdef";
 
+/// What every service needs to start: the service token, and identity's TOTP keys.
+fn valid() -> ConfigSource {
+    ConfigSource::from_pairs([
+        (ServiceToken::KEY, SERVICE_TOKEN),
+        ("TETHER_IDENTITY_TOTP_KEYS", tether_tests::TOTP_KEYS),
+    ])
+}
+
 fn named(err: ConfigError, key: &str) {
     assert!(err.to_string().contains(key), "error {err:?} should name {key}");
 }
@@ -16,7 +24,7 @@ fn each_service_names_the_bad_key() {
         ("TETHER_AUTHZ_ROLE_PACK", "no-such-pack"),
         ("TETHER_AUDIT_MAX_CONCURRENT_REQUESTS", "0"),
     ];
-    let bad = |key: &str, value: &str| ConfigSource::from_pairs([(key, value)]);
+    let bad = |key: &str, value: &str| valid().with(key, value);
     named(identity_svc::Config::load(&bad(cases[0].0, cases[0].1)).unwrap_err(), cases[0].0);
     named(tenancy_svc::Config::load(&bad(cases[1].0, cases[1].1)).unwrap_err(), cases[1].0);
     named(authz_svc::Config::load(&bad(cases[2].0, cases[2].1)).unwrap_err(), cases[2].0);
@@ -25,17 +33,17 @@ fn each_service_names_the_bad_key() {
 
 #[test]
 fn service_specific_values_are_checked_too() {
-    let src = ConfigSource::from_pairs([("TETHER_IDENTITY_BOOTSTRAP_OWNER_EMAIL", "not-an-email")]);
+    let src = valid().with("TETHER_IDENTITY_BOOTSTRAP_OWNER_EMAIL", "not-an-email");
     named(identity_svc::Config::load(&src).unwrap_err(), "TETHER_IDENTITY_BOOTSTRAP_OWNER_EMAIL");
-    let src = ConfigSource::from_pairs([("TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD", "short")]);
+    let src = valid().with("TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD", "short");
     named(identity_svc::Config::load(&src).unwrap_err(), "TETHER_IDENTITY_BOOTSTRAP_OWNER_PASSWORD");
-    let src = ConfigSource::from_pairs([("TETHER_TENANCY_MSP_SLUG", "Not A Slug")]);
+    let src = valid().with("TETHER_TENANCY_MSP_SLUG", "Not A Slug");
     named(tenancy_svc::Config::load(&src).unwrap_err(), "TETHER_TENANCY_MSP_SLUG");
-    let src = ConfigSource::from_pairs([("TETHER_AUTHZ_IDENTITY_ADDR", "identity:50051")]);
+    let src = valid().with("TETHER_AUTHZ_IDENTITY_ADDR", "identity:50051");
     named(authz_svc::Config::load(&src).unwrap_err(), "TETHER_AUTHZ_IDENTITY_ADDR");
-    let src = ConfigSource::from_pairs([("DATABASE_URL", "mysql://db/tether")]);
+    let src = valid().with("DATABASE_URL", "mysql://db/tether");
     named(audit_svc::Config::load(&src).unwrap_err(), "DATABASE_URL");
-    let src = ConfigSource::from_pairs([("TETHER_LOG_FORMAT", "xml")]);
+    let src = valid().with("TETHER_LOG_FORMAT", "xml");
     named(tether_runtime::telemetry::TelemetrySettings::load(&src, "x").unwrap_err(), "TETHER_LOG_FORMAT");
 }
 
@@ -43,14 +51,21 @@ fn service_specific_values_are_checked_too() {
 /// named by its id without its value being shown.
 #[test]
 fn identity_requires_its_totp_keys_and_names_a_bad_one() {
-    let missing = identity_svc::Config::load(&ConfigSource::from_pairs([(ServiceToken::KEY, SERVICE_TOKEN)])).unwrap_err();
+    let missing =
+        identity_svc::Config::load(&ConfigSource::from_pairs([(ServiceToken::KEY, SERVICE_TOKEN)])).unwrap_err();
     assert!(matches!(&missing, ConfigError::Missing { key, .. } if key == "TETHER_IDENTITY_TOTP_KEYS"), "{missing}");
     let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-    let src = ConfigSource::from_pairs([(ServiceToken::KEY, SERVICE_TOKEN.to_owned()), ("TETHER_IDENTITY_TOTP_KEYS", format!("new:{key},old:0123"))]);
+    let src = ConfigSource::from_pairs([
+        (ServiceToken::KEY, SERVICE_TOKEN.to_owned()),
+        ("TETHER_IDENTITY_TOTP_KEYS", format!("new:{key},old:0123")),
+    ]);
     let bad = identity_svc::Config::load(&src).unwrap_err().to_string();
     assert!(bad.contains("TETHER_IDENTITY_TOTP_KEYS") && bad.contains("key old"), "{bad}");
     assert!(!bad.contains(key), "the key itself is never shown: {bad}");
-    let src = ConfigSource::from_pairs([(ServiceToken::KEY, SERVICE_TOKEN.to_owned()), ("TETHER_IDENTITY_TOTP_KEYS", format!("a:{key}"))]);
+    let src = ConfigSource::from_pairs([
+        (ServiceToken::KEY, SERVICE_TOKEN.to_owned()),
+        ("TETHER_IDENTITY_TOTP_KEYS", format!("a:{key}")),
+    ]);
     assert!(identity_svc::Config::load(&src).is_ok());
 }
 
@@ -68,7 +83,10 @@ fn each_service_refuses_to_start_without_the_service_token() {
     named(audit_svc::Config::load(&without).unwrap_err(), "TETHER_SERVICE_TOKEN");
     // With it, the defaults are enough.
     let with = ConfigSource::from_pairs([(ServiceToken::KEY, SERVICE_TOKEN)]);
-    let identity_with = ConfigSource::from_pairs([(ServiceToken::KEY, SERVICE_TOKEN), ("TETHER_IDENTITY_TOTP_KEYS", tether_tests::TOTP_KEYS)]);
+    let identity_with = ConfigSource::from_pairs([
+        (ServiceToken::KEY, SERVICE_TOKEN),
+        ("TETHER_IDENTITY_TOTP_KEYS", tether_tests::TOTP_KEYS),
+    ]);
     identity_svc::Config::load(&identity_with).unwrap();
     tenancy_svc::Config::load(&with).unwrap();
     authz_svc::Config::load(&with).unwrap();

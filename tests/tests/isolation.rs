@@ -644,6 +644,7 @@ impl Probe {
                         tenant_id: home.into(),
                         role: "client_admin".into(),
                         make_default: false,
+                        at_least_as_fresh: None,
                     },
                 ))
                 .await,
@@ -658,6 +659,7 @@ impl Probe {
                         tenant_id: o.clone(),
                         role: "client_viewer".into(),
                         make_default: false,
+                        at_least_as_fresh: None,
                     },
                 ))
                 .await,
@@ -671,6 +673,7 @@ impl Probe {
                         user_id: o.clone(),
                         tenant_id: home.into(),
                         role: "client_viewer".into(),
+                        at_least_as_fresh: None,
                     },
                 ))
                 .await,
@@ -680,7 +683,7 @@ impl Probe {
             RemoveMembership => heard(
                 t.remove_membership(as_user(
                     token,
-                    tn::RemoveMembershipRequest { user_id: o.clone(), tenant_id: home.into() },
+                    tn::RemoveMembershipRequest { user_id: o.clone(), tenant_id: home.into(), at_least_as_fresh: None },
                 ))
                 .await,
                 &ids,
@@ -693,6 +696,7 @@ impl Probe {
                         user_id: o.clone(),
                         memberships: vec![tn::MembershipSpec { tenant_id: home.into(), role: "client_viewer".into() }],
                         default_tenant_id: String::new(),
+                        at_least_as_fresh: None,
                     },
                 ))
                 .await,
@@ -702,7 +706,7 @@ impl Probe {
             SetDefaultTenant => heard(
                 t.set_default_tenant(as_user(
                     token,
-                    tn::SetDefaultTenantRequest { user_id: o.clone(), tenant_id: home.into() },
+                    tn::SetDefaultTenantRequest { user_id: o.clone(), tenant_id: home.into(), at_least_as_fresh: None },
                 ))
                 .await,
                 &ids,
@@ -892,14 +896,18 @@ impl Probe {
             MoveTenantUnder => heard(
                 t.move_tenant(as_user(
                     token,
-                    tn::MoveTenantRequest { tenant_id: home.into(), new_parent_id: o.clone() },
+                    tn::MoveTenantRequest { tenant_id: home.into(), new_parent_id: o.clone(), at_least_as_fresh: None },
                 ))
                 .await,
                 &ids,
                 done,
             ),
             ReactivateTenant => heard(
-                t.reactivate_tenant(as_user(token, tn::ReactivateTenantRequest { tenant_id: o.clone() })).await,
+                t.reactivate_tenant(as_user(
+                    token,
+                    tn::ReactivateTenantRequest { tenant_id: o.clone(), at_least_as_fresh: None },
+                ))
+                .await,
                 &ids,
                 done,
             ),
@@ -1039,6 +1047,7 @@ async fn a_client_admin_cannot_pull_another_clients_users_in_but_msp_staff_may_p
         tenant_id: w.a.clone(),
         role: role.into(),
         make_default: false,
+        at_least_as_fresh: None,
     };
     let pulled = t.add_membership(as_user(admin, add(&w.b_admin.0, "client_admin"))).await.map(|_| String::new());
     assert_eq!(not_found(pulled), user_not_found);
@@ -1092,6 +1101,7 @@ async fn a_client_admin_cannot_pull_another_clients_users_in_but_msp_staff_may_p
                 user_id: w.b_viewer.0.clone(),
                 tenant_id: w.a.clone(),
                 role: "client_admin".into(),
+                at_least_as_fresh: None,
             },
         ))
         .await

@@ -256,7 +256,13 @@ impl TenancyService for TenancyApi {
         bounded(&req_ref.reason, 500, "reason")?;
         let fresh = req_ref.at_least_as_fresh.clone();
         let (tenant, revision) = self
-            .change_status(&request, &req_ref.tenant_id.clone(), TenantStatus::Suspended, &req_ref.reason.clone(), fresh)
+            .change_status(
+                &request,
+                &req_ref.tenant_id.clone(),
+                TenantStatus::Suspended,
+                &req_ref.reason.clone(),
+                fresh,
+            )
             .await?;
         Ok(Response::new(pb::SuspendTenantResponse { tenant: Some(tenant), consistency_token: token(revision) }))
     }
