@@ -1,7 +1,7 @@
 //! authz-svc decision benchmark (in-process), and a check of Tether's answers against the
 //! SpiceDB peer harness's expected outcomes.
 //!
-//! `cargo bench -p authz-svc --bench authz` builds the dataset directly into the index
+//! `cargo bench -p authz-svc --bench authz` builds the full MSP dataset directly into the index
 //! (1 MSP, 10,000 clients x 2 departments, 200 MSP staff with a shadow membership in every
 //! tenant, 500 technicians x 30 assigned clients, 100,000 client users, 1,000 overrides) and
 //! prints build time, memory per membership, single-decision latency p50/p99 (lock included,
