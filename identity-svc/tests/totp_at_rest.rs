@@ -16,14 +16,6 @@ use tonic::Code;
 const OLD_KEY: &str = tether_tests::TOTP_KEYS;
 const NEW_KEY: &str = "test-2:0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e55ed0b5e0002";
 
-fn now_step() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / totp::STEP_SECONDS
-}
-
-fn code(secret: &str, offset: i64) -> String {
-    totp::code_at(&totp::base32_decode(secret).unwrap(), now_step() + offset)
-}
-
 struct Enrolled {
     user_id: String,
     email: String,
@@ -37,21 +29,8 @@ async fn enrolled_user(env: &Env, email: &str) -> Enrolled {
     let owner = env.owner_token().await;
     let user = env.create(&owner, email, "Tess", TENANT_A, "client_user", false).await;
     let session = env.login(email, PASSWORD).await;
-    let begun = env
-        .client()
-        .begin_totp_enrollment(auth(&session, pb::BeginTotpEnrollmentRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
-    let confirm =
-        pb::ConfirmTotpEnrollmentRequest { enrollment_token: String::new(), totp_code: code(&begun.secret, -1) };
-    let confirmed = env.client().confirm_totp_enrollment(auth(&session, confirm)).await.unwrap().into_inner();
-    Enrolled {
-        user_id: user.user_id,
-        email: email.to_owned(),
-        secret: begun.secret,
-        recovery_codes: confirmed.recovery_codes,
-    }
+    let (secret, recovery_codes) = env.enroll_totp(&session, -1).await;
+    Enrolled { user_id: user.user_id, email: email.to_owned(), secret, recovery_codes }
 }
 
 /// The `secret` and `secret_key_id` columns of the user's TOTP row, as stored.
@@ -110,7 +89,7 @@ async fn log_in_with_code(
     };
     let complete = pb::CompleteSecondFactorRequest {
         challenge_token: challenge,
-        code: Some(SecondFactor::TotpCode(code(&user.secret, offset))),
+        code: Some(SecondFactor::TotpCode(totp_code(&user.secret, offset))),
     };
     let reply = env.client().complete_second_factor(complete).await?;
     Ok(reply.into_inner().outcome.unwrap().outcome.unwrap())
@@ -193,7 +172,7 @@ async fn a_secret_whose_key_is_gone_fails_closed_at_the_second_factor() {
     let inline = pb::LoginRequest {
         email: user.email.clone(),
         password: PASSWORD.into(),
-        second_factor: Some(pb::login_request::SecondFactor::TotpCode(code(&user.secret, 0))),
+        second_factor: Some(pb::login_request::SecondFactor::TotpCode(totp_code(&user.secret, 0))),
         ..Default::default()
     };
     assert_err(env.client().login(from_edge(inline)).await, Code::FailedPrecondition, "CONFIG_INVALID");

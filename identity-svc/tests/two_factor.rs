@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use identity_svc::domain::totp;
 use tether_proto::identity::v1 as pb;
 use tonic::Code;
 
@@ -19,14 +18,6 @@ async fn set_policy(env: &Env, token: &str, policy: pb::TwoFactorPolicy) {
         .set_two_factor_policy(auth(token, pb::SetTwoFactorPolicyRequest { policy: Some(policy) }))
         .await
         .unwrap();
-}
-
-fn now_step() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 30
-}
-
-fn code(secret: &str, offset: i64) -> String {
-    totp::code_at(&totp::base32_decode(secret).unwrap(), now_step() + offset)
 }
 
 #[tokio::test]
@@ -43,7 +34,7 @@ async fn totp_is_enabled_by_a_valid_code_and_then_asked_at_login() {
         .into_inner();
     assert!(begun.otpauth_uri.starts_with("otpauth://totp/Tether:vic@a.example?secret="), "{}", begun.otpauth_uri);
     // Taken together, so a step boundary during the test cannot shift them.
-    let (previous, current) = (code(&begun.secret, -1), code(&begun.secret, 0));
+    let (previous, current) = (totp_code(&begun.secret, -1), totp_code(&begun.secret, 0));
     let confirm = |c: String| pb::ConfirmTotpEnrollmentRequest { enrollment_token: String::new(), totp_code: c };
     assert_err(
         env.client().confirm_totp_enrollment(auth(&session, confirm("000000".into()))).await,
@@ -191,7 +182,7 @@ async fn a_policy_requiring_2fa_turns_login_into_enrollment_and_admins_can_reset
         .client()
         .confirm_totp_enrollment(pb::ConfirmTotpEnrollmentRequest {
             enrollment_token: token.clone(),
-            totp_code: code(&begun.secret, 0),
+            totp_code: totp_code(&begun.secret, 0),
         })
         .await
         .unwrap()
@@ -288,7 +279,7 @@ async fn a_role_policy_asks_enrollment_of_holders_of_the_role_and_fails_closed_w
         .client()
         .confirm_totp_enrollment(pb::ConfirmTotpEnrollmentRequest {
             enrollment_token: token,
-            totp_code: code(&begun.secret, 0),
+            totp_code: totp_code(&begun.secret, 0),
         })
         .await
         .unwrap()
@@ -367,16 +358,7 @@ async fn a_tenant_policy_covers_every_direct_member_and_fails_closed_without_ten
 /// Enrolls `email` (logged in with `PASSWORD`) in TOTP; returns the secret.
 async fn enroll(env: &Env, email: &str) -> String {
     let session = env.login(email, PASSWORD).await;
-    let begun = env
-        .client()
-        .begin_totp_enrollment(auth(&session, pb::BeginTotpEnrollmentRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
-    let confirm =
-        pb::ConfirmTotpEnrollmentRequest { enrollment_token: String::new(), totp_code: code(&begun.secret, 0) };
-    env.client().confirm_totp_enrollment(auth(&session, confirm)).await.unwrap();
-    begun.secret
+    env.enroll_totp(&session, 0).await.0
 }
 
 /// A six-digit code is guessable without a limit: wrong codes count towards the account's
@@ -416,7 +398,7 @@ async fn wrong_codes_lock_the_account_like_wrong_passwords() {
         assert_err(wrong, Code::Unauthenticated, "LOGIN_FAILED");
     }
     // Four failures: locked. The right code no longer helps, nor does the password.
-    let right = code(&secret, 0);
+    let right = totp_code(&secret, 0);
     assert_err(
         env.client().complete_second_factor(complete(&second, &right)).await,
         Code::Unauthenticated,
@@ -443,7 +425,7 @@ async fn a_challenge_does_not_outlive_a_deactivation() {
         .unwrap();
     let complete = pb::CompleteSecondFactorRequest {
         challenge_token: challenge,
-        code: Some(pb::complete_second_factor_request::Code::TotpCode(code(&secret, 0))),
+        code: Some(pb::complete_second_factor_request::Code::TotpCode(totp_code(&secret, 0))),
     };
     assert_err(env.client().complete_second_factor(complete).await, Code::Unauthenticated, "LOGIN_FAILED");
 }
@@ -505,7 +487,7 @@ async fn regenerated_recovery_codes_replace_the_old_ones() {
         .into_inner();
     // Taken together, so a step boundary during the test cannot shift them (a code cannot be
     // used twice: one to confirm, the next to regenerate).
-    let (previous, current) = (code(&begun.secret, -1), code(&begun.secret, 0));
+    let (previous, current) = (totp_code(&begun.secret, -1), totp_code(&begun.secret, 0));
     let old = env
         .client()
         .confirm_totp_enrollment(auth(

@@ -313,6 +313,23 @@ pub async fn serve(
 }
 
 impl Env {
+    /// Turns on TOTP for the holder of `session`, confirming with the code `offset` steps from
+    /// now; returns the secret and the recovery codes.
+    pub async fn enroll_totp(&self, session: &str, offset: i64) -> (String, Vec<String>) {
+        let begun = self
+            .client()
+            .begin_totp_enrollment(auth(session, pb::BeginTotpEnrollmentRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        let confirm = pb::ConfirmTotpEnrollmentRequest {
+            enrollment_token: String::new(),
+            totp_code: totp_code(&begun.secret, offset),
+        };
+        let confirmed = self.client().confirm_totp_enrollment(auth(session, confirm)).await.unwrap().into_inner();
+        (begun.secret, confirmed.recovery_codes)
+    }
+
     pub async fn start() -> Self {
         Self::start_with(&[]).await
     }
@@ -443,6 +460,13 @@ impl Env {
 }
 
 pub const PASSWORD: &str = "violet-kestrel-harbour-9";
+
+/// The TOTP code of `secret` for the time step `offset` steps from now.
+pub fn totp_code(secret: &str, offset: i64) -> String {
+    use identity_svc::domain::totp;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    totp::code_at(&totp::base32_decode(secret).unwrap(), now / totp::STEP_SECONDS + offset)
+}
 
 pub fn auth<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);

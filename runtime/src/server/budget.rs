@@ -17,8 +17,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
-    pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
@@ -192,7 +190,7 @@ pub struct CallBudget<S> {
     budgets: Arc<Budgets>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use super::BoxFuture;
 
 impl<S, B, ResB> Service<http::Request<B>> for CallBudget<S>
 where

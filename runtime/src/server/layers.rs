@@ -1,8 +1,6 @@
 //! Tower layers every Tether server runs: a server span per call, and a per-call timeout.
 
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
@@ -16,7 +14,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{error::ApiError, telemetry::HeaderExtractor};
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use super::BoxFuture;
 
 /// Opens a server span per call, parented on the caller's `traceparent` when there is one, and
 /// records its trace id so every log line of the call carries it.

@@ -29,6 +29,9 @@ pub use layers::{RequestTimeoutLayer, ServerSpanLayer};
 
 use crate::config::ServiceSettings;
 
+/// The future the server's own tower layers return.
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("reflection: {0}")]
