@@ -725,7 +725,7 @@ async fn a_retried_create_returns_the_user_only_to_callers_who_may_see_it() {
     let status =
         env.client().create_user(auth(&bea_session, request("new@b.example", TENANT_B))).await.expect_err("reused id");
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-    assert_eq!(tether_runtime::error::reason_of(&status).as_deref(), Some("DUPLICATE_ENTRY"));
+    assert_eq!(tether_runtime::error::reason_of(&status).as_deref(), Some("REQUEST_ID_REUSED"));
     assert!(!status.message().contains("ned"), "{status:?}");
     assert_eq!(env.count("SELECT COUNT(*) FROM accounts WHERE email = 'new@b.example'").await, 0);
     assert_eq!(env.count(&format!("SELECT COUNT(*) FROM accounts WHERE request_id = '{RID}'")).await, 1);

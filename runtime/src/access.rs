@@ -12,7 +12,7 @@ use tether_proto::{
     common::v1::{ConsistencyToken, ErrorReason},
     identity::v1::{AuthenticateRequest, identity_service_client::IdentityServiceClient},
 };
-use tonic::{Code, metadata::MetadataMap};
+use tonic::metadata::MetadataMap;
 
 use crate::{client::TracedChannel, error::ApiError};
 
@@ -205,7 +205,7 @@ pub async fn caller(
             Ok(Caller { actor: Actor::User(principal), client_ip })
         }
         (None, Some(service)) => Ok(Caller { actor: Actor::Service(service), client_ip }),
-        (None, None) => Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session token is required")),
+        (None, None) => Err(ApiError::new(ErrorReason::Unauthenticated, "a session token is required")),
     }
 }
 
@@ -224,13 +224,13 @@ pub async fn require_service(
     if let Some(session) = bearer(metadata) {
         // A person: a bad session is answered as everywhere else, a good one is still refused.
         authenticator.authenticate(session).await?;
-        return Err(ApiError::permission_denied(
+        return Err(ApiError::new(
             ErrorReason::PermissionDenied,
             "this call is for Tether services on their own account, not for people",
         ));
     }
     service_token.verify(metadata).ok_or_else(|| {
-        ApiError::unauthenticated(
+        ApiError::new(
             ErrorReason::Unauthenticated,
             format!("this call is for Tether services: the service token ({}) is required", ServiceToken::HEADER),
         )
@@ -268,20 +268,6 @@ pub fn client_ip<T>(request: &tonic::Request<T>, service_token: &ServiceToken, c
     request.metadata().get("x-client-ip").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_else(peer)
 }
 
-/// Passes a downstream error on: its Tether reason if it has one, UNAVAILABLE if the service
-/// could not be reached.
-fn downstream(service: &str, status: tonic::Status) -> ApiError {
-    let reason = crate::error::reason_of(&status)
-        .and_then(|r| ErrorReason::from_str_name(&format!("ERROR_REASON_{r}")))
-        .unwrap_or(ErrorReason::Unavailable);
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Unimplemented => {
-            ApiError::unavailable(ErrorReason::Unavailable, format!("{service} is unavailable: {}", status.message()))
-        }
-        code => ApiError::new(code, reason, status.message().to_owned()),
-    }
-}
-
 /// [`Authenticator`] backed by identity-svc.
 #[derive(Clone)]
 pub struct GrpcAuthenticator {
@@ -303,11 +289,16 @@ impl Authenticator for GrpcAuthenticator {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         let mut request = tonic::Request::new(AuthenticateRequest { session_token: token.to_owned() });
         self.service_token.attach(self.service, &mut request);
-        let reply =
-            self.client.clone().authenticate(request).await.map_err(|s| downstream("identity-svc", s))?.into_inner();
+        let reply = self
+            .client
+            .clone()
+            .authenticate(request)
+            .await
+            .map_err(|s| ApiError::from_downstream("identity-svc", &s))?
+            .into_inner();
         let p = reply
             .principal
-            .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "the session token is not valid"))?;
+            .ok_or_else(|| ApiError::new(ErrorReason::Unauthenticated, "the session token is not valid"))?;
         Ok(Principal {
             user_id: p.user_id,
             is_msp_staff: p.is_msp_staff,
@@ -357,7 +348,12 @@ impl Authorizer for GrpcAuthorizer {
             at_least_as_fresh: at_least_as_fresh.cloned(),
             ..Default::default()
         };
-        let reply = self.client.clone().check(self.request(request)).await.map_err(|s| downstream("authz-svc", s))?;
+        let reply = self
+            .client
+            .clone()
+            .check(self.request(request))
+            .await
+            .map_err(|s| ApiError::from_downstream("authz-svc", &s))?;
         Ok(reply.get_ref().allowed)
     }
 
@@ -376,7 +372,7 @@ impl Authorizer for GrpcAuthorizer {
             .clone()
             .check_role_grant(self.request(request))
             .await
-            .map_err(|s| downstream("authz-svc", s))?
+            .map_err(|s| ApiError::from_downstream("authz-svc", &s))?
             .into_inner();
         Ok(RoleGrantDecision { allowed: reply.allowed, denial_reason: reply.denial_reason(), summary: reply.summary })
     }
@@ -391,7 +387,7 @@ mod tests {
     #[tonic::async_trait]
     impl Authenticator for NoSessions {
         async fn authenticate(&self, _token: &str) -> Result<Principal, ApiError> {
-            Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "no"))
+            Err(ApiError::new(ErrorReason::Unauthenticated, "no"))
         }
     }
 
@@ -405,9 +401,9 @@ mod tests {
 
         let other = ServiceToken::new("t".repeat(40));
         let refused = super::caller(request.metadata(), &NoSessions, &other).await.unwrap_err();
-        assert_eq!(refused.code, Code::Unauthenticated);
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         let unset = super::caller(request.metadata(), &NoSessions, &ServiceToken::default()).await.unwrap_err();
-        assert_eq!(unset.code, Code::Unauthenticated);
+        assert_eq!(unset.code(), tonic::Code::Unauthenticated);
     }
 
     struct OneSession;
@@ -425,7 +421,7 @@ mod tests {
                     email: String::new(),
                 })
             } else {
-                Err(ApiError::unauthenticated(ErrorReason::Unauthenticated, "no"))
+                Err(ApiError::new(ErrorReason::Unauthenticated, "no"))
             }
         }
     }
@@ -466,21 +462,21 @@ mod tests {
 
         let anonymous = tonic::Request::new(());
         let err = require_service(anonymous.metadata(), &OneSession, &token).await.unwrap_err();
-        assert_eq!((err.code, err.reason), (Code::Unauthenticated, ErrorReason::Unauthenticated));
+        assert_eq!((err.code(), err.reason), (tonic::Code::Unauthenticated, ErrorReason::Unauthenticated));
         let err =
             require_service(service.metadata(), &OneSession, &ServiceToken::new("t".repeat(40))).await.unwrap_err();
-        assert_eq!((err.code, err.reason), (Code::Unauthenticated, ErrorReason::Unauthenticated));
+        assert_eq!((err.code(), err.reason), (tonic::Code::Unauthenticated, ErrorReason::Unauthenticated));
 
         let mut person = tonic::Request::new(());
         person.metadata_mut().insert("authorization", "Bearer good".parse().unwrap());
         let err = require_service(person.metadata(), &OneSession, &token).await.unwrap_err();
-        assert_eq!((err.code, err.reason), (Code::PermissionDenied, ErrorReason::PermissionDenied));
+        assert_eq!((err.code(), err.reason), (tonic::Code::PermissionDenied, ErrorReason::PermissionDenied));
         token.attach("edge", &mut person);
         let err = require_service(person.metadata(), &OneSession, &token).await.unwrap_err();
-        assert_eq!((err.code, err.reason), (Code::PermissionDenied, ErrorReason::PermissionDenied));
+        assert_eq!((err.code(), err.reason), (tonic::Code::PermissionDenied, ErrorReason::PermissionDenied));
         person.metadata_mut().insert("authorization", "Bearer stale".parse().unwrap());
         let err = require_service(person.metadata(), &OneSession, &token).await.unwrap_err();
-        assert_eq!(err.code, Code::Unauthenticated);
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! services may share one database without seeing each other's tables. Migrations are embedded
 //! in each service's binary and applied at start-up; applying them again is a no-op.
 
-use std::{borrow::Cow, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use sqlx::{
     AnyPool, Executor, SqlSafeStr,
     any::{Any, AnyPoolOptions},
     migrate::{Migration, MigrationType, Migrator},
 };
+
+use tokio::sync::Notify;
 
 use crate::config::DatabaseTarget;
 
@@ -46,6 +48,9 @@ pub enum DbError {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// Woken after every committed write (see [`crate::events::Write`]): local change-stream
+    /// watchers and relays wait on it instead of polling.
+    committed: Arc<Notify>,
 }
 
 impl Database {
@@ -93,7 +98,7 @@ impl Database {
             .connect(&url)
             .await
             .map_err(DbError::Connect)?;
-        Ok(Self { pool, backend: Backend::Sqlite })
+        Ok(Self { pool, backend: Backend::Sqlite, committed: Arc::default() })
     }
 
     async fn open_postgres(url: &str, schema: &'static str) -> Result<Self, DbError> {
@@ -114,7 +119,7 @@ impl Database {
             .connect(url)
             .await
             .map_err(DbError::Connect)?;
-        Ok(Self { pool, backend: Backend::Postgres })
+        Ok(Self { pool, backend: Backend::Postgres, committed: Arc::default() })
     }
 
     async fn migrate(&self, migrations: &[EmbeddedMigration]) -> Result<(), DbError> {
@@ -153,8 +158,37 @@ impl Database {
         }
     }
 
+    /// Starts a read-only transaction that sees one consistent state of every table (a
+    /// snapshot with its revision): REPEATABLE READ on PostgreSQL; on SQLite any transaction
+    /// reads one state.
+    pub async fn begin_snapshot(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin().await,
+            Backend::Postgres => self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ").await,
+        }
+    }
+
+    /// Wakes whoever waits for a commit; call after a write committed.
+    pub fn notify_committed(&self) {
+        self.committed.notify_waiters();
+    }
+
+    /// Resolves at the next [`Self::notify_committed`] (of this process).
+    pub fn committed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.committed.notified()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A stored time (unix microseconds) as a protobuf timestamp.
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        // Below 1e9 by construction: rem_euclid is in 0..1e6.
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or_default(),
     }
 }
 

@@ -78,7 +78,7 @@ pub struct Deps {
 }
 
 fn downstream(service: &str, status: tonic::Status) -> ApiError {
-    ApiError::unavailable(ErrorReason::Unavailable, format!("{service} is unavailable: {}", status.message()))
+    ApiError::new(ErrorReason::Unavailable, format!("{service} is unavailable: {}", status.message()))
 }
 
 /// [`UserDirectory`] backed by identity-svc's `BatchGetUsers`.

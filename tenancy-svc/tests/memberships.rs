@@ -108,6 +108,35 @@ async fn staff_get_shadow_memberships_that_never_appear_in_directories() {
 }
 
 #[tokio::test]
+async fn setting_many_memberships_asks_the_catalog_once_per_distinct_role() {
+    let h = Harness::start().await;
+    let owner = h.bootstrap_owner().await;
+    let mut tenants = Vec::new();
+    for name in ["A", "B", "C", "D"] {
+        tenants.push(h.client_tenant(&owner, name).await);
+    }
+    let user = h.user(false);
+    let memberships = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| pb::MembershipSpec {
+            tenant_id: t.tenant_id.clone(),
+            role: if i == 0 { "client_admin" } else { "client_user" }.into(),
+        })
+        .collect();
+    let lookups = || h.world.role_lookups.load(std::sync::atomic::Ordering::SeqCst);
+    let before = lookups();
+    h.client()
+        .set_user_memberships(as_user(
+            &owner,
+            pb::SetUserMembershipsRequest { user_id: user.clone(), memberships, ..Default::default() },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(lookups() - before, 2, "client_admin and client_user, once each");
+}
+
+#[tokio::test]
 async fn the_tick_and_default_panel_sets_memberships_in_one_call() {
     let h = Harness::start().await;
     let owner = h.bootstrap_owner().await;

@@ -18,7 +18,7 @@ use tether_runtime::{
     access::{Authenticator, ServiceToken, require_service},
     db::Database,
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 pub struct AuditApi {
     #[allow(dead_code)] // used as the audit RPCs land
@@ -36,7 +36,7 @@ impl AuditApi {
 type Reply<T> = Result<Response<T>, Status>;
 
 fn not_implemented<T>(rpc: &str) -> Reply<T> {
-    Err(ApiError::new(Code::Unimplemented, ErrorReason::NotImplemented, format!("{rpc} is not implemented yet")).into())
+    Err(ApiError::new(ErrorReason::NotImplemented, format!("{rpc} is not implemented yet")).into())
 }
 
 #[tonic::async_trait]

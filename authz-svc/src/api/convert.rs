@@ -3,6 +3,7 @@
 use tether_proto::{
     authz::v1 as pb,
     common::v1::{ConsistencyToken, ErrorReason, MembershipKind, Revision, RevisionSource},
+    values,
 };
 use tether_runtime::error::ApiError;
 
@@ -14,7 +15,6 @@ use crate::domain::{
         Basis, GrantAccess, GrantDenial, GrantRecord, MemberKind, OverrideRecord, Reason, ResourceRecord, Revisions,
         Unresolved,
     },
-    parse_uuid,
     policy::{PermissionDef, Policy, RoleDef, Scope},
     valid_resource_id,
 };
@@ -23,27 +23,21 @@ pub const MAX_PERMISSION_LEN: usize = 100;
 pub const MAX_BATCH: usize = 1000;
 
 pub fn uuid(field: &str, raw: &str) -> Result<Uuid, ApiError> {
-    if raw.is_empty() {
-        return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, format!("{field} is required"))
-            .with_metadata("field", field));
-    }
-    parse_uuid(raw).ok_or_else(|| {
-        ApiError::invalid_argument(ErrorReason::InvalidUuid, format!("{field} is not a canonical UUID"))
-            .with_metadata("field", field)
-    })
+    Ok(values::id(field, raw)?)
 }
 
 pub fn optional_uuid(field: &str, raw: &str) -> Result<Option<Uuid>, ApiError> {
-    if raw.is_empty() { Ok(None) } else { uuid(field, raw).map(Some) }
+    Ok(values::optional_id(field, raw)?)
 }
 
 pub fn permission_name(field: &str, raw: &str) -> Result<(), ApiError> {
     if raw.is_empty() {
-        return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, format!("{field} is required"))
-            .with_metadata("field", field));
+        return Err(
+            ApiError::new(ErrorReason::FieldRequired, format!("{field} is required")).with_metadata("field", field)
+        );
     }
     if raw.len() > MAX_PERMISSION_LEN {
-        return Err(ApiError::invalid_argument(ErrorReason::FieldTooLong, format!("{field} is too long"))
+        return Err(ApiError::new(ErrorReason::FieldTooLong, format!("{field} is too long"))
             .with_metadata("field", field)
             .with_metadata("limit", MAX_PERMISSION_LEN.to_string()));
     }
@@ -55,39 +49,31 @@ pub fn optional_resource(field: &str, raw: &str) -> Result<Option<String>, ApiEr
         return Ok(None);
     }
     if !valid_resource_id(raw) {
-        return Err(ApiError::invalid_argument(
-            ErrorReason::InvalidFormat,
-            format!("{field} is not a valid resource id"),
-        )
-        .with_metadata("field", field));
+        return Err(ApiError::new(ErrorReason::InvalidFormat, format!("{field} is not a valid resource id"))
+            .with_metadata("field", field));
     }
     Ok(Some(raw.to_owned()))
 }
 
 pub fn text(field: &str, raw: &str, max: usize) -> Result<(), ApiError> {
     if raw.chars().count() > max {
-        return Err(ApiError::invalid_argument(ErrorReason::FieldTooLong, format!("{field} is too long"))
+        return Err(ApiError::new(ErrorReason::FieldTooLong, format!("{field} is too long"))
             .with_metadata("field", field)
             .with_metadata("limit", max.to_string()));
     }
     if raw.chars().any(char::is_control) {
-        return Err(ApiError::invalid_argument(
-            ErrorReason::InvalidFormat,
-            format!("{field} contains control characters"),
-        )
-        .with_metadata("field", field));
+        return Err(ApiError::new(ErrorReason::InvalidFormat, format!("{field} contains control characters"))
+            .with_metadata("field", field));
     }
     Ok(())
 }
 
 pub fn unresolved(u: Unresolved) -> ApiError {
     match u {
-        Unresolved::Permission => {
-            ApiError::not_found(ErrorReason::PermissionNotFound, "no such permission in the catalog")
-        }
-        Unresolved::User => ApiError::not_found(ErrorReason::UserNotFound, "no such user"),
-        Unresolved::Tenant => ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant"),
-        Unresolved::Resource => ApiError::not_found(ErrorReason::ResourceNotFound, "no such resource in that tenant"),
+        Unresolved::Permission => ApiError::new(ErrorReason::PermissionNotFound, "no such permission in the catalog"),
+        Unresolved::User => ApiError::new(ErrorReason::UserNotFound, "no such user"),
+        Unresolved::Tenant => ApiError::new(ErrorReason::TenantNotFound, "no such tenant"),
+        Unresolved::Resource => ApiError::new(ErrorReason::ResourceNotFound, "no such resource in that tenant"),
     }
 }
 

@@ -114,7 +114,7 @@ impl AuthzApi {
         if allowed {
             Ok(who)
         } else {
-            Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))
+            Err(ApiError::new(ErrorReason::PermissionDenied, format!("{permission} is required")))
         }
     }
 
@@ -166,17 +166,14 @@ impl AuthzApi {
 
     fn validate_role_permissions(&self, names: &[String]) -> Result<u128, ApiError> {
         if names.len() > MAX_PERMISSIONS {
-            return Err(ApiError::invalid_argument(ErrorReason::BatchTooLarge, "too many permissions")
+            return Err(ApiError::new(ErrorReason::BatchTooLarge, "too many permissions")
                 .with_metadata("limit", MAX_PERMISSIONS.to_string()));
         }
         for n in names {
             cv::permission_name("permissions", n)?;
         }
         self.state.read().policy.set_of(names.iter().map(String::as_str)).map_err(|unknown| {
-            ApiError::not_found(
-                ErrorReason::PermissionNotFound,
-                format!("permission {unknown:?} is not in the catalog"),
-            )
+            ApiError::new(ErrorReason::PermissionNotFound, format!("permission {unknown:?} is not in the catalog"))
         })
     }
 }
@@ -248,7 +245,7 @@ fn require_held(index: &Index, who: &Caller, permissions: u128) -> Result<(), Ap
     match person_id(who) {
         None if who.user().is_none() => Ok(()),
         Some(u) if index.holds_all_everywhere(&u, permissions) => Ok(()),
-        _ => Err(ApiError::permission_denied(
+        _ => Err(ApiError::new(
             ErrorReason::PermissionDenied,
             "a role may hold only permissions the caller holds in every tenant",
         )),
@@ -256,19 +253,17 @@ fn require_held(index: &Index, who: &Caller, permissions: u128) -> Result<(), Ap
 }
 
 fn users_view_required() -> ApiError {
-    ApiError::permission_denied(ErrorReason::PermissionDenied, "users.view is required")
+    ApiError::new(ErrorReason::PermissionDenied, "users.view is required")
 }
 
 /// A refused or failed write of authz's schema: a full quota is RESOURCE_EXHAUSTED
 /// `LIMIT_REACHED` with the bound in the metadata.
 fn write_error(e: store::WriteError) -> ApiError {
     match e {
-        store::WriteError::Limit { what, limit } => ApiError::new(
-            tonic::Code::ResourceExhausted,
-            ErrorReason::LimitReached,
-            format!("at most {limit} {what}; remove some first"),
-        )
-        .with_metadata("limit", limit.to_string()),
+        store::WriteError::Limit { what, limit } => {
+            ApiError::new(ErrorReason::LimitReached, format!("at most {limit} {what}; remove some first"))
+                .with_metadata("limit", limit.to_string())
+        }
         store::WriteError::Db(e) => ApiError::internal(e),
     }
 }
@@ -277,21 +272,20 @@ fn write_error(e: store::WriteError) -> ApiError {
 fn change_denial(d: ChangeDenial) -> ApiError {
     match d {
         ChangeDenial::TargetHidden => cv::unresolved(Unresolved::User),
-        ChangeDenial::SelfTarget => ApiError::failed_precondition(
-            ErrorReason::SelfActionForbidden,
-            "nobody sets or removes overrides on themselves",
-        ),
+        ChangeDenial::SelfTarget => {
+            ApiError::new(ErrorReason::SelfActionForbidden, "nobody sets or removes overrides on themselves")
+        }
         ChangeDenial::TargetAboveOwn => {
-            ApiError::permission_denied(ErrorReason::RoleAboveOwn, "the user ranks above the caller here")
+            ApiError::new(ErrorReason::RoleAboveOwn, "the user ranks above the caller here")
         }
         ChangeDenial::NotHeld => {
-            ApiError::permission_denied(ErrorReason::PermissionDenied, "nobody grants a permission they do not hold")
+            ApiError::new(ErrorReason::PermissionDenied, "nobody grants a permission they do not hold")
         }
         ChangeDenial::RoleAboveOwn => {
-            ApiError::permission_denied(ErrorReason::RoleAboveOwn, "the role is ranked above the caller's own")
+            ApiError::new(ErrorReason::RoleAboveOwn, "the role is ranked above the caller's own")
         }
         ChangeDenial::MspStaffOnlyRole => {
-            ApiError::failed_precondition(ErrorReason::MspStaffOnlyRole, "the role may only be held by MSP staff")
+            ApiError::new(ErrorReason::MspStaffOnlyRole, "the role may only be held by MSP staff")
         }
     }
 }
@@ -367,7 +361,7 @@ impl AuthzService for AuthzApi {
         let role = index
             .role(&r.name)
             .map(|role| cv::role(role, &index.policy))
-            .ok_or_else(|| ApiError::not_found(ErrorReason::RoleNotFound, format!("no role {:?}", r.name)))?;
+            .ok_or_else(|| ApiError::new(ErrorReason::RoleNotFound, format!("no role {:?}", r.name)))?;
         Ok(Response::new(pb::GetRoleResponse { role: Some(role) }))
     }
 
@@ -375,48 +369,39 @@ impl AuthzService for AuthzApi {
         let who = self.manager(request.metadata(), "permissions.manage", None).await?;
         let r = request.into_inner();
         if !valid_lower_name(&r.name) {
-            return Err(ApiError::invalid_argument(
-                ErrorReason::InvalidFormat,
-                "name must be 1-64 characters of [a-z0-9_]",
-            )
-            .with_metadata("field", "name")
-            .into());
+            return Err(ApiError::new(ErrorReason::InvalidFormat, "name must be 1-64 characters of [a-z0-9_]")
+                .with_metadata("field", "name")
+                .into());
         }
         if r.display_name.trim().is_empty() {
-            return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "display_name is required")
+            return Err(ApiError::new(ErrorReason::FieldRequired, "display_name is required")
                 .with_metadata("field", "display_name")
                 .into());
         }
         cv::text("display_name", &r.display_name, 200)?;
         cv::text("description", &r.description, 2000)?;
         let scope = cv::scope_from(r.scope).ok_or_else(|| {
-            ApiError::invalid_argument(ErrorReason::FieldRequired, "scope is required").with_metadata("field", "scope")
+            ApiError::new(ErrorReason::FieldRequired, "scope is required").with_metadata("field", "scope")
         })?;
         let permissions = self.validate_role_permissions(&r.permissions)?;
         let owner_rank = {
             let index = self.state.read();
             if index.role(&r.name).is_some() {
-                return Err(
-                    ApiError::already_exists(ErrorReason::RoleExists, format!("role {:?} exists", r.name)).into()
-                );
+                return Err(ApiError::new(ErrorReason::RoleExists, format!("role {:?} exists", r.name)).into());
             }
             if index.role_slots_full() {
-                return Err(
-                    ApiError::failed_precondition(ErrorReason::ValueOutOfRange, "no more roles can be held").into()
-                );
+                return Err(ApiError::new(ErrorReason::LimitReached, "no more roles can be held")
+                    .with_metadata("limit", crate::domain::index::MAX_ROLE_SLOTS.to_string())
+                    .into());
             }
             require_held(&index, &who, permissions)?;
             index.role_rank(&index.policy.owner_role).unwrap_or(i32::MAX)
         };
         if r.rank > self.caller_rank(&who, None) || r.rank >= owner_rank {
-            return Err(ApiError::permission_denied(
-                ErrorReason::RoleAboveOwn,
-                "the role's rank is above the caller's own",
-            )
-            .into());
+            return Err(ApiError::new(ErrorReason::RoleAboveOwn, "the role's rank is above the caller's own").into());
         }
         if store::role_exists(&self.state.database, &r.name).await.map_err(ApiError::internal)? {
-            return Err(ApiError::already_exists(ErrorReason::RoleExists, format!("role {:?} exists", r.name)).into());
+            return Err(ApiError::new(ErrorReason::RoleExists, format!("role {:?} exists", r.name)).into());
         }
         let now = now_micros();
         let role = RoleDef {
@@ -463,13 +448,11 @@ impl AuthzService for AuthzApi {
             let role = index
                 .role(&r.name)
                 .cloned()
-                .ok_or_else(|| ApiError::not_found(ErrorReason::RoleNotFound, format!("no role {:?}", r.name)))?;
+                .ok_or_else(|| ApiError::new(ErrorReason::RoleNotFound, format!("no role {:?}", r.name)))?;
             (role, index.role_rank(&index.policy.owner_role).unwrap_or(i32::MAX))
         };
         if before.built_in {
-            return Err(
-                ApiError::failed_precondition(ErrorReason::RoleBuiltIn, "built-in roles cannot be changed").into()
-            );
+            return Err(ApiError::new(ErrorReason::RoleBuiltIn, "built-in roles cannot be changed").into());
         }
         let mut role = before.clone();
         if let Some(d) = r.display_name {
@@ -485,8 +468,7 @@ impl AuthzService for AuthzApi {
         }
         if let Some(s) = r.scope {
             role.scope = cv::scope_from(s).ok_or_else(|| {
-                ApiError::invalid_argument(ErrorReason::ValueOutOfRange, "unknown scope")
-                    .with_metadata("field", "scope")
+                ApiError::new(ErrorReason::ValueOutOfRange, "unknown scope").with_metadata("field", "scope")
             })?;
         }
         if let Some(rank) = r.rank {
@@ -501,11 +483,7 @@ impl AuthzService for AuthzApi {
         require_held(&self.state.read(), &who, role.permissions)?;
         let caller_rank = self.caller_rank(&who, None);
         if role.rank > caller_rank || before.rank > caller_rank || role.rank >= owner_rank {
-            return Err(ApiError::permission_denied(
-                ErrorReason::RoleAboveOwn,
-                "the role's rank is above the caller's own",
-            )
-            .into());
+            return Err(ApiError::new(ErrorReason::RoleAboveOwn, "the role's rank is above the caller's own").into());
         }
         role.updated_at_micros = now_micros();
         let event = audit::change_event(
@@ -539,16 +517,12 @@ impl AuthzService for AuthzApi {
             let role = index
                 .role(&r.name)
                 .cloned()
-                .ok_or_else(|| ApiError::not_found(ErrorReason::RoleNotFound, format!("no role {:?}", r.name)))?;
+                .ok_or_else(|| ApiError::new(ErrorReason::RoleNotFound, format!("no role {:?}", r.name)))?;
             if role.built_in {
-                return Err(ApiError::failed_precondition(
-                    ErrorReason::RoleBuiltIn,
-                    "built-in roles cannot be deleted",
-                )
-                .into());
+                return Err(ApiError::new(ErrorReason::RoleBuiltIn, "built-in roles cannot be deleted").into());
             }
             if index.role_in_use(&r.name) {
-                return Err(ApiError::failed_precondition(ErrorReason::RoleInUse, "the role is still held").into());
+                return Err(ApiError::new(ErrorReason::RoleInUse, "the role is still held").into());
             }
             role
         };
@@ -601,7 +575,7 @@ impl AuthzService for AuthzApi {
             Ok(pb::OverrideEffect::Grant) => false,
             Ok(pb::OverrideEffect::Deny) => true,
             _ => {
-                return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "effect is required")
+                return Err(ApiError::new(ErrorReason::FieldRequired, "effect is required")
                     .with_metadata("field", "effect")
                     .into());
             }
@@ -610,15 +584,15 @@ impl AuthzService for AuthzApi {
         let before = {
             let index = self.state.read();
             if index.policy.permission_bit(&r.permission).is_none() {
-                return Err(ApiError::not_found(ErrorReason::PermissionNotFound, "no such permission").into());
+                return Err(ApiError::new(ErrorReason::PermissionNotFound, "no such permission").into());
             }
             if !index.user_known(&user) || hides_user(&index, &who, &user) {
-                return Err(ApiError::not_found(ErrorReason::UserNotFound, "no such user").into());
+                return Err(ApiError::new(ErrorReason::UserNotFound, "no such user").into());
             }
             if let Some(t) = tenant
                 && !index.tenant_known(&t)
             {
-                return Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant").into());
+                return Err(ApiError::new(ErrorReason::TenantNotFound, "no such tenant").into());
             }
             // The delegation rules apply to the target (a person: not themselves, no hidden MSP
             // staff, nobody ranked above them) and a grant only of what they hold there.
@@ -675,7 +649,7 @@ impl AuthzService for AuthzApi {
             let index = self.state.read();
             // The same rules as setting one; a hidden target is as unknown as any (no override).
             if who.user().is_some() {
-                let not_found = || ApiError::not_found(ErrorReason::OverrideNotFound, "no such override");
+                let not_found = || ApiError::new(ErrorReason::OverrideNotFound, "no such override");
                 let actor = person_id(&who).ok_or_else(|| change_denial(ChangeDenial::NotHeld))?;
                 let bit = index.policy.permission_bit(&r.permission).ok_or_else(not_found)?;
                 index.check_override_change(&actor, &user, tenant.as_ref(), bit, false).map_err(|d| match d {
@@ -703,7 +677,7 @@ impl AuthzService for AuthzApi {
         let revision = store::remove_override(&self.state.database, user, &r.permission, tenant, &[event])
             .await
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found(ErrorReason::OverrideNotFound, "no such override"))?;
+            .ok_or_else(|| ApiError::new(ErrorReason::OverrideNotFound, "no such override"))?;
         self.after_write().await?;
         Ok(Response::new(pb::RemoveOverrideResponse { consistency_token: Some(cv::authz_token(revision)) }))
     }
@@ -749,11 +723,10 @@ impl AuthzService for AuthzApi {
         let r = request.into_inner();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         let id = cv::optional_resource("resource_id", &r.resource_id)?.ok_or_else(|| {
-            ApiError::invalid_argument(ErrorReason::FieldRequired, "resource_id is required")
-                .with_metadata("field", "resource_id")
+            ApiError::new(ErrorReason::FieldRequired, "resource_id is required").with_metadata("field", "resource_id")
         })?;
         if !valid_lower_name(&r.resource_type) {
-            return Err(ApiError::invalid_argument(
+            return Err(ApiError::new(
                 ErrorReason::InvalidFormat,
                 "resource_type must be 1-64 characters of [a-z0-9_]",
             )
@@ -766,28 +739,21 @@ impl AuthzService for AuthzApi {
         let (before, record) = {
             let index = self.state.read();
             if !index.tenant_known(&tenant) {
-                return Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant").into());
+                return Err(ApiError::new(ErrorReason::TenantNotFound, "no such tenant").into());
             }
             if let Some(p) = &parent {
                 if index.resource(&tenant, p).is_none() {
-                    return Err(ApiError::not_found(ErrorReason::ResourceNotFound, "no such parent resource")
+                    return Err(ApiError::new(ErrorReason::ResourceNotFound, "no such parent resource")
                         .with_metadata("field", "parent_resource_id")
                         .into());
                 }
                 if p == &id || index.resource_is_under(&tenant, p, &id) {
-                    return Err(ApiError::failed_precondition(
-                        ErrorReason::TreeCycle,
-                        "a resource cannot move under itself",
-                    )
-                    .into());
+                    return Err(ApiError::new(ErrorReason::TreeCycle, "a resource cannot move under itself").into());
                 }
                 if index.resource_depth(&tenant, p) + 1 > MAX_RESOURCE_DEPTH {
-                    return Err(ApiError::failed_precondition(
-                        ErrorReason::TreeTooDeep,
-                        "the resource tree is too deep",
-                    )
-                    .with_metadata("limit", MAX_RESOURCE_DEPTH.to_string())
-                    .into());
+                    return Err(ApiError::new(ErrorReason::TreeTooDeep, "the resource tree is too deep")
+                        .with_metadata("limit", MAX_RESOURCE_DEPTH.to_string())
+                        .into());
                 }
             }
             let before = index.resource(&tenant, &id).cloned();
@@ -830,14 +796,13 @@ impl AuthzService for AuthzApi {
         let r = request.into_inner();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         let id = cv::optional_resource("resource_id", &r.resource_id)?.ok_or_else(|| {
-            ApiError::invalid_argument(ErrorReason::FieldRequired, "resource_id is required")
-                .with_metadata("field", "resource_id")
+            ApiError::new(ErrorReason::FieldRequired, "resource_id is required").with_metadata("field", "resource_id")
         })?;
         let who = self.manager(&metadata, "settings.manage", Some(tenant)).await?;
         let removed: Vec<String> = {
             let index = self.state.read();
             if index.resource(&tenant, &id).is_none() {
-                return Err(ApiError::not_found(ErrorReason::ResourceNotFound, "no such resource").into());
+                return Err(ApiError::new(ErrorReason::ResourceNotFound, "no such resource").into());
             }
             let all: Vec<String> = index
                 .resources()
@@ -845,11 +810,7 @@ impl AuthzService for AuthzApi {
                 .map(|n| n.resource_id.clone())
                 .collect();
             if all.len() > 1 && !r.cascade {
-                return Err(ApiError::failed_precondition(
-                    ErrorReason::ResourceHasChildren,
-                    "the resource has children",
-                )
-                .into());
+                return Err(ApiError::new(ErrorReason::ResourceHasChildren, "the resource has children").into());
             }
             all
         };
@@ -905,8 +866,7 @@ impl AuthzService for AuthzApi {
         let user = cv::uuid("user_id", &r.user_id)?;
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
         let id = cv::optional_resource("resource_id", &r.resource_id)?.ok_or_else(|| {
-            ApiError::invalid_argument(ErrorReason::FieldRequired, "resource_id is required")
-                .with_metadata("field", "resource_id")
+            ApiError::new(ErrorReason::FieldRequired, "resource_id is required").with_metadata("field", "resource_id")
         })?;
         let access = match r.access {
             Some(pb::grant_resource_access_request::Access::Role(role)) if !role.is_empty() => GrantAccess::Role(role),
@@ -915,46 +875,39 @@ impl AuthzService for AuthzApi {
                 GrantAccess::Permission(p)
             }
             _ => {
-                return Err(ApiError::invalid_argument(
-                    ErrorReason::FieldRequired,
-                    "a role or a permission is required",
-                )
-                .with_metadata("field", "access")
-                .into());
+                return Err(ApiError::new(ErrorReason::FieldRequired, "a role or a permission is required")
+                    .with_metadata("field", "access")
+                    .into());
             }
         };
         let who = self.manager(&metadata, "users.manage", Some(tenant)).await?;
         {
             let index = self.state.read();
             if !index.user_known(&user) || hides_user(&index, &who, &user) {
-                return Err(ApiError::not_found(ErrorReason::UserNotFound, "no such user").into());
+                return Err(ApiError::new(ErrorReason::UserNotFound, "no such user").into());
             }
             if index.resource(&tenant, &id).is_none() {
-                return Err(ApiError::not_found(ErrorReason::ResourceNotFound, "no such resource").into());
+                return Err(ApiError::new(ErrorReason::ResourceNotFound, "no such resource").into());
             }
             match &access {
                 GrantAccess::Role(role) => {
                     let def = index
                         .role(role)
-                        .ok_or_else(|| ApiError::not_found(ErrorReason::RoleNotFound, format!("no role {role:?}")))?;
+                        .ok_or_else(|| ApiError::new(ErrorReason::RoleNotFound, format!("no role {role:?}")))?;
                     if def.name == index.policy.owner_role {
-                        return Err(ApiError::permission_denied(
+                        return Err(ApiError::new(
                             ErrorReason::OwnerRoleNotAssignable,
                             "the owner role is never granted",
                         )
                         .into());
                     }
                     if !def.assignable {
-                        return Err(ApiError::permission_denied(
-                            ErrorReason::RoleNotAssignable,
-                            "the role is not assignable",
-                        )
-                        .into());
+                        return Err(ApiError::new(ErrorReason::RoleNotAssignable, "the role is not assignable").into());
                     }
                 }
                 GrantAccess::Permission(p) => {
                     if index.policy.permission_bit(p).is_none() {
-                        return Err(ApiError::not_found(ErrorReason::PermissionNotFound, "no such permission").into());
+                        return Err(ApiError::new(ErrorReason::PermissionNotFound, "no such permission").into());
                     }
                 }
             }
@@ -1035,7 +988,7 @@ impl AuthzService for AuthzApi {
         let revision = store::revoke_grant(&self.state.database, grant_id, &[event])
             .await
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found(ErrorReason::ResourceGrantNotFound, "no such resource grant"))?;
+            .ok_or_else(|| ApiError::new(ErrorReason::ResourceGrantNotFound, "no such resource grant"))?;
         self.after_write().await?;
         Ok(Response::new(pb::RevokeResourceAccessResponse { consistency_token: Some(cv::authz_token(revision)) }))
     }
@@ -1082,7 +1035,7 @@ impl AuthzService for AuthzApi {
         let actor = cv::uuid("actor_user_id", &r.actor_user_id)?;
         // Services ask on behalf of anyone; a person only about what they themselves may grant.
         if self.asker(&metadata).await?.user().is_some_and(|p| p.user_id != r.actor_user_id) {
-            return Err(ApiError::permission_denied(
+            return Err(ApiError::new(
                 ErrorReason::PermissionDenied,
                 "a person may only ask what they themselves may grant",
             )
@@ -1093,7 +1046,7 @@ impl AuthzService for AuthzApi {
         cv::text("role", &r.role, 64)?;
         cv::text("previous_role", &r.previous_role, 64)?;
         if r.role.is_empty() && r.previous_role.is_empty() {
-            return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "role or previous_role is required")
+            return Err(ApiError::new(ErrorReason::FieldRequired, "role or previous_role is required")
                 .with_metadata("field", "role")
                 .into());
         }
@@ -1159,12 +1112,12 @@ impl AuthzService for AuthzApi {
     async fn batch_check(&self, request: Request<pb::BatchCheckRequest>) -> Reply<pb::BatchCheckResponse> {
         let (metadata, _, r) = request.into_parts();
         if r.items.is_empty() {
-            return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "items is required")
+            return Err(ApiError::new(ErrorReason::FieldRequired, "items is required")
                 .with_metadata("field", "items")
                 .into());
         }
         if r.items.len() > cv::MAX_BATCH {
-            return Err(ApiError::invalid_argument(ErrorReason::BatchTooLarge, "at most 1000 items")
+            return Err(ApiError::new(ErrorReason::BatchTooLarge, "at most 1000 items")
                 .with_metadata("field", "items")
                 .with_metadata("limit", cv::MAX_BATCH.to_string())
                 .into());
@@ -1377,7 +1330,7 @@ impl AuthzService for AuthzApi {
         // decision calls are open), or a person who is MSP staff.
         let who = caller(request.metadata(), &*self.authenticator, &self.service_token).await?;
         if who.user().is_some_and(|p| !p.is_msp_staff) {
-            return Err(ApiError::permission_denied(ErrorReason::PermissionDenied, "MSP staff only").into());
+            return Err(ApiError::new(ErrorReason::PermissionDenied, "MSP staff only").into());
         }
         use std::sync::atomic::Ordering;
         let duration = |micros: i64| prost_types::Duration {

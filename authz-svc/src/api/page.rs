@@ -1,22 +1,14 @@
 //! Page tokens: opaque, and bound to the request's other fields (a token used with other
 //! filters is INVALID_PAGE_TOKEN).
 
-use tether_proto::common::v1::ErrorReason;
+use tether_proto::{common::v1::ErrorReason, values::PageSize};
 use tether_runtime::error::ApiError;
 use uuid::Uuid;
 
 use crate::domain::parse_uuid;
 
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 500;
-
 pub fn size(page_size: i32) -> Result<usize, ApiError> {
-    match page_size {
-        n if n < 0 => Err(ApiError::invalid_argument(ErrorReason::ValueOutOfRange, "page_size must not be negative")
-            .with_metadata("field", "page_size")),
-        0 => Ok(DEFAULT_PAGE),
-        n => Ok((n as usize).min(MAX_PAGE)),
-    }
+    Ok(PageSize::parse("page_size", page_size)?.get())
 }
 
 /// A short fingerprint of the filters a token was issued for.
@@ -29,7 +21,7 @@ fn bind(binding: &str) -> String {
 }
 
 fn bad_token() -> ApiError {
-    ApiError::invalid_argument(ErrorReason::InvalidPageToken, "the page token is invalid for this request")
+    ApiError::new(ErrorReason::InvalidPageToken, "the page token is invalid for this request")
         .with_metadata("field", "page_token")
 }
 
@@ -83,6 +75,6 @@ mod tests {
             ErrorReason::InvalidPageToken
         );
         assert_eq!(size(-1).unwrap_err().reason, ErrorReason::ValueOutOfRange);
-        assert_eq!(size(10_000).unwrap(), MAX_PAGE);
+        assert_eq!(size(10_000).unwrap(), PageSize::MAX);
     }
 }

@@ -10,18 +10,9 @@ mod seed_tests;
 
 use uuid::Uuid;
 
-/// A canonical lower-case hyphenated UUID, or `None`.
+/// A canonical lower-case hyphenated UUID (the contract's one spelling), or `None`.
 pub fn parse_uuid(raw: &str) -> Option<Uuid> {
-    // Canonical form only: 36 characters, lower-case hex and hyphens (checked without
-    // allocating; this runs on every decision request).
-    let canonical =
-        raw.len() == 36 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
-    if !canonical {
-        return None;
-    }
-    let id = Uuid::try_parse(raw).ok()?;
-    // Hyphens must sit where the hyphenated form puts them.
-    [8, 13, 18, 23].iter().all(|&i| raw.as_bytes()[i] == b'-').then_some(id)
+    tether_proto::values::id("id", raw).ok()
 }
 
 /// A product-chosen resource id: 1-128 characters of `[A-Za-z0-9._:/-]`.

@@ -170,9 +170,10 @@ pub fn valid_permission_name(name: &str) -> bool {
             .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
 }
 
-/// A role name: [A-Za-z0-9_], 1-64 characters (custom roles: lower-case only, checked at the API).
+/// A role name: the contract's rule (1-64 of `[A-Za-z0-9_]`); custom roles are lower-case
+/// besides, checked where they are created.
 pub fn valid_role_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    tether_proto::values::RoleName::is_valid(name)
 }
 
 impl Policy {

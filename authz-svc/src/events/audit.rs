@@ -12,6 +12,7 @@ use tether_proto::{
 use tether_runtime::{
     access::Caller,
     db::{Database, now_micros},
+    events::Audit,
 };
 use tokio::sync::mpsc;
 
@@ -39,23 +40,16 @@ pub struct Change<'a> {
 }
 
 pub fn change_event(caller: Option<&Caller>, c: Change<'_>) -> AuditEvent {
-    AuditEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        occurred_at: Some(timestamp_from_micros(now_micros())),
-        source_service: SOURCE.to_owned(),
-        actor: Some(actor(caller)),
-        action: c.action.to_owned(),
-        resource_type: c.resource_type.to_owned(),
-        resource_id: c.resource_id,
-        tenant_id: c.tenant_id,
-        client_ip: caller.map(|c| c.client_ip.clone()).unwrap_or_default(),
-        outcome: AuditOutcome::Success as i32,
-        reason: String::new(),
-        trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
-        before_json: c.before.map(|v| v.to_string()).unwrap_or_default(),
-        after_json: c.after.map(|v| v.to_string()).unwrap_or_default(),
-        metadata_json: String::new(),
+    let client_ip = caller.map(|c| c.client_ip.as_str()).unwrap_or_default();
+    let mut event =
+        Audit::new(SOURCE, actor(caller), client_ip, c.action, c.resource_type, &c.resource_id).tenant(&c.tenant_id);
+    if let Some(before) = c.before {
+        event = event.before(before);
     }
+    if let Some(after) = c.after {
+        event = event.after(after);
+    }
+    event.build()
 }
 
 /// A decision to audit, as the call left it: the call moves its own strings in, the writer

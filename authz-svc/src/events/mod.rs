@@ -170,21 +170,21 @@ impl State {
         let bound = self.max_lag.as_micros() as i64;
         for (name, s) in [("identity", &self.identity), ("tenancy", &self.tenancy)] {
             if !s.snapshot_loaded.load(Ordering::SeqCst) {
-                return Err(ApiError::unavailable(
+                return Err(ApiError::new(
                     ErrorReason::IndexNotLoaded,
                     format!("the {name} snapshot is not loaded yet"),
                 ));
             }
             let lag = s.silent_for();
             if lag > bound {
-                return Err(ApiError::unavailable(
+                return Err(ApiError::new(
                     ErrorReason::IndexStale,
                     format!("the {name} stream has been silent for {} ms", lag / 1000),
                 ));
             }
             let behind = s.behind_for();
             if behind > bound {
-                return Err(ApiError::unavailable(
+                return Err(ApiError::new(
                     ErrorReason::IndexStale,
                     format!(
                         "the {name} stream's revision {} has waited unapplied for {} ms (applied: {})",
@@ -197,7 +197,7 @@ impl State {
         }
         let own = self.own.stale_for();
         if own > bound {
-            return Err(ApiError::unavailable(
+            return Err(ApiError::new(
                 ErrorReason::IndexStale,
                 if own == i64::MAX {
                     "authz's own data has not been read yet".to_owned()
@@ -222,7 +222,7 @@ impl State {
                 Ok(RevisionSource::Tenancy) => want.tenancy = want.tenancy.max(r.value),
                 Ok(RevisionSource::Authz) => want.authz = want.authz.max(r.value),
                 _ => {
-                    return Err(ApiError::invalid_argument(
+                    return Err(ApiError::new(
                         ErrorReason::InvalidConsistencyToken,
                         "the consistency token names an unknown source",
                     ));
@@ -245,7 +245,7 @@ impl State {
                 if have.identity >= want.identity && have.tenancy >= want.tenancy && have.authz >= want.authz {
                     return Ok(());
                 }
-                return Err(ApiError::unavailable(
+                return Err(ApiError::new(
                     ErrorReason::NotCaughtUp,
                     format!(
                         "this replica is at identity {} / tenancy {} / authz {}, behind the requested token",
@@ -511,13 +511,7 @@ pub async fn report_health(
 
 pub use audit::AuditSink;
 
-/// Unix microseconds as a protobuf timestamp.
-pub fn timestamp_from_micros(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
+pub use tether_runtime::db::timestamp as timestamp_from_micros;
 
 #[cfg(test)]
 mod tests {

@@ -2,11 +2,11 @@
 //! outbox. Every write takes the next revision and records its audit events in the same
 //! transaction; replicas reload this data when the revision moves.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 use tether_proto::common::v1::AuditEvent;
 use tether_runtime::{
     db::{Database, EmbeddedMigration},
-    events::{OUTBOX_MIGRATION, current_revision, next_revision, record_audit},
+    events::{OUTBOX_MIGRATION, current_revision},
 };
 use uuid::Uuid;
 
@@ -95,10 +95,7 @@ pub async fn revision(db: &Database) -> StoreResult<u64> {
 
 /// Everything the index needs from authz's schema, read consistently with its revision.
 pub async fn load_own(db: &Database, policy: &Policy) -> StoreResult<OwnData> {
-    let mut tx = match db.backend() {
-        tether_runtime::db::Backend::Postgres => db.pool().begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ").await?,
-        _ => db.pool().begin().await?,
-    };
+    let mut tx = db.begin_snapshot().await?;
     let revision = current_revision(&mut *tx).await?;
     let mut custom_roles = Vec::new();
     let rows = sqlx::query(
@@ -220,24 +217,15 @@ pub async fn load_own(db: &Database, policy: &Policy) -> StoreResult<OwnData> {
     Ok(OwnData { revision, custom_roles, overrides, resources, grants })
 }
 
-/// Runs `f` in a write transaction with the next revision, records `audit`, commits, and
-/// returns the revision and `f`'s result. If `f` fails (a quota is full), nothing is written.
-async fn write<T, F>(db: &Database, audit: &[AuditEvent], f: F) -> Result<(u64, T), WriteError>
-where
-    F: for<'t> FnOnce(&'t mut Transaction<'static, Any>) -> futures_util::future::BoxFuture<'t, Result<T, WriteError>>,
-{
-    let mut tx = db.begin_write().await?;
-    let revision = next_revision(&mut tx).await?;
-    let out = match f(&mut tx).await {
-        Ok(out) => out,
-        Err(e) => {
-            tx.rollback().await?;
-            return Err(e);
-        }
-    };
-    record_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok((revision, out))
+/// The one write recipe over authz's schema (no change stream: its replicas follow the
+/// revision), with the call's audit events.
+type Write = tether_runtime::events::Write<tether_runtime::events::NoChanges>;
+
+async fn commit(mut write: Write, audit: &[AuditEvent]) -> Result<u64, sqlx::Error> {
+    for event in audit {
+        write.audit(event.clone());
+    }
+    write.commit().await
 }
 
 pub async fn role_exists(db: &Database, name: &str) -> StoreResult<bool> {
@@ -258,62 +246,55 @@ pub async fn put_role(
     audit: &[AuditEvent],
 ) -> Result<u64, WriteError> {
     let role = role.clone();
-    let (rev, ()) = write(db, audit, move |tx| {
-        Box::pin(async move {
-            let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_roles WHERE name = $1")
-                .bind(role.name.clone())
-                .fetch_one(&mut **tx)
-                .await?;
-            if exists == 0 {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_roles").fetch_one(&mut **tx).await?;
-                within(n, limit, "custom roles")?;
-            }
-            sqlx::query("DELETE FROM custom_role_permissions WHERE role_name = $1").bind(role.name.clone()).execute(&mut **tx).await?;
-            sqlx::query(
-                "INSERT INTO custom_roles (name, display_name, description, scope, rank, assignable, msp_staff_only, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (name) DO UPDATE SET display_name = $2, description = $3, scope = $4, rank = $5, \
-                 assignable = $6, msp_staff_only = $7, updated_at = $9",
-            )
-            .bind(role.name.clone())
-            .bind(role.display_name.clone())
-            .bind(role.description.clone())
-            .bind(role.scope.as_str())
-            .bind(i64::from(role.rank))
-            .bind(i64::from(role.assignable))
-            .bind(i64::from(role.msp_staff_only))
-            .bind(role.created_at_micros)
-            .bind(role.updated_at_micros)
-            .execute(&mut **tx)
-            .await?;
-            for p in permissions {
-                sqlx::query("INSERT INTO custom_role_permissions (role_name, permission) VALUES ($1, $2)")
-                    .bind(role.name.clone())
-                    .bind(p)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(())
-        })
-    })
+    let mut write = Write::begin(db).await?;
+    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_roles WHERE name = $1")
+        .bind(role.name.clone())
+        .fetch_one(write.conn())
+        .await?;
+    if exists == 0 {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM custom_roles").fetch_one(write.conn()).await?;
+        within(n, limit, "custom roles")?;
+    }
+    sqlx::query("DELETE FROM custom_role_permissions WHERE role_name = $1")
+        .bind(role.name.clone())
+        .execute(write.conn())
+        .await?;
+    sqlx::query(
+        "INSERT INTO custom_roles (name, display_name, description, scope, rank, assignable, msp_staff_only, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (name) DO UPDATE SET display_name = $2, description = $3, scope = $4, rank = $5, \
+         assignable = $6, msp_staff_only = $7, updated_at = $9",
+    )
+    .bind(role.name.clone())
+    .bind(role.display_name.clone())
+    .bind(role.description.clone())
+    .bind(role.scope.as_str())
+    .bind(i64::from(role.rank))
+    .bind(i64::from(role.assignable))
+    .bind(i64::from(role.msp_staff_only))
+    .bind(role.created_at_micros)
+    .bind(role.updated_at_micros)
+    .execute(write.conn())
     .await?;
-    Ok(rev)
+    for p in permissions {
+        sqlx::query("INSERT INTO custom_role_permissions (role_name, permission) VALUES ($1, $2)")
+            .bind(role.name.clone())
+            .bind(p)
+            .execute(write.conn())
+            .await?;
+    }
+    Ok(commit(write, audit).await?)
 }
 
 pub async fn delete_role(db: &Database, name: &str, audit: &[AuditEvent]) -> Result<u64, WriteError> {
     let name = name.to_owned();
-    let (rev, ()) = write(db, audit, move |tx| {
-        Box::pin(async move {
-            sqlx::query("DELETE FROM custom_role_permissions WHERE role_name = $1")
-                .bind(name.clone())
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM custom_roles WHERE name = $1").bind(name).execute(&mut **tx).await?;
-            Ok(())
-        })
-    })
-    .await?;
-    Ok(rev)
+    let mut write = Write::begin(db).await?;
+    sqlx::query("DELETE FROM custom_role_permissions WHERE role_name = $1")
+        .bind(name.clone())
+        .execute(write.conn())
+        .await?;
+    sqlx::query("DELETE FROM custom_roles WHERE name = $1").bind(name).execute(write.conn()).await?;
+    Ok(commit(write, audit).await?)
 }
 
 /// Sets an override; a new one only while its tenant (or "everywhere") holds fewer than `limit`.
@@ -324,43 +305,37 @@ pub async fn set_override(
     audit: &[AuditEvent],
 ) -> Result<u64, WriteError> {
     let o = o.clone();
-    let (rev, ()) = write(db, audit, move |tx| {
-        Box::pin(async move {
-            let tenant = o.tenant.map(|t| t.to_string()).unwrap_or_default();
-            let exists: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM overrides WHERE user_id = $1 AND permission = $2 AND tenant_id = $3",
-            )
+    let mut write = Write::begin(db).await?;
+    let tenant = o.tenant.map(|t| t.to_string()).unwrap_or_default();
+    let exists: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM overrides WHERE user_id = $1 AND permission = $2 AND tenant_id = $3")
             .bind(o.user.to_string())
             .bind(o.permission.clone())
             .bind(tenant.clone())
-            .fetch_one(&mut **tx)
+            .fetch_one(write.conn())
             .await?;
-            if exists == 0 {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM overrides WHERE tenant_id = $1")
-                    .bind(tenant)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                within(n, limit, "overrides per tenant")?;
-            }
-            sqlx::query(
-                "INSERT INTO overrides (user_id, permission, tenant_id, effect, created_at, note, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (user_id, permission, tenant_id) DO UPDATE SET effect = $4, created_at = $5, note = $6, created_by = $7",
-            )
-            .bind(o.user.to_string())
-            .bind(o.permission.clone())
-            .bind(o.tenant.map(|t| t.to_string()).unwrap_or_default())
-            .bind(if o.deny { "deny" } else { "grant" })
-            .bind(o.created_at_micros)
-            .bind(o.note.clone())
-            .bind(o.created_by.clone())
-            .execute(&mut **tx)
+    if exists == 0 {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM overrides WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(write.conn())
             .await?;
-            Ok(())
-        })
-    })
+        within(n, limit, "overrides per tenant")?;
+    }
+    sqlx::query(
+        "INSERT INTO overrides (user_id, permission, tenant_id, effect, created_at, note, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (user_id, permission, tenant_id) DO UPDATE SET effect = $4, created_at = $5, note = $6, created_by = $7",
+    )
+    .bind(o.user.to_string())
+    .bind(o.permission.clone())
+    .bind(o.tenant.map(|t| t.to_string()).unwrap_or_default())
+    .bind(if o.deny { "deny" } else { "grant" })
+    .bind(o.created_at_micros)
+    .bind(o.note.clone())
+    .bind(o.created_by.clone())
+    .execute(write.conn())
     .await?;
-    Ok(rev)
+    Ok(commit(write, audit).await?)
 }
 
 /// Removes an override; `None` if there was none (nothing is written then).
@@ -372,22 +347,18 @@ pub async fn remove_override(
     audit: &[AuditEvent],
 ) -> StoreResult<Option<u64>> {
     let permission = permission.to_owned();
-    let mut tx = db.begin_write().await?;
+    let mut write = Write::begin(db).await?;
     let deleted = sqlx::query("DELETE FROM overrides WHERE user_id = $1 AND permission = $2 AND tenant_id = $3")
         .bind(user.to_string())
         .bind(permission)
         .bind(tenant.map(|t| t.to_string()).unwrap_or_default())
-        .execute(&mut *tx)
+        .execute(write.conn())
         .await?
         .rows_affected();
     if deleted == 0 {
-        tx.rollback().await?;
         return Ok(None);
     }
-    let revision = next_revision(&mut tx).await?;
-    record_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(Some(revision))
+    Ok(Some(commit(write, audit).await?))
 }
 
 /// Registers or updates a resource; a new one only while its tenant holds fewer than `limit`.
@@ -398,40 +369,34 @@ pub async fn put_resource(
     audit: &[AuditEvent],
 ) -> Result<u64, WriteError> {
     let r = r.clone();
-    let (rev, ()) = write(db, audit, move |tx| {
-        Box::pin(async move {
-            let exists: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE tenant_id = $1 AND resource_id = $2")
-                    .bind(r.tenant.to_string())
-                    .bind(r.resource_id.clone())
-                    .fetch_one(&mut **tx)
-                    .await?;
-            if exists == 0 {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE tenant_id = $1")
-                    .bind(r.tenant.to_string())
-                    .fetch_one(&mut **tx)
-                    .await?;
-                within(n, limit, "resources per tenant")?;
-            }
-            sqlx::query(
-                "INSERT INTO resources (tenant_id, resource_id, resource_type, parent_id, display_name, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (tenant_id, resource_id) DO UPDATE SET resource_type = $3, parent_id = $4, display_name = $5, updated_at = $7",
-            )
+    let mut write = Write::begin(db).await?;
+    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE tenant_id = $1 AND resource_id = $2")
+        .bind(r.tenant.to_string())
+        .bind(r.resource_id.clone())
+        .fetch_one(write.conn())
+        .await?;
+    if exists == 0 {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE tenant_id = $1")
             .bind(r.tenant.to_string())
-            .bind(r.resource_id.clone())
-            .bind(r.resource_type.clone())
-            .bind(r.parent.clone())
-            .bind(r.display_name.clone())
-            .bind(r.created_at_micros)
-            .bind(r.updated_at_micros)
-            .execute(&mut **tx)
+            .fetch_one(write.conn())
             .await?;
-            Ok(())
-        })
-    })
+        within(n, limit, "resources per tenant")?;
+    }
+    sqlx::query(
+        "INSERT INTO resources (tenant_id, resource_id, resource_type, parent_id, display_name, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (tenant_id, resource_id) DO UPDATE SET resource_type = $3, parent_id = $4, display_name = $5, updated_at = $7",
+    )
+    .bind(r.tenant.to_string())
+    .bind(r.resource_id.clone())
+    .bind(r.resource_type.clone())
+    .bind(r.parent.clone())
+    .bind(r.display_name.clone())
+    .bind(r.created_at_micros)
+    .bind(r.updated_at_micros)
+    .execute(write.conn())
     .await?;
-    Ok(rev)
+    Ok(commit(write, audit).await?)
 }
 
 /// Removes resources (already expanded to descendants by the caller) and their grants.
@@ -441,25 +406,20 @@ pub async fn remove_resources(
     ids: Vec<String>,
     audit: &[AuditEvent],
 ) -> Result<u64, WriteError> {
-    let (rev, ()) = write(db, audit, move |tx| {
-        Box::pin(async move {
-            for id in ids {
-                sqlx::query("DELETE FROM resource_grants WHERE tenant_id = $1 AND resource_id = $2")
-                    .bind(tenant.to_string())
-                    .bind(id.clone())
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query("DELETE FROM resources WHERE tenant_id = $1 AND resource_id = $2")
-                    .bind(tenant.to_string())
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(())
-        })
-    })
-    .await?;
-    Ok(rev)
+    let mut write = Write::begin(db).await?;
+    for id in ids {
+        sqlx::query("DELETE FROM resource_grants WHERE tenant_id = $1 AND resource_id = $2")
+            .bind(tenant.to_string())
+            .bind(id.clone())
+            .execute(write.conn())
+            .await?;
+        sqlx::query("DELETE FROM resources WHERE tenant_id = $1 AND resource_id = $2")
+            .bind(tenant.to_string())
+            .bind(id)
+            .execute(write.conn())
+            .await?;
+    }
+    Ok(commit(write, audit).await?)
 }
 
 /// Records a grant, or returns the existing identical one (idempotent); a new one only while
@@ -471,85 +431,63 @@ pub async fn put_grant(
     audit: &[AuditEvent],
 ) -> Result<(u64, GrantRecord), WriteError> {
     let g = g.clone();
-    write(db, audit, move |tx| {
-        Box::pin(async move {
-            let (role, permission) = match &g.access {
-                GrantAccess::Role(r) => (r.clone(), String::new()),
-                GrantAccess::Permission(p) => (String::new(), p.clone()),
-            };
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT grant_id FROM resource_grants WHERE user_id = $1 AND tenant_id = $2 AND resource_id = $3 \
-                 AND role = $4 AND permission = $5",
-            )
-            .bind(g.user.to_string())
-            .bind(g.tenant.to_string())
-            .bind(g.resource_id.clone())
-            .bind(role.clone())
-            .bind(permission.clone())
-            .fetch_optional(&mut **tx)
-            .await?;
-            if let Some(id) = existing.as_deref().and_then(parse_uuid) {
-                return Ok(GrantRecord { grant_id: id, ..g });
-            }
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resource_grants WHERE tenant_id = $1")
-                .bind(g.tenant.to_string())
-                .fetch_one(&mut **tx)
-                .await?;
-            within(n, limit, "resource grants per tenant")?;
-            sqlx::query(
-                "INSERT INTO resource_grants (grant_id, user_id, tenant_id, resource_id, role, permission, granted_by, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(g.grant_id.to_string())
-            .bind(g.user.to_string())
-            .bind(g.tenant.to_string())
-            .bind(g.resource_id.clone())
-            .bind(role)
-            .bind(permission)
-            .bind(g.granted_by.clone())
-            .bind(g.created_at_micros)
-            .execute(&mut **tx)
-            .await?;
-            Ok(g)
-        })
-    })
-    .await
+    let mut write = Write::begin(db).await?;
+    let (role, permission) = match &g.access {
+        GrantAccess::Role(r) => (r.clone(), String::new()),
+        GrantAccess::Permission(p) => (String::new(), p.clone()),
+    };
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT grant_id FROM resource_grants WHERE user_id = $1 AND tenant_id = $2 AND resource_id = $3 \
+         AND role = $4 AND permission = $5",
+    )
+    .bind(g.user.to_string())
+    .bind(g.tenant.to_string())
+    .bind(g.resource_id.clone())
+    .bind(role.clone())
+    .bind(permission.clone())
+    .fetch_optional(write.conn())
+    .await?;
+    if let Some(id) = existing.as_deref().and_then(parse_uuid) {
+        return Ok((commit(write, audit).await?, GrantRecord { grant_id: id, ..g }));
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resource_grants WHERE tenant_id = $1")
+        .bind(g.tenant.to_string())
+        .fetch_one(write.conn())
+        .await?;
+    within(n, limit, "resource grants per tenant")?;
+    sqlx::query(
+        "INSERT INTO resource_grants (grant_id, user_id, tenant_id, resource_id, role, permission, granted_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(g.grant_id.to_string())
+    .bind(g.user.to_string())
+    .bind(g.tenant.to_string())
+    .bind(g.resource_id.clone())
+    .bind(role)
+    .bind(permission)
+    .bind(g.granted_by.clone())
+    .bind(g.created_at_micros)
+    .execute(write.conn())
+    .await?;
+    Ok((commit(write, audit).await?, g))
 }
 
 /// Revokes a grant; `None` if there was none.
 pub async fn revoke_grant(db: &Database, grant_id: Uuid, audit: &[AuditEvent]) -> StoreResult<Option<u64>> {
-    let mut tx = db.begin_write().await?;
+    let mut write = Write::begin(db).await?;
     let deleted = sqlx::query("DELETE FROM resource_grants WHERE grant_id = $1")
         .bind(grant_id.to_string())
-        .execute(&mut *tx)
+        .execute(write.conn())
         .await?
         .rows_affected();
     if deleted == 0 {
-        tx.rollback().await?;
         return Ok(None);
     }
-    let revision = next_revision(&mut tx).await?;
-    record_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(Some(revision))
+    Ok(Some(commit(write, audit).await?))
 }
 
 /// Audit events of decisions (denials and sampled allows): no revision, nothing else changes.
-/// They are built as they are written, 50 at a time between statements, so the writer never
-/// holds a runtime worker (and the checks queued on it) for a whole interval's events.
 pub async fn record_decisions(db: &Database, events: impl Iterator<Item = AuditEvent> + Send) -> StoreResult<()> {
-    const GROUP: usize = 50;
-    let mut tx = db.begin_write().await?;
-    let mut group = Vec::with_capacity(GROUP);
-    for event in events {
-        group.push(event);
-        if group.len() == GROUP {
-            record_audit(&mut tx, &group).await?;
-            group.clear();
-        }
-    }
-    if !group.is_empty() {
-        record_audit(&mut tx, &group).await?;
-    }
-    tx.commit().await
+    tether_runtime::events::record_audit_only(db, events).await?;
+    Ok(())
 }

@@ -431,9 +431,12 @@ impl Sessions {
 #[tonic::async_trait]
 impl Authenticator for Sessions {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
-        self.0.lock().unwrap().get(token).cloned().ok_or_else(|| {
-            ApiError::unauthenticated(tether_proto::common::v1::ErrorReason::Unauthenticated, "unknown token")
-        })
+        self.0
+            .lock()
+            .unwrap()
+            .get(token)
+            .cloned()
+            .ok_or_else(|| ApiError::new(tether_proto::common::v1::ErrorReason::Unauthenticated, "unknown token"))
     }
 }
 

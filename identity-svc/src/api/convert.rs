@@ -14,12 +14,7 @@ use crate::{
     store::{accounts::AccountRow, sessions::SessionRow},
 };
 
-pub fn timestamp(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
+pub use tether_runtime::db::timestamp;
 
 pub fn ts(micros: i64) -> Option<prost_types::Timestamp> {
     Some(timestamp(micros))
@@ -95,7 +90,7 @@ pub fn token(revision: u64) -> Option<ConsistencyToken> {
 }
 
 pub fn input(e: InputError) -> ApiError {
-    ApiError::invalid_argument(e.reason, e.message).with_metadata("field", e.field)
+    ApiError::new(e.reason, e.message).with_metadata("field", e.field)
 }
 
 fn rule_reason(rule: &PasswordRule) -> ErrorReason {
@@ -114,7 +109,7 @@ pub fn password_rules(field: &str, rules: &[PasswordRule]) -> ApiError {
     let first = rules.first().map(rule_reason).unwrap_or(ErrorReason::WeakPassword);
     let message = rules.iter().map(PasswordRule::message).collect::<Vec<_>>().join("; ");
     let names = rules.iter().map(PasswordRule::name).collect::<Vec<_>>().join(",");
-    ApiError::invalid_argument(first, message).with_metadata("field", field).with_metadata("rules", names)
+    ApiError::new(first, message).with_metadata("field", field).with_metadata("rules", names)
 }
 
 pub fn policy(p: &PasswordPolicy) -> pb::PasswordPolicy {

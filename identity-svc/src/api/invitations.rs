@@ -67,7 +67,7 @@ fn json(row: &InvitationRow) -> serde_json::Value {
 }
 
 fn not_found() -> ApiError {
-    ApiError::not_found(ErrorReason::InvitationNotFound, "no such invitation")
+    ApiError::new(ErrorReason::InvitationNotFound, "no such invitation")
 }
 
 impl Identity {
@@ -103,25 +103,22 @@ impl Identity {
         let role = parse_role("role", &r.role).map_err(convert::input)?;
         let tenant_id = parse_opt_id("tenant_id", &r.tenant_id).map_err(convert::input)?;
         if !r.is_msp_staff && tenant_id.is_none() {
-            return Err(ApiError::invalid_argument(
-                ErrorReason::FieldRequired,
-                "tenant_id is required for client users",
-            )
-            .with_metadata("field", "tenant_id"));
+            return Err(ApiError::new(ErrorReason::FieldRequired, "tenant_id is required for client users")
+                .with_metadata("field", "tenant_id"));
         }
         let request_id = parse_opt_id("request_id", &r.request_id).map_err(convert::input)?.map(|u| u.to_string());
         let tenant =
             self.tenant_of_new(&caller, r.is_msp_staff, tenant_id, &role, r.at_least_as_fresh.as_ref()).await?;
         if let Some(rid) = &request_id
-            && let Some(existing) = store::get_by_request_id(self.db.pool(), rid).await.map_err(convert::db)?
+            && let Some(existing) = store::get_by_request_id(self.db.pool(), rid).await?
         {
             // A retry: the token cannot be shown again; the caller may resend. Only to someone
             // who may see that invitation: a request_id is not a way to read another's.
             if self.require_invitation(&caller, PERM_VIEW, &existing).await.is_err() {
-                return Err(ApiError::already_exists(ErrorReason::DuplicateEntry, "the request_id was already used")
+                return Err(ApiError::new(ErrorReason::RequestIdReused, "the request_id was already used")
                     .with_metadata("field", "request_id"));
             }
-            let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+            let revision = current_revision(self.db.pool()).await?;
             return Ok(pb::CreateInvitationResponse {
                 invitation: Some(invitation(&existing)),
                 consistency_token: convert::token(revision),
@@ -133,17 +130,17 @@ impl Identity {
         let inviter = caller.user().map(|p| p.user_id.clone()).unwrap_or_default();
         let now = now_micros();
 
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
         let primary = (!r.is_msp_staff).then_some(tenant.as_str());
         let account_id = match accounts::insert_pending(&mut tx, &email, &name, r.is_msp_staff, primary).await {
             Ok(id) => id,
             Err(e) if accounts::is_unique_violation(&e) => {
-                return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
+                return Err(ApiError::new(ErrorReason::EmailTaken, "the email is taken"));
             }
             Err(e) => return Err(convert::db(e)),
         };
-        intents::insert(&mut tx, &account_id, intents::Op::Add, &tenant, &role).await.map_err(convert::db)?;
+        intents::insert(&mut tx, &account_id, intents::Op::Add, &tenant, &role).await?;
         let row = InvitationRow {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: account_id.clone(),
@@ -160,16 +157,14 @@ impl Identity {
             send_count: 1,
             accepted_at: None,
         };
-        store::insert(&mut tx, &row, &tokens::digest(&token), request_id).await.map_err(convert::db)?;
-        let account = accounts::get(&mut *tx, &account_id).await.map_err(convert::db)?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&row)])
-            .await
-            .map_err(convert::db)?;
+        store::insert(&mut tx, &row, &tokens::digest(&token), request_id).await?;
+        let account = accounts::get(&mut *tx, &account_id).await?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&row)]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.create", "invitation", &row.id)
             .tenant(&tenant)
             .after(json(&row));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.feed.notify();
         self.relay.poke();
         // As CreateUser: the pending membership in place before the link goes out, so an
@@ -200,7 +195,7 @@ impl Identity {
         }
         self.require_tenant_seen(caller, &row.tenant_id)
             .await
-            .map_err(|e| if e.code == tonic::Code::NotFound { not_found() } else { e })?;
+            .map_err(|e| if e.code() == tonic::Code::NotFound { not_found() } else { e })?;
         match self.require_permission_in(caller, permission, &row.tenant_id, None).await {
             Ok(()) => Ok(()),
             Err(_) if permission == PERM_VIEW => Err(not_found()),
@@ -224,7 +219,7 @@ impl Identity {
             Ok(pb::InvitationStatus::Accepted) => "accepted",
             Ok(pb::InvitationStatus::Expired) => "expired",
             Ok(pb::InvitationStatus::Revoked) => "revoked",
-            Err(_) => return Err(ApiError::invalid_argument(ErrorReason::ValueOutOfRange, "unknown status")),
+            Err(_) => return Err(ApiError::new(ErrorReason::ValueOutOfRange, "unknown status")),
         };
         let mut tenant = parse_opt_id("tenant_id", &r.tenant_id).map_err(convert::input)?.map(|t| t.to_string());
         if let Some(p) = caller.user() {
@@ -236,15 +231,13 @@ impl Identity {
                 self.require_in(&caller, PERM_VIEW, &scope).await?;
             } else {
                 if tenant.as_ref().is_some_and(|t| *t != p.primary_tenant_id) {
-                    return Err(ApiError::permission_denied(ErrorReason::OutsideTenant, "not your tenant"));
+                    return Err(ApiError::new(ErrorReason::OutsideTenant, "not your tenant"));
                 }
                 self.require_in(&caller, PERM_VIEW, &p.primary_tenant_id).await?;
                 tenant = Some(p.primary_tenant_id.clone());
             }
         }
-        let mut rows = store::list(self.db.pool(), status, tenant.as_deref(), now_micros(), size + 1, offset)
-            .await
-            .map_err(convert::db)?;
+        let mut rows = store::list(self.db.pool(), status, tenant.as_deref(), now_micros(), size + 1, offset).await?;
         let more = rows.len() > size;
         rows.truncate(size);
         Ok(pb::ListInvitationsResponse {
@@ -260,26 +253,26 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let id = parse_id("invitation_id", &r.invitation_id).map_err(convert::input)?.to_string();
-        let before = store::get(self.db.pool(), &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let before = store::get(self.db.pool(), &id).await?.ok_or_else(not_found)?;
         self.require_invitation(&caller, PERM_MANAGE, &before).await?;
         match before.status.as_str() {
-            "accepted" => return Err(ApiError::failed_precondition(ErrorReason::InvitationUsed, "already accepted")),
-            "revoked" => return Err(ApiError::failed_precondition(ErrorReason::InvitationRevoked, "revoked")),
+            "accepted" => return Err(ApiError::new(ErrorReason::InvitationUsed, "already accepted")),
+            "revoked" => return Err(ApiError::new(ErrorReason::InvitationRevoked, "revoked")),
             _ => {}
         }
         let token = tokens::generate().map_err(ApiError::internal)?;
         let expires_at = now_micros() + self.config.invitations.ttl.as_micros() as i64;
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        store::reissue(&mut tx, &id, Some(&tokens::digest(&token)), expires_at).await.map_err(convert::db)?;
-        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![invitation_upserted(&after)]).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        store::reissue(&mut tx, &id, Some(&tokens::digest(&token)), expires_at).await?;
+        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![invitation_upserted(&after)]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.resend", "invitation", &id)
             .tenant(&after.tenant_id)
             .before(json(&before))
             .after(json(&after));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.feed.notify();
         if !r.skip_email {
             self.mail_invitation(&after, &token).await;
@@ -298,12 +291,12 @@ impl Identity {
     ) -> Result<pb::RevokeInvitationResponse, ApiError> {
         let caller = self.caller(&request).await?;
         let id = parse_id("invitation_id", &request.get_ref().invitation_id).map_err(convert::input)?.to_string();
-        let before = store::get(self.db.pool(), &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let before = store::get(self.db.pool(), &id).await?.ok_or_else(not_found)?;
         self.require_invitation(&caller, PERM_MANAGE, &before).await?;
         match before.status.as_str() {
-            "accepted" => return Err(ApiError::failed_precondition(ErrorReason::InvitationUsed, "already accepted")),
+            "accepted" => return Err(ApiError::new(ErrorReason::InvitationUsed, "already accepted")),
             "revoked" => {
-                let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+                let revision = current_revision(self.db.pool()).await?;
                 return Ok(pb::RevokeInvitationResponse {
                     invitation: Some(invitation(&before)),
                     consistency_token: convert::token(revision),
@@ -311,14 +304,14 @@ impl Identity {
             }
             _ => {}
         }
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        store::reissue(&mut tx, &id, None, 0).await.map_err(convert::db)?;
-        store::set_status(&mut tx, &id, "revoked").await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        store::reissue(&mut tx, &id, None, 0).await?;
+        store::set_status(&mut tx, &id, "revoked").await?;
         // The pending user goes too, and its membership with it.
-        accounts::tombstone(&mut tx, &before.account_id).await.map_err(convert::db)?;
-        intents::insert(&mut tx, &before.account_id, intents::Op::Clear, "", "").await.map_err(convert::db)?;
-        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        accounts::tombstone(&mut tx, &before.account_id).await?;
+        intents::insert(&mut tx, &before.account_id, intents::Op::Clear, "", "").await?;
+        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
         let deleted = pb::IdentityChange {
             change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
                 user_id: before.account_id.clone(),
@@ -326,13 +319,13 @@ impl Identity {
             })),
             ..Default::default()
         };
-        record_changes(&mut tx, revision, vec![invitation_upserted(&after), deleted]).await.map_err(convert::db)?;
+        record_changes(&mut tx, revision, vec![invitation_upserted(&after), deleted]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.revoke", "invitation", &id)
             .tenant(&after.tenant_id)
             .before(json(&before))
             .after(json(&after));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.feed.notify();
         self.relay.poke();
         Ok(pb::RevokeInvitationResponse {
@@ -344,27 +337,20 @@ impl Identity {
     /// The invitation a raw link token opens, or the precise reason it does not.
     async fn open_invitation(&self, raw: &str) -> Result<InvitationRow, ApiError> {
         if !tokens::well_formed(raw) {
-            return Err(ApiError::invalid_argument(
-                ErrorReason::InvitationTokenMalformed,
-                "the invitation link is garbled",
-            ));
+            return Err(ApiError::new(ErrorReason::InvitationTokenMalformed, "the invitation link is garbled"));
         }
-        let (id, voided) =
-            store::by_token(self.db.pool(), &tokens::digest(raw)).await.map_err(convert::db)?.ok_or_else(not_found)?;
-        let row = store::get(self.db.pool(), &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let (id, voided) = store::by_token(self.db.pool(), &tokens::digest(raw)).await?.ok_or_else(not_found)?;
+        let row = store::get(self.db.pool(), &id).await?.ok_or_else(not_found)?;
         match status_of(&row, now_micros()) {
             pb::InvitationStatus::Accepted => {
-                Err(ApiError::failed_precondition(ErrorReason::InvitationUsed, "this invitation was already accepted"))
+                Err(ApiError::new(ErrorReason::InvitationUsed, "this invitation was already accepted"))
             }
             pb::InvitationStatus::Revoked => {
-                Err(ApiError::failed_precondition(ErrorReason::InvitationRevoked, "this invitation was revoked"))
+                Err(ApiError::new(ErrorReason::InvitationRevoked, "this invitation was revoked"))
             }
-            _ if voided => Err(ApiError::failed_precondition(
-                ErrorReason::InvitationRevoked,
-                "this link was replaced by a newer one",
-            )),
+            _ if voided => Err(ApiError::new(ErrorReason::InvitationRevoked, "this link was replaced by a newer one")),
             pb::InvitationStatus::Expired => {
-                Err(ApiError::failed_precondition(ErrorReason::InvitationExpired, "this invitation has expired"))
+                Err(ApiError::new(ErrorReason::InvitationExpired, "this invitation has expired"))
             }
             _ => Ok(row),
         }
@@ -377,11 +363,7 @@ impl Identity {
         let row = self.open_invitation(&request.get_ref().invitation_token).await?;
         let inviter = match row.invited_by.as_str() {
             "" => String::new(),
-            id => accounts::get(self.db.pool(), id)
-                .await
-                .map_err(convert::db)?
-                .map(|a| a.display_name)
-                .unwrap_or_default(),
+            id => accounts::get(self.db.pool(), id).await?.map(|a| a.display_name).unwrap_or_default(),
         };
         // Asked live (the contract: "from tenancy-svc; empty if unavailable"): the page shows
         // the organisation's current name, and an outage only leaves the name out.
@@ -426,37 +408,32 @@ impl Identity {
         self.check_password("password", &password, &row.email, &name, None).await?;
         let hash = self.hasher.hash(&password).await?;
 
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
         // Re-checked under the write lock: two accepts of one link cannot both win.
-        let current = store::get(&mut *tx, &row.id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let current = store::get(&mut *tx, &row.id).await?.ok_or_else(not_found)?;
         if current.status != "pending" {
-            return Err(ApiError::failed_precondition(
-                ErrorReason::InvitationUsed,
-                "this invitation was already accepted",
-            ));
+            return Err(ApiError::new(ErrorReason::InvitationUsed, "this invitation was already accepted"));
         }
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let revision = next_revision(&mut tx).await?;
         // An administrator may have deactivated or deleted the invitee meanwhile: the link
         // must not bring the account back.
-        if !accounts::activate_invited(&mut tx, &row.account_id, &name, &hash).await.map_err(convert::db)? {
-            return Err(ApiError::failed_precondition(
+        if !accounts::activate_invited(&mut tx, &row.account_id, &name, &hash).await? {
+            return Err(ApiError::new(
                 ErrorReason::InvitationRevoked,
                 "this invitation is no longer valid; ask for a new one",
             ));
         }
-        store::set_status(&mut tx, &row.id, "accepted").await.map_err(convert::db)?;
-        store::reissue(&mut tx, &row.id, None, 0).await.map_err(convert::db)?;
-        sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
-        let account = accounts::get(&mut *tx, &row.account_id).await.map_err(convert::db)?.ok_or_else(not_found)?;
-        let after = store::get(&mut *tx, &row.id).await.map_err(convert::db)?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&after)])
-            .await
-            .map_err(convert::db)?;
+        store::set_status(&mut tx, &row.id, "accepted").await?;
+        store::reissue(&mut tx, &row.id, None, 0).await?;
+        sessions::bump_generation(&mut tx).await?;
+        let account = accounts::get(&mut *tx, &row.account_id).await?.ok_or_else(not_found)?;
+        let after = store::get(&mut *tx, &row.id).await?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&after)]).await?;
         let audit = Audit::new(anonymous(&row.email), &ip, "invitation.accept", "invitation", &row.id)
             .tenant(&row.tenant_id)
             .after(json(&after));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.feed.notify();
         // Login refuses an account whose membership has not reached tenancy-svc yet. The
         // invitation's delivery normally landed long ago, but one accepted right after it was

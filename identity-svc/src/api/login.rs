@@ -35,11 +35,11 @@ const STEP_PASSWORD_CHANGE: &str = "password_change";
 const STEP_PASSWORD_CHANGE_2FA: &str = "password_change_2fa";
 
 fn login_failed() -> ApiError {
-    ApiError::unauthenticated(ErrorReason::LoginFailed, "the email or password is incorrect")
+    ApiError::new(ErrorReason::LoginFailed, "the email or password is incorrect")
 }
 
 fn unauthenticated() -> ApiError {
-    ApiError::unauthenticated(ErrorReason::Unauthenticated, "the session token is not valid")
+    ApiError::new(ErrorReason::Unauthenticated, "the session token is not valid")
 }
 
 fn micros(d: Duration) -> i64 {
@@ -49,8 +49,9 @@ fn micros(d: Duration) -> i64 {
 /// `raw`, trimmed; INVALID_ARGUMENT (FIELD_TOO_LONG, naming the field) over `max` characters.
 pub(super) fn bounded(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
     if raw.chars().count() > max {
-        return Err(ApiError::invalid_argument(ErrorReason::FieldTooLong, format!("{field} is too long"))
-            .with_metadata("field", field));
+        return Err(
+            ApiError::new(ErrorReason::FieldTooLong, format!("{field} is too long")).with_metadata("field", field)
+        );
     }
     Ok(raw.trim().to_owned())
 }
@@ -60,11 +61,12 @@ pub(super) fn bounded(field: &'static str, raw: &str, max: usize) -> Result<Stri
 fn parse_ip(field: &'static str, raw: &str) -> Result<String, ApiError> {
     let trimmed = bounded(field, raw, 100)?;
     if trimmed.is_empty() {
-        return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, format!("{field} is required"))
-            .with_metadata("field", field));
+        return Err(
+            ApiError::new(ErrorReason::FieldRequired, format!("{field} is required")).with_metadata("field", field)
+        );
     }
     if trimmed.parse::<std::net::IpAddr>().is_err() {
-        return Err(ApiError::invalid_argument(ErrorReason::InvalidFormat, format!("{field} is not an IP address"))
+        return Err(ApiError::new(ErrorReason::InvalidFormat, format!("{field} is not an IP address"))
             .with_metadata("field", field));
     }
     Ok(trimmed)
@@ -96,11 +98,7 @@ pub(super) struct Gate {
 
 /// RESOURCE_EXHAUSTED / RATE_LIMITED: the client address is over its limit.
 fn address_locked() -> ApiError {
-    ApiError::new(
-        tonic::Code::ResourceExhausted,
-        ErrorReason::RateLimited,
-        "too many failed attempts from this address; try again later",
-    )
+    ApiError::new(ErrorReason::RateLimited, "too many failed attempts from this address; try again later")
 }
 
 fn bearer<T>(request: &Request<T>) -> Option<String> {
@@ -123,7 +121,7 @@ impl Identity {
 
         let normalized = Email::parse(&email_raw).map(|e| e.normalized()).ok();
         let account = match &normalized {
-            Some(e) => accounts::get_by_email(self.db.pool(), e).await.map_err(convert::db)?,
+            Some(e) => accounts::get_by_email(self.db.pool(), e).await?,
             None => None,
         }
         .filter(|a| a.status != Status::Deleted);
@@ -163,9 +161,7 @@ impl Identity {
         });
         if let Some(reason) = reason {
             if matches!(reason, "UNKNOWN_EMAIL" | "WRONG_PASSWORD" | "INVITATION_NOT_ACCEPTED") {
-                lockouts::record_failure(self.db.pool(), Kind::Ip, &ip, &self.config.ip_lockout, now)
-                    .await
-                    .map_err(convert::db)?;
+                lockouts::record_failure(self.db.pool(), Kind::Ip, &ip, &self.config.ip_lockout, now).await?;
                 lockouts::record_failure(
                     self.db.pool(),
                     Kind::Account,
@@ -173,8 +169,7 @@ impl Identity {
                     &self.config.account_lockout,
                     now,
                 )
-                .await
-                .map_err(convert::db)?;
+                .await?;
             }
             self.audit_login_failure(&email_raw, &ip, account.as_ref(), reason).await?;
             return Err(login_failed());
@@ -183,13 +178,13 @@ impl Identity {
         // The password alone does not clear the account's failures while a second factor is
         // still to come: wrong codes must keep counting towards the lockout.
         if had_failures && (!account.totp_enabled || r.second_factor.is_some()) {
-            lockouts::clear(self.db.pool(), Kind::Account, &account.id).await.map_err(convert::db)?;
+            lockouts::clear(self.db.pool(), Kind::Account, &account.id).await?;
         }
         if let Some(phc) = &account.password_hash
             && password::needs_rehash(phc)
         {
             let fresh = self.hasher.hash(&plain).await?;
-            accounts::rehash(self.db.pool(), &account.id, &fresh).await.map_err(convert::db)?;
+            accounts::rehash(self.db.pool(), &account.id, &fresh).await?;
         }
         let mut second_factor_done = false;
         if account.totp_enabled && r.second_factor.is_some() {
@@ -209,7 +204,7 @@ impl Identity {
             Ok(done) => done,
             Err(e) => {
                 // Failed closed (tenancy-svc could not tell the roles): on the trail too.
-                if e.code == tonic::Code::Unavailable {
+                if e.code() == tonic::Code::Unavailable {
                     self.audit_login_failure(&email_raw, &ip, Some(&account), "ROLES_UNAVAILABLE").await?;
                 }
                 return Err(e);
@@ -228,9 +223,9 @@ impl Identity {
         let id = account.map(|a| a.id.as_str()).unwrap_or_default();
         let email: String = email.chars().take(256).collect();
         let event = Audit::new(anonymous(&email), ip, "auth.login", "user", id).failed(reason).build();
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        record_audit(&mut tx, &[event]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)
+        let mut tx = self.db.begin_write().await?;
+        record_audit(&mut tx, &[event]).await?;
+        tx.commit().await.map_err(ApiError::from)
     }
 
     /// After the password, in order: the second factor (if on), a password change (if
@@ -268,10 +263,10 @@ impl Identity {
                 expires_at,
                 used: false,
             };
-            let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-            sessions::insert_step(&mut tx, &tokens::digest(&token), &step).await.map_err(convert::db)?;
-            let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
-            tx.commit().await.map_err(convert::db)?;
+            let mut tx = self.db.begin_write().await?;
+            sessions::insert_step(&mut tx, &tokens::digest(&token), &step).await?;
+            let revision = current_revision(&mut *tx).await?;
+            tx.commit().await?;
             let outcome = match kind {
                 super::two_factor::STEP_SECOND_FACTOR => Outcome::SecondFactorRequired(pb::SecondFactorRequired {
                     challenge_token: token,
@@ -295,24 +290,24 @@ impl Identity {
 
     /// A live, unused, unexpired step token of `kind`.
     pub(super) async fn open_step(&self, raw: &str, kind: &str) -> Result<LoginStep, ApiError> {
-        let invalid = || ApiError::unauthenticated(ErrorReason::LoginStepTokenInvalid, "the step token is not valid");
+        let invalid = || ApiError::new(ErrorReason::LoginStepTokenInvalid, "the step token is not valid");
         if !tokens::well_formed(raw) {
             return Err(invalid());
         }
-        let mut tx = self.db.pool().begin().await.map_err(convert::db)?;
-        let step = sessions::find_step(&mut tx, &tokens::digest(raw), kind).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        let mut tx = self.db.pool().begin().await?;
+        let step = sessions::find_step(&mut tx, &tokens::digest(raw), kind).await?;
+        tx.commit().await?;
         let step = step.filter(|s| !s.used).ok_or_else(invalid)?;
         if step.expires_at <= now_micros() {
-            return Err(ApiError::unauthenticated(ErrorReason::LoginStepTokenExpired, "the step token has expired"));
+            return Err(ApiError::new(ErrorReason::LoginStepTokenExpired, "the step token has expired"));
         }
         Ok(step)
     }
 
     pub(super) async fn consume_step(&self, raw: &str) -> Result<(), ApiError> {
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        sessions::use_step(&mut tx, &tokens::digest(raw)).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)
+        let mut tx = self.db.begin_write().await?;
+        sessions::use_step(&mut tx, &tokens::digest(raw)).await?;
+        tx.commit().await.map_err(ApiError::from)
     }
 
     /// The brute-force gate before a credential (password, second-factor code, a self-service
@@ -327,7 +322,7 @@ impl Identity {
             (Kind::Account, account, &self.config.account_lockout, Locked::Account),
         ];
         for (kind, subject, rules, locked) in limits {
-            if let Some(c) = lockouts::get(self.db.pool(), kind, subject).await.map_err(convert::db)? {
+            if let Some(c) = lockouts::get(self.db.pool(), kind, subject).await? {
                 gate.account_had_failures |= kind == Kind::Account;
                 if c.locked_until.is_some_and(|u| u > now) {
                     gate.locked = Some(locked);
@@ -342,12 +337,10 @@ impl Identity {
     /// Counts a failed credential toward the account's and the IP's limits.
     pub(super) async fn count_failure(&self, account_id: &str, ip: &str) -> Result<(), ApiError> {
         let now = now_micros();
-        lockouts::record_failure(self.db.pool(), Kind::Ip, ip, &self.config.ip_lockout, now)
-            .await
-            .map_err(convert::db)?;
+        lockouts::record_failure(self.db.pool(), Kind::Ip, ip, &self.config.ip_lockout, now).await?;
         lockouts::record_failure(self.db.pool(), Kind::Account, account_id, &self.config.account_lockout, now)
             .await
-            .map_err(convert::db)
+            .map_err(ApiError::from)
     }
 
     async fn issue_session(
@@ -369,18 +362,18 @@ impl Identity {
             user_agent: ua.to_owned(),
             second_factor_verified,
         };
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
         let ended = if self.config.sessions.single_session {
-            sessions::revoke_all(&mut tx, &a.id, None).await.map_err(convert::db)?
+            sessions::revoke_all(&mut tx, &a.id, None).await?
         } else {
             Vec::new()
         };
-        sessions::insert(&mut tx, &tokens::digest(&token), &row).await.map_err(convert::db)?;
-        accounts::record_login(&mut tx, &a.id, now).await.map_err(convert::db)?;
+        sessions::insert(&mut tx, &tokens::digest(&token), &row).await?;
+        accounts::record_login(&mut tx, &a.id, now).await?;
         if !ended.is_empty() {
             let changes = ended.iter().map(|s| session_revoked(s, &a.id)).collect();
-            record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+            record_changes(&mut tx, revision, changes).await?;
         }
         let actor = tether_proto::common::v1::Actor {
             kind: tether_proto::common::v1::ActorKind::User as i32,
@@ -393,8 +386,8 @@ impl Identity {
         };
         let audit = Audit::new(actor, ip, "auth.login", "session", &row.id)
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         // The revision is in the login's consistency token: followers hear of it at once.
         self.feed.notify();
         if !ended.is_empty() {
@@ -413,7 +406,7 @@ impl Identity {
         request: Request<pb::CompletePasswordChangeRequest>,
     ) -> Result<pb::CompletePasswordChangeResponse, ApiError> {
         let r = request.into_inner();
-        let invalid = || ApiError::unauthenticated(ErrorReason::LoginStepTokenInvalid, "the step token is not valid");
+        let invalid = || ApiError::new(ErrorReason::LoginStepTokenInvalid, "the step token is not valid");
         if !tokens::well_formed(&r.password_change_token) {
             return Err(invalid());
         }
@@ -433,20 +426,20 @@ impl Identity {
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
         // Used up first: a second call with the same token finds it used.
-        let still = sessions::find_step(&mut tx, &digest, kind).await.map_err(convert::db)?;
+        let still = sessions::find_step(&mut tx, &digest, kind).await?;
         if still.is_none_or(|s| s.used) {
             return Err(invalid());
         }
-        sessions::use_step(&mut tx, &digest).await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await.map_err(convert::db)?;
-        let after = accounts::get(&mut *tx, &a.id).await.map_err(convert::db)?.ok_or_else(invalid)?;
-        record_changes(&mut tx, revision, vec![upserted(&after)]).await.map_err(convert::db)?;
+        sessions::use_step(&mut tx, &digest).await?;
+        let revision = next_revision(&mut tx).await?;
+        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
+        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(invalid)?;
+        record_changes(&mut tx, revision, vec![upserted(&after)]).await?;
         let audit = Audit::new(anonymous(&email), &step.client_ip, "user.password_change", "user", &a.id);
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.feed.notify();
         let (outcome, revision) =
             self.next_step(&after, &step.client_ip, &step.user_agent, kind == STEP_PASSWORD_CHANGE_2FA).await?;
@@ -469,7 +462,7 @@ impl Identity {
         if let Some(hit) = self.cache.get(&digest, generation) {
             if now < hit.expires_at && now < hit.last_seen_at + idle {
                 if now - hit.last_seen_at > touch_every {
-                    sessions::touch(self.auth_db.pool(), &hit.principal.session_id, now).await.map_err(convert::db)?;
+                    sessions::touch(self.auth_db.pool(), &hit.principal.session_id, now).await?;
                     self.cache.touch(&digest, now);
                 }
                 return Ok(pb::AuthenticateResponse {
@@ -480,23 +473,17 @@ impl Identity {
             // Maybe another replica kept it alive: re-read below.
             self.cache.remove(&digest);
         }
-        let s = sessions::find_live(self.auth_db.pool(), &digest)
-            .await
-            .map_err(convert::db)?
-            .ok_or_else(unauthenticated)?;
+        let s = sessions::find_live(self.auth_db.pool(), &digest).await?.ok_or_else(unauthenticated)?;
         if now >= s.expires_at || now >= s.last_seen_at + idle {
-            return Err(ApiError::unauthenticated(ErrorReason::SessionExpired, "the session has expired"));
+            return Err(ApiError::new(ErrorReason::SessionExpired, "the session has expired"));
         }
-        let a = accounts::get(self.auth_db.pool(), &s.account_id)
-            .await
-            .map_err(convert::db)?
-            .ok_or_else(unauthenticated)?;
+        let a = accounts::get(self.auth_db.pool(), &s.account_id).await?.ok_or_else(unauthenticated)?;
         if a.status != Status::Active || !a.provisioned {
             return Err(unauthenticated());
         }
         let mut last_seen = s.last_seen_at;
         if now - last_seen > touch_every {
-            sessions::touch(self.auth_db.pool(), &s.id, now).await.map_err(convert::db)?;
+            sessions::touch(self.auth_db.pool(), &s.id, now).await?;
             last_seen = now;
         }
         let principal = convert::principal(&a, &s.id);
@@ -527,22 +514,22 @@ impl Identity {
         ids: &[String],
         action: &str,
     ) -> Result<u64, ApiError> {
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
         let mut ended = Vec::new();
         for id in ids {
-            if sessions::revoke(&mut tx, id).await.map_err(convert::db)? {
+            if sessions::revoke(&mut tx, id).await? {
                 ended.push(id.clone());
             }
         }
         let changes = ended.iter().map(|s| session_revoked(s, user_id)).collect::<Vec<_>>();
         if !changes.is_empty() {
-            record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+            record_changes(&mut tx, revision, changes).await?;
         }
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", user_id)
             .metadata(serde_json::json!({ "session_ids": ended }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         Ok(revision)
     }
@@ -552,7 +539,7 @@ impl Identity {
     async fn session_subject(&self, caller: &Caller, raw: &str) -> Result<String, ApiError> {
         match (raw.trim(), caller.user()) {
             ("", Some(p)) => Ok(p.user_id.clone()),
-            ("", None) => Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "user_id is required")),
+            ("", None) => Err(ApiError::new(ErrorReason::FieldRequired, "user_id is required")),
             (raw, p) => {
                 let id = parse_id("user_id", raw).map_err(convert::input)?.to_string();
                 if p.is_none_or(|p| p.user_id != id) {
@@ -573,8 +560,7 @@ impl Identity {
         let user_id = self.session_subject(&caller, &r.user_id).await?;
         let size = account::page_size(r.page_size).map_err(convert::input)?;
         let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
-        let mut rows =
-            sessions::list_live(self.db.pool(), &user_id, now_micros(), size + 1, offset).await.map_err(convert::db)?;
+        let mut rows = sessions::list_live(self.db.pool(), &user_id, now_micros(), size + 1, offset).await?;
         let more = rows.len() > size;
         rows.truncate(size);
         let current = caller.user().map(|p| p.session_id.clone()).unwrap_or_default();
@@ -591,8 +577,8 @@ impl Identity {
     ) -> Result<pb::RevokeSessionResponse, ApiError> {
         let caller = self.caller(&request).await?;
         let id = parse_id("session_id", &request.get_ref().session_id).map_err(convert::input)?.to_string();
-        let not_found = || ApiError::not_found(ErrorReason::SessionNotFound, "no such session");
-        let s = sessions::get(self.db.pool(), &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let not_found = || ApiError::new(ErrorReason::SessionNotFound, "no such session");
+        let s = sessions::get(self.db.pool(), &id).await?.ok_or_else(not_found)?;
         if caller.user().is_none_or(|p| p.user_id != s.account_id) {
             let owner = self.load(&s.account_id).await?;
             self.require_on(&caller, PERM_MANAGE, &owner).await.map_err(|_| not_found())?;
@@ -609,17 +595,17 @@ impl Identity {
         let r = request.get_ref();
         let user_id = self.session_subject(&caller, &r.user_id).await?;
         let keep = caller.user().filter(|_| r.keep_current).map(|p| p.session_id.clone());
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        let ended = sessions::revoke_all(&mut tx, &user_id, keep.as_deref()).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        let ended = sessions::revoke_all(&mut tx, &user_id, keep.as_deref()).await?;
         if !ended.is_empty() {
             let changes = ended.iter().map(|s| session_revoked(s, &user_id)).collect();
-            record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+            record_changes(&mut tx, revision, changes).await?;
         }
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "session.revoke_all", "user", &user_id)
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         Ok(pb::RevokeUserSessionsResponse {
             sessions_ended: ended.len() as i32,
@@ -641,7 +627,7 @@ impl Identity {
         match self.credential_lockout(&a.id, &caller.client_ip).await?.locked {
             Some(Locked::Ip) => return Err(address_locked()),
             Some(Locked::Account) => {
-                return Err(ApiError::failed_precondition(
+                return Err(ApiError::new(
                     ErrorReason::AccountLocked,
                     "too many failed attempts: the account is locked for now; try again later",
                 ));
@@ -652,31 +638,28 @@ impl Identity {
             && self.hasher.verify(&r.current_password, a.password_hash.as_deref()).await?;
         if !current_ok {
             self.count_failure(&a.id, &caller.client_ip).await?;
-            return Err(ApiError::invalid_argument(
-                ErrorReason::CurrentPasswordIncorrect,
-                "the current password is incorrect",
-            )
-            .with_metadata("field", "current_password"));
+            return Err(ApiError::new(ErrorReason::CurrentPasswordIncorrect, "the current password is incorrect")
+                .with_metadata("field", "current_password"));
         }
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
         let ended = if r.end_other_sessions {
-            sessions::revoke_all(&mut tx, &a.id, Some(&p.session_id)).await.map_err(convert::db)?
+            sessions::revoke_all(&mut tx, &a.id, Some(&p.session_id)).await?
         } else {
             Vec::new()
         };
-        let after = accounts::get(&mut *tx, &a.id).await.map_err(convert::db)?.ok_or_else(unauthenticated)?;
+        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(unauthenticated)?;
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
-        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        record_changes(&mut tx, revision, changes).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_change", "user", &a.id)
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         Ok(pb::ChangePasswordResponse {
             sessions_ended: ended.len() as i32,
@@ -694,25 +677,25 @@ impl Identity {
         let temporary = parse_password("temporary_password", &r.temporary_password).map_err(convert::input)?;
         let before = self.load(&id).await?;
         if before.status == Status::Deleted {
-            return Err(ApiError::not_found(ErrorReason::UserNotFound, "no such user"));
+            return Err(ApiError::new(ErrorReason::UserNotFound, "no such user"));
         }
         self.require_on(&caller, PERM_MANAGE, &before).await?;
         let email = before.email.clone().unwrap_or_default();
         self.check_password("temporary_password", &temporary, &email, &before.display_name, Some(&id)).await?;
         let hash = self.hasher.hash(&temporary).await?;
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        accounts::set_password(&mut tx, &id, &hash, true).await.map_err(convert::db)?;
-        let ended = sessions::revoke_all(&mut tx, &id, None).await.map_err(convert::db)?;
-        let after = accounts::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(unauthenticated)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        accounts::set_password(&mut tx, &id, &hash, true).await?;
+        let ended = sessions::revoke_all(&mut tx, &id, None).await?;
+        let after = accounts::get(&mut *tx, &id).await?.ok_or_else(unauthenticated)?;
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, &id)));
-        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        record_changes(&mut tx, revision, changes).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_reset", "user", &id)
             .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
             .metadata(serde_json::json!({ "method": "temporary_password", "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         Ok(pb::SetTemporaryPasswordResponse {
             user: Some(convert::user(&after)),
@@ -741,9 +724,7 @@ impl Identity {
             kind = Some(Kind::Account);
         }
         let now = now_micros();
-        let rows = lockouts::list(self.db.pool(), kind, r.locked_only.then_some(now), size + 1, offset)
-            .await
-            .map_err(convert::db)?;
+        let rows = lockouts::list(self.db.pool(), kind, r.locked_only.then_some(now), size + 1, offset).await?;
         let more = rows.len() > size;
         let mut out = Vec::new();
         let mut homes = super::Homes::new();
@@ -759,7 +740,7 @@ impl Identity {
                 ..Default::default()
             };
             if c.kind == Kind::Account {
-                let Some(a) = accounts::get(self.db.pool(), &c.subject).await.map_err(convert::db)? else { continue };
+                let Some(a) = accounts::get(self.db.pool(), &c.subject).await? else { continue };
                 if !staff && self.require_on_each(&caller, PERM_MANAGE, &a, &mut homes).await.is_err() {
                     continue;
                 }
@@ -790,24 +771,21 @@ impl Identity {
             }
             Some(pb::clear_lockout_request::Target::ClientIp(raw)) => {
                 if caller.user().is_some_and(|p| !p.is_msp_staff) {
-                    return Err(ApiError::permission_denied(
-                        ErrorReason::MspStaffRequired,
-                        "IP entries: MSP staff only",
-                    ));
+                    return Err(ApiError::new(ErrorReason::MspStaffRequired, "IP entries: MSP staff only"));
                 }
                 self.require_in(&caller, PERM_MANAGE, &self.admin.id().await?).await?;
                 (Kind::Ip, parse_ip("client_ip", raw)?)
             }
             None => {
-                return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "user_id or client_ip is required"));
+                return Err(ApiError::new(ErrorReason::FieldRequired, "user_id or client_ip is required"));
             }
         };
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let cleared = lockouts::clear(&mut *tx, kind, &subject).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let cleared = lockouts::clear(&mut *tx, kind, &subject).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "lockout.clear", kind.as_str(), &subject);
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        let revision = current_revision(&mut *tx).await?;
+        tx.commit().await?;
         Ok(pb::ClearLockoutResponse { cleared, consistency_token: convert::token(revision) })
     }
 }

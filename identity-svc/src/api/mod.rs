@@ -5,7 +5,6 @@
 mod call_classes;
 pub use call_classes::SERVED;
 mod convert;
-pub use convert::timestamp;
 mod invitations;
 mod login;
 mod resets;
@@ -130,7 +129,7 @@ impl Identity {
         homes: &mut Homes,
     ) -> Result<(), ApiError> {
         let Some(p) = caller.user() else { return Ok(()) };
-        let not_found = || ApiError::not_found(ErrorReason::UserNotFound, "no such user");
+        let not_found = || ApiError::new(ErrorReason::UserNotFound, "no such user");
         if !p.is_msp_staff
             && (target.is_msp_staff
                 || !self.within_home_each(p, target.primary_tenant_id.as_deref().unwrap_or(""), homes).await?)
@@ -144,7 +143,7 @@ impl Identity {
         if permission == PERM_VIEW || !self.authorizer.check(&p.user_id, PERM_VIEW, &tenant, None).await? {
             return Err(not_found());
         }
-        Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))
+        Err(ApiError::new(ErrorReason::PermissionDenied, format!("{permission} is required")))
     }
 
     /// A question to tenancy-svc that a request cannot be answered without: bounded by
@@ -157,7 +156,7 @@ impl Identity {
     ) -> Result<T, ApiError> {
         let failed = |detail: String| {
             tracing::warn!(what, %detail, "tenancy-svc could not answer; failing closed");
-            ApiError::unavailable(ErrorReason::Unavailable, format!("tenancy-svc could not tell {what}; try again"))
+            ApiError::new(ErrorReason::Unavailable, format!("tenancy-svc could not tell {what}; try again"))
                 .with_metadata("service", "tenancy-svc")
         };
         match tokio::time::timeout(self.config.tenancy_timeout, call).await {
@@ -196,7 +195,7 @@ impl Identity {
     pub async fn require_tenant_seen(&self, caller: &Caller, tenant_id: &str) -> Result<(), ApiError> {
         match caller.user() {
             Some(p) if !p.is_msp_staff && !self.within_home(p, tenant_id).await? => {
-                Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant"))
+                Err(ApiError::new(ErrorReason::TenantNotFound, "no such tenant"))
             }
             _ => Ok(()),
         }
@@ -233,7 +232,7 @@ impl Identity {
         if self.authorizer.check(&p.user_id, permission, tenant_id, at_least_as_fresh).await? {
             Ok(())
         } else {
-            Err(ApiError::permission_denied(ErrorReason::PermissionDenied, format!("{permission} is required")))
+            Err(ApiError::new(ErrorReason::PermissionDenied, format!("{permission} is required")))
         }
     }
 }

@@ -38,14 +38,14 @@ impl Identity {
         let token = tokens::generate().map_err(ApiError::internal)?;
         let expires_at = now_micros() + self.config.invitations.reset_ttl.as_micros() as i64;
         let email = a.email.clone().unwrap_or_default();
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        resets::issue(&mut tx, &a.id, &tokens::digest(&token), expires_at).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        resets::issue(&mut tx, &a.id, &tokens::digest(&token), expires_at).await?;
         let actor = caller.map(|c| c.audit_actor()).unwrap_or_else(|| anonymous(&email));
         let audit = Audit::new(actor, ip, "user.password_reset_link", "user", &a.id)
             .tenant(a.primary_tenant_id.as_deref().unwrap_or_default());
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        let revision = current_revision(&mut *tx).await?;
+        tx.commit().await?;
         let body = format!(
             "Hello {},\n\nOpen this link to choose a new password (it expires in {} minutes and works once):\n\n{}{}\n",
             a.display_name,
@@ -73,11 +73,11 @@ impl Identity {
         let id = parse_id("user_id", &request.get_ref().user_id).map_err(convert::input)?.to_string();
         let a = self.load(&id).await?;
         if a.status == Status::Deleted {
-            return Err(ApiError::not_found(ErrorReason::UserNotFound, "no such user"));
+            return Err(ApiError::new(ErrorReason::UserNotFound, "no such user"));
         }
         self.require_on(&caller, PERM_MANAGE, &a).await?;
         if a.status != Status::Active {
-            return Err(ApiError::failed_precondition(ErrorReason::UserNotActive, "the user is not active"));
+            return Err(ApiError::new(ErrorReason::UserNotActive, "the user is not active"));
         }
         let (expires_at, revision) = self.issue_reset(Some(&caller), &a, &caller.client_ip).await?;
         Ok(pb::SendPasswordResetResponse {
@@ -98,19 +98,16 @@ impl Identity {
         let limit = self.config.reset_rate;
         let window = i64::try_from(limit.window.as_micros()).unwrap_or(i64::MAX).max(1);
         let now = now_micros();
-        let hits = rate_limits::hit(self.db.pool(), "password_reset_ip", &ip, now - now % window)
-            .await
-            .map_err(convert::db)?;
+        let hits = rate_limits::hit(self.db.pool(), "password_reset_ip", &ip, now - now % window).await?;
         if hits > i64::from(limit.max) {
             return Err(ApiError::new(
-                tonic::Code::ResourceExhausted,
                 ErrorReason::RateLimited,
                 "too many password-reset requests from this address; try again later",
             ));
         }
         let raw: String = request.get_ref().email.chars().take(300).collect();
         if let Ok(email) = Email::parse(&raw)
-            && let Some(a) = accounts::get_by_email(self.db.pool(), &email.normalized()).await.map_err(convert::db)?
+            && let Some(a) = accounts::get_by_email(self.db.pool(), &email.normalized()).await?
             && a.status == Status::Active
             && a.provisioned
             && let Err(e) = self.issue_reset(None, &a, &ip).await
@@ -128,55 +125,45 @@ impl Identity {
         // The person's address when the edge vouches for it (`x-client-ip`), as Login does.
         let ip = tether_runtime::access::client_ip(&request, &self.service_token, "");
         let r = request.into_inner();
-        let malformed =
-            || ApiError::invalid_argument(ErrorReason::PasswordResetTokenMalformed, "the reset link is not valid");
+        let malformed = || ApiError::new(ErrorReason::PasswordResetTokenMalformed, "the reset link is not valid");
         if !tokens::well_formed(&r.reset_token) {
             return Err(malformed());
         }
         let digest = tokens::digest(&r.reset_token);
-        let reset = resets::find(self.db.pool(), &digest).await.map_err(convert::db)?.ok_or_else(malformed)?;
+        let reset = resets::find(self.db.pool(), &digest).await?.ok_or_else(malformed)?;
         if reset.used {
-            return Err(ApiError::failed_precondition(
-                ErrorReason::PasswordResetUsed,
-                "the reset link was already used",
-            ));
+            return Err(ApiError::new(ErrorReason::PasswordResetUsed, "the reset link was already used"));
         }
         if reset.voided {
-            return Err(ApiError::failed_precondition(
-                ErrorReason::PasswordResetRevoked,
-                "the reset link was replaced",
-            ));
+            return Err(ApiError::new(ErrorReason::PasswordResetRevoked, "the reset link was replaced"));
         }
         if reset.expires_at <= now_micros() {
-            return Err(ApiError::failed_precondition(ErrorReason::PasswordResetExpired, "the reset link has expired"));
+            return Err(ApiError::new(ErrorReason::PasswordResetExpired, "the reset link has expired"));
         }
         let new_password = parse_password("new_password", &r.new_password).map_err(convert::input)?;
         let a = self.load(&reset.account_id).await?;
         if a.status != Status::Active {
-            return Err(ApiError::failed_precondition(ErrorReason::PasswordResetRevoked, "the account is not active"));
+            return Err(ApiError::new(ErrorReason::PasswordResetRevoked, "the account is not active"));
         }
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        if !resets::use_up(&mut tx, &digest).await.map_err(convert::db)? {
-            return Err(ApiError::failed_precondition(
-                ErrorReason::PasswordResetUsed,
-                "the reset link was already used",
-            ));
+        let mut tx = self.db.begin_write().await?;
+        if !resets::use_up(&mut tx, &digest).await? {
+            return Err(ApiError::new(ErrorReason::PasswordResetUsed, "the reset link was already used"));
         }
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await.map_err(convert::db)?;
-        let ended = sessions::revoke_all(&mut tx, &a.id, None).await.map_err(convert::db)?;
-        let after = accounts::get(&mut *tx, &a.id).await.map_err(convert::db)?.ok_or_else(malformed)?;
+        let revision = next_revision(&mut tx).await?;
+        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
+        let ended = sessions::revoke_all(&mut tx, &a.id, None).await?;
+        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(malformed)?;
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
-        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        record_changes(&mut tx, revision, changes).await?;
         let audit = Audit::new(anonymous(&email), &ip, "user.password_reset", "user", &a.id)
             .metadata(serde_json::json!({ "method": "link", "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
-        lockouts::clear(self.db.pool(), lockouts::Kind::Account, &a.id).await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
+        lockouts::clear(self.db.pool(), lockouts::Kind::Account, &a.id).await?;
         self.sessions_changed().await;
         Ok(pb::ResetPasswordResponse { user_id: a.id, consistency_token: convert::token(revision) })
     }

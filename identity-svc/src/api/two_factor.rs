@@ -48,7 +48,7 @@ fn unix_seconds() -> i64 {
 /// separately, still work; an administrator can also reset the user's 2FA).
 fn secret_unreadable(account_id: &str, e: KeyError) -> ApiError {
     tracing::error!(user_id = %account_id, error = %e, "cannot decrypt a TOTP secret; check TETHER_IDENTITY_TOTP_KEYS");
-    ApiError::failed_precondition(
+    ApiError::new(
         ErrorReason::ConfigInvalid,
         "the authenticator code cannot be checked: its secret does not decrypt with the configured keys; use a \
          recovery code or ask an administrator",
@@ -65,7 +65,7 @@ impl Identity {
     pub(super) async fn requires_two_factor(&self, a: &AccountRow) -> Result<bool, ApiError> {
         let now = now_micros();
         let in_force = |p: &Policy| p.in_force(now);
-        if let Some(p) = store::policy(self.db.pool(), "").await.map_err(convert::db)?
+        if let Some(p) = store::policy(self.db.pool(), "").await?
             && in_force(&p)
             && (p.require_all || (p.require_msp_staff && a.is_msp_staff))
         {
@@ -74,12 +74,8 @@ impl Identity {
         // Tenant policies requiring everyone: the home tenant's applies at once (MSP staff's home
         // is the admin tenancy); any other tenant's covers its direct members and those of its
         // departments, which only tenancy knows.
-        let tenant_policies: Vec<Policy> = store::tenant_wide_policies(self.db.pool())
-            .await
-            .map_err(convert::db)?
-            .into_iter()
-            .filter(in_force)
-            .collect();
+        let tenant_policies: Vec<Policy> =
+            store::tenant_wide_policies(self.db.pool()).await?.into_iter().filter(in_force).collect();
         // Fails closed: without the admin tenancy's id its policy cannot be ruled out.
         let admin = if tenant_policies.is_empty() { None } else { Some(self.admin.id().await?) };
         let home = match (&a.primary_tenant_id, a.is_msp_staff) {
@@ -90,7 +86,7 @@ impl Identity {
             return Ok(true);
         }
         let role_policies: Vec<Policy> =
-            store::role_policies(self.db.pool()).await.map_err(convert::db)?.into_iter().filter(in_force).collect();
+            store::role_policies(self.db.pool()).await?.into_iter().filter(in_force).collect();
         if role_policies.is_empty() && tenant_policies.is_empty() {
             return Ok(false);
         }
@@ -121,7 +117,7 @@ impl Identity {
             return Ok(false);
         }
         if let Some(code) = totp_code {
-            let Some(row) = store::get(self.db.pool(), account_id).await.map_err(convert::db)? else {
+            let Some(row) = store::get(self.db.pool(), account_id).await? else {
                 return Ok(false);
             };
             if !row.confirmed {
@@ -131,15 +127,15 @@ impl Identity {
             let Some(step) = totp::verify(&secret, code, unix_seconds(), row.last_used_step) else {
                 return Ok(false);
             };
-            let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-            let fresh = store::use_step(&mut tx, account_id, step).await.map_err(convert::db)?;
-            tx.commit().await.map_err(convert::db)?;
+            let mut tx = self.db.begin_write().await?;
+            let fresh = store::use_step(&mut tx, account_id, step).await?;
+            tx.commit().await?;
             return Ok(fresh);
         }
         if let Some(code) = recovery_code {
-            let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-            let used = store::use_recovery(&mut tx, account_id, &recovery_hash(code)).await.map_err(convert::db)?;
-            tx.commit().await.map_err(convert::db)?;
+            let mut tx = self.db.begin_write().await?;
+            let used = store::use_recovery(&mut tx, account_id, &recovery_hash(code)).await?;
+            tx.commit().await?;
             return Ok(used);
         }
         Ok(false)
@@ -170,9 +166,9 @@ impl Identity {
         if let Some(reason) = failure {
             let a = self.load(&step.account_id).await?;
             self.audit_login_failure(a.email.as_deref().unwrap_or_default(), &step.client_ip, Some(&a), reason).await?;
-            return Err(ApiError::unauthenticated(ErrorReason::LoginFailed, "the code is not valid"));
+            return Err(ApiError::new(ErrorReason::LoginFailed, "the code is not valid"));
         }
-        lockouts::clear(self.db.pool(), lockouts::Kind::Account, &step.account_id).await.map_err(convert::db)?;
+        lockouts::clear(self.db.pool(), lockouts::Kind::Account, &step.account_id).await?;
         self.consume_step(&r.challenge_token).await?;
         let a = self.load(&step.account_id).await?;
         let (outcome, revision) = self.next_step(&a, &step.client_ip, &step.user_agent, true).await?;
@@ -187,9 +183,8 @@ impl Identity {
     ) -> Result<(AccountRow, Option<sessions::LoginStep>), ApiError> {
         if token.trim().is_empty() {
             let caller = self.caller(request).await?;
-            let p = caller
-                .user()
-                .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session is required"))?;
+            let p =
+                caller.user().ok_or_else(|| ApiError::new(ErrorReason::Unauthenticated, "a session is required"))?;
             return Ok((self.load(&p.user_id).await?, None));
         }
         let step = self.open_step(token, STEP_ENROLLMENT).await?;
@@ -202,12 +197,12 @@ impl Identity {
     ) -> Result<pb::BeginTotpEnrollmentResponse, ApiError> {
         let (a, _) = self.enrollee(&request, &request.get_ref().enrollment_token).await?;
         if a.totp_enabled {
-            return Err(ApiError::failed_precondition(ErrorReason::TotpAlreadyEnabled, "2FA is already on"));
+            return Err(ApiError::new(ErrorReason::TotpAlreadyEnabled, "2FA is already on"));
         }
         let secret = totp::new_secret().map_err(ApiError::internal)?;
         let sealed = self.config.totp_keys.seal(&a.id, &secret).map_err(ApiError::internal)?;
         let expires_at = now_micros() + ENROLLMENT_TTL_MICROS;
-        store::begin(self.db.pool(), &a.id, &sealed, expires_at).await.map_err(convert::db)?;
+        store::begin(self.db.pool(), &a.id, &sealed, expires_at).await?;
         Ok(pb::BeginTotpEnrollmentResponse {
             otpauth_uri: totp::otpauth_uri(ISSUER, a.email.as_deref().unwrap_or_default(), &secret),
             secret,
@@ -222,30 +217,24 @@ impl Identity {
         let (a, step) = self.enrollee(&request, &request.get_ref().enrollment_token).await?;
         let code = request.get_ref().totp_code.clone();
         let row = store::get(self.db.pool(), &a.id)
-            .await
-            .map_err(convert::db)?
+            .await?
             .filter(|t| !t.confirmed && t.expires_at > now_micros())
-            .ok_or_else(|| {
-                ApiError::failed_precondition(ErrorReason::TotpEnrollmentNotStarted, "start enrollment first")
-            })?;
+            .ok_or_else(|| ApiError::new(ErrorReason::TotpEnrollmentNotStarted, "start enrollment first"))?;
         let secret = row.open(&self.config.totp_keys, &a.id).map_err(|e| secret_unreadable(&a.id, e))?;
         let Some(used_step) = totp::verify(&secret, &code, unix_seconds(), None) else {
-            return Err(ApiError::invalid_argument(ErrorReason::InvalidTotpCode, "the code is not valid")
+            return Err(ApiError::new(ErrorReason::InvalidTotpCode, "the code is not valid")
                 .with_metadata("field", "totp_code"));
         };
         let codes = totp::recovery_codes().map_err(ApiError::internal)?;
         let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(c)).collect();
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        store::confirm(&mut tx, &a.id, &hashes).await.map_err(convert::db)?;
-        store::use_step(&mut tx, &a.id, used_step).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        store::confirm(&mut tx, &a.id, &hashes).await?;
+        store::use_step(&mut tx, &a.id, used_step).await?;
         // Principals carry the 2FA state.
-        sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
-        let after = accounts::get(&mut *tx, &a.id)
-            .await
-            .map_err(convert::db)?
-            .ok_or_else(|| ApiError::internal("account vanished"))?;
-        record_changes(&mut tx, revision, vec![upserted(&after)]).await.map_err(convert::db)?;
+        sessions::bump_generation(&mut tx).await?;
+        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(|| ApiError::internal("account vanished"))?;
+        record_changes(&mut tx, revision, vec![upserted(&after)]).await?;
         let ip = step.as_ref().map(|s| s.client_ip.clone()).unwrap_or_default();
         let audit = Audit::new(
             crate::events::anonymous(after.email.as_deref().unwrap_or_default()),
@@ -263,8 +252,8 @@ impl Identity {
             is_msp_staff: a.is_msp_staff,
             ..Default::default()
         });
-        record_audit(&mut tx, &[audit]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit]).await?;
+        tx.commit().await?;
         self.feed.notify();
         let mut outcome = None;
         let mut last = revision;
@@ -291,9 +280,7 @@ impl Identity {
     }
 
     async fn own_account(&self, caller: &Caller) -> Result<AccountRow, ApiError> {
-        let p = caller
-            .user()
-            .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "a session is required"))?;
+        let p = caller.user().ok_or_else(|| ApiError::new(ErrorReason::Unauthenticated, "a session is required"))?;
         self.load(&p.user_id).await
     }
 
@@ -304,31 +291,28 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let a = self.own_account(&caller).await?;
         if !a.totp_enabled {
-            return Err(ApiError::failed_precondition(ErrorReason::TotpNotEnabled, "2FA is not on"));
+            return Err(ApiError::new(ErrorReason::TotpNotEnabled, "2FA is not on"));
         }
         if self.requires_two_factor(&a).await? {
-            return Err(ApiError::failed_precondition(
-                ErrorReason::SecondFactorEnrollmentRequired,
-                "a policy requires 2FA for you",
-            ));
+            return Err(ApiError::new(ErrorReason::SecondFactorEnrollmentRequired, "a policy requires 2FA for you"));
         }
         let ok = match &request.get_ref().code {
             Some(pb::disable_totp_request::Code::TotpCode(c)) => {
                 if !self.verify_second_factor(&a.id, Some(c), None).await? {
-                    return Err(ApiError::invalid_argument(ErrorReason::InvalidTotpCode, "the code is not valid"));
+                    return Err(ApiError::new(ErrorReason::InvalidTotpCode, "the code is not valid"));
                 }
                 true
             }
             Some(pb::disable_totp_request::Code::RecoveryCode(c)) => {
                 if !self.verify_second_factor(&a.id, None, Some(c)).await? {
-                    return Err(ApiError::invalid_argument(ErrorReason::InvalidRecoveryCode, "the code is not valid"));
+                    return Err(ApiError::new(ErrorReason::InvalidRecoveryCode, "the code is not valid"));
                 }
                 true
             }
             None => false,
         };
         if !ok {
-            return Err(ApiError::invalid_argument(ErrorReason::FieldRequired, "a TOTP or recovery code is required"));
+            return Err(ApiError::new(ErrorReason::FieldRequired, "a TOTP or recovery code is required"));
         }
         let revision = self.remove_totp(&caller, &a, "user.2fa_disable", false).await?;
         Ok(pb::DisableTotpResponse { consistency_token: convert::token(revision) })
@@ -341,26 +325,23 @@ impl Identity {
         action: &str,
         end_sessions: bool,
     ) -> Result<u64, ApiError> {
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        store::remove(&mut tx, &a.id).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        store::remove(&mut tx, &a.id).await?;
         let ended = if end_sessions {
-            sessions::revoke_all(&mut tx, &a.id, None).await.map_err(convert::db)?
+            sessions::revoke_all(&mut tx, &a.id, None).await?
         } else {
-            sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
+            sessions::bump_generation(&mut tx).await?;
             Vec::new()
         };
-        let after = accounts::get(&mut *tx, &a.id)
-            .await
-            .map_err(convert::db)?
-            .ok_or_else(|| ApiError::internal("account vanished"))?;
+        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(|| ApiError::internal("account vanished"))?;
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
-        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        record_changes(&mut tx, revision, changes).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", &a.id)
             .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         Ok(revision)
     }
@@ -382,19 +363,19 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let a = self.own_account(&caller).await?;
         if !a.totp_enabled {
-            return Err(ApiError::failed_precondition(ErrorReason::TotpNotEnabled, "2FA is not on"));
+            return Err(ApiError::new(ErrorReason::TotpNotEnabled, "2FA is not on"));
         }
         if !self.verify_second_factor(&a.id, Some(&request.get_ref().totp_code), None).await? {
-            return Err(ApiError::invalid_argument(ErrorReason::InvalidTotpCode, "the code is not valid"));
+            return Err(ApiError::new(ErrorReason::InvalidTotpCode, "the code is not valid"));
         }
         let codes = totp::recovery_codes().map_err(ApiError::internal)?;
         let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(c)).collect();
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        store::replace_codes(&mut tx, &a.id, &hashes).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        store::replace_codes(&mut tx, &a.id, &hashes).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.2fa_recovery_codes", "user", &a.id);
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        let revision = current_revision(&mut *tx).await?;
+        tx.commit().await?;
         Ok(pb::RegenerateRecoveryCodesResponse { recovery_codes: codes, consistency_token: convert::token(revision) })
     }
 
@@ -415,7 +396,7 @@ impl Identity {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| ApiError::permission_denied(ErrorReason::PermissionDenied, "not allowed")))
+        Err(last.unwrap_or_else(|| ApiError::new(ErrorReason::PermissionDenied, "not allowed")))
     }
 
     fn policy_proto(p: &Policy) -> pb::TwoFactorPolicy {
@@ -440,8 +421,7 @@ impl Identity {
         let given = request.get_ref().policy.clone().unwrap_or_default();
         let scope = self.policy_scope(&caller, &given.tenant_id, &["settings.manage"]).await?;
         if given.required_roles.len() > 100 {
-            return Err(ApiError::invalid_argument(ErrorReason::BatchTooLarge, "at most 100 roles")
-                .with_metadata("limit", "100"));
+            return Err(ApiError::new(ErrorReason::BatchTooLarge, "at most 100 roles").with_metadata("limit", "100"));
         }
         let roles = given
             .required_roles
@@ -453,13 +433,10 @@ impl Identity {
             .map(|d| d.seconds.saturating_mul(1000).saturating_add(i64::from(d.nanos) / 1_000_000))
             .unwrap_or(0);
         if !(0..=365 * 24 * 3600 * 1000).contains(&grace_ms) {
-            return Err(ApiError::invalid_argument(ErrorReason::ValueOutOfRange, "grace_period is out of range"));
+            return Err(ApiError::new(ErrorReason::ValueOutOfRange, "grace_period is out of range"));
         }
         if !scope.is_empty() && given.require_msp_staff {
-            return Err(ApiError::invalid_argument(
-                ErrorReason::ValueOutOfRange,
-                "require_msp_staff is platform-wide only",
-            ));
+            return Err(ApiError::new(ErrorReason::ValueOutOfRange, "require_msp_staff is platform-wide only"));
         }
         let now = now_micros();
         let mut policy = Policy {
@@ -474,20 +451,20 @@ impl Identity {
         };
         // An edit of a policy already in force that still demands at least as much stays in
         // force (fail closed): re-saving it must not give everyone a new grace period.
-        if let Some(previous) = store::policy(self.db.pool(), &scope).await.map_err(convert::db)?
+        if let Some(previous) = store::policy(self.db.pool(), &scope).await?
             && previous.in_force(now)
             && policy.demands_at_least(&previous)
         {
             policy.in_force_from = previous.in_force_from;
         }
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        store::set_policy(&mut tx, &policy).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        store::set_policy(&mut tx, &policy).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "settings.2fa_policy", "policy", if scope.is_empty() { "platform" } else { &scope })
             .tenant(&scope)
             .after(serde_json::json!({ "require_all": policy.require_all, "required_roles": policy.required_roles, "require_msp_staff": policy.require_msp_staff, "grace_ms": grace_ms }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         Ok(pb::SetTwoFactorPolicyResponse {
             policy: Some(Self::policy_proto(&policy)),
             consistency_token: convert::token(revision),
@@ -500,10 +477,7 @@ impl Identity {
     ) -> Result<pb::GetTwoFactorPolicyResponse, ApiError> {
         let caller = self.caller(&request).await?;
         let scope = self.policy_scope(&caller, &request.get_ref().tenant_id, &["settings.manage", PERM_VIEW]).await?;
-        let policy = store::policy(self.db.pool(), &scope)
-            .await
-            .map_err(convert::db)?
-            .unwrap_or(Policy { scope, ..Default::default() });
+        let policy = store::policy(self.db.pool(), &scope).await?.unwrap_or(Policy { scope, ..Default::default() });
         Ok(pb::GetTwoFactorPolicyResponse { policy: Some(Self::policy_proto(&policy)) })
     }
 }

@@ -29,19 +29,14 @@ use crate::{
     },
 };
 
-/// authz-svc's refusal of a role change, as the caller hears it: an unknown role is NOT_FOUND,
-/// a tenant's last administrator FAILED_PRECONDITION, anything else PERMISSION_DENIED.
+/// authz-svc's refusal of a role change, as the caller hears it (a refusal without a reason
+/// is PERMISSION_DENIED).
 fn refused(decision: RoleGrantDecision) -> ApiError {
     let reason = match decision.denial_reason {
         ErrorReason::Unspecified => ErrorReason::PermissionDenied,
         r => r,
     };
-    let code = match reason {
-        ErrorReason::RoleNotFound | ErrorReason::TenantNotFound | ErrorReason::UserNotFound => tonic::Code::NotFound,
-        ErrorReason::LastAdmin => tonic::Code::FailedPrecondition,
-        _ => tonic::Code::PermissionDenied,
-    };
-    ApiError::new(code, reason, decision.summary)
+    ApiError::new(reason, decision.summary)
 }
 
 pub fn upserted(a: &AccountRow) -> pb::IdentityChange {
@@ -63,28 +58,23 @@ pub fn session_revoked(session_id: &str, user_id: &str) -> pb::IdentityChange {
 
 /// The Watch snapshot: every live user, read with the revision in one consistent view.
 pub async fn snapshot(db: Database) -> Result<(u64, Vec<pb::IdentityChange>), ApiError> {
-    let mut tx = match db.backend() {
-        tether_runtime::db::Backend::Postgres => {
-            db.pool().begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ").await.map_err(convert::db)?
-        }
-        tether_runtime::db::Backend::Sqlite => db.pool().begin().await.map_err(convert::db)?,
-    };
-    let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
-    let rows = store::all_live(&mut tx).await.map_err(convert::db)?;
-    let pending = crate::store::invitations::all_pending(&mut tx).await.map_err(convert::db)?;
-    tx.commit().await.map_err(convert::db)?;
+    let mut tx = db.begin_snapshot().await?;
+    let revision = current_revision(&mut *tx).await?;
+    let rows = store::all_live(&mut tx).await?;
+    let pending = crate::store::invitations::all_pending(&mut tx).await?;
+    tx.commit().await?;
     let mut items: Vec<pb::IdentityChange> = rows.iter().map(upserted).collect();
     items.extend(pending.iter().map(super::invitations::invitation_upserted));
     Ok((revision, items))
 }
 
 fn not_found() -> ApiError {
-    ApiError::not_found(ErrorReason::UserNotFound, "no such user")
+    ApiError::new(ErrorReason::UserNotFound, "no such user")
 }
 
 impl Identity {
     pub async fn load(&self, id: &str) -> Result<AccountRow, ApiError> {
-        store::get(self.db.pool(), id).await.map_err(convert::db)?.ok_or_else(not_found)
+        store::get(self.db.pool(), id).await?.ok_or_else(not_found)
     }
 
     /// Refuses a password that breaks the policy (reuse included when `account` is known).
@@ -101,7 +91,7 @@ impl Identity {
         if let Some(id) = account
             && policy.history_count > 0
         {
-            let recent = store::recent_hashes(self.db.pool(), id, policy.history_count).await.map_err(convert::db)?;
+            let recent = store::recent_hashes(self.db.pool(), id, policy.history_count).await?;
             if self.hasher.matches_any(password, recent).await? {
                 rules.push(crate::domain::policy::PasswordRule::Reused { last: policy.history_count });
             }
@@ -126,8 +116,8 @@ impl Identity {
         self.ensure_email_free(&new.email.normalized(), None).await?;
         let hash = self.hasher.hash(&new.password).await?;
 
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
         let primary = (!new.is_msp_staff).then_some(tenant.as_str());
         let id = match store::insert_new(&mut tx, &new, primary, &hash).await {
             Ok(id) => id,
@@ -137,19 +127,19 @@ impl Identity {
                 if let Some(done) = self.created_before(&caller, new.request_id).await? {
                     return Ok(done);
                 }
-                return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
+                return Err(ApiError::new(ErrorReason::EmailTaken, "the email is taken"));
             }
             Err(e) => return Err(convert::db(e)),
         };
-        intents::insert(&mut tx, &id, intents::Op::Add, &tenant, &new.role).await.map_err(convert::db)?;
-        let row = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&row)]).await.map_err(convert::db)?;
+        intents::insert(&mut tx, &id, intents::Op::Add, &tenant, &new.role).await?;
+        let row = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&row)]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.create", "user", &id)
             .tenant(&tenant)
             .after(convert::user_json(&row))
             .metadata(serde_json::json!({ "role": new.role, "tenant_id": tenant }));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.feed.notify();
         self.relay.poke();
         let membership = self.membership_in_place(&id).await?;
@@ -170,17 +160,11 @@ impl Identity {
             tracing::warn!(user_id = %account_id, "membership not yet acknowledged by tenancy-svc; the relay keeps trying");
             return Ok(None);
         }
-        if let Some(reason) = intents::refusal_for(self.db.pool(), account_id).await.map_err(convert::db)? {
-            let reason =
-                ErrorReason::from_str_name(&format!("ERROR_REASON_{reason}")).unwrap_or(ErrorReason::Unavailable);
-            let code = match reason {
-                ErrorReason::TenantNotFound | ErrorReason::RoleNotFound => tonic::Code::NotFound,
-                ErrorReason::MembershipExists => tonic::Code::AlreadyExists,
-                _ => tonic::Code::FailedPrecondition,
-            };
-            return Err(ApiError::new(code, reason, "tenancy-svc refused the membership; the user was not created"));
+        if let Some(reason) = intents::refusal_for(self.db.pool(), account_id).await? {
+            let reason = tether_runtime::error::reason_named(&reason).unwrap_or(ErrorReason::Unavailable);
+            return Err(ApiError::new(reason, "tenancy-svc refused the membership; the user was not created"));
         }
-        let revision = intents::tenancy_revision_for(self.db.pool(), account_id).await.map_err(convert::db)?;
+        let revision = intents::tenancy_revision_for(self.db.pool(), account_id).await?;
         Ok((revision > 0).then(|| consistency::token(RevisionSource::Tenancy, revision)))
     }
 
@@ -193,18 +177,17 @@ impl Identity {
         request_id: Option<uuid::Uuid>,
     ) -> Result<Option<pb::CreateUserResponse>, ApiError> {
         let Some(rid) = request_id else { return Ok(None) };
-        let Some(existing) = store::get_by_request_id(self.db.pool(), &rid.to_string()).await.map_err(convert::db)?
-        else {
+        let Some(existing) = store::get_by_request_id(self.db.pool(), &rid.to_string()).await? else {
             return Ok(None);
         };
         if let Err(e) = self.require_on(caller, PERM_VIEW, &existing).await {
-            if e.code != tonic::Code::NotFound {
+            if e.code() != tonic::Code::NotFound {
                 return Err(e);
             }
-            return Err(ApiError::already_exists(ErrorReason::DuplicateEntry, "the request_id was already used")
+            return Err(ApiError::new(ErrorReason::RequestIdReused, "the request_id was already used")
                 .with_metadata("field", "request_id"));
         }
-        let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+        let revision = current_revision(self.db.pool()).await?;
         let membership = self.membership_in_place(&existing.id).await?;
         Ok(Some(pb::CreateUserResponse {
             user: Some(convert::user(&existing)),
@@ -226,11 +209,8 @@ impl Identity {
             let admin = self.admin.id().await?;
             match tenant_id {
                 Some(t) if t.to_string() != admin => {
-                    return Err(ApiError::invalid_argument(
-                        ErrorReason::ValueOutOfRange,
-                        "MSP staff belong to the admin tenancy",
-                    )
-                    .with_metadata("field", "tenant_id"));
+                    return Err(ApiError::new(ErrorReason::ValueOutOfRange, "MSP staff belong to the admin tenancy")
+                        .with_metadata("field", "tenant_id"));
                 }
                 _ => admin,
             }
@@ -239,10 +219,7 @@ impl Identity {
         };
         if let Some(p) = caller.user() {
             if is_msp_staff && !p.is_msp_staff {
-                return Err(ApiError::permission_denied(
-                    ErrorReason::MspStaffRequired,
-                    "only MSP staff create MSP staff",
-                ));
+                return Err(ApiError::new(ErrorReason::MspStaffRequired, "only MSP staff create MSP staff"));
             }
             // A client user adds users to their home tenant or its departments only; any other
             // tenant is unknown to them.
@@ -274,12 +251,12 @@ impl Identity {
 
     /// EMAIL_TAKEN, or INVITATION_PENDING when the email belongs to a pending invitee.
     pub(super) async fn ensure_email_free(&self, normalized: &str, except: Option<&str>) -> Result<(), ApiError> {
-        match store::get_by_email(self.db.pool(), normalized).await.map_err(convert::db)? {
+        match store::get_by_email(self.db.pool(), normalized).await? {
             Some(a) if Some(a.id.as_str()) == except => Ok(()),
             Some(a) if a.status == Status::Pending => {
-                Err(ApiError::already_exists(ErrorReason::InvitationPending, "an invitation for this email is pending"))
+                Err(ApiError::new(ErrorReason::InvitationPending, "an invitation for this email is pending"))
             }
-            Some(_) => Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken")),
+            Some(_) => Err(ApiError::new(ErrorReason::EmailTaken, "the email is taken")),
             None => Ok(()),
         }
     }
@@ -304,15 +281,13 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let ids = &request.get_ref().user_ids;
         if ids.len() > 500 {
-            return Err(
-                ApiError::invalid_argument(ErrorReason::BatchTooLarge, "at most 500 ids").with_metadata("limit", "500")
-            );
+            return Err(ApiError::new(ErrorReason::BatchTooLarge, "at most 500 ids").with_metadata("limit", "500"));
         }
         let mut users = Vec::with_capacity(ids.len());
         let mut homes = super::Homes::new();
         for raw in ids {
             let id = parse_id("user_ids", raw).map_err(convert::input)?.to_string();
-            let Some(row) = store::get(self.db.pool(), &id).await.map_err(convert::db)? else { continue };
+            let Some(row) = store::get(self.db.pool(), &id).await? else { continue };
             let own = caller.user().is_some_and(|p| p.user_id == id);
             if own || self.require_on_each(&caller, PERM_VIEW, &row, &mut homes).await.is_ok() {
                 users.push(convert::user(&row));
@@ -335,7 +310,7 @@ impl Identity {
                 // Client users see their own tenant's client users only.
                 let own = p.primary_tenant_id.clone();
                 if query.tenant_id.is_some_and(|t| t.to_string() != own) {
-                    return Err(ApiError::permission_denied(ErrorReason::OutsideTenant, "not your tenant"));
+                    return Err(ApiError::new(ErrorReason::OutsideTenant, "not your tenant"));
                 }
                 self.require_in(&caller, PERM_VIEW, &own).await?;
                 query.tenant_id = uuid::Uuid::parse_str(&own).ok();
@@ -345,7 +320,7 @@ impl Identity {
                 }
             }
         }
-        let mut rows = store::list(self.db.pool(), &query).await.map_err(convert::db)?;
+        let mut rows = store::list(self.db.pool(), &query).await?;
         let more = rows.len() > query.page_size;
         rows.truncate(query.page_size);
         Ok(pb::ListUsersResponse {
@@ -377,29 +352,29 @@ impl Identity {
         if let Some(email) = &edit.email {
             self.ensure_email_free(&email.normalized(), Some(&id)).await?;
         }
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
         match store::apply_edit(&mut tx, &id, &edit).await {
             Ok(()) => {}
             Err(e) if store::is_unique_violation(&e) => {
-                return Err(ApiError::already_exists(ErrorReason::EmailTaken, "the email is taken"));
+                return Err(ApiError::new(ErrorReason::EmailTaken, "the email is taken"));
             }
             Err(e) => return Err(convert::db(e)),
         }
         if edit.email.is_some() {
             // Links sent to the old address must not work any more.
-            crate::store::resets::void_all(&mut tx, &id).await.map_err(convert::db)?;
+            crate::store::resets::void_all(&mut tx, &id).await?;
         }
         // Name and email travel in cached principals.
-        sessions::bump_generation(&mut tx).await.map_err(convert::db)?;
-        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&after)]).await.map_err(convert::db)?;
+        sessions::bump_generation(&mut tx).await?;
+        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
+        record_changes(&mut tx, revision, vec![upserted(&after)]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.update", "user", &id)
             .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
             .before(convert::user_json(&before))
             .after(convert::user_json(&after));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         Ok(pb::UpdateUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })
     }
@@ -411,20 +386,17 @@ impl Identity {
     /// If tenancy cannot answer, this fails closed (UNAVAILABLE).
     async fn check_removable(&self, caller: &Caller, target: &AccountRow) -> Result<(), ApiError> {
         if caller.user().is_some_and(|p| p.user_id == target.id) {
-            return Err(ApiError::failed_precondition(ErrorReason::SelfActionForbidden, "not on your own account"));
+            return Err(ApiError::new(ErrorReason::SelfActionForbidden, "not on your own account"));
         }
         if !target.is_msp_staff {
             return Ok(());
         }
         let owner = match self.ask_tenancy("who owns the MSP", self.tenancy.owner_id()).await? {
             Some(owner) => Some(owner),
-            None => store::bootstrap_owner_id(&self.db).await.map_err(convert::db)?,
+            None => store::bootstrap_owner_id(&self.db).await?,
         };
         if owner.as_deref() == Some(target.id.as_str()) {
-            return Err(ApiError::failed_precondition(
-                ErrorReason::OwnerNotRemovable,
-                "the MSP owner must transfer ownership first",
-            ));
+            return Err(ApiError::new(ErrorReason::OwnerNotRemovable, "the MSP owner must transfer ownership first"));
         }
         Ok(())
     }
@@ -476,17 +448,17 @@ impl Identity {
             self.check_removable(caller, &before).await?;
         }
         if before.status == to || (to == Status::Active && before.status == Status::Pending) {
-            let revision = current_revision(self.db.pool()).await.map_err(convert::db)?;
+            let revision = current_revision(self.db.pool()).await?;
             return Ok((before, revision));
         }
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        store::set_status(&mut tx, id, to).await.map_err(convert::db)?;
-        let ended = sessions::revoke_all(&mut tx, id, None).await.map_err(convert::db)?;
-        let after = store::get(&mut *tx, id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        store::set_status(&mut tx, id, to).await?;
+        let ended = sessions::revoke_all(&mut tx, id, None).await?;
+        let after = store::get(&mut *tx, id).await?.ok_or_else(not_found)?;
         let mut changes = vec![upserted(&after)];
         changes.extend(ended.iter().map(|s| session_revoked(s, id)));
-        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        record_changes(&mut tx, revision, changes).await?;
         let mut audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", id)
             .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
             .before(convert::user_json(&before))
@@ -494,8 +466,8 @@ impl Identity {
         if !note.is_empty() {
             audit = audit.metadata(serde_json::json!({ "reason": note, "sessions_ended": ended.len() }));
         }
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         Ok((after, revision))
     }
@@ -537,13 +509,13 @@ impl Identity {
         if !before.is_msp_staff {
             self.check_roles_removable(&caller, &before).await?;
         }
-        let mut tx = self.db.begin_write().await.map_err(convert::db)?;
-        let revision = next_revision(&mut tx).await.map_err(convert::db)?;
-        let ended = sessions::revoke_all(&mut tx, &id, None).await.map_err(convert::db)?;
-        let revoked = crate::store::invitations::revoke_pending_of(&mut tx, &id).await.map_err(convert::db)?;
-        store::tombstone(&mut tx, &id).await.map_err(convert::db)?;
-        intents::insert(&mut tx, &id, intents::Op::Clear, "", "").await.map_err(convert::db)?;
-        let after = store::get(&mut *tx, &id).await.map_err(convert::db)?.ok_or_else(not_found)?;
+        let mut tx = self.db.begin_write().await?;
+        let revision = next_revision(&mut tx).await?;
+        let ended = sessions::revoke_all(&mut tx, &id, None).await?;
+        let revoked = crate::store::invitations::revoke_pending_of(&mut tx, &id).await?;
+        store::tombstone(&mut tx, &id).await?;
+        intents::insert(&mut tx, &id, intents::Op::Clear, "", "").await?;
+        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
         let mut changes: Vec<pb::IdentityChange> = ended.iter().map(|s| session_revoked(s, &id)).collect();
         changes.extend(revoked.iter().map(super::invitations::invitation_upserted));
         changes.push(pb::IdentityChange {
@@ -553,12 +525,12 @@ impl Identity {
             })),
             ..Default::default()
         });
-        record_changes(&mut tx, revision, changes).await.map_err(convert::db)?;
+        record_changes(&mut tx, revision, changes).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.delete", "user", &id)
             .tenant(before.primary_tenant_id.as_deref().unwrap_or_default())
             .before(convert::user_json(&before));
-        record_audit(&mut tx, &[audit.build()]).await.map_err(convert::db)?;
-        tx.commit().await.map_err(convert::db)?;
+        record_audit(&mut tx, &[audit.build()]).await?;
+        tx.commit().await?;
         self.sessions_changed().await;
         self.relay.poke();
         Ok(pb::DeleteUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })

@@ -1,6 +1,6 @@
 //! Accounts: their states, and the requests about them parsed into typed values.
 
-use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
+use tether_proto::{common::v1::ErrorReason, identity::v1 as pb, values};
 use uuid::Uuid;
 
 use super::{DisplayName, Email, FieldError};
@@ -37,53 +37,27 @@ pub fn parse_name(field: &'static str, raw: &str) -> Result<DisplayName, InputEr
     DisplayName::parse(raw).map_err(|e| InputError::from_field(field, e))
 }
 
-/// A UUID given as text.
+/// An id: a canonical UUID (the contract's one spelling).
 pub fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, InputError> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Err(InputError::new(ErrorReason::FieldRequired, field, format!("{field} is required")));
-    }
-    Uuid::parse_str(raw).map_err(|_| InputError::new(ErrorReason::InvalidUuid, field, format!("{field} is not a UUID")))
+    values::id(field, raw).map_err(|e| InputError::new(e.reason, field, e.message))
 }
 
-/// An optional UUID: empty means none.
+/// An optional id: empty means none.
 pub fn parse_opt_id(field: &'static str, raw: &str) -> Result<Option<Uuid>, InputError> {
-    if raw.trim().is_empty() { Ok(None) } else { parse_id(field, raw).map(Some) }
+    values::optional_id(field, raw).map_err(|e| InputError::new(e.reason, field, e.message))
 }
 
-/// Optional free text (job title, notes): trimmed, bounded, "" means none.
+/// Optional free text (job title, notes): the contract's text rule, "" means none.
 pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<Option<String>, InputError> {
-    let value = raw.trim();
-    if value.chars().count() > max {
-        return Err(InputError::new(
-            ErrorReason::FieldTooLong,
-            field,
-            format!("{field} is longer than {max} characters"),
-        ));
-    }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(InputError::new(ErrorReason::InvalidFormat, field, format!("{field} contains control characters")));
-    }
-    Ok((!value.is_empty()).then(|| value.to_owned()))
+    let value = values::text(field, raw, max).map_err(|e| InputError::new(e.reason, field, e.message))?;
+    Ok((!value.is_empty()).then_some(value))
 }
 
-/// A role name: 1 to 100 characters of `[a-z0-9_.-]`.
+/// A role's catalog name (the contract's rule, shared by every service).
 pub fn parse_role(field: &'static str, raw: &str) -> Result<String, InputError> {
-    let value = raw.trim();
-    if value.is_empty() {
-        return Err(InputError::new(ErrorReason::FieldRequired, field, format!("{field} is required")));
-    }
-    if value.len() > 100 {
-        return Err(InputError::new(
-            ErrorReason::FieldTooLong,
-            field,
-            format!("{field} is longer than 100 characters"),
-        ));
-    }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
-        return Err(InputError::new(ErrorReason::InvalidFormat, field, format!("{field} is not a role name")));
-    }
-    Ok(value.to_owned())
+    values::RoleName::parse(field, raw)
+        .map(values::RoleName::into_string)
+        .map_err(|e| InputError::new(e.reason, field, e.message))
 }
 
 pub const JOB_TITLE_MAX: usize = 200;
@@ -110,12 +84,14 @@ impl Status {
         }
     }
 
-    pub fn parse(raw: &str) -> Self {
+    /// The stored spelling; anything else is not a status (a corrupt row, never a guess).
+    pub fn parse(raw: &str) -> Option<Self> {
         match raw {
-            "pending" => Self::Pending,
-            "active" => Self::Active,
-            "deleted" => Self::Deleted,
-            _ => Self::Suspended,
+            "pending" => Some(Self::Pending),
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            "deleted" => Some(Self::Deleted),
+            _ => None,
         }
     }
 
@@ -245,19 +221,10 @@ pub struct UserQuery {
     pub include_deleted: bool,
 }
 
-pub const MAX_PAGE_SIZE: usize = 500;
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-
 pub fn page_size(raw: i32) -> Result<usize, InputError> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 || n as usize > MAX_PAGE_SIZE => Err(InputError::new(
-            ErrorReason::ValueOutOfRange,
-            "page_size",
-            format!("page_size must be between 0 and {MAX_PAGE_SIZE}"),
-        )),
-        n => Ok(n as usize),
-    }
+    values::PageSize::parse("page_size", raw)
+        .map(values::PageSize::get)
+        .map_err(|e| InputError::new(e.reason, "page_size", e.message))
 }
 
 /// Page tokens are `o<offset>`; anything else is INVALID_PAGE_TOKEN.
@@ -385,6 +352,26 @@ impl TryFrom<&pb::ListUsersRequest> for UserQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_stored_status_is_not_read_as_suspended() {
+        for status in [Status::Pending, Status::Active, Status::Suspended, Status::Deleted] {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(Status::parse("Active"), None);
+        assert_eq!(Status::parse(""), None);
+    }
+
+    #[test]
+    fn ids_roles_and_page_sizes_follow_the_contract() {
+        let id = "3f2b8c1e-9d4a-4b6f-8e2d-1a2b3c4d5e6f";
+        assert!(parse_id("user_id", id).is_ok());
+        assert_eq!(parse_id("user_id", &id.to_uppercase()).unwrap_err().reason, ErrorReason::InvalidUuid);
+        assert_eq!(parse_id("user_id", &format!(" {id} ")).unwrap_err().reason, ErrorReason::InvalidUuid);
+        assert_eq!(parse_role("role", &"r".repeat(65)).unwrap_err().reason, ErrorReason::FieldTooLong);
+        assert_eq!(parse_role("role", " client_admin").unwrap_err().reason, ErrorReason::InvalidFormat);
+        assert_eq!(page_size(10_000), Ok(500));
+    }
 
     fn create() -> pb::CreateUserRequest {
         pb::CreateUserRequest {

@@ -83,10 +83,9 @@ fn tenancy_revision(token: Option<ConsistencyToken>) -> u64 {
 }
 
 fn from_status(status: tonic::Status) -> ApiError {
-    let reason = tether_runtime::error::reason_of(&status)
-        .and_then(|r| tether_proto::common::v1::ErrorReason::from_str_name(&format!("ERROR_REASON_{r}")))
-        .unwrap_or(tether_proto::common::v1::ErrorReason::Unavailable);
-    ApiError::new(status.code(), reason, format!("tenancy-svc: {}", status.message()))
+    let reason =
+        tether_runtime::error::reason_from(&status).unwrap_or(tether_proto::common::v1::ErrorReason::Unavailable);
+    ApiError::new(reason, format!("tenancy-svc: {}", status.message()))
 }
 
 #[tonic::async_trait]
@@ -309,7 +308,7 @@ pub fn spawn(
 /// membership). Authentication or permission errors are configuration problems and are retried.
 fn is_permanent(e: &ApiError) -> bool {
     matches!(
-        e.code,
+        e.code(),
         tonic::Code::NotFound
             | tonic::Code::InvalidArgument
             | tonic::Code::FailedPrecondition
@@ -373,10 +372,7 @@ async fn deliver_due(
         // A hung call must not stall every later delivery; each operation is idempotent, so a
         // call that did land before the timeout is simply applied again on the retry.
         let outcome = tokio::time::timeout(DELIVERY_TIMEOUT, delivery).await.unwrap_or_else(|_| {
-            Err(ApiError::unavailable(
-                tether_proto::common::v1::ErrorReason::Unavailable,
-                "tenancy-svc did not answer in time",
-            ))
+            Err(ApiError::new(tether_proto::common::v1::ErrorReason::Unavailable, "tenancy-svc did not answer in time"))
         });
         match outcome {
             Ok(tenancy_revision) => {

@@ -40,7 +40,10 @@ fn from_row(row: &AnyRow) -> Result<AccountRow, sqlx::Error> {
         id: row.try_get(0)?,
         email: row.try_get(1)?,
         display_name: row.try_get(2)?,
-        status: Status::parse(&row.try_get::<String, _>(3)?),
+        status: {
+            let raw: String = row.try_get(3)?;
+            Status::parse(&raw).ok_or_else(|| sqlx::Error::Decode(format!("unknown account status {raw:?}").into()))?
+        },
         is_msp_staff: row.try_get::<i64, _>(4)? != 0,
         primary_tenant_id: row.try_get(5)?,
         job_title: row.try_get(6)?,

@@ -162,7 +162,7 @@ impl FakeTenancy {
     fn gate(&self) -> Result<(), ApiError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
-            Err(ApiError::unavailable(ErrorReason::Unavailable, "tenancy-svc is down"))
+            Err(ApiError::new(ErrorReason::Unavailable, "tenancy-svc is down"))
         } else {
             Ok(())
         }
@@ -170,7 +170,7 @@ impl FakeTenancy {
     fn gate_write(&self) -> Result<(), ApiError> {
         self.gate()?;
         if self.failing_writes.load(Ordering::SeqCst) {
-            Err(ApiError::unavailable(ErrorReason::Unavailable, "tenancy-svc cannot write"))
+            Err(ApiError::new(ErrorReason::Unavailable, "tenancy-svc cannot write"))
         } else {
             Ok(())
         }
@@ -190,7 +190,7 @@ impl Tenancy for FakeTenancy {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         }
         if tenant_id == TENANT_GONE {
-            return Err(ApiError::not_found(ErrorReason::TenantNotFound, "no such tenant"));
+            return Err(ApiError::new(ErrorReason::TenantNotFound, "no such tenant"));
         }
         let mut m = self.memberships.lock().unwrap();
         let list = m.entry(user_id.into()).or_default();

@@ -1,13 +1,10 @@
 //! Revisions, the change log and the audit outbox.
 
-use std::sync::Arc;
-
 use prost::Message;
 use sqlx::{Any, Row, Transaction};
 use tether_proto::common::v1::AuditEvent;
-use tokio::sync::Notify;
 
-use crate::db::{Database, EmbeddedMigration, now_micros};
+use crate::db::{Database, EmbeddedMigration, now_micros, timestamp};
 
 /// The outbox tables, applied by each publishing service in its own schema.
 pub const OUTBOX_MIGRATION: EmbeddedMigration =
@@ -46,7 +43,7 @@ pub async fn record_changes<C: ChangeMessage>(
     changes: Vec<C>,
 ) -> Result<(), sqlx::Error> {
     let now = now_micros();
-    let committed_at = timestamp_from_micros(now);
+    let committed_at = timestamp(now);
     let count = changes.len();
     let payloads: Vec<String> = changes
         .into_iter()
@@ -124,13 +121,6 @@ fn multi_row_insert(insert: &str, rows: usize, cols: usize) -> String {
     sql
 }
 
-pub fn timestamp_from_micros(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
-
 /// A change read back from the log.
 #[derive(Debug, Clone)]
 pub struct StoredChange<C> {
@@ -142,25 +132,24 @@ pub struct StoredChange<C> {
 #[derive(Debug, Clone)]
 pub struct ChangeFeed {
     database: Database,
-    notify: Arc<Notify>,
 }
 
 impl ChangeFeed {
     pub fn new(database: Database) -> Self {
-        Self { database, notify: Arc::new(Notify::new()) }
+        Self { database }
     }
 
     pub fn database(&self) -> &Database {
         &self.database
     }
 
-    /// Call after a write that recorded changes has committed.
+    /// Wakes local watchers after a commit made outside [`super::Write`].
     pub fn notify(&self) {
-        self.notify.notify_waiters();
+        self.database.notify_committed();
     }
 
     pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
+        self.database.committed()
     }
 
     pub async fn current_revision(&self) -> Result<u64, sqlx::Error> {

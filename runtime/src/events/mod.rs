@@ -2,25 +2,25 @@
 //! caused them, and the `Watch(from_revision)` stream that serves the changes.
 //!
 //! Every service that publishes events includes [`OUTBOX_MIGRATION`] in its own migrations, so
-//! the tables live in its own schema. A write:
-//!
-//! 1. opens a write transaction ([`crate::db::Database::begin_write`]);
-//! 2. takes the next revision with [`next_revision`] (a one-row counter: its row lock serialises
-//!    writers, so revisions become visible in commit order and a reader that has seen revision N
-//!    has seen everything before it);
-//! 3. makes its change, then records the change-stream events ([`record_changes`]) and the audit
-//!    events ([`record_audit`]) in the same transaction;
-//! 4. commits, then calls [`ChangeFeed::notify`] so local watchers wake at once (watchers on
-//!    other replicas find the change on their next poll).
+//! the tables live in its own schema. Every write goes through [`Write`]: begin (the write
+//! transaction and the next revision: a one-row counter whose row lock serialises writers, so
+//! revisions become visible in commit order and a reader that has seen revision N has seen
+//! everything before it), make the change, name its change-stream and audit events, commit
+//! (events and change in one transaction), notify (local watchers wake at once; watchers on
+//! other replicas find the change on their next poll).
 
+pub mod audit;
 mod changes;
 pub mod consistency;
 mod identity;
 mod tenancy;
 mod watch;
+mod write;
 
+pub use audit::Audit;
 pub use changes::{
     ChangeFeed, ChangeMessage, OUTBOX_MIGRATION, StoredChange, current_revision, next_revision, record_audit,
     record_changes,
 };
 pub use watch::{WatchMessage, WatchOptions, watch_stream};
+pub use write::{NoChanges, Write, record_audit_only};

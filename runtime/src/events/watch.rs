@@ -7,9 +7,9 @@ use tether_proto::common::v1::ErrorReason;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use tonic::Status;
 
-use super::changes::{ChangeFeed, ChangeMessage, timestamp_from_micros};
+use super::changes::{ChangeFeed, ChangeMessage};
 use crate::{db::now_micros, error::ApiError};
 
 /// A service's `WatchResponse`, built from its parts.
@@ -64,14 +64,13 @@ where
         let current = feed.current_revision().await.map_err(ApiError::internal)?;
         if from_revision > current {
             return Err(ApiError::new(
-                Code::OutOfRange,
                 ErrorReason::RevisionAhead,
                 format!("revision {from_revision} is ahead of the latest ({current})"),
             ));
         }
         let oldest = feed.oldest_retained().await.map_err(ApiError::internal)?;
         if oldest > 0 && from_revision + 1 < oldest {
-            return Err(ApiError::failed_precondition(
+            return Err(ApiError::new(
                 ErrorReason::RevisionCompacted,
                 format!("changes before revision {oldest} are no longer kept; watch from 0 for a snapshot"),
             ));
@@ -103,7 +102,7 @@ where
     let mut last = from_revision;
     if from_revision == 0 {
         let (revision, items) = snapshot().await?;
-        let committed_at = timestamp_from_micros(now_micros());
+        let committed_at = crate::db::timestamp(now_micros());
         let count = items.len();
         for (i, mut item) in items.into_iter().enumerate() {
             item.stamp(revision, committed_at, i + 1 == count);
@@ -147,7 +146,7 @@ where
         // waiting for that token would wait for the next change.
         if committed > last || idle_since.elapsed() >= options.heartbeat_interval {
             last = last.max(committed);
-            if tx.send(Ok(R::heartbeat(last, timestamp_from_micros(now_micros())))).await.is_err() {
+            if tx.send(Ok(R::heartbeat(last, crate::db::timestamp(now_micros())))).await.is_err() {
                 return Ok(());
             }
             idle_since = tokio::time::Instant::now();

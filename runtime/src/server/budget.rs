@@ -26,7 +26,7 @@ use prost::bytes::Buf;
 
 use tether_proto::common::v1::ErrorReason;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::{Code, metadata::MetadataMap, transport::server::TcpConnectInfo};
+use tonic::{metadata::MetadataMap, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
 use crate::{access::ServiceToken, config::CallBudgets, error::ApiError};
@@ -102,7 +102,7 @@ impl Drop for ClientShare {
 }
 
 fn overloaded(message: String, limit: usize) -> ApiError {
-    ApiError::new(Code::ResourceExhausted, ErrorReason::Overloaded, message).with_metadata("limit", limit.to_string())
+    ApiError::new(ErrorReason::Overloaded, message).with_metadata("limit", limit.to_string())
 }
 
 impl Budgets {

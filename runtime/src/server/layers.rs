@@ -140,7 +140,6 @@ where
                 Ok(result) => result,
                 Err(_) => {
                     let error = ApiError::new(
-                        Code::DeadlineExceeded,
                         ErrorReason::DeadlineExceeded,
                         format!("the call did not finish within {} ms", timeout.as_millis()),
                     );

@@ -20,46 +20,16 @@ use crate::{
     store::{StoreError, TenantRow, memberships, tenants},
 };
 
-/// The gRPC code of each reason tenancy returns (see common.proto's ErrorReason).
-fn code_for(reason: ErrorReason) -> Code {
-    use ErrorReason as R;
-    match reason {
-        R::InvalidUuid
-        | R::FieldTooLong
-        | R::FieldRequired
-        | R::InvalidPageToken
-        | R::BatchTooLarge
-        | R::ValueOutOfRange
-        | R::InvalidFormat
-        | R::DuplicateEntry => Code::InvalidArgument,
-        R::UserNotFound | R::TenantNotFound | R::RoleNotFound | R::MembershipNotFound | R::AssignmentNotFound => {
-            Code::NotFound
-        }
-        R::SlugTaken | R::MembershipExists => Code::AlreadyExists,
-        R::PermissionDenied
-        | R::RoleAboveOwn
-        | R::OwnerRoleNotAssignable
-        | R::OutsideTenant
-        | R::RoleNotAssignable
-        | R::MspStaffRequired
-        | R::NotOwner => Code::PermissionDenied,
-        R::RevisionAhead => Code::OutOfRange,
-        R::Unavailable => Code::Unavailable,
-        R::Internal => Code::Internal,
-        _ => Code::FailedPrecondition,
-    }
-}
-
 pub fn rejection_to_api(r: Rejection) -> ApiError {
-    let mut err = ApiError::new(code_for(r.reason), r.reason, r.message);
+    let mut err = ApiError::new(r.reason, r.message);
     if let Some(field) = r.field {
         err = err.with_metadata("field", field);
     }
     err
 }
 
-pub fn reject(r: Rejection) -> Status {
-    rejection_to_api(r).into()
+pub fn reject(r: impl Into<Rejection>) -> Status {
+    rejection_to_api(r.into()).into()
 }
 
 pub fn store_api_error(e: StoreError) -> ApiError {
@@ -79,7 +49,7 @@ pub fn on_field(status: Status, field: &str) -> Status {
         && let Some(reason) = tether_runtime::error::reason_of(&status)
         && let Some(reason) = ErrorReason::from_str_name(&format!("ERROR_REASON_{reason}"))
     {
-        return ApiError::new(Code::NotFound, reason, status.message().to_owned()).with_metadata("field", field).into();
+        return ApiError::new(reason, status.message().to_owned()).with_metadata("field", field).into();
     }
     status
 }

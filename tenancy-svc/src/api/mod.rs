@@ -74,8 +74,8 @@ fn bounded(value: &str, max: usize, field: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn id(raw: &str, field: &str) -> Result<String, Status> {
-    parse_id(raw, field).map_err(reject)
+fn id(field: &str, raw: &str) -> Result<String, Status> {
+    parse_id(field, raw).map_err(reject)
 }
 
 fn next_token(filters: &str, has_more: bool, cursor: impl FnOnce() -> String) -> String {
@@ -116,8 +116,8 @@ impl TenancyService for TenancyApi {
         } else {
             Some(TenantSlug::parse(&req.slug).map_err(|e| field_error("slug", e))?)
         };
-        let parent_id = parse_optional_id(&req.parent_id, "parent_id").map_err(reject)?;
-        let request_id = parse_optional_id(&req.request_id, "request_id").map_err(reject)?;
+        let parent_id = parse_optional_id("parent_id", &req.parent_id).map_err(reject)?;
+        let request_id = parse_optional_id("request_id", &req.request_id).map_err(reject)?;
         let parent = match &parent_id {
             Some(p) => self.see(&caller, p).await.map_err(|s| guard::on_field(s, "parent_id"))?,
             None => self.admin().await?,
@@ -141,7 +141,6 @@ impl TenancyService for TenancyApi {
         )
         .await
         .map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::CreateTenantResponse {
             tenant: Some(tenant.to_proto()),
             consistency_token: token(revision),
@@ -153,7 +152,7 @@ impl TenancyService for TenancyApi {
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let tenant_id = id(&request.get_ref().tenant_id, "tenant_id")?;
+        let tenant_id = id("tenant_id", &request.get_ref().tenant_id)?;
         let tenant = self.see(&caller, &tenant_id).await?;
         Ok(Response::new(pb::GetTenantResponse { tenant: Some(tenant.to_proto()) }))
     }
@@ -166,7 +165,7 @@ impl TenancyService for TenancyApi {
         let req = request.into_inner();
         bounded(&req.query, 200, "query")?;
         let statuses = status_filter(req.status, "status")?;
-        let parent_id = parse_optional_id(&req.parent_id, "parent_id").map_err(reject)?;
+        let parent_id = parse_optional_id("parent_id", &req.parent_id).map_err(reject)?;
         let filters = format!("list|{}|{}|{}", req.parent_id, req.status, req.query);
         let page = PageRequest::parse(req.page_size, &req.page_token, &filters).map_err(reject)?;
         let parent = match &parent_id {
@@ -195,7 +194,7 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::GetSubtreeResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let root_id = id(&req.tenant_id, "tenant_id")?;
+        let root_id = id("tenant_id", &req.tenant_id)?;
         if req.max_depth < 0 {
             return Err(reject(
                 Rejection::new(ErrorReason::ValueOutOfRange, "max_depth must not be negative").on("max_depth"),
@@ -228,7 +227,7 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::RenameTenantResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
         let name = TenantName::parse(&req.name).map_err(|e| field_error("name", e))?;
         let slug = if req.slug.is_empty() {
             None
@@ -241,7 +240,6 @@ impl TenancyService for TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) =
             tenants::rename(&self.database, &ctx, &tenant_id, &name, slug.as_ref()).await.map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::RenameTenantResponse {
             tenant: Some(tenant.to_proto()),
             consistency_token: token(revision),
@@ -296,8 +294,8 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::MoveTenantResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
-        let new_parent_id = id(&req.new_parent_id, "new_parent_id")?;
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
+        let new_parent_id = id("new_parent_id", &req.new_parent_id)?;
         let tenant = self.see(&caller, &tenant_id).await?;
         let new_parent = self.see(&caller, &new_parent_id).await.map_err(|s| guard::on_field(s, "new_parent_id"))?;
         let fresh = req.at_least_as_fresh.as_ref();
@@ -307,7 +305,6 @@ impl TenancyService for TenancyApi {
         let (tenant, revision) = tenants::move_tenant(&self.database, &ctx, &tenant_id, &new_parent_id, self.max_depth)
             .await
             .map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::MoveTenantResponse {
             tenant: Some(tenant.to_proto()),
             consistency_token: token(revision),
@@ -320,8 +317,8 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::ListTenantMembersResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
-        let role = if req.role.is_empty() { None } else { Some(RoleName::parse(&req.role, "role").map_err(reject)?) };
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
+        let role = if req.role.is_empty() { None } else { Some(RoleName::parse("role", &req.role).map_err(reject)?) };
         let filters = format!("members|{}|{}", req.tenant_id, req.role);
         let page = PageRequest::parse(req.page_size, &req.page_token, &filters).map_err(reject)?;
         let (_, roots) = self.see_with_roots(&caller, &tenant_id).await?;
@@ -377,7 +374,7 @@ impl TenancyService for TenancyApi {
             Ok(ProtoKind::Assigned) => Some(MembershipKind::Assigned),
             Err(_) => return Err(reject(Rejection::new(ErrorReason::ValueOutOfRange, "unknown kind").on("kind"))),
         };
-        let user_id = match (parse_optional_id(&req.user_id, "user_id").map_err(reject)?, caller.user()) {
+        let user_id = match (parse_optional_id("user_id", &req.user_id).map_err(reject)?, caller.user()) {
             (Some(u), _) => u,
             (None, Some(p)) => p.user_id.clone(),
             (None, None) => {
@@ -423,7 +420,7 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::SetUserMembershipsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let user_id = id(&req.user_id, "user_id")?;
+        let user_id = id("user_id", &req.user_id)?;
         if req.memberships.len() > 500 {
             return Err(reject(
                 Rejection::new(ErrorReason::BatchTooLarge, "at most 500 memberships").on("memberships"),
@@ -438,8 +435,8 @@ impl TenancyService for TenancyApi {
         let mut specs = Vec::with_capacity(req.memberships.len());
         let mut seen = HashSet::new();
         for (i, m) in req.memberships.iter().enumerate() {
-            let tenant_id = id(&m.tenant_id, &format!("memberships[{i}].tenant_id"))?;
-            let role = RoleName::parse(&m.role, &format!("memberships[{i}].role")).map_err(reject)?;
+            let tenant_id = id(&format!("memberships[{i}].tenant_id"), &m.tenant_id)?;
+            let role = RoleName::parse(&format!("memberships[{i}].role"), &m.role).map_err(reject)?;
             if !seen.insert(tenant_id.clone()) {
                 return Err(reject(
                     Rejection::new(ErrorReason::DuplicateEntry, "a tenant appears twice")
@@ -448,7 +445,7 @@ impl TenancyService for TenancyApi {
             }
             specs.push(Spec { tenant_id, role: role.as_str().to_owned() });
         }
-        let default = parse_optional_id(&req.default_tenant_id, "default_tenant_id").map_err(reject)?;
+        let default = parse_optional_id("default_tenant_id", &req.default_tenant_id).map_err(reject)?;
         if let Some(d) = &default
             && !seen.contains(d)
         {
@@ -457,12 +454,13 @@ impl TenancyService for TenancyApi {
                     .on("default_tenant_id"),
             ));
         }
-        let mut role_names: Vec<&str> = specs.iter().map(|s| s.role.as_str()).collect();
-        role_names.sort_unstable();
-        role_names.dedup();
         let pack = self.pack().await?;
+        // One catalog lookup per distinct role (a batch may name the same role 500 times).
+        let mut checked = HashSet::new();
         for (i, spec) in specs.iter().enumerate() {
-            self.check_role(&spec.role, &pack, &format!("memberships[{i}].role")).await?;
+            if checked.insert(spec.role.as_str()) {
+                self.check_role(&spec.role, &pack, &format!("memberships[{i}].role")).await?;
+            }
         }
         let fresh = req.at_least_as_fresh.as_ref();
         if caller.user().is_some() {
@@ -505,7 +503,6 @@ impl TenancyService for TenancyApi {
         )
         .await
         .map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::SetUserMembershipsResponse { memberships, consistency_token: token(revision) }))
     }
 
@@ -515,9 +512,9 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::AddMembershipResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let user_id = id(&req.user_id, "user_id")?;
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
-        let role = RoleName::parse(&req.role, "role").map_err(reject)?;
+        let user_id = id("user_id", &req.user_id)?;
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
+        let role = RoleName::parse("role", &req.role).map_err(reject)?;
         let pack = self.pack().await?;
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
@@ -536,7 +533,6 @@ impl TenancyService for TenancyApi {
             memberships::add(&self.database, &ctx, &user_id, &tenant_id, role.as_str(), req.make_default, &pack)
                 .await
                 .map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::AddMembershipResponse {
             membership: Some(membership),
             consistency_token: token(revision),
@@ -549,9 +545,9 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::ChangeMembershipRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let user_id = id(&req.user_id, "user_id")?;
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
-        let role = RoleName::parse(&req.role, "role").map_err(reject)?;
+        let user_id = id("user_id", &req.user_id)?;
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
+        let role = RoleName::parse("role", &req.role).map_err(reject)?;
         let pack = self.pack().await?;
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
@@ -574,7 +570,6 @@ impl TenancyService for TenancyApi {
             memberships::change_role(&self.database, &ctx, &user_id, &tenant_id, role.as_str(), &pack)
                 .await
                 .map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::ChangeMembershipRoleResponse {
             membership: Some(membership),
             consistency_token: token(revision),
@@ -587,8 +582,8 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::RemoveMembershipResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let user_id = id(&req.user_id, "user_id")?;
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
+        let user_id = id("user_id", &req.user_id)?;
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
         let pack = self.pack().await?;
         if caller.user().is_some() {
             let fresh = req.at_least_as_fresh.as_ref();
@@ -615,7 +610,6 @@ impl TenancyService for TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let revision =
             memberships::remove(&self.database, &ctx, &user_id, &tenant_id, &pack).await.map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::RemoveMembershipResponse { consistency_token: token(revision) }))
     }
 
@@ -624,7 +618,7 @@ impl TenancyService for TenancyApi {
         request: Request<pb::SwitchTenantRequest>,
     ) -> Result<Response<pb::SwitchTenantResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let tenant_id = id(&request.get_ref().tenant_id, "tenant_id")?;
+        let tenant_id = id("tenant_id", &request.get_ref().tenant_id)?;
         let Some(user) = caller.user() else {
             return Err(reject(Rejection::new(ErrorReason::NotAMember, "only people switch tenants")));
         };
@@ -651,8 +645,8 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::SetDefaultTenantResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
-        let user_id = match (parse_optional_id(&req.user_id, "user_id").map_err(reject)?, caller.user()) {
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
+        let user_id = match (parse_optional_id("user_id", &req.user_id).map_err(reject)?, caller.user()) {
             (Some(u), _) => u,
             (None, Some(p)) => p.user_id.clone(),
             (None, None) => {
@@ -669,7 +663,6 @@ impl TenancyService for TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
             memberships::set_default(&self.database, &ctx, &user_id, &tenant_id).await.map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::SetDefaultTenantResponse {
             membership: Some(membership),
             consistency_token: token(revision),
@@ -682,14 +675,14 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::SetTechnicianAssignmentsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let technician = id(&req.technician_user_id, "technician_user_id")?;
+        let technician = id("technician_user_id", &req.technician_user_id)?;
         if req.tenant_ids.len() > 10_000 {
             return Err(reject(Rejection::new(ErrorReason::BatchTooLarge, "at most 10,000 clients").on("tenant_ids")));
         }
         let mut seen = HashSet::new();
         let mut tenant_ids = Vec::with_capacity(req.tenant_ids.len());
         for (i, raw) in req.tenant_ids.iter().enumerate() {
-            let tenant_id = id(raw, &format!("tenant_ids[{i}]"))?;
+            let tenant_id = id(&format!("tenant_ids[{i}]"), raw)?;
             if !seen.insert(tenant_id.clone()) {
                 return Err(reject(
                     Rejection::new(ErrorReason::DuplicateEntry, "a client appears twice")
@@ -702,7 +695,6 @@ impl TenancyService for TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let (assignments, revision) =
             assignments::set(&self.database, &ctx, &technician, &tenant_ids).await.map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::SetTechnicianAssignmentsResponse { assignments, consistency_token: token(revision) }))
     }
 
@@ -712,13 +704,12 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::AssignTechnicianResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let technician = id(&req.technician_user_id, "technician_user_id")?;
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
+        let technician = id("technician_user_id", &req.technician_user_id)?;
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
         self.require_assignment_rights(&caller, &technician, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (assignment, revision) =
             assignments::assign(&self.database, &ctx, &technician, &tenant_id).await.map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::AssignTechnicianResponse {
             assignment: Some(assignment),
             consistency_token: token(revision),
@@ -731,15 +722,14 @@ impl TenancyService for TenancyApi {
     ) -> Result<Response<pb::UnassignTechnicianResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let technician = id(&req.technician_user_id, "technician_user_id")?;
-        let tenant_id = id(&req.tenant_id, "tenant_id")?;
+        let technician = id("technician_user_id", &req.technician_user_id)?;
+        let tenant_id = id("tenant_id", &req.tenant_id)?;
         let admin = self.admin().await?;
         self.see(&caller, &admin.id).await?;
         self.require_at(&caller, "users.manage", &admin.id, req.at_least_as_fresh.as_ref()).await?;
         let ctx = AuditContext::from_caller(&caller);
         let revision =
             assignments::unassign(&self.database, &ctx, &technician, &tenant_id).await.map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::UnassignTechnicianResponse { consistency_token: token(revision) }))
     }
 
@@ -798,7 +788,7 @@ impl TenancyService for TenancyApi {
         request: Request<pb::TransferOwnershipRequest>,
     ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let new_owner = id(&request.get_ref().new_owner_user_id, "new_owner_user_id")?;
+        let new_owner = id("new_owner_user_id", &request.get_ref().new_owner_user_id)?;
         let pack = self.pack().await?;
         let by = match &caller.actor {
             Actor::Service(_) => ownership::Transferor::Bootstrap,
@@ -827,7 +817,6 @@ impl TenancyService for TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let (ownership, previous_owner_membership, revision) =
             ownership::transfer(&self.database, &ctx, by, &new_owner, &pack).await.map_err(store_error)?;
-        self.feed.notify();
         Ok(Response::new(pb::TransferOwnershipResponse {
             ownership: Some(ownership),
             previous_owner_membership,
@@ -905,7 +894,7 @@ impl TenancyApi {
         fresh: Option<ConsistencyToken>,
     ) -> Result<(pb::Tenant, u64), Status> {
         let caller = self.caller(request).await?;
-        let tenant_id = id(raw_id, "tenant_id")?;
+        let tenant_id = id("tenant_id", raw_id)?;
         let tenant = self.see(&caller, &tenant_id).await?;
         if tenant.kind == TenantKind::Admin {
             return Err(reject(Rejection::new(
@@ -924,7 +913,6 @@ impl TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) =
             tenants::set_status(&self.database, &ctx, &tenant_id, status, note).await.map_err(store_error)?;
-        self.feed.notify();
         Ok((tenant.to_proto(), revision))
     }
 

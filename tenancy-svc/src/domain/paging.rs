@@ -1,6 +1,6 @@
 //! Page sizes and opaque page tokens bound to the request's filters.
 
-use tether_proto::common::v1::ErrorReason;
+use tether_proto::{common::v1::ErrorReason, values::PageSize};
 
 use super::Rejection;
 
@@ -12,20 +12,9 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    pub const DEFAULT: usize = 50;
-    pub const MAX: usize = 500;
-
     /// `filters` names the request's other fields: a token issued for other filters is refused.
     pub fn parse(page_size: i32, page_token: &str, filters: &str) -> Result<Self, Rejection> {
-        let size = match page_size {
-            n if n < 0 => {
-                return Err(
-                    Rejection::new(ErrorReason::ValueOutOfRange, "page_size must not be negative").on("page_size")
-                );
-            }
-            0 => Self::DEFAULT,
-            n => (n as usize).min(Self::MAX),
-        };
+        let size = PageSize::parse("page_size", page_size)?.get();
         let after = if page_token.is_empty() { None } else { Some(PageToken::decode(page_token, filters)?) };
         Ok(Self { size, after })
     }

@@ -1,6 +1,10 @@
 //! Typed values parsed at the edge, and the one rejection type every rule returns.
 
-use tether_proto::common::v1::ErrorReason;
+pub use tether_proto::values::RoleName;
+use tether_proto::{
+    common::v1::ErrorReason,
+    values::{self, FieldError},
+};
 
 /// A refused request: a stable reason, a message for people, and the field at fault if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,47 +31,20 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// A canonical lower-case hyphenated UUID (the only id form Tether accepts).
-pub fn parse_id(raw: &str, field: &str) -> Result<String, Rejection> {
-    if raw.is_empty() {
-        return Err(Rejection::new(ErrorReason::FieldRequired, format!("{field} is required")).on(field));
+impl From<FieldError> for Rejection {
+    fn from(e: FieldError) -> Self {
+        Self { reason: e.reason, message: e.message, field: Some(e.field) }
     }
-    match uuid::Uuid::try_parse(raw) {
-        Ok(id) if id.hyphenated().to_string() == raw => Ok(raw.to_owned()),
-        _ => Err(Rejection::new(ErrorReason::InvalidUuid, format!("{field} is not a canonical UUID")).on(field)),
-    }
+}
+
+/// An id in the contract's one spelling (a canonical UUID), as text.
+pub fn parse_id(field: &str, raw: &str) -> Result<String, Rejection> {
+    Ok(values::id(field, raw)?.to_string())
 }
 
 /// Like [`parse_id`], but empty means "not given".
-pub fn parse_optional_id(raw: &str, field: &str) -> Result<Option<String>, Rejection> {
-    if raw.is_empty() { Ok(None) } else { parse_id(raw, field).map(Some) }
-}
-
-/// A role name of authz-svc's catalog: 1 to 64 of `[A-Za-z0-9_.-]` (packs spell them their way).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoleName(String);
-
-impl RoleName {
-    pub const MAX_LEN: usize = 64;
-
-    pub fn parse(raw: &str, field: &str) -> Result<Self, Rejection> {
-        if raw.is_empty() {
-            return Err(Rejection::new(ErrorReason::FieldRequired, format!("{field} is required")).on(field));
-        }
-        if raw.len() > Self::MAX_LEN {
-            return Err(
-                Rejection::new(ErrorReason::FieldTooLong, format!("{field} is longer than 64 characters")).on(field)
-            );
-        }
-        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-            return Err(Rejection::new(ErrorReason::InvalidFormat, format!("{field} is not a role name")).on(field));
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+pub fn parse_optional_id(field: &str, raw: &str) -> Result<Option<String>, Rejection> {
+    Ok(values::optional_id(field, raw)?.map(|id| id.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,19 +132,19 @@ mod tests {
     #[test]
     fn ids_must_be_canonical_uuids() {
         let id = uuid::Uuid::new_v4().to_string();
-        assert_eq!(parse_id(&id, "tenant_id").unwrap(), id);
-        assert_eq!(parse_id("", "tenant_id").unwrap_err().reason, ErrorReason::FieldRequired);
-        assert_eq!(parse_id("nope", "tenant_id").unwrap_err().reason, ErrorReason::InvalidUuid);
-        assert_eq!(parse_id(&id.to_uppercase(), "tenant_id").unwrap_err().reason, ErrorReason::InvalidUuid);
-        assert_eq!(parse_optional_id("", "x").unwrap(), None);
+        assert_eq!(parse_id("tenant_id", &id).unwrap(), id);
+        assert_eq!(parse_id("tenant_id", "").unwrap_err().reason, ErrorReason::FieldRequired);
+        assert_eq!(parse_id("tenant_id", "nope").unwrap_err().reason, ErrorReason::InvalidUuid);
+        assert_eq!(parse_id("tenant_id", &id.to_uppercase()).unwrap_err().reason, ErrorReason::InvalidUuid);
+        assert_eq!(parse_optional_id("x", "").unwrap(), None);
     }
 
     #[test]
     fn role_names_are_bounded() {
-        assert!(RoleName::parse("client_admin", "role").is_ok());
-        assert!(RoleName::parse("SUPER_ADMIN", "role").is_ok());
-        assert_eq!(RoleName::parse("", "role").unwrap_err().reason, ErrorReason::FieldRequired);
-        assert_eq!(RoleName::parse("a b", "role").unwrap_err().reason, ErrorReason::InvalidFormat);
-        assert_eq!(RoleName::parse(&"r".repeat(65), "role").unwrap_err().reason, ErrorReason::FieldTooLong);
+        assert!(RoleName::parse("role", "client_admin").is_ok());
+        assert!(RoleName::parse("role", "SUPER_ADMIN").is_ok());
+        assert_eq!(RoleName::parse("role", "").unwrap_err().reason, ErrorReason::FieldRequired);
+        assert_eq!(RoleName::parse("role", "a b").unwrap_err().reason, ErrorReason::InvalidFormat);
+        assert_eq!(RoleName::parse("role", &"r".repeat(65)).unwrap_err().reason, ErrorReason::FieldTooLong);
     }
 }

@@ -2,13 +2,13 @@
 //! events every write records.
 
 use tether_proto::{
-    common::v1::{Actor as AuditActor, ActorKind, AuditEvent, AuditOutcome},
+    common::v1::{Actor as AuditActor, ActorKind, AuditEvent},
     tenancy::v1::{
         Membership, MembershipRemoved, MembershipUpserted, Ownership, OwnershipTransferred, TechnicianAssigned,
         TechnicianAssignment, TechnicianUnassigned, TenancyChange, Tenant, TenantUpserted, tenancy_change::Change,
     },
 };
-use tether_runtime::access::Caller;
+use tether_runtime::{access::Caller, events::Audit};
 
 pub const SOURCE_SERVICE: &str = "tenancy-svc";
 
@@ -52,17 +52,12 @@ pub fn ownership_transferred(ownership: Ownership) -> TenancyChange {
 pub struct AuditContext {
     pub actor: AuditActor,
     pub client_ip: String,
-    pub trace_id: String,
 }
 
 impl AuditContext {
     pub fn from_caller(caller: &Caller) -> Self {
         let actor = caller.audit_actor();
-        Self {
-            actor,
-            client_ip: caller.client_ip.clone(),
-            trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
-        }
+        Self { actor, client_ip: caller.client_ip.clone() }
     }
 
     /// tenancy-svc itself (bootstrap).
@@ -74,7 +69,6 @@ impl AuditContext {
                 ..Default::default()
             },
             client_ip: String::new(),
-            trace_id: tether_runtime::telemetry::current_trace_id().unwrap_or_default(),
         }
     }
 
@@ -85,61 +79,23 @@ impl AuditContext {
 
     /// A successful write.
     pub fn event(&self, action: &str, resource_type: &str, resource_id: &str, tenant_id: &str) -> AuditEvent {
-        let now = tether_runtime::db::now_micros();
-        AuditEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            occurred_at: Some(crate::store::timestamp(now)),
-            source_service: SOURCE_SERVICE.to_owned(),
-            actor: Some(self.actor.clone()),
-            action: action.to_owned(),
-            resource_type: resource_type.to_owned(),
-            resource_id: resource_id.to_owned(),
-            tenant_id: tenant_id.to_owned(),
-            client_ip: self.client_ip.clone(),
-            outcome: AuditOutcome::Success as i32,
-            reason: String::new(),
-            trace_id: self.trace_id.clone(),
-            before_json: String::new(),
-            after_json: String::new(),
-            metadata_json: String::new(),
-        }
+        Audit::new(SOURCE_SERVICE, self.actor.clone(), &self.client_ip, action, resource_type, resource_id)
+            .tenant(tenant_id)
+            .build()
     }
 }
 
 /// A flat JSON object of string fields (the before/after states are small and secret-free).
 pub fn json_object(fields: &[(&str, &str)]) -> String {
-    let mut out = String::from("{");
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&json_string(key));
-        out.push(':');
-        out.push_str(&json_string(value));
-    }
-    out.push('}');
-    out
-}
-
-fn json_string(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    let object: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|(key, value)| ((*key).to_owned(), serde_json::Value::from(*value))).collect();
+    serde_json::Value::Object(object).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn json_is_escaped() {
-        assert_eq!(super::json_object(&[("name", "a\"b\\c\n")]), r#"{"name":"a\"b\\c\u000a"}"#);
+        assert_eq!(super::json_object(&[("name", "a\"b\\c\n")]), r#"{"name":"a\"b\\c\n"}"#);
     }
 }

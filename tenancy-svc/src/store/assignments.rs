@@ -87,7 +87,7 @@ async fn insert(
     .bind(now)
     .execute(write.conn())
     .await?;
-    write.changes.push(events::technician_assigned(row.to_proto()));
+    write.change(events::technician_assigned(row.to_proto()));
     let membership = MembershipRow {
         user_id: technician.to_owned(),
         tenant_id: tenant_id.to_owned(),
@@ -96,10 +96,10 @@ async fn insert(
         created_at: now,
         updated_at: now,
     };
-    write.changes.push(events::membership_upserted(membership.to_proto(false)));
+    write.change(events::membership_upserted(membership.to_proto(false)));
     let mut audit = ctx.event("assignment.create", "assignment", &format!("{technician}:{tenant_id}"), tenant_id);
     audit.after_json = json_object(&[("technician_user_id", technician), ("tenant_id", tenant_id)]);
-    write.audits.push(audit);
+    write.audit(audit);
     Ok(())
 }
 
@@ -114,11 +114,11 @@ async fn delete(write: &mut Write, ctx: &AuditContext, technician: &str, tenant_
         .bind(tenant_id.to_owned())
         .execute(write.conn())
         .await?;
-    write.changes.push(events::technician_unassigned(technician, tenant_id));
-    write.changes.push(events::membership_removed(technician, tenant_id, MembershipKind::Assigned));
+    write.change(events::technician_unassigned(technician, tenant_id));
+    write.change(events::membership_removed(technician, tenant_id, MembershipKind::Assigned));
     let mut audit = ctx.event("assignment.delete", "assignment", &format!("{technician}:{tenant_id}"), tenant_id);
     audit.before_json = json_object(&[("technician_user_id", technician), ("tenant_id", tenant_id)]);
-    write.audits.push(audit);
+    write.audit(audit);
     Ok(())
 }
 
@@ -138,7 +138,7 @@ pub async fn assign(
     let row = get(write.conn(), technician, tenant_id)
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::AssignmentNotFound, "no such assignment"))?;
-    let revision = write.commit().await?;
+    let revision = write.commit_if_changed().await?;
     Ok((row.to_proto(), revision))
 }
 
@@ -148,7 +148,7 @@ pub async fn unassign(db: &Database, ctx: &AuditContext, technician: &str, tenan
         return Err(Rejection::new(ErrorReason::AssignmentNotFound, "no such technician assignment").into());
     }
     delete(&mut write, ctx, technician, tenant_id).await?;
-    write.commit().await
+    Ok(write.commit_if_changed().await?)
 }
 
 /// Replaces a technician's assignments with `tenant_ids` (already de-duplicated).
@@ -175,7 +175,7 @@ pub async fn set(
         }
     }
     let after = of_technician(write.conn(), technician).await?;
-    let revision = write.commit().await?;
+    let revision = write.commit_if_changed().await?;
     Ok((after.iter().map(AssignmentRow::to_proto).collect(), revision))
 }
 

@@ -72,7 +72,7 @@ async fn flush(write: &mut Write, user_id: &str, tenants: &BTreeSet<String>) -> 
         let rows = in_tenant(write.conn(), user_id, tenant_id).await?;
         let flags = flags(&rows, default.as_deref());
         for (row, is_default) in rows.iter().zip(flags) {
-            write.changes.push(events::membership_upserted(row.to_proto(is_default)));
+            write.change(events::membership_upserted(row.to_proto(is_default)));
         }
     }
     Ok(())
@@ -154,7 +154,7 @@ async fn on_admin_join(write: &mut Write, user_id: &str, role: &str) -> StoreRes
             created_at: now,
             updated_at: now,
         };
-        write.changes.push(events::membership_upserted(shadow.to_proto(false)));
+        write.change(events::membership_upserted(shadow.to_proto(false)));
     }
     Ok(())
 }
@@ -171,7 +171,7 @@ async fn on_admin_leave(write: &mut Write, user_id: &str) -> StoreResult<()> {
         let tenant_id: String = row.try_get(0)?;
         let kind: String = row.try_get(1)?;
         let kind = MembershipKind::from_db(&kind).unwrap_or(MembershipKind::Shadow);
-        write.changes.push(events::membership_removed(user_id, &tenant_id, kind));
+        write.change(events::membership_removed(user_id, &tenant_id, kind));
     }
     let rows = sqlx::query("DELETE FROM technician_assignments WHERE technician_user_id = $1 RETURNING tenant_id")
         .bind(user_id.to_owned())
@@ -179,7 +179,7 @@ async fn on_admin_leave(write: &mut Write, user_id: &str) -> StoreResult<()> {
         .await?;
     for row in rows {
         let tenant_id: String = row.try_get(0)?;
-        write.changes.push(events::technician_unassigned(user_id, &tenant_id));
+        write.change(events::technician_unassigned(user_id, &tenant_id));
     }
     Ok(())
 }
@@ -198,7 +198,7 @@ async fn on_admin_role_change(write: &mut Write, user_id: &str, role: &str) -> S
         .await?;
     for row in rows {
         let m = MembershipRow::decode(&row)?;
-        write.changes.push(events::membership_upserted(m.to_proto(false)));
+        write.change(events::membership_upserted(m.to_proto(false)));
     }
     Ok(())
 }
@@ -304,7 +304,7 @@ pub async fn set_user_memberships(
                 .bind(tenant_id.clone())
                 .execute(write.conn())
                 .await?;
-            write.changes.push(events::membership_removed(user_id, tenant_id, MembershipKind::Direct));
+            write.change(events::membership_removed(user_id, tenant_id, MembershipKind::Direct));
             let _ = membership;
         }
     }
@@ -350,14 +350,14 @@ pub async fn set_user_memberships(
     };
     let before = describe(current.values().map(|m| (m.tenant_id.clone(), m.role.clone())).collect());
     let after = describe(specs.iter().map(|s| (s.tenant_id.clone(), s.role.clone())).collect());
-    if !write.changes.is_empty() {
+    if write.has_changes() {
         let mut audit = ctx.event("membership.set", "user", user_id, "");
         audit.before_json = json_object(&[("user_id", user_id), ("memberships", &before)]);
         audit.after_json = json_object(&[("user_id", user_id), ("memberships", &after)]);
-        write.audits.push(audit);
+        write.audit(audit);
     }
     let result = direct_memberships(write.conn(), user_id).await?;
-    let revision = write.commit().await?;
+    let revision = write.commit_if_changed().await?;
     Ok((result, revision))
 }
 
@@ -441,18 +441,18 @@ pub async fn add(
             flush(&mut write, user_id, &touched).await?;
             let mut audit = ctx.event("membership.add", "membership", &format!("{user_id}:{tenant_id}"), tenant_id);
             audit.after_json = json_object(&[("user_id", user_id), ("tenant_id", tenant_id), ("role", role)]);
-            write.audits.push(audit);
+            write.audit(audit);
         }
     }
-    if write.audits.is_empty() && !write.changes.is_empty() {
+    if !write.has_audits() && write.has_changes() {
         let mut audit = ctx.event("membership.set_default", "membership", &format!("{user_id}:{tenant_id}"), tenant_id);
         audit.after_json = json_object(&[("user_id", user_id), ("default_tenant_id", tenant_id)]);
-        write.audits.push(audit);
+        write.audit(audit);
     }
     let membership = membership_proto(write.conn(), user_id, tenant_id, MembershipKind::Direct)
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::MembershipNotFound, "no such membership"))?;
-    let revision = write.commit().await?;
+    let revision = write.commit_if_changed().await?;
     Ok((membership, revision))
 }
 
@@ -503,12 +503,12 @@ pub async fn change_role(
         audit.before_json = current.json();
         audit.after_json =
             json_object(&[("user_id", user_id), ("tenant_id", tenant_id), ("kind", "direct"), ("role", role)]);
-        write.audits.push(audit);
+        write.audit(audit);
     }
     let membership = membership_proto(write.conn(), user_id, tenant_id, MembershipKind::Direct)
         .await?
         .ok_or_else(membership_not_found)?;
-    let revision = write.commit().await?;
+    let revision = write.commit_if_changed().await?;
     Ok((membership, revision))
 }
 
@@ -532,7 +532,7 @@ pub async fn remove(
         .bind(tenant_id.to_owned())
         .execute(write.conn())
         .await?;
-    write.changes.push(events::membership_removed(user_id, tenant_id, MembershipKind::Direct));
+    write.change(events::membership_removed(user_id, tenant_id, MembershipKind::Direct));
     if tenant.kind == TenantKind::Admin {
         on_admin_leave(&mut write, user_id).await?;
     }
@@ -541,8 +541,8 @@ pub async fn remove(
     flush(&mut write, user_id, &touched).await?;
     let mut audit = ctx.event("membership.remove", "membership", &format!("{user_id}:{tenant_id}"), tenant_id);
     audit.before_json = current.json();
-    write.audits.push(audit);
-    write.commit().await
+    write.audit(audit);
+    Ok(write.commit_if_changed().await?)
 }
 
 pub async fn set_default(
@@ -561,12 +561,12 @@ pub async fn set_default(
         flush(&mut write, user_id, &touched).await?;
         let mut audit = ctx.event("membership.set_default", "user", user_id, tenant_id);
         audit.after_json = json_object(&[("user_id", user_id), ("default_tenant_id", tenant_id)]);
-        write.audits.push(audit);
+        write.audit(audit);
     }
     let membership = membership_proto(write.conn(), user_id, tenant_id, strongest)
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::NotAMember, "the user holds no membership in that tenant"))?;
-    let revision = write.commit().await?;
+    let revision = write.commit_if_changed().await?;
     Ok((membership, revision))
 }
 

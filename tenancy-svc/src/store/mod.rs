@@ -4,7 +4,7 @@
 //! writers, so the checks that follow read settled state) -> checks and SQL -> change-stream
 //! entries and audit events in the outbox -> commit.
 
-use sqlx::{Any, AnyConnection, Row, Transaction, any::AnyRow};
+use sqlx::{Row, any::AnyRow};
 use tether_proto::{
     common::v1::{AuditEvent, MembershipKind as ProtoKind},
     tenancy::v1::{
@@ -14,7 +14,7 @@ use tether_proto::{
 };
 use tether_runtime::{
     db::{Database, EmbeddedMigration},
-    events::{OUTBOX_MIGRATION, current_revision, next_revision, record_audit, record_changes},
+    events::OUTBOX_MIGRATION,
 };
 
 use crate::domain::{MembershipKind, Rejection, TenantKind, TenantStatus};
@@ -53,53 +53,14 @@ impl From<Rejection> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-pub fn timestamp(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
+pub use tether_runtime::db::timestamp;
 
-/// A write in progress: its transaction, revision, and what it will publish.
-pub struct Write {
-    pub tx: Transaction<'static, Any>,
-    pub revision: u64,
-    pub changes: Vec<TenancyChange>,
-    pub audits: Vec<AuditEvent>,
-}
-
-impl Write {
-    pub async fn begin(db: &Database) -> StoreResult<Self> {
-        let mut tx = db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        Ok(Self { tx, revision, changes: Vec::new(), audits: Vec::new() })
-    }
-
-    pub fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
-    }
-
-    /// Commits with its outbox entries; returns the revision. A write that changed nothing
-    /// commits nothing and returns the current revision.
-    pub async fn commit(mut self) -> StoreResult<u64> {
-        if self.changes.is_empty() {
-            self.tx.rollback().await?;
-            return Ok(self.revision.saturating_sub(1));
-        }
-        record_changes(&mut self.tx, self.revision, std::mem::take(&mut self.changes)).await?;
-        record_audit(&mut self.tx, &self.audits).await?;
-        self.tx.commit().await?;
-        Ok(self.revision)
-    }
-}
+/// A write of tenancy's data: the runtime's one write recipe over tenancy's change stream.
+pub type Write = tether_runtime::events::Write<TenancyChange>;
 
 /// Records audit events alone (no state change, e.g. SwitchTenant), without taking a revision.
 pub async fn record_audit_only(db: &Database, events: &[AuditEvent]) -> StoreResult<u64> {
-    let mut tx = db.begin_write().await?;
-    record_audit(&mut tx, events).await?;
-    let revision = current_revision(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(revision)
+    Ok(tether_runtime::events::record_audit_only(db, events.iter().cloned()).await?)
 }
 
 // ---------- rows ----------

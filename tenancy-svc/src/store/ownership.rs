@@ -55,7 +55,7 @@ pub async fn transfer(
     let not_owner = || Rejection::new(ErrorReason::NotOwner, "only the owner may transfer ownership");
     match (&by, &current) {
         (Transferor::Bootstrap, Some(o)) if o.owner_user_id == new_owner => {
-            let revision = write.commit().await?;
+            let revision = write.commit_if_changed().await?;
             return Ok((o.to_proto(), None, revision));
         }
         (Transferor::Bootstrap, Some(_)) => return Err(not_owner().into()),
@@ -77,7 +77,7 @@ pub async fn transfer(
         }
         (Transferor::Owner(user), Some(_)) if user == new_owner => {
             let o = current.clone().ok_or_else(not_owner)?;
-            let revision = write.commit().await?;
+            let revision = write.commit_if_changed().await?;
             return Ok((o.to_proto(), None, revision));
         }
         _ => {}
@@ -96,7 +96,7 @@ pub async fn transfer(
         since: now,
         previous_owner_user_id: previous.clone(),
     };
-    write.changes.push(events::ownership_transferred(row.to_proto()));
+    write.change(events::ownership_transferred(row.to_proto()));
     // The roles move inside this transaction, through the same admin-tenancy hooks as any
     // membership change, so shadow memberships follow.
     let owner_role = match (specs_owner_role, &target) {
@@ -115,7 +115,7 @@ pub async fn transfer(
     let mut audit = ctx.event("ownership.transfer", "tenant", &admin.id, &admin.id);
     audit.before_json = json_object(&[("owner_user_id", &previous)]);
     audit.after_json = json_object(&[("owner_user_id", new_owner)]);
-    write.audits.push(audit);
-    let revision = write.commit().await?;
+    write.audit(audit);
+    let revision = write.commit_if_changed().await?;
     Ok((row.to_proto(), previous_membership, revision))
 }

@@ -2,10 +2,7 @@
 
 use sqlx::Row;
 use tether_proto::tenancy::v1::TenancyChange;
-use tether_runtime::{
-    db::{Backend, Database},
-    events::current_revision,
-};
+use tether_runtime::{db::Database, events::current_revision};
 
 use super::{AssignmentRow, MEMBERSHIP_COLS, MembershipRow, OwnershipRow, StoreResult, TENANT_COLS, TenantRow};
 use crate::events;
@@ -13,10 +10,7 @@ use crate::events;
 /// Every tenant (parents before children), membership, assignment and the ownership, at one
 /// revision.
 pub async fn read(db: &Database) -> StoreResult<(u64, Vec<TenancyChange>)> {
-    let mut tx = match db.backend() {
-        Backend::Postgres => db.pool().begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ").await?,
-        Backend::Sqlite => db.pool().begin().await?,
-    };
+    let mut tx = db.begin_snapshot().await?;
     let revision = current_revision(&mut *tx).await?;
     let mut out = Vec::new();
     let sql = format!("SELECT {TENANT_COLS} FROM tenants ORDER BY depth, id");

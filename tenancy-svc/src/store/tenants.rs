@@ -58,9 +58,9 @@ pub async fn insert_admin_tenancy(db: &Database, name: &TenantName, slug: &Tenan
     let row = require(write.conn(), &id.to_string()).await?;
     let mut audit = AuditContext::system("bootstrap").event("tenant.create", "tenant", &row.id, &row.id);
     audit.after_json = row.json();
-    write.audits.push(audit);
-    write.changes.push(events::tenant_upserted(row.to_proto()));
-    write.commit().await?;
+    write.audit(audit);
+    write.change(events::tenant_upserted(row.to_proto()));
+    write.commit_if_changed().await?;
     Ok(id)
 }
 
@@ -99,7 +99,7 @@ pub async fn create(
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(request_id.clone()).fetch_optional(write.conn()).await?;
         if let Some(row) = row {
             let tenant = TenantRow::decode(&row)?;
-            return Ok((tenant, write.commit().await?));
+            return Ok((tenant, write.commit_if_changed().await?));
         }
     }
     let parent = match &new.parent_id {
@@ -157,7 +157,7 @@ pub async fn create(
     .bind(new.request_id.clone())
     .execute(write.conn())
     .await?;
-    write.changes.push(events::tenant_upserted(tenant.to_proto()));
+    write.change(events::tenant_upserted(tenant.to_proto()));
     // Every MSP staff member (direct member of the admin tenancy) gets a shadow membership with
     // their admin-tenancy role: one INSERT … SELECT, whatever the number of staff.
     let admin_id = if parent.kind == TenantKind::Admin { parent.id.clone() } else { admin(write.conn()).await?.id };
@@ -181,13 +181,13 @@ pub async fn create(
             created_at: now,
             updated_at: now,
         };
-        write.changes.push(events::membership_upserted(shadow.to_proto(false)));
+        write.change(events::membership_upserted(shadow.to_proto(false)));
     }
     let mut audit = ctx.event("tenant.create", "tenant", &tenant.id, &tenant.id);
     audit.after_json = tenant.json();
     audit.metadata_json = events::json_object(&[("shadow_memberships", &shadows.len().to_string())]);
-    write.audits.push(audit);
-    let revision = write.commit().await?;
+    write.audit(audit);
+    let revision = write.commit_if_changed().await?;
     Ok((tenant, revision))
 }
 
@@ -219,7 +219,7 @@ pub async fn rename(
         return Err(slug_taken_error().into());
     }
     if before.name == name.as_str() && before.slug == new_slug {
-        return Ok((before, write.commit().await?));
+        return Ok((before, write.commit_if_changed().await?));
     }
     sqlx::query("UPDATE tenants SET name = $1, slug = $2, updated_at = $3 WHERE id = $4")
         .bind(name.as_str().to_owned())
@@ -232,9 +232,9 @@ pub async fn rename(
     let mut audit = ctx.event("tenant.rename", "tenant", id, id);
     audit.before_json = before.json();
     audit.after_json = after.json();
-    write.audits.push(audit);
-    write.changes.push(events::tenant_upserted(after.to_proto()));
-    let revision = write.commit().await?;
+    write.audit(audit);
+    write.change(events::tenant_upserted(after.to_proto()));
+    let revision = write.commit_if_changed().await?;
     Ok((after, revision))
 }
 
@@ -260,7 +260,7 @@ pub async fn set_status(
         }
     }
     if before.status == status {
-        return Ok((before, write.commit().await?));
+        return Ok((before, write.commit_if_changed().await?));
     }
     sqlx::query("UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3")
         .bind(status.as_str())
@@ -280,9 +280,9 @@ pub async fn set_status(
     if !note.is_empty() {
         audit.metadata_json = events::json_object(&[("reason", note)]);
     }
-    write.audits.push(audit);
-    write.changes.push(events::tenant_upserted(after.to_proto()));
-    let revision = write.commit().await?;
+    write.audit(audit);
+    write.change(events::tenant_upserted(after.to_proto()));
+    let revision = write.commit_if_changed().await?;
     Ok((after, revision))
 }
 
@@ -322,7 +322,7 @@ pub async fn move_tenant(
         max_depth,
     )?;
     if before.parent_id.as_deref() == Some(new_parent_id) {
-        return Ok((before, write.commit().await?));
+        return Ok((before, write.commit_if_changed().await?));
     }
     let new_path = format!("{}{}/", parent.path, before.id);
     let now = now_micros();
@@ -348,15 +348,15 @@ pub async fn move_tenant(
     let mut moved = subtree_rows(write.conn(), &after).await?;
     moved.sort_by_key(|t| t.depth);
     for tenant in &moved {
-        write.changes.push(events::tenant_upserted(tenant.to_proto()));
+        write.change(events::tenant_upserted(tenant.to_proto()));
     }
     // Memberships are keyed by tenant id and stay. Technician coverage follows the client at the
     // top of the branch: the new client_id in the changes above is what authz-svc reads.
     let mut audit = ctx.event("tenant.move", "tenant", id, id);
     audit.before_json = before.json();
     audit.after_json = after.json();
-    write.audits.push(audit);
-    let revision = write.commit().await?;
+    write.audit(audit);
+    let revision = write.commit_if_changed().await?;
     Ok((after, revision))
 }
 

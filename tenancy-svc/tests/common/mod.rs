@@ -58,6 +58,8 @@ pub struct World {
     /// While set, `departments.create` is not in the catalog (seed 000's pack): checks of it
     /// are PERMISSION_NOT_FOUND, as authz-svc answers.
     pub no_departments_create: std::sync::atomic::AtomicBool,
+    /// How many times tenancy asked the catalog about a role.
+    pub role_lookups: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Doubles(pub Arc<World>);
@@ -66,9 +68,7 @@ pub struct Doubles(pub Arc<World>);
 impl Authenticator for Doubles {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         let users = self.0.users.lock().unwrap();
-        let user = users
-            .get(token)
-            .ok_or_else(|| ApiError::unauthenticated(ErrorReason::Unauthenticated, "unknown session"))?;
+        let user = users.get(token).ok_or_else(|| ApiError::new(ErrorReason::Unauthenticated, "unknown session"))?;
         Ok(Principal {
             user_id: user.user_id.clone(),
             is_msp_staff: user.is_msp_staff,
@@ -94,6 +94,7 @@ impl RoleCatalog for Doubles {
         Ok(pack())
     }
     async fn role(&self, name: &str) -> Result<Option<RoleInfo>, ApiError> {
+        self.0.role_lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(ROLES.iter().find(|(n, ..)| *n == name).map(|(n, assignable, staff)| RoleInfo {
             name: (*n).into(),
             assignable: *assignable,
@@ -149,7 +150,7 @@ impl Authorizer for Doubles {
     ) -> Result<bool, ApiError> {
         if permission == "departments.create" && self.0.no_departments_create.load(std::sync::atomic::Ordering::SeqCst)
         {
-            return Err(ApiError::not_found(ErrorReason::PermissionNotFound, "not in the catalog"));
+            return Err(ApiError::new(ErrorReason::PermissionNotFound, "not in the catalog"));
         }
         // authz-svc denies a deactivated (or unknown) user whatever memberships tenancy holds.
         if !self.0.users.lock().unwrap().get(user_id).is_some_and(|u| u.active) {
