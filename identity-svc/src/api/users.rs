@@ -248,7 +248,7 @@ impl Identity {
             // tenant is unknown to them.
             self.require_tenant_seen(caller, &tenant).await?;
             // authz-svc decides who may add whom: `users.manage`, or the pack's invite permission
-            // (seed 003's MANAGER invites), within the rank and tenant rules.
+            // (e.g. the "platform" pack's MANAGER invites), within the rank and tenant rules.
             let decision = self
                 .authorizer
                 .check_role_grant(&RoleGrant {
