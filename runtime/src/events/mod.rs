@@ -12,6 +12,12 @@
 //!    events ([`record_audit`]) in the same transaction;
 //! 4. commits, then calls [`ChangeFeed::notify`] so local watchers wake at once (watchers on
 //!    other replicas find the change on their next poll).
+//!
+//! Guarantees: nothing is published that did not commit, and nothing that committed is lost.
+//! identity, tenancy and authz number their changes this way; identity and tenancy serve them on
+//! `Watch`. Audit events wait, committed, in each service's `audit_outbox`: the relay that will
+//! send them to audit-svc's `Ingest` (at least once, retrying until acknowledged; audit-svc
+//! storing each `event_id` once and chaining rows by hash) is not built yet.
 
 mod changes;
 pub mod consistency;
