@@ -37,11 +37,15 @@
 //!    and grants from a read guard under the writers' mutex (planning the next free slots);
 //!    `install_own` interns them and swaps them in under a short write lock, re-preparing if the
 //!    slots moved anyway.
-//! 10. Delegation (`check_role_grant`, `check_override_change`, `check_resource_grant`): see the
-//!     api module's rules for who may ask; here, a role grant needs a target's current role from
-//!     the index (a caller's `previous_role` can only make the answer stricter), refuses any change
-//!     to the owner's memberships (`OWNER_NOT_REMOVABLE`) and a role whose scope is not
-//!     `own_tenant` for a target who is not MSP staff (`ROLE_SCOPE_MISMATCH`).
+//! 10. Delegation (`check_role_grant`, `check_override_change`, `check_resource_grant`; who may
+//!     ask is in the api module's rules). A role grant takes the target's current role in the
+//!     tenant from the index (a caller's `previous_role` can only make the answer stricter) and
+//!     refuses: any change to the owner's memberships (`OWNER_NOT_REMOVABLE`); the owner role;
+//!     a role not `assignable`; an `msp_staff_only` role for someone not MSP staff; a role whose
+//!     scope is not `own_tenant` unless the target is MSP staff and the tenant is the admin
+//!     tenancy (`ROLE_SCOPE_MISMATCH`); a role, or a previous role, ranked above the actor's
+//!     (`ROLE_ABOVE_OWN`); demoting or removing a tenant's last active administrator
+//!     (`LAST_ADMIN`).
 
 use std::{
     collections::{BTreeMap, HashMap},

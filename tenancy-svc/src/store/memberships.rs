@@ -26,8 +26,8 @@
 //! 7. Membership writes are idempotent: the same membership again is success, unchanged (identity's
 //!    relay may deliver twice).
 //! 8. Directory (`ListTenantMembers`): direct members paged by user id (keyset, at most 500 a page)
-//!    from a partial index `(tenant_id, user_id, role, created_at, updated_at) WHERE kind = 'direct'`
-//!    that covers the query. Every by-tenant lookup is of direct members, so shadows (most rows) sit
+//!    from a partial index `(tenant_id, user_id, role, created_at, updated_at, kind)
+//!    WHERE kind = 'direct'` that covers the query. Every by-tenant lookup is of direct members, so shadows (most rows) sit
 //!    in no by-tenant index and a new tenant writes them into the primary key only. The default flag
 //!    is a covering probe of `default_tenants (user_id, tenant_id)`; for client callers MSP staff
 //!    are left out in the same statement. Only five narrow columns are read: sqlx's `Any` driver
