@@ -308,7 +308,7 @@ pub struct CachedSession {
 }
 
 /// Authenticate answers keyed by token hash. Valid only while the database's revocation
-/// generation is the one they were read under (see ARCHITECTURE.md, "Authenticate").
+/// generation is the one they were read under (this module's rules 3 and 4).
 #[derive(Default)]
 pub struct SessionCache {
     inner: RwLock<CacheState>,

@@ -171,7 +171,7 @@ impl Identity {
             Some(_) if !verified => Some("WRONG_PASSWORD"),
             Some(a) if a.status == Status::Pending => Some("INVITATION_NOT_ACCEPTED"),
             Some(a) if a.status == Status::Suspended => Some("USER_SUSPENDED"),
-            // The membership is not yet in tenancy-svc (see ARCHITECTURE.md).
+            // The membership is not yet in tenancy-svc: never a loginable user without one.
             Some(a) if !a.provisioned => Some("MEMBERSHIP_PENDING"),
             Some(_) => None,
         });
