@@ -30,7 +30,7 @@ async fn the_default_pack_is_seed_000_and_custom_roles_are_stored_and_decide() {
     assert_eq!(perms.iter().filter(|p| p.platform).count(), 6);
     let pack = c.get_active_pack(pb::GetActivePackRequest {}).await.unwrap().into_inner().pack.unwrap();
     assert_eq!((pack.name.as_str(), pack.owner_role.as_str()), ("msp-assets", "msp_owner"));
-    assert_eq!(pack.invite_permission, "users.manage", "seed 000 names no invite permission of its own");
+    assert_eq!(pack.invite_permission, "users.manage", "msp-assets names no invite permission of its own");
     // The contract's hex SHA-256 (64 lower-case hex digits), not a shorter fingerprint.
     assert!(pack.policy_digest.len() == 64 && pack.policy_digest.bytes().all(|b| b.is_ascii_hexdigit()));
     let roles = c.list_roles(pb::ListRolesRequest::default()).await.unwrap().into_inner().roles;

@@ -1,6 +1,38 @@
 //! The two hot spots of authentication: password hashing (CPU-bound, run on a bounded pool of
 //! low-priority threads off the async runtime) and `Authenticate` (answered from an in-memory
 //! cache).
+//!
+//! Rules for hashing:
+//!
+//! 1. Hashes are computed on a pool of `TETHER_IDENTITY_HASH_CONCURRENCY` (default: cores)
+//!    dedicated OS threads behind a semaphore; the queue is async, in front of the pool, so a login
+//!    storm queues there instead of taking the runtime.
+//! 2. The hashing threads lower their own priority (`TETHER_IDENTITY_HASH_PRIORITY`): by default
+//!    Linux's `SCHED_IDLE`, under which any request-serving thread that wakes preempts a hashing
+//!    thread at once, so `Authenticate` stays fast during a storm. Plain nice 10 was measured first:
+//!    under the EEVDF scheduler a woken request thread could still wait out the hashing thread's
+//!    slice (4-7 ms in Authenticate's p99). The price of `SCHED_IDLE`: if other work kept every
+//!    core busy for long, logins would wait for it; a nice value (`=10`) gives hashing a small fair
+//!    share instead.
+//!
+//! Rules for `Authenticate`:
+//!
+//! 3. Answers come from an in-memory cache keyed by token hash. Every early end of a session
+//!    (logout, revoke, deactivation, deletion, password reset, 2FA reset) and every change to what a
+//!    principal carries bumps the one-row `auth_generation` counter in the same transaction. A
+//!    cached answer is used only while the replica's last read of that counter shows the
+//!    generation the entry was read under; a newer generation empties the cache.
+//! 4. The lease (`GenerationReads`, `TETHER_IDENTITY_REVOCATION_LEASE_MS`, default 20 ms): a call
+//!    may rely on a read that *started* less than the lease ago, and every revocation, after it
+//!    commits, waits the lease out before it answers. So a call that starts after the revocation
+//!    answered relies only on reads that started after the commit: a revoked session is refused on
+//!    every replica's very next call, with no database read on the warm path. Only each replica's
+//!    own monotonic clock matters. Lease 0 is the strict form (each call waits for a read that
+//!    starts after it arrived).
+//! 5. Reads are refreshed in the background once half the lease has passed; an idle replica's
+//!    first call waits for a fresh read, shared with every call waiting at that moment. Generation
+//!    reads use a pool of their own, so they never queue behind login writes.
+//! 6. `Prepared::authenticator` exposes the same path in-process (no gRPC), for the benchmark.
 
 use std::{
     collections::HashMap,
@@ -276,7 +308,7 @@ pub struct CachedSession {
 }
 
 /// Authenticate answers keyed by token hash. Valid only while the database's revocation
-/// generation is the one they were read under (see ARCHITECTURE.md, "Authenticate").
+/// generation is the one they were read under (this module's rules 3 and 4).
 #[derive(Default)]
 pub struct SessionCache {
     inner: RwLock<CacheState>,

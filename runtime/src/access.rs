@@ -4,6 +4,21 @@
 //! (identity-svc's `Authenticate`); [`Authorizer`] asks authz-svc whether that principal may do
 //! something. Services hold them as trait objects, so tests can put doubles in their place; the
 //! gRPC implementations here are what the binaries and the dev stack use.
+//!
+//! Rules:
+//!
+//! 1. A caller is a person with a valid bearer session token, else a service presenting the
+//!    deployment's service token on its own account ([`caller`]); UNAUTHENTICATED otherwise.
+//! 2. Calls a service makes on its own account (relays, Watch followers, `Authenticate`,
+//!    bootstrap) carry `x-tether-service-token` (`TETHER_SERVICE_TOKEN`, one secret per deployment;
+//!    the dev stack generates one) and the caller's name in `x-tether-service`. No service starts
+//!    without the token.
+//! 3. The internal RPCs (identity's `Authenticate` and `Watch`, tenancy's `Watch`, audit's
+//!    `Ingest`) pass [`require_service`]: without the token UNAUTHENTICATED, a person's session
+//!    (even forwarded by the edge) PERMISSION_DENIED.
+//! 4. The edge forwards a person's call with both: the session decides who acts, the service token
+//!    vouches for the address in `x-client-ip`. A person's own claim of an address is never
+//!    believed; the connection's peer address is used instead ([`client_ip`]).
 
 use std::sync::Arc;
 

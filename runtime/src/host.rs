@@ -1,5 +1,14 @@
 //! What a service library hands its binary, the dev stack and the tests: a prepared service
 //! (database open and migrated, routes built) ready to serve on a listener.
+//!
+//! Start-up, in order: parse configuration (failing with the key's name), install telemetry, open
+//! the database, apply migrations (idempotent), bootstrap (identity creates the MSP owner on first
+//! start and shows a generated password once; tenancy creates the admin tenancy), then serve.
+//! Health turns SERVING when the service can answer. Shutdown on SIGTERM or SIGINT is
+//! `server::serve`'s drain: health NOT_SERVING (health Watch streams get it and end), listener
+//! closed, in-flight calls finish, and after `TETHER_<SERVICE>_SHUTDOWN_GRACE_MS` (default 4 s)
+//! whatever still runs is cut. Binaries, the dev stack and the tests all start services this way;
+//! tests bind port 0.
 
 use std::{future::Future, process::ExitCode};
 

@@ -452,9 +452,9 @@ async fn client_users_see_only_their_own_tenant_and_departments() {
     assert_eq!(reason(anonymous), "UNAUTHENTICATED");
 }
 
-/// Seed 002: an MSP User manages only the clients assigned to them, "under which they're able to
-/// create new departments as well", but creates no clients. `departments.create` is enough for a
-/// department; in a pack without that permission (seed 000) `tenants.manage` stays the only way
+/// msp-panel: an MSP User manages only the clients assigned to them, may create departments
+/// under them, but creates no clients. `departments.create` is enough for a
+/// department; in a pack without that permission (msp-assets) `tenants.manage` stays the only way
 /// and the answer stays PERMISSION_DENIED.
 #[tokio::test]
 async fn msp_users_create_departments_in_assigned_clients_with_departments_create() {

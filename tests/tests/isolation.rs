@@ -1082,7 +1082,7 @@ async fn a_client_admin_cannot_pull_another_clients_users_in_but_msp_staff_may_p
     };
     assert!(!z.check(as_service(probe.clone())).await.unwrap().into_inner().allowed, "B's viewer stays out of A");
 
-    // MSP staff place B's viewer in A (seed 002: an End client serves several clients).
+    // MSP staff place B's viewer in A (one client user may serve several clients).
     let placed = t.add_membership(as_user(&w.owner, add(&w.b_viewer.0, "client_viewer"))).await.unwrap();
     assert_eq!(placed.into_inner().membership.unwrap().tenant_id, w.a);
     eventually("authz sees the placement", || {

@@ -1,4 +1,43 @@
 //! gRPC handlers: decode the request, call the domain, encode the reply. No SQL, no rules.
+//!
+//! Rules for callers:
+//!
+//! 1. Every decision RPC (Check, BatchCheck, Explain, ListEffectivePermissions, LookupTenants,
+//!    LookupSubjects, CheckRoleGrant, GetIndexStatus) needs credentials: the service token (Tether
+//!    services attach it through `GrpcAuthorizer`) or a person's session; otherwise
+//!    UNAUTHENTICATED, unless `TETHER_AUTHZ_OPEN_DECISIONS=true` (a network that already
+//!    authenticates callers, e.g. a mesh with mTLS) makes a bare call count as a service.
+//! 2. A person may ask about themselves, or about others with `users.view` in the tenant (per item
+//!    in a batch: an item about someone they may not see is PERMISSION_DENIED alone; each item's
+//!    asker is checked before its user is resolved). LookupSubjects needs `users.view`;
+//!    CheckRoleGrant asks only what the person themselves may grant.
+//! 3. ListResourceGrants: a person sees their own, or everyone's in a tenant where they hold
+//!    `users.view`. ListResources and the catalog reads (ListPermissions, ListRoles, GetRole,
+//!    GetActivePack) need any identified caller.
+//! 4. Visibility: MSP staff see every user and tenant; others see tenants at or below one where
+//!    they hold a membership, and users who are not MSP staff and whose home (identity's primary
+//!    tenant, kept in the index) is the caller's home or one of its departments. Whom or where they
+//!    may not see is replaced by the nil id before the question is answered (`seen_user`,
+//!    `seen_tenant`), so Check, BatchCheck, Explain, ListEffectivePermissions, ListResourceGrants and
+//!    ListResources answer exactly as for an unknown user or tenant, once `users.view` has been
+//!    checked. LookupSubjects, ListOverrides and ListResourceGrants leave hidden users out
+//!    (`include_global` also leaves out users of other clients); SetOverride, RemoveOverride,
+//!    GrantResourceAccess and RevokeResourceAccess treat them as unknown ids.
+//! 5. Management RPCs accept a service, or a person holding the RPC's permission (checked against
+//!    the local index), with the delegation rules on top:
+//!    - overrides: never on oneself (`SELF_ACTION_FORBIDDEN`); MSP staff are unknown to others
+//!      (`USER_NOT_FOUND`, `OVERRIDE_NOT_FOUND` on removal); the target's highest rank where the
+//!      override applies (the tenant, its ancestors and everything below; everywhere for a global
+//!      one) must not exceed the actor's (`ROLE_ABOVE_OWN`); a grant only of a permission the actor
+//!      holds there, and for a global grant everywhere (an all-tenants membership in the admin
+//!      tenancy with no deny override of it). Deny overrides and removals need not be held.
+//!    - resource grants: the actor holds every permission granted (the permission, or each of the
+//!      role's) on that resource, sees the target, and a role follows CheckRoleGrant's rules
+//!      (`assignable`, never the owner role, `msp_staff_only` only for staff, rank).
+//!    - custom roles: every permission is one the author holds everywhere, and the rank is not
+//!      above theirs.
+//!    - CheckRoleGrant needs `users.manage` in the tenant, or for adding a new user (no target, no
+//!      previous role) the pack's `invite_permission`.
 
 mod call_classes;
 pub use call_classes::SERVED;

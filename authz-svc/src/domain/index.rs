@@ -5,6 +5,47 @@
 //! sorted vector of 8-byte entries, so a decision is a walk up the tenant's ancestors (at most
 //! the tree depth) with a binary search in that vector at each level. Writers apply whole
 //! revisions under the lock; readers hold it only for the microseconds of a decision.
+//!
+//! Rules:
+//!
+//! 1. Limits of the encoding: at most 65,535 role names (past that a membership is dropped and a
+//!    custom role not loaded, never wrapped onto an existing role) and 128 permissions per pack.
+//! 2. Each tenant keeps the users with a membership there (LookupSubjects, the last-admin rule)
+//!    and its children; assignments are a sorted vector of clients per technician.
+//! 3. A chain with a cycle or deeper than 32 is denied outright (`DENIED_TENANT_CHAIN_BROKEN`),
+//!    never decided on the part that was walked.
+//! 4. Decision order: user state (unknown, pending, suspended, deleted); tenant or an ancestor
+//!    unknown, suspended or archived; resource known; a deny override (deny always wins); then the
+//!    memberships that *count* for the tenant; a grant override, only where such a membership
+//!    reaches the tenant; a membership whose role holds the permission; a resource grant on the
+//!    resource or an ancestor. Otherwise denied with the most specific reason (permission not in
+//!    role, not MSP staff, outside assigned tenants, no membership).
+//! 5. What counts: a role flagged `msp_staff_only` only while identity says the user is MSP staff
+//!    (a demoted staff member keeps nothing through leftover memberships; a resource grant through
+//!    such a role likewise); `own_tenant` reaches the membership's tenant and its departments only
+//!    (a membership in the admin tenancy never reaches a client); `assigned_tenants` reaches a
+//!    tenant only if its client is assigned to the user, or through an ASSIGNED membership.
+//! 6. `Explain` uses the same function as `Check`, so they can never disagree.
+//! 7. LookupTenants first collects the tops of the branches the user could reach (membership
+//!    tenants, assigned clients, tenants of grant overrides) and decides only inside them, in id
+//!    order; a user who may reach everything is decided tenant by tenant until the page is full.
+//! 8. Locking: the index sits behind an `RwLock`; a writer holds it only to apply one revision,
+//!    readers for one decision or one batch. A whole snapshot is applied to a clone while decisions
+//!    read the current index, and the write lock covers only the swap; index writers take a
+//!    separate writers' mutex so nothing the other stream applies meanwhile is lost.
+//! 9. authz's own data is built the same way: `prepare_own` builds roles, overrides, resource nodes
+//!    and grants from a read guard under the writers' mutex (planning the next free slots);
+//!    `install_own` interns them and swaps them in under a short write lock, re-preparing if the
+//!    slots moved anyway.
+//! 10. Delegation (`check_role_grant`, `check_override_change`, `check_resource_grant`; who may
+//!     ask is in the api module's rules). A role grant takes the target's current role in the
+//!     tenant from the index (a caller's `previous_role` can only make the answer stricter) and
+//!     refuses: any change to the owner's memberships (`OWNER_NOT_REMOVABLE`); the owner role;
+//!     a role not `assignable`; an `msp_staff_only` role for someone not MSP staff; a role whose
+//!     scope is not `own_tenant` unless the target is MSP staff and the tenant is the admin
+//!     tenancy (`ROLE_SCOPE_MISMATCH`); a role, or a previous role, ranked above the actor's
+//!     (`ROLE_ABOVE_OWN`); demoting or removing a tenant's last active administrator
+//!     (`LAST_ADMIN`).
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -1,5 +1,28 @@
 //! The policy file: a role pack's permission catalog and built-in roles, parsed from TOML and
 //! validated once at start-up. Errors name the line of the offending entry.
+//!
+//! Rules:
+//!
+//! 1. A role pack is a TOML file (`authz-svc/packs/*.toml`, embedded, chosen by
+//!    `TETHER_AUTHZ_ROLE_PACK`; or `TETHER_AUTHZ_POLICY_FILE`): the permission catalog (at most 128
+//!    permissions), the built-in roles (permissions, scope `all_tenants | assigned_tenants |
+//!    own_tenant`, rank, `assignable`, `msp_staff_only`), the owner, former-owner and admin roles,
+//!    and optionally `invite_permission`.
+//! 2. `invite_permission`, besides `users.manage`, lets a person add a *new* user with a role
+//!    (`users.manage` when unset); changing an existing user's role always needs `users.manage`.
+//! 3. Start-up refuses, naming the line: an unknown permission in a role or as
+//!    `invite_permission`, a duplicate permission or role, a missing platform permission, an owner
+//!    role that is not the unique top rank, TOML errors.
+//! 4. `RolePack.policy_digest` is the hex SHA-256 of the file's text.
+//! 5. Every shipped pack defines an owner role, never assignable, even where the product it
+//!    reproduces names none.
+//! 6. `demand-forecast`: a Sales Rep's role holds only what is not per channel (SKUs, the command
+//!    palette); forecasts, sales history and channels come from resource grants on channel nodes
+//!    (the `sales_channel` bundle, plus `forecasts.edit` where editing is granted).
+//! 7. `msp-panel`: `departments.create` lets an MSP User create departments in assigned clients
+//!    (tenancy's CreateTenant accepts it, or `tenants.manage`, on a client or department parent).
+//!    End clients get one `end_client` membership per client they serve (tenancy assigns clients
+//!    to MSP staff only, so `assigned_tenants` does not fit them).
 
 use std::collections::HashMap;
 

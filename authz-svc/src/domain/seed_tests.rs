@@ -1,4 +1,5 @@
-//! Decisions and delegation per shipped pack, each test taken from its seed's text.
+//! Decisions and delegation per shipped pack, each test taken from the access rules the pack
+//! was written to reproduce (its file's header states them).
 
 use std::collections::HashMap;
 

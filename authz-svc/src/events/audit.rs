@@ -1,4 +1,22 @@
 //! Audit events: built here, recorded through authz's outbox (delivery is the relay's job).
+//!
+//! Rules:
+//!
+//! 1. Denied checks, and one allowed check in `TETHER_AUTHZ_AUDIT_ALLOWED_SAMPLE`, become
+//!    `authz.check_denied` / `authz.check_allowed` events with the DecisionReason name, the decision
+//!    id (`{batch id}/{item}` inside a BatchCheck) and the trace id. Decisions are never affected.
+//! 2. The call only moves its own strings into a queue (a BatchCheck queues its items once); a
+//!    background writer builds the events and inserts them into the outbox in one transaction per
+//!    25 ms, so a check never waits on the database or formats JSON.
+//! 3. Each replica records at most `TETHER_AUTHZ_AUDIT_MAX_PER_SECOND` (default 5,000) decision
+//!    events one by one per second; the rest, and anything beyond the queue's 65,536 waiting
+//!    events, are counted and recorded as one `authz.decision_audit_suppressed` event
+//!    (`{"denied", "allowed", "max_per_second", "trace_ids"}`) with the next transaction or within
+//!    a second, so the trail never hides that decisions went unrecorded. `trace_ids` keeps the
+//!    first 10 distinct trace ids of the counted denials; once full, a suppressed call costs one
+//!    atomic load.
+//! 4. Decision ids are UUIDv7 from a per-process random seed and a counter, so the hot path never
+//!    asks the OS for randomness.
 
 use std::sync::{
     Arc, Mutex, OnceLock,

@@ -7,6 +7,26 @@
 //!   authz's revision moves, so replicas converge on writes other replicas made.
 //! - [`State::ready`] is the fail-closed gate every decision passes.
 //! - [`AuditSink`] records decision audit events through the outbox, off the hot path.
+//!
+//! Rules:
+//!
+//! 1. `follow` calls `Watch` as a service (the service token attached). From 0 it buffers the
+//!    snapshot and applies it at `SnapshotEnd`, after resetting that source's part, on a copy
+//!    swapped in at the end; then live changes, one revision at a time when `end_of_revision`
+//!    arrives. Heartbeats advance the applied revision.
+//! 2. A broken stream reconnects after `TETHER_AUTHZ_RECONNECT_MS` from the last applied revision,
+//!    from 0 again on `REVISION_COMPACTED`.
+//! 3. authz's own data is reloaded when its revision moves: its own writes at once, other
+//!    replicas' within `TETHER_AUTHZ_OWN_POLL_MS` (which start-up requires below the lag bound), or
+//!    at once when a request's token asks for a newer authz revision.
+//! 4. Fail closed: until both snapshots are loaded, decisions are UNAVAILABLE `INDEX_NOT_LOADED`.
+//!    Beyond `TETHER_AUTHZ_MAX_LAG_MS` they are `INDEX_STALE` when a stream has been silent (no
+//!    change, no heartbeat), when a revision the replica has heard of waits unapplied without
+//!    progress (heartbeats alone do not keep it ready), or when authz's own schema has not been
+//!    read successfully (every successful poll refreshes it, a failing one does not). Health
+//!    follows the same gate; GetIndexStatus reports the own schema as a third source (`AUTHZ`).
+//! 5. `at_least_as_fresh` waits up to `TETHER_AUTHZ_CONSISTENCY_WAIT_MS` for the index to reach
+//!    every revision of the token, else UNAVAILABLE `NOT_CAUGHT_UP`; never a stale answer.
 
 pub mod audit;
 mod convert;

@@ -1,6 +1,15 @@
 //! authz-svc's own schema: custom roles, overrides, resources and resource grants, plus the
 //! outbox. Every write takes the next revision and records its audit events in the same
 //! transaction; replicas reload this data when the revision moves.
+//!
+//! Rules:
+//!
+//! 1. Each kind of row is capped (`TETHER_AUTHZ_MAX_*`: 10,000 resources, 50,000 resource grants
+//!    and 10,000 overrides per tenant, overrides that apply everywhere counting as one tenant;
+//!    1,000 custom roles in all). A write that would add one more is RESOURCE_EXHAUSTED /
+//!    `LIMIT_REACHED` with the bound in the `limit` metadata; updates of existing rows are not.
+//! 2. The count is taken inside the write's transaction after the revision counter's row lock, so
+//!    concurrent writes on several replicas cannot overshoot together.
 
 use sqlx::Row;
 use tether_proto::common::v1::AuditEvent;

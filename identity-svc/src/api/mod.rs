@@ -1,6 +1,24 @@
 //! gRPC handlers: decode the request, call the domain, encode the reply.
 //!
 //! RPCs not implemented yet answer UNIMPLEMENTED (the generated default).
+//!
+//! Rules for who may do what:
+//!
+//! 1. Every user-facing RPC asks `Authorizer::check` for `users.view` / `users.manage` in the
+//!    target's home tenant (primary tenant, or the admin tenancy for MSP staff), and
+//!    `check_role_grant` for the role of a new user.
+//! 2. Client users never see MSP staff (`USER_NOT_FOUND`), and only MSP staff create MSP staff.
+//! 3. A client user names only their home tenant and its departments, and users at home there
+//!    (`within_home`: the home itself needs no call; a department is matched on its chain from
+//!    tenancy-svc's `GetTenant`, once per tenant per call, failing closed). Any other tenant is
+//!    `TENANT_NOT_FOUND` (CreateUser, CreateInvitation, 2FA policies; `require_tenant_seen`), any
+//!    other user `USER_NOT_FOUND` (`require_on`), another tenant's invitation
+//!    `INVITATION_NOT_FOUND`, as for random ids; a refused `users.manage` on an invitation the
+//!    caller may not view is `INVITATION_NOT_FOUND` too.
+//! 4. This is stricter than tenancy's tenant visibility (a client user with a membership in another
+//!    client still names only their home here): identity's objects are the people of a home tenant.
+//! 5. Writes that ask authz-svc about state other services own (CreateUser, CreateInvitation) pass
+//!    the caller's `at_least_as_fresh` token on, so a client can build on a tenant made a moment ago.
 
 mod call_classes;
 pub use call_classes::SERVED;

@@ -1,5 +1,13 @@
 //! Password-reset links: sent by an administrator or requested by the user ("forgot
 //! password"); using one sets a new password and ends every session.
+//!
+//! Rules:
+//!
+//! 1. `RequestPasswordReset` (the only unauthenticated call that sends mail) is limited per client
+//!    address (`store::rate_limits`, a fixed-window counter, one upsert … RETURNING;
+//!    `TETHER_IDENTITY_RESET_REQUESTS_PER_IP` per `TETHER_IDENTITY_RESET_WINDOW_MS`). Over the
+//!    limit it is RESOURCE_EXHAUSTED / `RATE_LIMITED`, counted before the email is looked at, so the
+//!    answer says nothing about it.
 
 use std::time::Duration;
 

@@ -1,5 +1,19 @@
 //! Accounts: create now, read, list, edit, deactivate, reactivate, delete; and the Watch
 //! snapshot.
+//!
+//! Rules for removing people:
+//!
+//! 1. Deactivation is the emergency stop: it works at once, for anyone the caller may manage, even
+//!    a tenant's last administrator and while tenancy-svc is down.
+//! 2. Deletion is irreversible, so identity first asks authz-svc's `CheckRoleGrant` to judge the
+//!    removal of each role the client user holds (roles from tenancy-svc): a tenant's last
+//!    administrator cannot be deleted (`LAST_ADMIN`), nor can someone the caller could not have
+//!    appointed. Without tenancy's answer a deletion fails closed.
+//! 3. MSP staff are covered by the owner guard instead: the MSP owner (tenancy's `GetOwner`) is
+//!    neither deactivated nor deleted (`OWNER_NOT_REMOVABLE`) until ownership is transferred.
+//! 4. Every write takes the next revision, records its `IdentityChange`s and an `AuditEvent`
+//!    (before/after JSON without secrets) in the same transaction, and returns the revision;
+//!    `Watch` serves them (snapshot: live users and pending invitations).
 
 use tether_proto::{
     common::v1::{ConsistencyToken, ErrorReason, RevisionSource},
@@ -225,7 +239,7 @@ impl Identity {
             // tenant is unknown to them.
             self.require_tenant_seen(caller, &tenant).await?;
             // authz-svc decides who may add whom: `users.manage`, or the pack's invite permission
-            // (seed 003's MANAGER invites), within the rank and tenant rules.
+            // (e.g. the "platform" pack's MANAGER invites), within the rank and tenant rules.
             let decision = self
                 .authorizer
                 .check_role_grant(&RoleGrant {

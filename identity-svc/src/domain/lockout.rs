@@ -1,5 +1,20 @@
 //! Brute-force protection: after a few failures each further attempt waits a growing delay;
 //! after more, the subject (an account or a client IP) is locked for a while.
+//!
+//! Rules:
+//!
+//! 1. Counters run per account and per client IP (`login_failures`, listable and clearable):
+//!    free attempts, then a doubling delay, then a lockout (`TETHER_IDENTITY_LOCKOUT_*`).
+//! 2. Failures older than the lockout duration stop counting (a shared office address starts
+//!    afresh).
+//! 3. An unknown email gets a counter of its own (`unknown:<email>`) with the same delays and
+//!    lockout, so the delays do not tell which emails exist.
+//! 4. Second-factor codes and ChangePassword's current password pass the same gate: a wrong one
+//!    counts; a locked account refuses even the right one (FAILED_PRECONDITION / `ACCOUNT_LOCKED`;
+//!    a locked address RESOURCE_EXHAUSTED / `RATE_LIMITED`); a correct password clears the
+//!    account's count only once the second factor is done too.
+//! 5. A failure is counted by one `INSERT … ON CONFLICT DO UPDATE SET n = n + 1` that also decides
+//!    the lock (`store::lockouts`), so concurrent failures are each counted.
 
 use std::time::Duration;
 

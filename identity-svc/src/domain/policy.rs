@@ -1,6 +1,15 @@
 //! The password policy: length, optional character classes, common passwords, personal
 //! information, reuse. Every violated rule is reported, in a fixed order, so the caller can
 //! name the first and list the rest.
+//!
+//! Rules:
+//!
+//! 1. Length 12..128 by default (`TETHER_IDENTITY_PASSWORD_MIN_LENGTH`, never below 8).
+//! 2. Optional character classes (`TETHER_IDENTITY_PASSWORD_REQUIRED_CLASSES`).
+//! 3. Not in Django's list of 19,640 common passwords (embedded).
+//! 4. No email local part or name words.
+//! 5. No reuse of the last 5 (`TETHER_IDENTITY_PASSWORD_HISTORY`).
+//! 6. The first failed rule is the error's reason; all of them are in the `rules` metadata.
 
 use std::{collections::HashSet, sync::OnceLock};
 

@@ -5,6 +5,20 @@
 //! a fresh random 192-bit nonce and the account id as associated data, so a ciphertext copied to
 //! another account's row does not open. The stored form names the key that sealed it: the first
 //! configured key seals, every configured key opens, which is what makes rotation possible.
+//!
+//! Rules:
+//!
+//! 1. `TETHER_IDENTITY_TOTP_KEYS` lists the keys: the first seals, all open; the key's id is stored
+//!    beside the ciphertext (`totp.secret_key_id`).
+//! 2. Each start re-seals, in batches and only rows still holding what was read, every secret in
+//!    plain text (databases from before) or under another key than the first. A rotation is: add
+//!    the new key first, restart, drop the old one.
+//! 3. After sealing plain-text rows the table is rewritten once (SQLite `VACUUM` and a WAL
+//!    checkpoint, PostgreSQL `VACUUM FULL totp`), since the old bytes otherwise linger in freed
+//!    pages and the write-ahead log.
+//! 4. A secret whose key is not configured is left as it is (logged at start-up) and its codes
+//!    fail closed at the second-factor step: FAILED_PRECONDITION / `CONFIG_INVALID`, no session, no
+//!    failure counted. Recovery codes still work, and an admin's ResetTotp clears it.
 
 use chacha20poly1305::{
     KeyInit, XChaCha20Poly1305, XNonce,

@@ -2,6 +2,33 @@
 //! tenancy-svc, as a service call, retrying with backoff until tenancy acknowledges; only then
 //! does the account become loginable (`provisioned`). tenancy's membership writes are
 //! idempotent, so a delivery repeated after a crash is harmless.
+//!
+//! Rules (a user and their membership never diverge):
+//!
+//! 1. CreateUser, CreateInvitation and the bootstrap owner commit the account with
+//!    `provisioned = 0` *and* a row in `membership_intents` in one transaction.
+//! 2. The relay delivers each intent to tenancy-svc as a service call (`x-tether-service:
+//!    identity`): `AddMembership` (the admin tenancy for MSP staff), `TransferOwnership` (bootstrap
+//!    owner), or `SetUserMemberships([])` (deleted user, revoked invitation), retrying with capped
+//!    exponential backoff until acknowledged; then it marks the intent delivered and the account
+//!    provisioned in one transaction.
+//! 3. Login refuses an unprovisioned account (audited as `MEMBERSHIP_PENDING`), so there is never a
+//!    loginable user without a membership; tenancy is called only after identity committed, so
+//!    there is never a membership without a user; after a crash the next start delivers the intent.
+//! 4. CreateUser, CreateInvitation and AcceptInvitation wait up to
+//!    `TETHER_IDENTITY_PROVISION_WAIT_MS` for the delivery, so the usual answer has both in place.
+//!    The relay keeps tenancy's revision of each delivery with the intent (migration 0011), and
+//!    those calls return it merged with identity's, whichever replica delivered.
+//! 5. A permanent refusal by tenancy (NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION,
+//!    ALREADY_EXISTS, e.g. TENANT_NOT_FOUND) is compensated instead of retried: the never-loginable
+//!    account becomes a tombstone (`UserDeleted`, audit `user.provision_failed` with the reason) and
+//!    CreateUser or CreateInvitation answers that reason. Authentication and permission errors are
+//!    retried (they are configuration).
+//! 6. Calls to tenancy at request time (trait `Tenancy`; a double in tests): roles for 2FA
+//!    policies; the MSP owner (`GetOwner`), asked before deactivating or deleting MSP staff since
+//!    ownership may have moved (fails closed; while tenancy has no owner, the bootstrap owner
+//!    counts); the tenant name for `GetInvitation`, asked live so the invitee sees the current name
+//!    (empty if tenancy is unavailable).
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,4 +1,21 @@
 //! Account rows.
+//!
+//! Rules:
+//!
+//! 1. Account status is `pending | active | suspended | deleted`.
+//! 2. Deleting leaves a tombstone (id, display name, staff flag, times); email, password, history
+//!    and second factor are purged, so the email (unique case-insensitively among non-deleted
+//!    accounts) can be used again.
+//! 3. A CreateUser `request_id` is unique among accounts (migration 0009): a retry passes the same
+//!    permission checks and gets the first call's account only if the caller may view it;
+//!    otherwise ALREADY_EXISTS / `DUPLICATE_ENTRY` (field `request_id`), saying nothing of whose it
+//!    is.
+//! 4. `ListUsers` pages by keyset: the token carries the last user's sort key and id, and the next
+//!    page starts strictly after it, so users added or removed between pages neither repeat nor go
+//!    missing. Names sort and match by `name_key`, the display name lower-cased by the service (the
+//!    databases' `LOWER` differ beyond ASCII), so both backends search and order alike.
+//! 5. An unprovisioned account (`provisioned = 0`, its membership not yet in tenancy-svc) cannot
+//!    log in; see `events::relay`.
 
 use sqlx::{Any, AnyPool, Row, Transaction, any::AnyRow};
 use tether_runtime::db::{Database, now_micros};

@@ -1,6 +1,13 @@
 //! Removal of rows nobody can use any more: ended sessions, spent or expired tokens, old
 //! brute-force counters and rate-limit windows, delivered membership intents. Without it these
 //! tables only grow. The audit trail keeps the history; these rows are working state.
+//!
+//! Rules (every `TETHER_IDENTITY_PURGE_INTERVAL_MS`, default 10 minutes):
+//!
+//! 1. Sessions that ended 30 days ago.
+//! 2. Expired login steps and unconfirmed enrolments.
+//! 3. Brute-force counters and rate-limit windows idle for a day.
+//! 4. Reset links a week past expiry; intents delivered a week ago.
 
 use std::time::Duration;
 

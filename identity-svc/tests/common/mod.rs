@@ -38,7 +38,7 @@ fn role(name: &str) -> Option<(u32, &'static [&'static str])> {
         "msp_admin" => Some((90, ALL)),
         "msp_technician" => Some((40, &["users.view"])),
         "client_admin" => Some((50, &["users.view", "users.manage"])),
-        // Invites, like seed 003's MANAGER, without managing users.
+        // Invites, like the "platform" pack's MANAGER, without managing users.
         "client_manager" => Some((30, &["users.view", "users.invite"])),
         "client_user" => Some((10, &[])),
         _ => None,

@@ -1,4 +1,18 @@
 //! Consistency tokens ("at least as fresh as"): building them and merging them.
+//!
+//! Rules (read-your-writes):
+//!
+//! 1. Write responses return a `ConsistencyToken`: the revisions the write produced, each one the
+//!    service's followers reach (see `watch`, rule 3).
+//! 2. A decision request may demand "at least as fresh as" a token; an authz replica that cannot
+//!    catch up within its bound answers UNAVAILABLE / `NOT_CAUGHT_UP`, never a stale answer.
+//! 3. A write that waits for another service's write (identity's CreateUser, CreateInvitation and
+//!    AcceptInvitation wait for the membership to reach tenancy) returns both revisions.
+//! 4. Writes that ask authz-svc about state other services own (identity's CreateUser and
+//!    CreateInvitation; tenancy's CreateTenant, AddMembership, SetUserMemberships,
+//!    ChangeMembershipRole, RemoveMembership) take the caller's token in `at_least_as_fresh` and
+//!    pass it on through `Authorizer` (`check`'s last argument, `RoleGrant::at_least_as_fresh`), so
+//!    a client that merges the tokens it receives can build on a tenant or user made a moment ago.
 
 use tether_proto::common::v1::{ConsistencyToken, Revision, RevisionSource};
 

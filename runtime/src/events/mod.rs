@@ -8,6 +8,12 @@
 //! everything before it), make the change, name its change-stream and audit events, commit
 //! (events and change in one transaction), notify (local watchers wake at once; watchers on
 //! other replicas find the change on their next poll).
+//!
+//! Guarantees: nothing is published that did not commit, and nothing that committed is lost.
+//! identity, tenancy and authz number their changes this way; identity and tenancy serve them on
+//! `Watch`. Audit events wait, committed, in each service's `audit_outbox`: the relay that will
+//! send them to audit-svc's `Ingest` (at least once, retrying until acknowledged; audit-svc
+//! storing each `event_id` once and chaining rows by hash) is not built yet.
 
 pub mod audit;
 mod changes;

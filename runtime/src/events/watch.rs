@@ -1,4 +1,20 @@
 //! `Watch(from_revision)`: a snapshot (from 0) or a resume (from N), then live changes.
+//!
+//! Rules:
+//!
+//! 1. From 0: a snapshot of the current state, ending in `SnapshotEnd{revision}`, then live
+//!    changes. From N: every change after N. A revision past the latest is OUT_OF_RANGE; one older
+//!    than the log retains is FAILED_PRECONDITION / `REVISION_COMPACTED` (ask for a snapshot).
+//! 2. Events carry full state (upserts and tombstones), so applying one twice is harmless.
+//! 3. A revision that carries no change (a login, a no-op) is announced by a heartbeat as soon as
+//!    the stream sees it committed: the stream reads the committed revision before it looks for
+//!    changes, so when it finds none after its last one, every revision up to that read carried
+//!    nothing and can be claimed. Otherwise a reader waiting for a token naming it would wait for
+//!    the next change.
+//! 4. Local writes wake the stream at once (`ChangeFeed::notify`); other replicas' writes are found
+//!    by polling. The stream ends cleanly at shutdown rather than holding the drain open.
+//! 5. Only other Tether services may call Watch (`access::require_service`): a stream carries
+//!    every tenant, membership and user.
 
 use std::{future::Future, pin::Pin, time::Duration};
 

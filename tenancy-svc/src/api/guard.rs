@@ -1,5 +1,26 @@
 //! Who is calling, what they may see, and what they may do; and the one mapping from
 //! rejections to gRPC statuses.
+//!
+//! Rules, in the order every RPC applies them:
+//!
+//! 1. Service callers (the service token) are trusted: they see every tenant and user, and are
+//!    believed about user existence (identity's relay; membership writes are idempotent).
+//! 2. Tenants: MSP staff see every tenant; anyone else only tenants at or below one where they
+//!    hold a membership. Any other tenant is `TENANT_NOT_FOUND` (`see`), never
+//!    PERMISSION_DENIED, which would reveal it.
+//! 3. Users: a client user (not MSP staff) targets only users who are not MSP staff and whose
+//!    home (identity's primary tenant, from `BatchGetUsers`) is the caller's home tenant or one of
+//!    its departments (`user_info`). Anyone else is `USER_NOT_FOUND`
+//!    (`MEMBERSHIP_NOT_FOUND` on RemoveMembership), as for a random id, even with a membership in
+//!    the caller's tenant.
+//! 4. Directories leave such users out (`members_at_home`), page by page after the
+//!    query, reading more rows while the page has room, up to 8 reads.
+//! 5. Then `Authorizer::check` with the RPC's platform permission, then `CheckRoleGrant` for any
+//!    role given, changed or removed (authz-svc's delegation rules).
+//! 6. MSP staff holding the permission in a tenant may give a client user a membership there, in
+//!    any client; client callers never can, since the user is unknown to them.
+//! 7. Users come from identity-svc (`UserDirectory`); roles and the pack's owner, former-owner and
+//!    admin roles from authz-svc (`RoleCatalog`); `prepare_with` takes both as trait objects.
 
 use std::collections::HashMap;
 

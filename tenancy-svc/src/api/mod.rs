@@ -849,9 +849,9 @@ impl TenancyService for TenancyApi {
 /// what was read.
 const DIRECTORY_ROUNDS: usize = 8;
 
-/// The permission that also lets a person create a department (seed 002: an MSP User creates
-/// departments under the clients assigned to them, without `tenants.manage`). A pack whose
-/// catalog lacks it (seed 000's) leaves `tenants.manage` the only way.
+/// The permission that also lets a person create a department (the "msp-panel" pack's MSP User
+/// creates departments under the clients assigned to them, without `tenants.manage`). A pack
+/// whose catalog lacks it ("msp-assets") leaves `tenants.manage` the only way.
 const DEPARTMENTS_CREATE: &str = "departments.create";
 
 impl TenancyApi {

@@ -1,4 +1,14 @@
 //! The tree and membership rules.
+//!
+//! 1. A tenant under the admin tenancy is a client; under a client or department, a department.
+//! 2. A tenant sits at most `TETHER_TENANCY_MAX_DEPTH` levels (default 6) below the admin tenancy
+//!    (`TREE_TOO_DEEP`).
+//! 3. Only departments move, under a client or a department, never under themselves or their
+//!    descendants (`TREE_CYCLE`), and the moved subtree must still fit the depth bound.
+//! 4. Last administrator: a change that takes a tenant's administrators from some to none is
+//!    refused (`LAST_ADMIN`).
+//! 5. Kinds rank direct, then assigned, then shadow: the strongest shows where a user holds several,
+//!    and decides where the default tenant moves.
 
 use tether_proto::common::v1::ErrorReason;
 

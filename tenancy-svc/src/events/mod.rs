@@ -1,5 +1,17 @@
 //! The tenancy change stream (`TenancyChange` in the outbox, served by `Watch`) and the audit
 //! events every write records.
+//!
+//! Rules:
+//!
+//! 1. Every write takes the next revision first (serialising writers, so its checks read settled
+//!    state), records `TenancyChange`s (full-state upserts, tombstones for removals) and an
+//!    `AuditEvent` in the outbox, and commits (`store::Write`).
+//! 2. A no-op (an idempotent retry) rolls back and returns the current revision.
+//! 3. One revision may carry many changes (a tenant plus 200 shadows is one revision of 201
+//!    changes); `record_changes` writes them with multi-row INSERTs.
+//! 4. `Watch` from 0 sends a snapshot read in one transaction (REPEATABLE READ on PostgreSQL):
+//!    tenants by depth, memberships, assignments, ownership; then `SnapshotEnd` and live changes
+//!    (`store::snapshot`).
 
 use tether_proto::{
     common::v1::{Actor as AuditActor, ActorKind, AuditEvent},

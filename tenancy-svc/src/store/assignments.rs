@@ -1,5 +1,12 @@
 //! Technician assignments: a client tenant given to an MSP staff member, with an ASSIGNED
 //! membership in the client (departments are covered through their `client_id`).
+//!
+//! Rules:
+//!
+//! 1. An assignment `(technician, client)` gives an ASSIGNED membership in the client only;
+//!    departments, including later ones, are covered through their `client_id`, which is what
+//!    authz-svc evaluates.
+//! 2. Only clients can be assigned, and only MSP staff are technicians.
 
 use sqlx::AnyConnection;
 use tether_proto::{common::v1::ErrorReason, tenancy::v1::TechnicianAssignment};

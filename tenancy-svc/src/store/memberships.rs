@@ -1,5 +1,37 @@
 //! Memberships (direct, shadow, assigned), default tenants, and the admin-tenancy hooks that keep
 //! shadow memberships in step with the MSP's staff.
+//!
+//! Rules:
+//!
+//! 1. A membership is a row `(user_id, tenant_id, kind) -> role`, kind `direct | shadow | assigned`.
+//!    "MSP staff" means a direct member of the admin tenancy.
+//! 2. Default tenant (`default_tenants`): always a tenant where the user holds some membership.
+//!    `SetDefaultTenant` elsewhere is `NOT_A_MEMBER`. When a write leaves the user nothing in their
+//!    default tenant, it moves to their strongest, oldest remaining membership (direct, then
+//!    assigned, then shadow); with none left there is no default, and the next membership becomes
+//!    it. The default flag shows on the strongest kind held in that tenant.
+//! 3. Joining the admin tenancy backfills a shadow membership in every tenant (one
+//!    `INSERT … SELECT`); leaving it (also identity's empty `SetUserMemberships` for a deleted
+//!    user) deletes the user's shadow and assigned memberships and technician assignments; a change
+//!    of admin-tenancy role rewrites their shadow and assigned roles.
+//! 4. tenancy does not track account status: a deactivated staff member keeps their shadows and
+//!    gets one in each tenant created meanwhile (so reactivation needs no backfill); authz-svc
+//!    denies them while deactivated.
+//! 5. The owner role is never granted by AddMembership, SetUserMemberships or
+//!    ChangeMembershipRole, and the owner is never removed or demoted in the admin tenancy.
+//! 6. Last administrator: removing or demoting a direct member whose role is one of the pack's
+//!    `admin_roles` (or the owner role) fails with `LAST_ADMIN` when nobody else holds one there
+//!    (`domain::rules::ensure_admin_kept`). Identity's deletion of a user skips this check (authz's
+//!    `CheckRoleGrant` judged it before).
+//! 7. Membership writes are idempotent: the same membership again is success, unchanged (identity's
+//!    relay may deliver twice).
+//! 8. Directory (`ListTenantMembers`): direct members paged by user id (keyset, at most 500 a page)
+//!    from a partial index `(tenant_id, user_id, role, created_at, updated_at, kind)
+//!    WHERE kind = 'direct'` that covers the query. Every by-tenant lookup is of direct members, so shadows (most rows) sit
+//!    in no by-tenant index and a new tenant writes them into the primary key only. The default flag
+//!    is a covering probe of `default_tenants (user_id, tenant_id)`; for client callers MSP staff
+//!    are left out in the same statement. Only five narrow columns are read: sqlx's `Any` driver
+//!    copies every value twice, which is most of a page's cost on SQLite.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,4 +1,11 @@
 //! The MSP's owner: exactly one, recorded at bootstrap, moved only by transfer.
+//!
+//! Rules:
+//!
+//! 1. Ownership is a one-row table.
+//! 2. A service caller's `TransferOwnership` is accepted only while there is no owner (identity's
+//!    bootstrap); the same owner again is a no-op. Afterwards only the owner transfers.
+//! 3. A transfer leaves the former owner with the pack's former-owner role.
 
 use sqlx::{AnyConnection, Row};
 use tether_proto::{

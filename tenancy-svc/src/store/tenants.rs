@@ -1,4 +1,17 @@
 //! The tenant tree.
+//!
+//! Rules:
+//!
+//! 1. `tenants` holds every tenant with its `parent_id`, `depth`, `client_id` (the client at the top
+//!    of its branch) and a materialised `path` of ids (`/<admin>/<client>/<dept>/`): a subtree is a
+//!    prefix match, the ancestors are the path split, and a move rewrites the moved subtree's paths
+//!    and depths in one UPDATE.
+//! 2. Depth: the admin tenancy is 0, clients 1, departments 2 and deeper, bounded by
+//!    `TETHER_TENANCY_MAX_DEPTH` (see `domain::rules::ensure_depth`).
+//! 3. Tenants are never deleted, only archived.
+//! 4. Creating a tenant gives every MSP staff member (direct member of the admin tenancy) a shadow
+//!    membership there with their admin-tenancy role, in the same transaction and one
+//!    `INSERT … SELECT … RETURNING`, so the cost does not grow with round trips.
 
 use sqlx::AnyConnection;
 use tether_proto::common::v1::ErrorReason;

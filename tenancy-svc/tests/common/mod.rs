@@ -1,12 +1,12 @@
 //! The test harness: tenancy-svc on port 0 with a fresh database and doubles for identity-svc
 //! (sessions, users) and authz-svc (catalog, decisions).
 //!
-//! The authorizer double implements the rules of seeds 000, 002 and 004 that tenancy's tests
-//! need, reading tenancy's state the way authz-svc would (through tenancy's own API, as a
+//! The authorizer double implements the rules of the msp-assets, msp-panel and password-manager
+//! packs that tenancy's tests need, reading tenancy's state the way authz-svc would (through tenancy's own API, as a
 //! service): MSP owner and admins may do everything everywhere; technicians may manage tenants
 //! and users in the clients assigned to them and all their departments; client admins may view
 //! and manage users in their own tenant and its departments, never create tenants; MSP users
-//! (seed 002) may create departments (`departments.create`) in their assigned clients; nothing is
+//! (msp-panel) may create departments (`departments.create`) in their assigned clients; nothing is
 //! granted in a suspended or archived tenant (or below one), nor to a deactivated user.
 #![allow(dead_code)]
 
@@ -30,7 +30,8 @@ use tonic::{Request, Status, transport::Channel};
 
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef0123456789";
 
-/// The role pack the tests use (seed 000's roles plus the owner role of decision 5).
+/// The role pack the tests use (msp-assets' roles plus its owner role, which every pack defines
+/// and nobody can be given).
 pub fn pack() -> PackInfo {
     PackInfo {
         owner_role: "msp_owner".into(),
@@ -55,7 +56,7 @@ pub struct World {
     /// The tenancy service, for the authorizer double to read state from.
     pub tenancy: OnceLock<Channel>,
     pub service_token: ServiceToken,
-    /// While set, `departments.create` is not in the catalog (seed 000's pack): checks of it
+    /// While set, `departments.create` is not in the catalog (as in msp-assets): checks of it
     /// are PERMISSION_NOT_FOUND, as authz-svc answers.
     pub no_departments_create: std::sync::atomic::AtomicBool,
     /// How many times tenancy asked the catalog about a role.
