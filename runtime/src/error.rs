@@ -109,14 +109,15 @@ pub const fn code_of(reason: ErrorReason) -> Code {
         | R::RoleInUse
         | R::ResourceHasChildren
         | R::RoleScopeMismatch
-        | R::RevisionCompacted => Code::FailedPrecondition,
+        | R::RevisionCompacted
+        | R::ConfigInvalid => Code::FailedPrecondition,
 
         R::RevisionAhead => Code::OutOfRange,
         R::RateLimited | R::Overloaded | R::LimitReached => Code::ResourceExhausted,
         R::NotCaughtUp | R::IndexNotLoaded | R::IndexStale | R::Unavailable => Code::Unavailable,
         R::DeadlineExceeded => Code::DeadlineExceeded,
         R::NotImplemented => Code::Unimplemented,
-        R::Unspecified | R::Internal | R::ConfigInvalid => Code::Internal,
+        R::Unspecified | R::Internal => Code::Internal,
     }
 }
 

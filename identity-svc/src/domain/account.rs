@@ -407,7 +407,8 @@ mod tests {
         assert_eq!(page_offset(&page_token(150)), Ok(150));
         assert_eq!(page_offset("").unwrap(), 0);
         assert_eq!(page_offset("zzz").unwrap_err().reason, ErrorReason::InvalidPageToken);
-        assert_eq!(page_size(501).unwrap_err().reason, ErrorReason::ValueOutOfRange);
+        assert_eq!(page_size(501), Ok(500), "coerced to the maximum");
+        assert_eq!(page_size(-1).unwrap_err().reason, ErrorReason::ValueOutOfRange);
         assert_eq!(page_size(0).unwrap(), 50);
     }
 }

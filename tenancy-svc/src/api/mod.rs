@@ -741,10 +741,10 @@ impl TenancyService for TenancyApi {
         let req = request.into_inner();
         let (side, filters) = match &req.selector {
             Some(Selector::TechnicianUserId(t)) => {
-                (assignments::Side::Technician(id(t, "technician_user_id")?), format!("assign|tech|{t}"))
+                (assignments::Side::Technician(id("technician_user_id", t)?), format!("assign|tech|{t}"))
             }
             Some(Selector::TenantId(t)) => {
-                (assignments::Side::Tenant(id(t, "tenant_id")?), format!("assign|tenant|{t}"))
+                (assignments::Side::Tenant(id("tenant_id", t)?), format!("assign|tenant|{t}"))
             }
             None => {
                 return Err(reject(
