@@ -6,11 +6,14 @@ use tonic::{Request, Response};
 use uuid::Uuid;
 
 use super::{
-    Authz, Reply, change_denial, convert as cv, hides_user, may_ask_about, page, person_id, seen_tenant, seen_user,
-    write_error,
+    Authz, Reply, change_denial, convert as cv, hides_user, may_ask_about, page, person_id, role_rule, seen_tenant,
+    seen_user, write_error,
 };
 use crate::{
-    domain::index::{ChangeDenial, GrantAccess, GrantRecord},
+    domain::{
+        index::{ChangeDenial, GrantAccess, GrantRecord},
+        role_rules::check_grantable,
+    },
     events::audit::{self, Change},
     store,
 };
@@ -57,20 +60,7 @@ impl Authz {
                     let def = index
                         .role(role)
                         .ok_or_else(|| ApiError::not_found(ErrorReason::RoleNotFound, format!("no role {role:?}")))?;
-                    if def.name == index.policy.owner_role {
-                        return Err(ApiError::permission_denied(
-                            ErrorReason::OwnerRoleNotAssignable,
-                            "the owner role is never granted",
-                        )
-                        .into());
-                    }
-                    if !def.assignable {
-                        return Err(ApiError::permission_denied(
-                            ErrorReason::RoleNotAssignable,
-                            "the role is not assignable",
-                        )
-                        .into());
-                    }
+                    check_grantable(def, &index.policy.owner_role).map_err(role_rule)?;
                 }
                 GrantAccess::Permission(p) => {
                     if index.policy.permission_bit(p).is_none() {

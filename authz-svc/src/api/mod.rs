@@ -32,7 +32,10 @@ use uuid::Uuid;
 
 use self::convert as cv;
 use crate::{
-    domain::index::{ChangeDenial, Index, Unresolved},
+    domain::{
+        index::{ChangeDenial, Index, Unresolved},
+        role_rules::RoleRuleError,
+    },
     events::{AuditSink, State},
     store,
 };
@@ -240,6 +243,21 @@ fn change_denial(d: ChangeDenial) -> ApiError {
         }
         ChangeDenial::MspStaffOnlyRole => {
             ApiError::failed_precondition(ErrorReason::MspStaffOnlyRole, "the role may only be held by MSP staff")
+        }
+    }
+}
+
+/// A refused role definition, change or grant, as the API answers it.
+fn role_rule(e: RoleRuleError) -> ApiError {
+    match e {
+        RoleRuleError::RankAboveOwn | RoleRuleError::ChangesRoleAboveOwn | RoleRuleError::RankNotBelowOwner => {
+            ApiError::permission_denied(ErrorReason::RoleAboveOwn, "the role's rank is above the caller's own")
+        }
+        RoleRuleError::OwnerRole => {
+            ApiError::permission_denied(ErrorReason::OwnerRoleNotAssignable, "the owner role is never granted")
+        }
+        RoleRuleError::NotAssignable => {
+            ApiError::permission_denied(ErrorReason::RoleNotAssignable, "the role is not assignable")
         }
     }
 }

@@ -8,11 +8,12 @@ use tether_runtime::{
 };
 use tonic::{Request, Response};
 
-use super::{Authz, Reply, convert as cv, page, person_id, write_error};
+use super::{Authz, Reply, convert as cv, page, person_id, role_rule, write_error};
 use crate::{
     domain::{
         index::Index,
         policy::{MAX_PERMISSIONS, RoleDef},
+        role_rules::{check_role_rank, offered_to},
         valid_lower_name,
     },
     events::{
@@ -81,7 +82,7 @@ impl Authz {
                 .roles()
                 .into_iter()
                 .filter(|role| !r.assignable_only || role.assignable)
-                .filter(|role| max_rank.is_none_or(|m| role.assignable && role.rank <= m))
+                .filter(|role| max_rank.is_none_or(|m| offered_to(role, m)))
                 .map(|role| cv::role(role, &index.policy))
                 .collect()
         };
@@ -139,13 +140,7 @@ impl Authz {
             require_held(&index, &who, permissions)?;
             index.role_rank(&index.policy.owner_role).unwrap_or(i32::MAX)
         };
-        if r.rank > self.caller_rank(&who, None) || r.rank >= owner_rank {
-            return Err(ApiError::permission_denied(
-                ErrorReason::RoleAboveOwn,
-                "the role's rank is above the caller's own",
-            )
-            .into());
-        }
+        check_role_rank(r.rank, None, self.caller_rank(&who, None), owner_rank).map_err(role_rule)?;
         if store::role_exists(&self.state.database, &r.name).await.map_err(ApiError::internal)? {
             return Err(ApiError::already_exists(ErrorReason::RoleExists, format!("role {:?} exists", r.name)).into());
         }
@@ -231,13 +226,7 @@ impl Authz {
         }
         require_held(&self.state.read(), &who, role.permissions)?;
         let caller_rank = self.caller_rank(&who, None);
-        if role.rank > caller_rank || before.rank > caller_rank || role.rank >= owner_rank {
-            return Err(ApiError::permission_denied(
-                ErrorReason::RoleAboveOwn,
-                "the role's rank is above the caller's own",
-            )
-            .into());
-        }
+        check_role_rank(role.rank, Some(before.rank), caller_rank, owner_rank).map_err(role_rule)?;
         role.updated_at_micros = now_micros();
         let event = audit::change_event(
             Some(&who),

@@ -1,9 +1,11 @@
 //! authz's rules and typed values; no I/O.
 //!
 //! `policy`: the role pack file. `index`: the in-memory index, decisions and delegation rules.
+//! `role_rules`: the rules for defining, changing and handing out roles.
 
 pub mod index;
 pub mod policy;
+pub mod role_rules;
 
 #[cfg(test)]
 mod seed_tests;
