@@ -237,6 +237,18 @@ async fn seed_001_channel_hierarchy_grants_cover_descendants() {
     assert_eq!(reason(&e), "RESOURCE_NOT_FOUND");
     let e = c.register_resource(as_service(node("bad id", "", "channel"))).await.unwrap_err();
     assert_eq!(reason(&e), "INVALID_FORMAT");
+    // Sixteen levels at most.
+    for level in 1..=16 {
+        let parent = if level == 1 { String::new() } else { format!("deep-{}", level - 1) };
+        c.register_resource(as_service(node(&format!("deep-{level}"), &parent, "level"))).await.unwrap();
+    }
+    let e = c.register_resource(as_service(node("deep-17", "deep-16", "level"))).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::FailedPrecondition, "TREE_TOO_DEEP"));
+    {
+        use tonic_types::StatusExt;
+        let info = e.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo"));
+        assert_eq!(info.metadata.get("limit").map(String::as_str), Some("16"));
+    }
 
     let granted = c
         .grant_resource_access(as_service(pb::GrantResourceAccessRequest {

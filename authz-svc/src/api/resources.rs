@@ -6,13 +6,30 @@ use tonic::{Request, Response};
 
 use super::{Authz, Reply, convert as cv, page, seen_tenant, write_error};
 use crate::{
-    domain::{index::ResourceRecord, valid_lower_name},
+    domain::{
+        index::ResourceRecord,
+        resource_tree::{MAX_RESOURCE_DEPTH, TreeRuleError, check_placement, check_removal},
+        valid_lower_name,
+    },
     events::audit::{self, Change},
     store,
 };
 
-/// Deepest resource tree accepted.
-const MAX_RESOURCE_DEPTH: usize = 16;
+/// A refused placement or removal, as the API answers it.
+fn tree_rule(e: TreeRuleError) -> ApiError {
+    match e {
+        TreeRuleError::Cycle => {
+            ApiError::failed_precondition(ErrorReason::TreeCycle, "a resource cannot move under itself")
+        }
+        TreeRuleError::TooDeep => {
+            ApiError::failed_precondition(ErrorReason::TreeTooDeep, "the resource tree is too deep")
+                .with_metadata("limit", MAX_RESOURCE_DEPTH.to_string())
+        }
+        TreeRuleError::HasChildren => {
+            ApiError::failed_precondition(ErrorReason::ResourceHasChildren, "the resource has children")
+        }
+    }
+}
 
 impl Authz {
     pub(super) async fn register_resource(
@@ -48,21 +65,8 @@ impl Authz {
                         .with_metadata("field", "parent_resource_id")
                         .into());
                 }
-                if p == &id || index.resource_is_under(&tenant, p, &id) {
-                    return Err(ApiError::failed_precondition(
-                        ErrorReason::TreeCycle,
-                        "a resource cannot move under itself",
-                    )
-                    .into());
-                }
-                if index.resource_depth(&tenant, p) + 1 > MAX_RESOURCE_DEPTH {
-                    return Err(ApiError::failed_precondition(
-                        ErrorReason::TreeTooDeep,
-                        "the resource tree is too deep",
-                    )
-                    .with_metadata("limit", MAX_RESOURCE_DEPTH.to_string())
-                    .into());
-                }
+                let (under, depth) = (index.resource_is_under(&tenant, p, &id), index.resource_depth(&tenant, p));
+                check_placement(&id, p, under, depth).map_err(tree_rule)?;
             }
             let before = index.resource(&tenant, &id).cloned();
             let now = now_micros();
@@ -121,13 +125,7 @@ impl Authz {
                 .filter(|n| n.tenant == tenant && index.resource_is_under(&tenant, &n.resource_id, &id))
                 .map(|n| n.resource_id.clone())
                 .collect();
-            if all.len() > 1 && !r.cascade {
-                return Err(ApiError::failed_precondition(
-                    ErrorReason::ResourceHasChildren,
-                    "the resource has children",
-                )
-                .into());
-            }
+            check_removal(all.len(), r.cascade).map_err(tree_rule)?;
             all
         };
         let event = audit::change_event(
