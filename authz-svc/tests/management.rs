@@ -97,6 +97,16 @@ async fn the_default_pack_is_seed_000_and_custom_roles_are_stored_and_decide() {
     let mut request = check(auditor, "assets.edit", w.a);
     request.at_least_as_fresh = updated.consistency_token;
     assert!(c.check(request).await.unwrap().into_inner().allowed);
+    // No role ranks with the owner role, whoever asks.
+    let e = c
+        .update_role(as_service(pb::UpdateRoleRequest {
+            name: "auditor".into(),
+            rank: Some(100),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::PermissionDenied, "ROLE_ABOVE_OWN"));
     let e = c.get_role(pb::GetRoleRequest { name: "nope".into() }).await.unwrap_err();
     assert_eq!(reason(&e), "ROLE_NOT_FOUND");
     authz.service.stop().await.unwrap();
@@ -227,6 +237,18 @@ async fn seed_001_channel_hierarchy_grants_cover_descendants() {
     assert_eq!(reason(&e), "RESOURCE_NOT_FOUND");
     let e = c.register_resource(as_service(node("bad id", "", "channel"))).await.unwrap_err();
     assert_eq!(reason(&e), "INVALID_FORMAT");
+    // Sixteen levels at most.
+    for level in 1..=16 {
+        let parent = if level == 1 { String::new() } else { format!("deep-{}", level - 1) };
+        c.register_resource(as_service(node(&format!("deep-{level}"), &parent, "level"))).await.unwrap();
+    }
+    let e = c.register_resource(as_service(node("deep-17", "deep-16", "level"))).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::FailedPrecondition, "TREE_TOO_DEEP"));
+    {
+        use tonic_types::StatusExt;
+        let info = e.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo"));
+        assert_eq!(info.metadata.get("limit").map(String::as_str), Some("16"));
+    }
 
     let granted = c
         .grant_resource_access(as_service(pb::GrantResourceAccessRequest {
@@ -508,6 +530,19 @@ async fn resource_grants_hand_out_only_what_the_granter_holds_to_whom_they_may_s
     }))
     .await
     .unwrap();
+    // A custom role that is not handed out directly.
+    c.create_role(as_service(pb::CreateRoleRequest {
+        name: "unlisted".into(),
+        display_name: "Unlisted".into(),
+        description: String::new(),
+        permissions: vec!["assets.view".into()],
+        scope: pb::RoleScope::OwnTenant as i32,
+        rank: 5,
+        assignable: false,
+        msp_staff_only: false,
+    }))
+    .await
+    .unwrap();
     use pb::grant_resource_access_request::Access;
     let grant = |user: Uuid, access: Access| pb::GrantResourceAccessRequest {
         user_id: user.to_string(),
@@ -526,6 +561,11 @@ async fn resource_grants_hand_out_only_what_the_granter_holds_to_whom_they_may_s
     for (who, request, want) in refused {
         let e = c.grant_resource_access(as_user(who, request)).await.unwrap_err();
         assert_eq!(reason(&e), want, "{}", e.message());
+    }
+    let roles_refused = [("msp_owner", "OWNER_ROLE_NOT_ASSIGNABLE"), ("unlisted", "ROLE_NOT_ASSIGNABLE")];
+    for (role, want) in roles_refused {
+        let e = c.grant_resource_access(as_user(&admin, grant(w.viewer, Access::Role(role.into())))).await.unwrap_err();
+        assert_eq!((e.code(), reason(&e).as_str()), (Code::PermissionDenied, want), "{}", e.message());
     }
     c.grant_resource_access(as_user(&cadmin, grant(w.viewer, Access::Role("client_manager".into())))).await.unwrap();
     c.grant_resource_access(as_user(&cadmin, grant(w.viewer, Access::Permission("assets.delete".into()))))
@@ -574,6 +614,17 @@ async fn custom_roles_hold_only_permissions_their_author_holds_everywhere() {
     assert_eq!(reason(&e), "PERMISSION_DENIED");
     let admin = authz.sessions.login(w.admin, true);
     c.update_role(as_user(&admin, widen)).await.unwrap();
+    // A role ranked above the technician is not theirs to change, nor to raise one to.
+    let senior = pb::CreateRoleRequest { rank: 80, ..create("senior", &["assets.view"]) };
+    c.create_role(as_user(&admin, senior)).await.unwrap();
+    let rename =
+        pb::UpdateRoleRequest { name: "senior".into(), display_name: Some("Renamed".into()), ..Default::default() };
+    let e = c.update_role(as_user(&tech, rename)).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::PermissionDenied, "ROLE_ABOVE_OWN"));
+    c.create_role(as_user(&tech, create("peeker", &["assets.view"]))).await.unwrap();
+    let raise = pb::UpdateRoleRequest { name: "peeker".into(), rank: Some(60), ..Default::default() };
+    let e = c.update_role(as_user(&tech, raise)).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::PermissionDenied, "ROLE_ABOVE_OWN"));
     authz.service.stop().await.unwrap();
 }
 

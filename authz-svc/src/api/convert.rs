@@ -7,7 +7,7 @@ use tether_proto::{
 };
 use tether_runtime::error::ApiError;
 
-use crate::events::timestamp_from_micros;
+use tether_runtime::db::timestamp;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -166,8 +166,8 @@ pub fn role(r: &RoleDef, policy: &Policy) -> pb::Role {
         assignable: r.assignable,
         msp_staff_only: r.msp_staff_only,
         built_in: r.built_in,
-        created_at: Some(timestamp_from_micros(r.created_at_micros)),
-        updated_at: Some(timestamp_from_micros(r.updated_at_micros)),
+        created_at: Some(timestamp(r.created_at_micros)),
+        updated_at: Some(timestamp(r.updated_at_micros)),
     }
 }
 
@@ -188,7 +188,7 @@ pub fn override_msg(o: &OverrideRecord) -> pb::PermissionOverride {
         tenant_id: o.tenant.map(|t| t.to_string()).unwrap_or_default(),
         note: o.note.clone(),
         created_by_user_id: o.created_by.clone(),
-        created_at: Some(timestamp_from_micros(o.created_at_micros)),
+        created_at: Some(timestamp(o.created_at_micros)),
     }
 }
 
@@ -199,8 +199,8 @@ pub fn resource(r: &ResourceRecord) -> pb::Resource {
         resource_type: r.resource_type.clone(),
         parent_resource_id: r.parent.clone(),
         display_name: r.display_name.clone(),
-        created_at: Some(timestamp_from_micros(r.created_at_micros)),
-        updated_at: Some(timestamp_from_micros(r.updated_at_micros)),
+        created_at: Some(timestamp(r.created_at_micros)),
+        updated_at: Some(timestamp(r.updated_at_micros)),
     }
 }
 
@@ -215,7 +215,7 @@ pub fn grant(g: &GrantRecord) -> pb::ResourceGrant {
             GrantAccess::Permission(p) => pb::resource_grant::Access::Permission(p.clone()),
         }),
         granted_by_user_id: g.granted_by.clone(),
-        created_at: Some(timestamp_from_micros(g.created_at_micros)),
+        created_at: Some(timestamp(g.created_at_micros)),
     }
 }
 

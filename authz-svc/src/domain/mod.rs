@@ -1,9 +1,13 @@
 //! authz's rules and typed values; no I/O.
 //!
 //! `policy`: the role pack file. `index`: the in-memory index, decisions and delegation rules.
+//! `role_rules`: the rules for defining, changing and handing out roles. `resource_tree`: the
+//! rules a product's resource tree keeps.
 
 pub mod index;
 pub mod policy;
+pub mod resource_tree;
+pub mod role_rules;
 
 #[cfg(test)]
 mod seed_tests;

@@ -34,7 +34,7 @@ use tether_runtime::{
 };
 use tokio::sync::mpsc;
 
-use super::timestamp_from_micros;
+use tether_runtime::db::timestamp;
 use tokio_util::sync::CancellationToken;
 
 pub const SOURCE: &str = "authz-svc";
@@ -183,7 +183,7 @@ pub fn decision_event(r: DecisionRecord) -> AuditEvent {
     .unwrap_or_default();
     AuditEvent {
         event_id: fresh_id().to_string(),
-        occurred_at: Some(timestamp_from_micros(r.at_micros)),
+        occurred_at: Some(timestamp(r.at_micros)),
         source_service: SOURCE.to_owned(),
         actor: Some(actor(None)),
         action: if r.allowed { "authz.check_allowed" } else { "authz.check_denied" }.to_owned(),
@@ -325,7 +325,7 @@ impl Suppressed {
         });
         Some(AuditEvent {
             event_id: fresh_id().to_string(),
-            occurred_at: Some(timestamp_from_micros(now_micros())),
+            occurred_at: Some(timestamp(now_micros())),
             source_service: SOURCE.to_owned(),
             actor: Some(actor(None)),
             action: "authz.decision_audit_suppressed".to_owned(),

@@ -531,8 +531,6 @@ pub async fn report_health(
 
 pub use audit::AuditSink;
 
-pub use tether_runtime::db::timestamp as timestamp_from_micros;
-
 #[cfg(test)]
 mod tests {
     use super::*;
