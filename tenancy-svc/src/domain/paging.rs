@@ -1,6 +1,6 @@
 //! Page sizes and opaque page tokens bound to the request's filters.
 
-use tether_proto::{common::v1::ErrorReason, values::PageSize};
+use tether_proto::values::{self, PageSize};
 
 use super::Rejection;
 
@@ -20,36 +20,23 @@ impl PageRequest {
     }
 }
 
-/// `hex("<fingerprint of filters>|<cursor>")`.
+/// The shared page token of the contract (bound to the request's filters).
 pub struct PageToken;
 
 impl PageToken {
     pub fn encode(filters: &str, cursor: &str) -> String {
-        hex::encode(format!("{:016x}|{cursor}", fingerprint(filters)))
+        values::PageToken::encode(filters, cursor)
     }
 
     fn decode(token: &str, filters: &str) -> Result<String, Rejection> {
-        let bad = || Rejection::new(ErrorReason::InvalidPageToken, "the page token is not valid here").on("page_token");
-        if token.len() > 2048 {
-            return Err(bad());
-        }
-        let bytes = hex::decode(token).map_err(|_| bad())?;
-        let text = String::from_utf8(bytes).map_err(|_| bad())?;
-        let (print, cursor) = text.split_once('|').ok_or_else(bad)?;
-        if print != format!("{:016x}", fingerprint(filters)) {
-            return Err(bad());
-        }
-        Ok(cursor.to_owned())
+        Ok(values::PageToken::decode("page_token", token, filters)?.unwrap_or_default())
     }
-}
-
-/// FNV-1a: stable across builds, which a std hasher is not guaranteed to be.
-fn fingerprint(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 #[cfg(test)]
 mod tests {
+    use tether_proto::common::v1::ErrorReason;
+
     use super::*;
 
     #[test]
