@@ -8,7 +8,9 @@
 
 mod stack;
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use stack::{as_service, as_user, eventually};
+
+use std::collections::BTreeMap;
 
 use tether_proto::{
     authz::v1::{self as az, authz_service_client::AuthzServiceClient},
@@ -16,40 +18,11 @@ use tether_proto::{
     tenancy::v1::{self as tn, tenancy_service_client::TenancyServiceClient},
 };
 use tether_tests::{RunningService, TestDatabase};
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
 const OWNER_EMAIL: &str = "owner@msp.example";
 const PASSWORD: &str = "a long pass phrase for tests";
-
-fn as_user<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-fn as_service<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("x-tether-service-token", stack::SERVICE_TOKEN.parse().unwrap());
-    request.metadata_mut().insert("x-tether-service", "tests".parse().unwrap());
-    request
-}
-
-/// Retries `attempt` until it succeeds (the services follow each other's streams), for 15 s.
-async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(e) if tokio::time::Instant::now() > deadline => panic!("{what}: {e:?}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
 
 /// What a caller hears from a failed (or successful) call: code, reason, message and the
 /// ErrorInfo metadata, with the ids named in the call replaced by `<id>`.

@@ -5,7 +5,7 @@
 
 mod stack;
 
-use std::{future::Future, time::Duration};
+use stack::{as_user, eventually};
 
 use tether_proto::{
     authz::v1::{self as az, authz_service_client::AuthzServiceClient},
@@ -13,30 +13,8 @@ use tether_proto::{
     tenancy::v1::{self as tn, tenancy_service_client::TenancyServiceClient},
 };
 use tether_tests::{RunningService, TestDatabase};
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
-
-fn as_user<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-/// Retries `attempt` until it succeeds (the services follow each other's streams), for 15 s.
-async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(e) if tokio::time::Instant::now() > deadline => panic!("{what}: {e:?}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
 
 /// Code, reason and the BadRequest field of a refusal.
 fn refusal<T: std::fmt::Debug>(result: Result<T, Status>) -> (Code, String, Option<String>) {

@@ -14,6 +14,8 @@
 
 mod stack;
 
+use stack::{as_service, as_user};
+
 use std::time::Instant;
 
 use tether_proto::{
@@ -24,25 +26,12 @@ use tether_proto::{
 };
 use tether_runtime::events::consistency::merge;
 use tether_tests::TestDatabase;
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 
 const PASSWORD: &str = "violet-kestrel-harbour-9";
 
 fn rounds() -> usize {
     std::env::var("TETHER_TEST_CHAIN_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
-}
-
-fn as_user<T>(session: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {session}").parse().unwrap());
-    request
-}
-
-fn as_service<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("x-tether-service-token", stack::SERVICE_TOKEN.parse().unwrap());
-    request.metadata_mut().insert("x-tether-service", "test".parse().unwrap());
-    request
 }
 
 async fn login(

@@ -86,3 +86,34 @@ pub async fn start_all_with(db: &TestDatabase, settings: &[(&str, &str)]) -> Vec
     }
     running
 }
+
+/// A request made by the person whose session token is `token`.
+pub fn as_user<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A request made by a Tether service on its own account.
+pub fn as_service<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-tether-service-token", SERVICE_TOKEN.parse().unwrap());
+    request.metadata_mut().insert("x-tether-service", "tests".parse().unwrap());
+    request
+}
+
+/// Retries `attempt` until it succeeds (the services follow each other's streams), for 15 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("{what}: {e:?}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
