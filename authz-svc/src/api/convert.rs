@@ -30,6 +30,17 @@ pub fn optional_uuid(field: &str, raw: &str) -> Result<Option<Uuid>, ApiError> {
     Ok(values::optional_id(field, raw)?)
 }
 
+/// A role's catalog name, by the contract's one rule.
+pub fn role_name(field: &str, raw: &str) -> Result<(), ApiError> {
+    values::RoleName::parse(field, raw)?;
+    Ok(())
+}
+
+/// A role name that may be left empty.
+pub fn optional_role_name(field: &str, raw: &str) -> Result<(), ApiError> {
+    if raw.is_empty() { Ok(()) } else { role_name(field, raw) }
+}
+
 pub fn permission_name(field: &str, raw: &str) -> Result<(), ApiError> {
     if raw.is_empty() {
         return Err(

@@ -28,8 +28,8 @@ impl Authz {
         }
         let target = cv::optional_uuid("target_user_id", &r.target_user_id)?;
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
-        cv::text("role", &r.role, 64)?;
-        cv::text("previous_role", &r.previous_role, 64)?;
+        cv::optional_role_name("role", &r.role)?;
+        cv::optional_role_name("previous_role", &r.previous_role)?;
         if r.role.is_empty() && r.previous_role.is_empty() {
             return Err(ApiError::new(ErrorReason::FieldRequired, "role or previous_role is required")
                 .with_metadata("field", "role")

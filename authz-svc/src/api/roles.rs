@@ -92,7 +92,7 @@ impl Authz {
     pub(super) async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Reply<pb::GetRoleResponse> {
         let (metadata, _, r) = request.into_parts();
         self.asker(&metadata).await?;
-        cv::text("name", &r.name, 64)?;
+        cv::role_name("name", &r.name)?;
         let index = self.state.read();
         let role = index
             .role(&r.name)
