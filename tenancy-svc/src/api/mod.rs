@@ -25,7 +25,7 @@ use crate::{
         MembershipKind, PageRequest, PageToken, Rejection, RoleName, TenantKind, TenantName, TenantSlug, TenantStatus,
         parse_id, parse_optional_id,
     },
-    events::AuditContext,
+    events::{AuditContext, convert as cv},
     store::{
         self, assignments,
         memberships::{self, Spec},
@@ -101,7 +101,7 @@ impl TenancyService for TenancyApi {
         let caller = self.caller(&request).await?;
         let admin = self.admin().await?;
         self.see(&caller, &admin.id).await?;
-        Ok(Response::new(pb::GetAdminTenancyResponse { tenant: Some(admin.to_proto()) }))
+        Ok(Response::new(pb::GetAdminTenancyResponse { tenant: Some(cv::tenant(&admin)) }))
     }
 
     async fn create_tenant(
@@ -142,7 +142,7 @@ impl TenancyService for TenancyApi {
         .await
         .map_err(store_error)?;
         Ok(Response::new(pb::CreateTenantResponse {
-            tenant: Some(tenant.to_proto()),
+            tenant: Some(cv::tenant(&tenant)),
             consistency_token: token(revision),
         }))
     }
@@ -154,7 +154,7 @@ impl TenancyService for TenancyApi {
         let caller = self.caller(&request).await?;
         let tenant_id = id("tenant_id", &request.get_ref().tenant_id)?;
         let tenant = self.see(&caller, &tenant_id).await?;
-        Ok(Response::new(pb::GetTenantResponse { tenant: Some(tenant.to_proto()) }))
+        Ok(Response::new(pb::GetTenantResponse { tenant: Some(cv::tenant(&tenant)) }))
     }
 
     async fn list_tenants(
@@ -182,10 +182,7 @@ impl TenancyService for TenancyApi {
         let next_page_token = next_token(&filters, has_more, || {
             rows.last().map(|t| format!("{}\u{1f}{}", t.name, t.id)).unwrap_or_default()
         });
-        Ok(Response::new(pb::ListTenantsResponse {
-            tenants: rows.iter().map(|t| t.to_proto()).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListTenantsResponse { tenants: rows.iter().map(cv::tenant).collect(), next_page_token }))
     }
 
     async fn get_subtree(
@@ -216,7 +213,7 @@ impl TenancyService for TenancyApi {
         drop(conn);
         let ordered = tenants::pre_order(&root, rows, req.max_depth as usize, req.include_archived);
         let has_more = ordered.len() > offset + page.size;
-        let page_rows: Vec<pb::Tenant> = ordered.iter().skip(offset).take(page.size).map(|t| t.to_proto()).collect();
+        let page_rows: Vec<pb::Tenant> = ordered.iter().skip(offset).take(page.size).map(cv::tenant).collect();
         let next_page_token = next_token(&filters, has_more, || (offset + page.size).to_string());
         Ok(Response::new(pb::GetSubtreeResponse { tenants: page_rows, next_page_token }))
     }
@@ -241,7 +238,7 @@ impl TenancyService for TenancyApi {
         let (tenant, revision) =
             tenants::rename(&self.database, &ctx, &tenant_id, &name, slug.as_ref()).await.map_err(store_error)?;
         Ok(Response::new(pb::RenameTenantResponse {
-            tenant: Some(tenant.to_proto()),
+            tenant: Some(cv::tenant(&tenant)),
             consistency_token: token(revision),
         }))
     }
@@ -306,7 +303,7 @@ impl TenancyService for TenancyApi {
             .await
             .map_err(store_error)?;
         Ok(Response::new(pb::MoveTenantResponse {
-            tenant: Some(tenant.to_proto()),
+            tenant: Some(cv::tenant(&tenant)),
             consistency_token: token(revision),
         }))
     }
@@ -340,14 +337,14 @@ impl TenancyService for TenancyApi {
             };
             let fetched = memberships::directory(&self.database, &query).await.map_err(store_error)?;
             let more = fetched.len() > page.size;
-            let last_fetched = fetched.last().map(|m| m.user_id.clone());
+            let last_fetched = fetched.last().map(|m| m.row.user_id.clone());
             rows.extend(match client_caller {
                 Some(p) => self.members_at_home(&p.user_id, &p.primary_tenant_id, fetched).await?,
                 None => fetched,
             });
             if rows.len() > page.size {
                 rows.truncate(page.size);
-                next_after = rows.last().map(|m| m.user_id.clone());
+                next_after = rows.last().map(|m| m.row.user_id.clone());
                 break;
             }
             // Past the last round, the next page starts after what was read.
@@ -358,7 +355,10 @@ impl TenancyService for TenancyApi {
             after.clone_from(&next_after);
         }
         let next_page_token = next_token(&filters, next_after.is_some(), || next_after.clone().unwrap_or_default());
-        Ok(Response::new(pb::ListTenantMembersResponse { memberships: rows, next_page_token }))
+        Ok(Response::new(pb::ListTenantMembersResponse {
+            memberships: rows.iter().map(cv::held).collect(),
+            next_page_token,
+        }))
     }
 
     async fn list_user_tenants(
@@ -400,15 +400,14 @@ impl TenancyService for TenancyApi {
             }
         }
         all.retain(|(t, m)| {
-            (req.include_inactive || t.status == TenantStatus::Active)
-                && kind.is_none_or(|k| m.kind == store::kind_to_proto(k) as i32)
+            (req.include_inactive || t.status == TenantStatus::Active) && kind.is_none_or(|k| m.row.kind == k)
         });
         let has_more = all.len() > offset + page.size;
         let tenants = all
             .into_iter()
             .skip(offset)
             .take(page.size)
-            .map(|(t, m)| pb::UserTenant { tenant: Some(t.to_proto()), membership: Some(m) })
+            .map(|(t, m)| pb::UserTenant { tenant: Some(cv::tenant(&t)), membership: Some(cv::held(&m)) })
             .collect();
         let next_page_token = next_token(&filters, has_more, || (offset + page.size).to_string());
         Ok(Response::new(pb::ListUserTenantsResponse { tenants, next_page_token }))
@@ -468,8 +467,8 @@ impl TenancyService for TenancyApi {
             let current = memberships::user_tenants(&self.database, &user_id).await.map_err(store_error)?;
             let current_direct: Vec<(String, String)> = current
                 .iter()
-                .filter(|(_, m)| m.kind == ProtoKind::Direct as i32)
-                .map(|(t, m)| (t.id.clone(), m.role.clone()))
+                .filter(|(_, m)| m.row.kind == MembershipKind::Direct)
+                .map(|(t, m)| (t.id.clone(), m.row.role.clone()))
                 .collect();
             for (i, spec) in specs.iter().enumerate() {
                 let previous = current_direct.iter().find(|(t, _)| *t == spec.tenant_id).map(|(_, r)| r.clone());
@@ -503,7 +502,10 @@ impl TenancyService for TenancyApi {
         )
         .await
         .map_err(store_error)?;
-        Ok(Response::new(pb::SetUserMembershipsResponse { memberships, consistency_token: token(revision) }))
+        Ok(Response::new(pb::SetUserMembershipsResponse {
+            memberships: memberships.iter().map(cv::held).collect(),
+            consistency_token: token(revision),
+        }))
     }
 
     async fn add_membership(
@@ -534,7 +536,7 @@ impl TenancyService for TenancyApi {
                 .await
                 .map_err(store_error)?;
         Ok(Response::new(pb::AddMembershipResponse {
-            membership: Some(membership),
+            membership: Some(cv::held(&membership)),
             consistency_token: token(revision),
         }))
     }
@@ -571,7 +573,7 @@ impl TenancyService for TenancyApi {
                 .await
                 .map_err(store_error)?;
         Ok(Response::new(pb::ChangeMembershipRoleResponse {
-            membership: Some(membership),
+            membership: Some(cv::held(&membership)),
             consistency_token: token(revision),
         }))
     }
@@ -632,10 +634,10 @@ impl TenancyService for TenancyApi {
         }
         let ctx = AuditContext::from_caller(&caller);
         let mut audit = ctx.event("tenant.switch", "tenant", &tenant_id, &tenant_id);
-        audit.after_json = crate::events::json_object(&[("tenant_id", &tenant_id), ("role", &membership.role)]);
+        audit.after_json = crate::events::json_object(&[("tenant_id", &tenant_id), ("role", &membership.row.role)]);
         store::record_audit_only(&self.database, &[audit]).await.map_err(store_error)?;
         Ok(Response::new(pb::SwitchTenantResponse {
-            tenant: Some(pb::UserTenant { tenant: Some(tenant.to_proto()), membership: Some(membership) }),
+            tenant: Some(pb::UserTenant { tenant: Some(cv::tenant(&tenant)), membership: Some(cv::held(&membership)) }),
         }))
     }
 
@@ -664,7 +666,7 @@ impl TenancyService for TenancyApi {
         let (membership, revision) =
             memberships::set_default(&self.database, &ctx, &user_id, &tenant_id).await.map_err(store_error)?;
         Ok(Response::new(pb::SetDefaultTenantResponse {
-            membership: Some(membership),
+            membership: Some(cv::held(&membership)),
             consistency_token: token(revision),
         }))
     }
@@ -695,7 +697,10 @@ impl TenancyService for TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let (assignments, revision) =
             assignments::set(&self.database, &ctx, &technician, &tenant_ids).await.map_err(store_error)?;
-        Ok(Response::new(pb::SetTechnicianAssignmentsResponse { assignments, consistency_token: token(revision) }))
+        Ok(Response::new(pb::SetTechnicianAssignmentsResponse {
+            assignments: assignments.iter().map(cv::assignment).collect(),
+            consistency_token: token(revision),
+        }))
     }
 
     async fn assign_technician(
@@ -711,7 +716,7 @@ impl TenancyService for TenancyApi {
         let (assignment, revision) =
             assignments::assign(&self.database, &ctx, &technician, &tenant_id).await.map_err(store_error)?;
         Ok(Response::new(pb::AssignTechnicianResponse {
-            assignment: Some(assignment),
+            assignment: Some(cv::assignment(&assignment)),
             consistency_token: token(revision),
         }))
     }
@@ -769,7 +774,10 @@ impl TenancyService for TenancyApi {
                 })
                 .unwrap_or_default()
         });
-        Ok(Response::new(pb::ListTechnicianAssignmentsResponse { assignments: rows, next_page_token }))
+        Ok(Response::new(pb::ListTechnicianAssignmentsResponse {
+            assignments: rows.iter().map(cv::assignment).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_owner(&self, request: Request<pb::GetOwnerRequest>) -> Result<Response<pb::GetOwnerResponse>, Status> {
@@ -780,7 +788,7 @@ impl TenancyService for TenancyApi {
             .await
             .map_err(store_error)?
             .ok_or_else(|| reject(Rejection::new(ErrorReason::UserNotFound, "the MSP has no owner yet")))?;
-        Ok(Response::new(pb::GetOwnerResponse { ownership: Some(owner.to_proto()) }))
+        Ok(Response::new(pb::GetOwnerResponse { ownership: Some(cv::ownership(&owner)) }))
     }
 
     async fn transfer_ownership(
@@ -818,8 +826,8 @@ impl TenancyService for TenancyApi {
         let (ownership, previous_owner_membership, revision) =
             ownership::transfer(&self.database, &ctx, by, &new_owner, &pack).await.map_err(store_error)?;
         Ok(Response::new(pb::TransferOwnershipResponse {
-            ownership: Some(ownership),
-            previous_owner_membership,
+            ownership: Some(cv::ownership(&ownership)),
+            previous_owner_membership: previous_owner_membership.as_ref().map(cv::held),
             consistency_token: token(revision),
         }))
     }
@@ -913,7 +921,7 @@ impl TenancyApi {
         let ctx = AuditContext::from_caller(&caller);
         let (tenant, revision) =
             tenants::set_status(&self.database, &ctx, &tenant_id, status, note).await.map_err(store_error)?;
-        Ok((tenant.to_proto(), revision))
+        Ok((cv::tenant(&tenant), revision))
     }
 
     async fn require_assignment_rights(

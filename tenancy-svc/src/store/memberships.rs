@@ -36,16 +36,16 @@
 use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{AnyConnection, Row};
-use tether_proto::{common::v1::ErrorReason, tenancy::v1::Membership};
+use tether_proto::common::v1::ErrorReason;
 use tether_runtime::db::{Database, now_micros};
 
-use super::{
-    MEMBERSHIP_COLS, MembershipRow, StoreResult, TENANT_COLS, TenantRow, Write, ownership, placeholders, tenants,
-};
+use super::{MEMBERSHIP_COLS, MembershipRow, StoreResult, TENANT_COLS, TenantRow, Write, owner, placeholders, tenants};
 use crate::{
     deps::PackInfo,
-    domain::{MembershipKind, Rejection, TenantKind, TenantStatus, ensure_admin_kept, strongest_kind_rank},
-    events::{self, AuditContext, json_object},
+    domain::{
+        HeldMembership, MembershipKind, Rejection, TenantKind, TenantStatus, ensure_admin_kept, strongest_kind_rank,
+    },
+    events::{self, AuditContext, convert, json_object},
 };
 
 pub async fn of_user(conn: &mut AnyConnection, user_id: &str) -> StoreResult<Vec<MembershipRow>> {
@@ -104,7 +104,7 @@ async fn flush(write: &mut Write, user_id: &str, tenants: &BTreeSet<String>) -> 
         let rows = in_tenant(write.conn(), user_id, tenant_id).await?;
         let flags = flags(&rows, default.as_deref());
         for (row, is_default) in rows.iter().zip(flags) {
-            write.change(events::membership_upserted(row.to_proto(is_default)));
+            write.change(events::membership_upserted(row, is_default));
         }
     }
     Ok(())
@@ -186,7 +186,7 @@ async fn on_admin_join(write: &mut Write, user_id: &str, role: &str) -> StoreRes
             created_at: now,
             updated_at: now,
         };
-        write.change(events::membership_upserted(shadow.to_proto(false)));
+        write.change(events::membership_upserted(&shadow, false));
     }
     Ok(())
 }
@@ -230,7 +230,7 @@ async fn on_admin_role_change(write: &mut Write, user_id: &str, role: &str) -> S
         .await?;
     for row in rows {
         let m = MembershipRow::decode(&row)?;
-        write.change(events::membership_upserted(m.to_proto(false)));
+        write.change(events::membership_upserted(&m, false));
     }
     Ok(())
 }
@@ -290,10 +290,10 @@ pub async fn set_user_memberships(
     default: Option<&str>,
     pack: &PackInfo,
     enforce_last_admin: bool,
-) -> StoreResult<(Vec<Membership>, u64)> {
+) -> StoreResult<(Vec<HeldMembership>, u64)> {
     let mut write = Write::begin(db).await?;
     let admin = tenants::admin(write.conn()).await?;
-    let owner = ownership::get(write.conn()).await?;
+    let owner = owner(write.conn()).await?;
     let is_owner = owner.as_ref().is_some_and(|o| o.owner_user_id == user_id);
     let all = of_user(write.conn(), user_id).await?;
     let current: HashMap<String, MembershipRow> =
@@ -408,26 +408,34 @@ async fn insert_direct(write: &mut Write, user_id: &str, tenant_id: &str, role: 
 }
 
 /// A user's direct memberships with their default flags.
-pub async fn direct_memberships(conn: &mut AnyConnection, user_id: &str) -> StoreResult<Vec<Membership>> {
+pub async fn direct_memberships(conn: &mut AnyConnection, user_id: &str) -> StoreResult<Vec<HeldMembership>> {
     let default = default_of(conn, user_id).await?;
     let rows = of_user(conn, user_id).await?;
     let flags = flags(&rows, default.as_deref());
-    let mut out: Vec<Membership> =
-        rows.iter().zip(flags).filter(|(m, _)| m.kind == MembershipKind::Direct).map(|(m, f)| m.to_proto(f)).collect();
-    out.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+    let mut out: Vec<HeldMembership> = rows
+        .into_iter()
+        .zip(flags)
+        .filter(|(m, _)| m.kind == MembershipKind::Direct)
+        .map(|(row, is_default)| HeldMembership { row, is_default })
+        .collect();
+    out.sort_by(|a, b| a.row.tenant_id.cmp(&b.row.tenant_id));
     Ok(out)
 }
 
-async fn membership_proto(
+async fn held_membership(
     conn: &mut AnyConnection,
     user_id: &str,
     tenant_id: &str,
     kind: MembershipKind,
-) -> StoreResult<Option<Membership>> {
+) -> StoreResult<Option<HeldMembership>> {
     let default = default_of(conn, user_id).await?;
     let rows = in_tenant(conn, user_id, tenant_id).await?;
     let flags = flags(&rows, default.as_deref());
-    Ok(rows.iter().zip(flags).find(|(m, _)| m.kind == kind).map(|(m, f)| m.to_proto(f)))
+    Ok(rows
+        .into_iter()
+        .zip(flags)
+        .find(|(m, _)| m.kind == kind)
+        .map(|(row, is_default)| HeldMembership { row, is_default }))
 }
 
 /// Adds one direct membership; the same membership again is success, unchanged.
@@ -439,7 +447,7 @@ pub async fn add(
     role: &str,
     make_default: bool,
     pack: &PackInfo,
-) -> StoreResult<(Membership, u64)> {
+) -> StoreResult<(HeldMembership, u64)> {
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let mut touched = BTreeSet::new();
@@ -481,7 +489,7 @@ pub async fn add(
         audit.after_json = json_object(&[("user_id", user_id), ("default_tenant_id", tenant_id)]);
         write.audit(audit);
     }
-    let membership = membership_proto(write.conn(), user_id, tenant_id, MembershipKind::Direct)
+    let membership = held_membership(write.conn(), user_id, tenant_id, MembershipKind::Direct)
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::MembershipNotFound, "no such membership"))?;
     let revision = write.commit_if_changed().await?;
@@ -505,11 +513,11 @@ pub async fn change_role(
     tenant_id: &str,
     role: &str,
     pack: &PackInfo,
-) -> StoreResult<(Membership, u64)> {
+) -> StoreResult<(HeldMembership, u64)> {
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let current = direct(write.conn(), user_id, tenant_id).await?.ok_or_else(membership_not_found)?;
-    let owner = ownership::get(write.conn()).await?;
+    let owner = owner(write.conn()).await?;
     if tenant.kind == TenantKind::Admin && owner.is_some_and(|o| o.owner_user_id == user_id) && current.role != role {
         return Err(owner_not_removable().into());
     }
@@ -532,12 +540,12 @@ pub async fn change_role(
         }
         flush(&mut write, user_id, &BTreeSet::from([tenant_id.to_owned()])).await?;
         let mut audit = ctx.event("membership.role_change", "membership", &format!("{user_id}:{tenant_id}"), tenant_id);
-        audit.before_json = current.json();
+        audit.before_json = convert::membership_json(&current);
         audit.after_json =
             json_object(&[("user_id", user_id), ("tenant_id", tenant_id), ("kind", "direct"), ("role", role)]);
         write.audit(audit);
     }
-    let membership = membership_proto(write.conn(), user_id, tenant_id, MembershipKind::Direct)
+    let membership = held_membership(write.conn(), user_id, tenant_id, MembershipKind::Direct)
         .await?
         .ok_or_else(membership_not_found)?;
     let revision = write.commit_if_changed().await?;
@@ -554,7 +562,7 @@ pub async fn remove(
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let current = direct(write.conn(), user_id, tenant_id).await?.ok_or_else(membership_not_found)?;
-    let owner = ownership::get(write.conn()).await?;
+    let owner = owner(write.conn()).await?;
     if tenant.kind == TenantKind::Admin && owner.is_some_and(|o| o.owner_user_id == user_id) {
         return Err(owner_not_removable().into());
     }
@@ -572,7 +580,7 @@ pub async fn remove(
     touched.insert(tenant_id.to_owned());
     flush(&mut write, user_id, &touched).await?;
     let mut audit = ctx.event("membership.remove", "membership", &format!("{user_id}:{tenant_id}"), tenant_id);
-    audit.before_json = current.json();
+    audit.before_json = convert::membership_json(&current);
     write.audit(audit);
     Ok(write.commit_if_changed().await?)
 }
@@ -582,7 +590,7 @@ pub async fn set_default(
     ctx: &AuditContext,
     user_id: &str,
     tenant_id: &str,
-) -> StoreResult<(Membership, u64)> {
+) -> StoreResult<(HeldMembership, u64)> {
     let mut write = Write::begin(db).await?;
     let rows = in_tenant(write.conn(), user_id, tenant_id).await?;
     let Some(strongest) = rows.iter().map(|m| m.kind).min_by_key(|k| strongest_kind_rank(*k)) else {
@@ -595,7 +603,7 @@ pub async fn set_default(
         audit.after_json = json_object(&[("user_id", user_id), ("default_tenant_id", tenant_id)]);
         write.audit(audit);
     }
-    let membership = membership_proto(write.conn(), user_id, tenant_id, strongest)
+    let membership = held_membership(write.conn(), user_id, tenant_id, strongest)
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::NotAMember, "the user holds no membership in that tenant"))?;
     let revision = write.commit_if_changed().await?;
@@ -615,7 +623,7 @@ pub struct DirectoryQuery<'a> {
 
 /// A tenant's directory: its direct members by user id, `limit + 1` at most (the extra one
 /// says there is another page).
-pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec<Membership>> {
+pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec<HeldMembership>> {
     let DirectoryQuery { tenant_id, role, after, limit, hide_staff_except } = *q;
     // Only the columns the reply lacks (tenant and kind are known), the default flag as an
     // integer, decoded by position straight into the reply: each value of each row is copied
@@ -655,15 +663,17 @@ pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let is_default: i64 = row.try_get(4)?;
-        out.push(Membership {
-            user_id: row.try_get(0)?,
-            tenant_id: tenant_id.to_owned(),
-            role: row.try_get(1)?,
-            kind: super::kind_to_proto(MembershipKind::Direct) as i32,
+        out.push(HeldMembership {
+            row: MembershipRow {
+                user_id: row.try_get(0)?,
+                tenant_id: tenant_id.to_owned(),
+                kind: MembershipKind::Direct,
+                role: row.try_get(1)?,
+                created_at: row.try_get(2)?,
+                updated_at: row.try_get(3)?,
+            },
             // Direct is the strongest kind, so the default flag of this tenant is on this row.
             is_default: is_default != 0,
-            created_at: Some(super::timestamp(row.try_get(2)?)),
-            updated_at: Some(super::timestamp(row.try_get(3)?)),
         });
     }
     Ok(out)
@@ -671,7 +681,7 @@ pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec
 
 /// Every tenant a user holds a membership in, once, with the strongest membership: default
 /// first, then by name.
-pub async fn user_tenants(db: &Database, user_id: &str) -> StoreResult<Vec<(TenantRow, Membership)>> {
+pub async fn user_tenants(db: &Database, user_id: &str) -> StoreResult<Vec<(TenantRow, HeldMembership)>> {
     let mut conn = db.pool().acquire().await?;
     let default = default_of(&mut conn, user_id).await?;
     let cols: String = TENANT_COLS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
@@ -699,11 +709,11 @@ pub async fn user_tenants(db: &Database, user_id: &str) -> StoreResult<Vec<(Tena
             }
         }
     }
-    let mut out: Vec<(TenantRow, Membership)> = best
+    let mut out: Vec<(TenantRow, HeldMembership)> = best
         .into_values()
-        .map(|(t, m)| {
+        .map(|(t, row)| {
             let is_default = default.as_deref() == Some(t.id.as_str());
-            (t, m.to_proto(is_default))
+            (t, HeldMembership { row, is_default })
         })
         .collect();
     out.sort_by(|(a, am), (b, bm)| {
@@ -757,16 +767,16 @@ pub async fn direct_membership(
     conn: &mut AnyConnection,
     user_id: &str,
     tenant_id: &str,
-) -> StoreResult<Option<Membership>> {
-    membership_proto(conn, user_id, tenant_id, MembershipKind::Direct).await
+) -> StoreResult<Option<HeldMembership>> {
+    held_membership(conn, user_id, tenant_id, MembershipKind::Direct).await
 }
 
 /// The membership a user holds in a tenant, strongest kind, for SwitchTenant.
-pub async fn strongest_in(db: &Database, user_id: &str, tenant_id: &str) -> StoreResult<Option<Membership>> {
+pub async fn strongest_in(db: &Database, user_id: &str, tenant_id: &str) -> StoreResult<Option<HeldMembership>> {
     let mut conn = db.pool().acquire().await?;
     let rows = in_tenant(&mut conn, user_id, tenant_id).await?;
     let Some(kind) = rows.iter().map(|m| m.kind).min_by_key(|k| strongest_kind_rank(*k)) else {
         return Ok(None);
     };
-    membership_proto(&mut conn, user_id, tenant_id, kind).await
+    held_membership(&mut conn, user_id, tenant_id, kind).await
 }

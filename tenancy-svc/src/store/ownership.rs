@@ -7,38 +7,19 @@
 //!    bootstrap); the same owner again is a no-op. Afterwards only the owner transfers.
 //! 3. A transfer leaves the former owner with the pack's former-owner role.
 
-use sqlx::{AnyConnection, Row};
-use tether_proto::{
-    common::v1::ErrorReason,
-    tenancy::v1::{Membership, Ownership},
-};
+use tether_proto::common::v1::ErrorReason;
 use tether_runtime::db::{Database, now_micros};
 
-use super::{OwnershipRow, StoreResult, Write, memberships, tenants};
+use super::{OwnershipRow, StoreResult, Write, memberships, owner, tenants};
 use crate::{
     deps::PackInfo,
-    domain::Rejection,
+    domain::{HeldMembership, Rejection},
     events::{self, AuditContext, json_object},
 };
 
-pub async fn get(conn: &mut AnyConnection) -> StoreResult<Option<OwnershipRow>> {
-    let row = sqlx::query("SELECT owner_user_id, since, previous_owner_user_id FROM ownership WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row
-        .map(|r| -> Result<OwnershipRow, sqlx::Error> {
-            Ok(OwnershipRow {
-                owner_user_id: r.try_get(0)?,
-                since: r.try_get(1)?,
-                previous_owner_user_id: r.try_get(2)?,
-            })
-        })
-        .transpose()?)
-}
-
 pub async fn current(db: &Database) -> StoreResult<Option<OwnershipRow>> {
     let mut conn = db.pool().acquire().await?;
-    get(&mut conn).await
+    owner(&mut conn).await
 }
 
 /// Who may transfer: the owner, or (only while there is none) a Tether service bootstrapping.
@@ -55,15 +36,15 @@ pub async fn transfer(
     by: Transferor,
     new_owner: &str,
     pack: &PackInfo,
-) -> StoreResult<(Ownership, Option<Membership>, u64)> {
+) -> StoreResult<(OwnershipRow, Option<HeldMembership>, u64)> {
     let mut write = Write::begin(db).await?;
     let admin = tenants::admin(write.conn()).await?;
-    let current = get(write.conn()).await?;
+    let current = owner(write.conn()).await?;
     let not_owner = || Rejection::new(ErrorReason::NotOwner, "only the owner may transfer ownership");
     match (&by, &current) {
         (Transferor::Bootstrap, Some(o)) if o.owner_user_id == new_owner => {
             let revision = write.commit_if_changed().await?;
-            return Ok((o.to_proto(), None, revision));
+            return Ok((o.clone(), None, revision));
         }
         (Transferor::Bootstrap, Some(_)) => return Err(not_owner().into()),
         (Transferor::Owner(user), Some(o)) if &o.owner_user_id == user => {}
@@ -85,7 +66,7 @@ pub async fn transfer(
         (Transferor::Owner(user), Some(_)) if user == new_owner => {
             let o = current.clone().ok_or_else(not_owner)?;
             let revision = write.commit_if_changed().await?;
-            return Ok((o.to_proto(), None, revision));
+            return Ok((o, None, revision));
         }
         _ => {}
     }
@@ -103,7 +84,7 @@ pub async fn transfer(
         since: now,
         previous_owner_user_id: previous.clone(),
     };
-    write.change(events::ownership_transferred(row.to_proto()));
+    write.change(events::ownership_transferred(&row));
     // The roles move inside this transaction, through the same admin-tenancy hooks as any
     // membership change, so shadow memberships follow.
     let owner_role = match (specs_owner_role, &target) {
@@ -124,5 +105,5 @@ pub async fn transfer(
     audit.after_json = json_object(&[("owner_user_id", new_owner)]);
     write.audit(audit);
     let revision = write.commit_if_changed().await?;
-    Ok((row.to_proto(), previous_membership, revision))
+    Ok((row, previous_membership, revision))
 }
