@@ -34,7 +34,7 @@ use tonic::{Code, Request, Status};
 use super::TenancyApi;
 use crate::{
     deps::{PackInfo, RoleInfo, UserInfo},
-    domain::{HeldMembership, MembershipKind, Rejection},
+    domain::{HeldMembership, MembershipKind, Rejection, ensure_grantable},
     store::{StoreError, TenantRow, memberships, tenants},
 };
 
@@ -198,9 +198,7 @@ impl TenancyApi {
         let info = self.deps.roles.role(role).await?.ok_or_else(|| {
             reject(Rejection::new(ErrorReason::RoleNotFound, format!("the catalog has no role {role:?}")).on(field))
         })?;
-        if !pack.owner_role.is_empty() && role == pack.owner_role {
-            return Err(reject(memberships::owner_role_not_assignable().on(field)));
-        }
+        ensure_grantable(role, &pack.owner_role).map_err(|r| reject(r.on(field)))?;
         if !info.assignable {
             return Err(reject(Rejection::new(ErrorReason::RoleNotAssignable, "the role is not assignable").on(field)));
         }

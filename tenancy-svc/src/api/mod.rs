@@ -23,7 +23,7 @@ use crate::{
     deps::Deps,
     domain::{
         MembershipKind, PageRequest, PageToken, Rejection, RoleName, TenantKind, TenantName, TenantSlug, TenantStatus,
-        parse_id, parse_optional_id,
+        Transferor, parse_id, parse_optional_id,
     },
     events::{AuditContext, convert as cv},
     store::{
@@ -799,7 +799,7 @@ impl TenancyService for TenancyApi {
         let new_owner = id("new_owner_user_id", &request.get_ref().new_owner_user_id)?;
         let pack = self.pack().await?;
         let by = match &caller.actor {
-            Actor::Service(_) => ownership::Transferor::Bootstrap,
+            Actor::Service(_) => Transferor::Bootstrap,
             Actor::User(p) => {
                 let owner = ownership::current(&self.database).await.map_err(store_error)?;
                 if owner.is_none_or(|o| o.owner_user_id != p.user_id) {
@@ -819,7 +819,7 @@ impl TenancyService for TenancyApi {
                             .on("new_owner_user_id"),
                     ));
                 }
-                ownership::Transferor::Owner(p.user_id.clone())
+                Transferor::Owner(p.user_id.clone())
             }
         };
         let ctx = AuditContext::from_caller(&caller);

@@ -17,8 +17,8 @@
 //! 4. tenancy does not track account status: a deactivated staff member keeps their shadows and
 //!    gets one in each tenant created meanwhile (so reactivation needs no backfill); authz-svc
 //!    denies them while deactivated.
-//! 5. The owner role is never granted by AddMembership, SetUserMemberships or
-//!    ChangeMembershipRole, and the owner is never removed or demoted in the admin tenancy.
+//! 5. The owner role is never granted, and the owner is never removed or demoted in the admin
+//!    tenancy (`domain::ownership`); this module reads who the owner is and asks the rule.
 //! 6. Last administrator: removing or demoting a direct member whose role is one of the pack's
 //!    `admin_roles` (or the owner role) fails with `LAST_ADMIN` when nobody else holds one there
 //!    (`domain::rules::ensure_admin_kept`). Identity's deletion of a user skips this check (authz's
@@ -43,7 +43,8 @@ use super::{MEMBERSHIP_COLS, MembershipRow, StoreResult, TENANT_COLS, TenantRow,
 use crate::{
     deps::PackInfo,
     domain::{
-        HeldMembership, MembershipKind, Rejection, TenantKind, TenantStatus, ensure_admin_kept, strongest_kind_rank,
+        HeldMembership, MembershipKind, Rejection, TenantKind, TenantStatus, ensure_admin_kept, ensure_grantable,
+        ensure_owner_kept, strongest_kind_rank,
     },
     events::{self, AuditContext, convert, json_object},
 };
@@ -151,16 +152,9 @@ async fn keep_an_admin(
     Ok(())
 }
 
-fn owner_not_removable() -> Rejection {
-    Rejection::new(
-        ErrorReason::OwnerNotRemovable,
-        "the MSP owner cannot be removed from or demoted in the admin tenancy; transfer ownership first",
-    )
-}
-
-pub fn owner_role_not_assignable() -> Rejection {
-    Rejection::new(ErrorReason::OwnerRoleNotAssignable, "the owner role is never granted; ownership is transferred")
-        .on("role")
+/// Whether `user_id` is the MSP's owner.
+async fn is_owner(conn: &mut AnyConnection, user_id: &str) -> StoreResult<bool> {
+    Ok(owner(conn).await?.is_some_and(|o| o.owner_user_id == user_id))
 }
 
 /// A user joined the admin tenancy: a shadow membership in every other tenant.
@@ -293,8 +287,7 @@ pub async fn set_user_memberships(
 ) -> StoreResult<(Vec<HeldMembership>, u64)> {
     let mut write = Write::begin(db).await?;
     let admin = tenants::admin(write.conn()).await?;
-    let owner = owner(write.conn()).await?;
-    let is_owner = owner.as_ref().is_some_and(|o| o.owner_user_id == user_id);
+    let is_owner = is_owner(write.conn(), user_id).await?;
     let all = of_user(write.conn(), user_id).await?;
     let current: HashMap<String, MembershipRow> =
         all.into_iter().filter(|m| m.kind == MembershipKind::Direct).map(|m| (m.tenant_id.clone(), m)).collect();
@@ -306,8 +299,8 @@ pub async fn set_user_memberships(
             .ok_or_else(|| tenants::not_found().on(format!("memberships[{i}].tenant_id")))?;
         let existing = current.get(&spec.tenant_id);
         let changes_role = existing.is_none_or(|m| m.role != spec.role);
-        if changes_role && spec.role == pack.owner_role && !pack.owner_role.is_empty() {
-            return Err(owner_role_not_assignable().on(format!("memberships[{i}].role")).into());
+        if changes_role {
+            ensure_grantable(&spec.role, &pack.owner_role).map_err(|r| r.on(format!("memberships[{i}].role")))?;
         }
         if existing.is_none() && tenant.status != TenantStatus::Active {
             return Err(Rejection::new(ErrorReason::TenantNotActive, "the tenant is suspended or archived")
@@ -315,8 +308,8 @@ pub async fn set_user_memberships(
                 .into());
         }
     }
-    if is_owner && current.get(&admin.id).is_some_and(|m| wanted.get(admin.id.as_str()) != Some(&m.role.as_str())) {
-        return Err(owner_not_removable().into());
+    if let Some(m) = current.get(&admin.id) {
+        ensure_owner_kept(is_owner, TenantKind::Admin, &m.role, wanted.get(admin.id.as_str()).copied())?;
     }
     if enforce_last_admin {
         for (tenant_id, membership) in &current {
@@ -469,9 +462,7 @@ pub async fn add(
             if tenant.status != TenantStatus::Active {
                 return Err(Rejection::new(ErrorReason::TenantNotActive, "the tenant is suspended or archived").into());
             }
-            if !pack.owner_role.is_empty() && role == pack.owner_role {
-                return Err(owner_role_not_assignable().into());
-            }
+            ensure_grantable(role, &pack.owner_role)?;
             insert_direct(&mut write, user_id, tenant_id, role, now_micros()).await?;
             if tenant.kind == TenantKind::Admin {
                 on_admin_join(&mut write, user_id, role).await?;
@@ -517,12 +508,9 @@ pub async fn change_role(
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let current = direct(write.conn(), user_id, tenant_id).await?.ok_or_else(membership_not_found)?;
-    let owner = owner(write.conn()).await?;
-    if tenant.kind == TenantKind::Admin && owner.is_some_and(|o| o.owner_user_id == user_id) && current.role != role {
-        return Err(owner_not_removable().into());
-    }
-    if !pack.owner_role.is_empty() && role == pack.owner_role && current.role != role {
-        return Err(owner_role_not_assignable().into());
+    ensure_owner_kept(is_owner(write.conn(), user_id).await?, tenant.kind, &current.role, Some(role))?;
+    if current.role != role {
+        ensure_grantable(role, &pack.owner_role)?;
     }
     if current.role != role {
         keep_an_admin(write.conn(), &current, Some(role), pack).await?;
@@ -562,10 +550,7 @@ pub async fn remove(
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let current = direct(write.conn(), user_id, tenant_id).await?.ok_or_else(membership_not_found)?;
-    let owner = owner(write.conn()).await?;
-    if tenant.kind == TenantKind::Admin && owner.is_some_and(|o| o.owner_user_id == user_id) {
-        return Err(owner_not_removable().into());
-    }
+    ensure_owner_kept(is_owner(write.conn(), user_id).await?, tenant.kind, &current.role, None)?;
     keep_an_admin(write.conn(), &current, None, pack).await?;
     sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND tenant_id = $2 AND kind = 'direct'")
         .bind(user_id.to_owned())
