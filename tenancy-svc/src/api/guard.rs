@@ -31,7 +31,7 @@ use tether_runtime::{
 };
 use tonic::{Code, Request, Status};
 
-use super::TenancyApi;
+use super::Tenancy;
 use crate::{
     deps::{PackInfo, RoleInfo, UserInfo},
     domain::{HeldMembership, MembershipKind, Rejection, ensure_grantable},
@@ -72,7 +72,7 @@ pub fn on_field(status: Status, field: &str) -> Status {
     status
 }
 
-impl TenancyApi {
+impl Tenancy {
     pub(super) async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let mut caller = caller(request.metadata(), self.deps.authenticator.as_ref(), &self.deps.service_token).await?;
         // The address the edge vouched for, else the connection's.
