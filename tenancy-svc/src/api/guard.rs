@@ -24,20 +24,17 @@
 
 use std::collections::HashMap;
 
-use tether_proto::{
-    common::v1::{ConsistencyToken, ErrorReason},
-    tenancy::v1::Membership,
-};
+use tether_proto::common::v1::{ConsistencyToken, ErrorReason};
 use tether_runtime::{
     ApiError,
     access::{Caller, RoleGrant, caller},
 };
 use tonic::{Code, Request, Status};
 
-use super::TenancyApi;
+use super::Tenancy;
 use crate::{
     deps::{PackInfo, RoleInfo, UserInfo},
-    domain::Rejection,
+    domain::{HeldMembership, MembershipKind, Rejection, ensure_grantable},
     store::{StoreError, TenantRow, memberships, tenants},
 };
 
@@ -75,7 +72,7 @@ pub fn on_field(status: Status, field: &str) -> Status {
     status
 }
 
-impl TenancyApi {
+impl Tenancy {
     pub(super) async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let mut caller = caller(request.metadata(), self.deps.authenticator.as_ref(), &self.deps.service_token).await?;
         // The address the edge vouched for, else the connection's.
@@ -161,7 +158,7 @@ impl TenancyApi {
         &self,
         caller: &Caller,
         user_id: &str,
-        tenants: &[(TenantRow, Membership)],
+        tenants: &[(TenantRow, HeldMembership)],
     ) -> Result<(), Status> {
         if caller.user().is_none() {
             return Ok(());
@@ -174,7 +171,7 @@ impl TenancyApi {
         }
         let mut visible_any = false;
         for (tenant, m) in tenants {
-            if m.kind != tether_proto::common::v1::MembershipKind::Direct as i32 {
+            if m.row.kind != MembershipKind::Direct {
                 continue;
             }
             if roots.as_ref().is_some_and(|r| !tenant.chain().iter().any(|id| r.contains(id))) {
@@ -201,9 +198,7 @@ impl TenancyApi {
         let info = self.deps.roles.role(role).await?.ok_or_else(|| {
             reject(Rejection::new(ErrorReason::RoleNotFound, format!("the catalog has no role {role:?}")).on(field))
         })?;
-        if !pack.owner_role.is_empty() && role == pack.owner_role {
-            return Err(reject(memberships::owner_role_not_assignable().on(field)));
-        }
+        ensure_grantable(role, &pack.owner_role).map_err(|r| reject(r.on(field)))?;
         if !info.assignable {
             return Err(reject(Rejection::new(ErrorReason::RoleNotAssignable, "the role is not assignable").on(field)));
         }
@@ -259,15 +254,15 @@ impl TenancyApi {
         &self,
         viewer: &str,
         home: &str,
-        rows: Vec<Membership>,
-    ) -> Result<Vec<Membership>, Status> {
-        let ids: Vec<String> = rows.iter().map(|m| m.user_id.clone()).collect();
+        rows: Vec<HeldMembership>,
+    ) -> Result<Vec<HeldMembership>, Status> {
+        let ids: Vec<String> = rows.iter().map(|m| m.row.user_id.clone()).collect();
         let users = self.deps.users.users(&ids).await?;
         let mut seen = HashMap::new();
         let mut kept = Vec::with_capacity(rows.len());
         for row in rows {
-            let visible = match users.get(&row.user_id) {
-                _ if row.user_id == viewer => true,
+            let visible = match users.get(&row.row.user_id) {
+                _ if row.row.user_id == viewer => true,
                 Some(info) => self.at_home(home, info, &mut seen).await?,
                 None => false,
             };

@@ -12,15 +12,23 @@
 //! 4. `Watch` from 0 sends a snapshot read in one transaction (REPEATABLE READ on PostgreSQL):
 //!    tenants by depth, memberships, assignments, ownership; then `SnapshotEnd` and live changes
 //!    (`store::snapshot`).
+//!
+//! Imports point one way: `store` records these messages inside its writes, so `store` depends
+//! on `events` and `events` depends only on `domain` (the records it converts, in `convert`),
+//! never on `store`.
+
+pub mod convert;
 
 use tether_proto::{
     common::v1::{Actor as AuditActor, ActorKind, AuditEvent},
     tenancy::v1::{
-        Membership, MembershipRemoved, MembershipUpserted, Ownership, OwnershipTransferred, TechnicianAssigned,
-        TechnicianAssignment, TechnicianUnassigned, TenancyChange, Tenant, TenantUpserted, tenancy_change::Change,
+        MembershipRemoved, MembershipUpserted, OwnershipTransferred, TechnicianAssigned, TechnicianUnassigned,
+        TenancyChange, TenantUpserted, tenancy_change::Change,
     },
 };
 use tether_runtime::{access::Caller, events::Audit};
+
+use crate::domain::{AssignmentRow, MembershipKind, MembershipRow, OwnershipRow, TenantRow};
 
 pub const SOURCE_SERVICE: &str = "tenancy-svc";
 
@@ -28,24 +36,26 @@ fn change(change: Change) -> TenancyChange {
     TenancyChange { change: Some(change), ..Default::default() }
 }
 
-pub fn tenant_upserted(tenant: Tenant) -> TenancyChange {
-    change(Change::TenantUpserted(TenantUpserted { tenant: Some(tenant) }))
+pub fn tenant_upserted(tenant: &TenantRow) -> TenancyChange {
+    change(Change::TenantUpserted(TenantUpserted { tenant: Some(convert::tenant(tenant)) }))
 }
 
-pub fn membership_upserted(membership: Membership) -> TenancyChange {
-    change(Change::MembershipUpserted(MembershipUpserted { membership: Some(membership) }))
-}
-
-pub fn membership_removed(user_id: &str, tenant_id: &str, kind: crate::domain::MembershipKind) -> TenancyChange {
-    change(Change::MembershipRemoved(MembershipRemoved {
-        user_id: user_id.to_owned(),
-        tenant_id: tenant_id.to_owned(),
-        kind: crate::store::kind_to_proto(kind) as i32,
+pub fn membership_upserted(membership: &MembershipRow, is_default: bool) -> TenancyChange {
+    change(Change::MembershipUpserted(MembershipUpserted {
+        membership: Some(convert::membership(membership, is_default)),
     }))
 }
 
-pub fn technician_assigned(assignment: TechnicianAssignment) -> TenancyChange {
-    change(Change::TechnicianAssigned(TechnicianAssigned { assignment: Some(assignment) }))
+pub fn membership_removed(user_id: &str, tenant_id: &str, kind: MembershipKind) -> TenancyChange {
+    change(Change::MembershipRemoved(MembershipRemoved {
+        user_id: user_id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        kind: convert::kind(kind) as i32,
+    }))
+}
+
+pub fn technician_assigned(assignment: &AssignmentRow) -> TenancyChange {
+    change(Change::TechnicianAssigned(TechnicianAssigned { assignment: Some(convert::assignment(assignment)) }))
 }
 
 pub fn technician_unassigned(technician_user_id: &str, tenant_id: &str) -> TenancyChange {
@@ -55,8 +65,8 @@ pub fn technician_unassigned(technician_user_id: &str, tenant_id: &str) -> Tenan
     }))
 }
 
-pub fn ownership_transferred(ownership: Ownership) -> TenancyChange {
-    change(Change::OwnershipTransferred(OwnershipTransferred { ownership: Some(ownership) }))
+pub fn ownership_transferred(ownership: &OwnershipRow) -> TenancyChange {
+    change(Change::OwnershipTransferred(OwnershipTransferred { ownership: Some(convert::ownership(ownership)) }))
 }
 
 /// Who acts, as the audit trail records it.

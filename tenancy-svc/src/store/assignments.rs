@@ -9,7 +9,7 @@
 //! 2. Only clients can be assigned, and only MSP staff are technicians.
 
 use sqlx::AnyConnection;
-use tether_proto::{common::v1::ErrorReason, tenancy::v1::TechnicianAssignment};
+use tether_proto::common::v1::ErrorReason;
 use tether_runtime::db::{Database, now_micros};
 
 use super::{AssignmentRow, MembershipRow, StoreResult, Write, memberships, tenants};
@@ -94,7 +94,7 @@ async fn insert(
     .bind(now)
     .execute(write.conn())
     .await?;
-    write.change(events::technician_assigned(row.to_proto()));
+    write.change(events::technician_assigned(&row));
     let membership = MembershipRow {
         user_id: technician.to_owned(),
         tenant_id: tenant_id.to_owned(),
@@ -103,7 +103,7 @@ async fn insert(
         created_at: now,
         updated_at: now,
     };
-    write.change(events::membership_upserted(membership.to_proto(false)));
+    write.change(events::membership_upserted(&membership, false));
     let mut audit = ctx.event("assignment.create", "assignment", &format!("{technician}:{tenant_id}"), tenant_id);
     audit.after_json = json_object(&[("technician_user_id", technician), ("tenant_id", tenant_id)]);
     write.audit(audit);
@@ -135,7 +135,7 @@ pub async fn assign(
     ctx: &AuditContext,
     technician: &str,
     tenant_id: &str,
-) -> StoreResult<(TechnicianAssignment, u64)> {
+) -> StoreResult<(AssignmentRow, u64)> {
     let mut write = Write::begin(db).await?;
     require_client(write.conn(), tenant_id, "tenant_id").await?;
     let role = staff_role(write.conn(), technician).await?;
@@ -146,7 +146,7 @@ pub async fn assign(
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::AssignmentNotFound, "no such assignment"))?;
     let revision = write.commit_if_changed().await?;
-    Ok((row.to_proto(), revision))
+    Ok((row, revision))
 }
 
 pub async fn unassign(db: &Database, ctx: &AuditContext, technician: &str, tenant_id: &str) -> StoreResult<u64> {
@@ -164,7 +164,7 @@ pub async fn set(
     ctx: &AuditContext,
     technician: &str,
     tenant_ids: &[String],
-) -> StoreResult<(Vec<TechnicianAssignment>, u64)> {
+) -> StoreResult<(Vec<AssignmentRow>, u64)> {
     let mut write = Write::begin(db).await?;
     let role = staff_role(write.conn(), technician).await?;
     for (i, tenant_id) in tenant_ids.iter().enumerate() {
@@ -183,7 +183,7 @@ pub async fn set(
     }
     let after = of_technician(write.conn(), technician).await?;
     let revision = write.commit_if_changed().await?;
-    Ok((after.iter().map(AssignmentRow::to_proto).collect(), revision))
+    Ok((after, revision))
 }
 
 pub enum Side {
@@ -192,12 +192,7 @@ pub enum Side {
 }
 
 /// One page of assignments, after the cursor (the other side's id).
-pub async fn list(
-    db: &Database,
-    side: &Side,
-    after: Option<&str>,
-    limit: usize,
-) -> StoreResult<Vec<TechnicianAssignment>> {
+pub async fn list(db: &Database, side: &Side, after: Option<&str>, limit: usize) -> StoreResult<Vec<AssignmentRow>> {
     let (column, other, value) = match side {
         Side::Technician(id) => ("technician_user_id", "tenant_id", id),
         Side::Tenant(id) => ("tenant_id", "technician_user_id", id),
@@ -212,5 +207,5 @@ pub async fn list(
         query = query.bind(after.to_owned());
     }
     let rows = query.fetch_all(db.pool()).await?;
-    Ok(rows.iter().map(|r| AssignmentRow::decode(r).map(|a| a.to_proto())).collect::<Result<Vec<_>, _>>()?)
+    Ok(rows.iter().map(AssignmentRow::decode).collect::<Result<Vec<_>, _>>()?)
 }

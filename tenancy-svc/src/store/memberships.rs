@@ -17,8 +17,8 @@
 //! 4. tenancy does not track account status: a deactivated staff member keeps their shadows and
 //!    gets one in each tenant created meanwhile (so reactivation needs no backfill); authz-svc
 //!    denies them while deactivated.
-//! 5. The owner role is never granted by AddMembership, SetUserMemberships or
-//!    ChangeMembershipRole, and the owner is never removed or demoted in the admin tenancy.
+//! 5. The owner role is never granted, and the owner is never removed or demoted in the admin
+//!    tenancy (`domain::ownership`); this module reads who the owner is and asks the rule.
 //! 6. Last administrator: removing or demoting a direct member whose role is one of the pack's
 //!    `admin_roles` (or the owner role) fails with `LAST_ADMIN` when nobody else holds one there
 //!    (`domain::rules::ensure_admin_kept`). Identity's deletion of a user skips this check (authz's
@@ -36,16 +36,17 @@
 use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{AnyConnection, Row};
-use tether_proto::{common::v1::ErrorReason, tenancy::v1::Membership};
+use tether_proto::common::v1::ErrorReason;
 use tether_runtime::db::{Database, now_micros};
 
-use super::{
-    MEMBERSHIP_COLS, MembershipRow, StoreResult, TENANT_COLS, TenantRow, Write, ownership, placeholders, tenants,
-};
+use super::{MEMBERSHIP_COLS, MembershipRow, StoreResult, TENANT_COLS, TenantRow, Write, owner, placeholders, tenants};
 use crate::{
     deps::PackInfo,
-    domain::{MembershipKind, Rejection, TenantKind, TenantStatus, ensure_admin_kept, strongest_kind_rank},
-    events::{self, AuditContext, json_object},
+    domain::{
+        HeldMembership, MembershipKind, Rejection, TenantKind, TenantStatus, ensure_admin_kept, ensure_grantable,
+        ensure_owner_kept, strongest_kind_rank,
+    },
+    events::{self, AuditContext, convert, json_object},
 };
 
 pub async fn of_user(conn: &mut AnyConnection, user_id: &str) -> StoreResult<Vec<MembershipRow>> {
@@ -104,7 +105,7 @@ async fn flush(write: &mut Write, user_id: &str, tenants: &BTreeSet<String>) -> 
         let rows = in_tenant(write.conn(), user_id, tenant_id).await?;
         let flags = flags(&rows, default.as_deref());
         for (row, is_default) in rows.iter().zip(flags) {
-            write.change(events::membership_upserted(row.to_proto(is_default)));
+            write.change(events::membership_upserted(row, is_default));
         }
     }
     Ok(())
@@ -151,16 +152,9 @@ async fn keep_an_admin(
     Ok(())
 }
 
-fn owner_not_removable() -> Rejection {
-    Rejection::new(
-        ErrorReason::OwnerNotRemovable,
-        "the MSP owner cannot be removed from or demoted in the admin tenancy; transfer ownership first",
-    )
-}
-
-pub fn owner_role_not_assignable() -> Rejection {
-    Rejection::new(ErrorReason::OwnerRoleNotAssignable, "the owner role is never granted; ownership is transferred")
-        .on("role")
+/// Whether `user_id` is the MSP's owner.
+async fn is_owner(conn: &mut AnyConnection, user_id: &str) -> StoreResult<bool> {
+    Ok(owner(conn).await?.is_some_and(|o| o.owner_user_id == user_id))
 }
 
 /// A user joined the admin tenancy: a shadow membership in every other tenant.
@@ -186,7 +180,7 @@ async fn on_admin_join(write: &mut Write, user_id: &str, role: &str) -> StoreRes
             created_at: now,
             updated_at: now,
         };
-        write.change(events::membership_upserted(shadow.to_proto(false)));
+        write.change(events::membership_upserted(&shadow, false));
     }
     Ok(())
 }
@@ -230,7 +224,7 @@ async fn on_admin_role_change(write: &mut Write, user_id: &str, role: &str) -> S
         .await?;
     for row in rows {
         let m = MembershipRow::decode(&row)?;
-        write.change(events::membership_upserted(m.to_proto(false)));
+        write.change(events::membership_upserted(&m, false));
     }
     Ok(())
 }
@@ -290,11 +284,10 @@ pub async fn set_user_memberships(
     default: Option<&str>,
     pack: &PackInfo,
     enforce_last_admin: bool,
-) -> StoreResult<(Vec<Membership>, u64)> {
+) -> StoreResult<(Vec<HeldMembership>, u64)> {
     let mut write = Write::begin(db).await?;
     let admin = tenants::admin(write.conn()).await?;
-    let owner = ownership::get(write.conn()).await?;
-    let is_owner = owner.as_ref().is_some_and(|o| o.owner_user_id == user_id);
+    let is_owner = is_owner(write.conn(), user_id).await?;
     let all = of_user(write.conn(), user_id).await?;
     let current: HashMap<String, MembershipRow> =
         all.into_iter().filter(|m| m.kind == MembershipKind::Direct).map(|m| (m.tenant_id.clone(), m)).collect();
@@ -306,8 +299,8 @@ pub async fn set_user_memberships(
             .ok_or_else(|| tenants::not_found().on(format!("memberships[{i}].tenant_id")))?;
         let existing = current.get(&spec.tenant_id);
         let changes_role = existing.is_none_or(|m| m.role != spec.role);
-        if changes_role && spec.role == pack.owner_role && !pack.owner_role.is_empty() {
-            return Err(owner_role_not_assignable().on(format!("memberships[{i}].role")).into());
+        if changes_role {
+            ensure_grantable(&spec.role, &pack.owner_role).map_err(|r| r.on(format!("memberships[{i}].role")))?;
         }
         if existing.is_none() && tenant.status != TenantStatus::Active {
             return Err(Rejection::new(ErrorReason::TenantNotActive, "the tenant is suspended or archived")
@@ -315,8 +308,8 @@ pub async fn set_user_memberships(
                 .into());
         }
     }
-    if is_owner && current.get(&admin.id).is_some_and(|m| wanted.get(admin.id.as_str()) != Some(&m.role.as_str())) {
-        return Err(owner_not_removable().into());
+    if let Some(m) = current.get(&admin.id) {
+        ensure_owner_kept(is_owner, TenantKind::Admin, &m.role, wanted.get(admin.id.as_str()).copied())?;
     }
     if enforce_last_admin {
         for (tenant_id, membership) in &current {
@@ -408,26 +401,34 @@ async fn insert_direct(write: &mut Write, user_id: &str, tenant_id: &str, role: 
 }
 
 /// A user's direct memberships with their default flags.
-pub async fn direct_memberships(conn: &mut AnyConnection, user_id: &str) -> StoreResult<Vec<Membership>> {
+pub async fn direct_memberships(conn: &mut AnyConnection, user_id: &str) -> StoreResult<Vec<HeldMembership>> {
     let default = default_of(conn, user_id).await?;
     let rows = of_user(conn, user_id).await?;
     let flags = flags(&rows, default.as_deref());
-    let mut out: Vec<Membership> =
-        rows.iter().zip(flags).filter(|(m, _)| m.kind == MembershipKind::Direct).map(|(m, f)| m.to_proto(f)).collect();
-    out.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+    let mut out: Vec<HeldMembership> = rows
+        .into_iter()
+        .zip(flags)
+        .filter(|(m, _)| m.kind == MembershipKind::Direct)
+        .map(|(row, is_default)| HeldMembership { row, is_default })
+        .collect();
+    out.sort_by(|a, b| a.row.tenant_id.cmp(&b.row.tenant_id));
     Ok(out)
 }
 
-async fn membership_proto(
+async fn held_membership(
     conn: &mut AnyConnection,
     user_id: &str,
     tenant_id: &str,
     kind: MembershipKind,
-) -> StoreResult<Option<Membership>> {
+) -> StoreResult<Option<HeldMembership>> {
     let default = default_of(conn, user_id).await?;
     let rows = in_tenant(conn, user_id, tenant_id).await?;
     let flags = flags(&rows, default.as_deref());
-    Ok(rows.iter().zip(flags).find(|(m, _)| m.kind == kind).map(|(m, f)| m.to_proto(f)))
+    Ok(rows
+        .into_iter()
+        .zip(flags)
+        .find(|(m, _)| m.kind == kind)
+        .map(|(row, is_default)| HeldMembership { row, is_default }))
 }
 
 /// Adds one direct membership; the same membership again is success, unchanged.
@@ -439,7 +440,7 @@ pub async fn add(
     role: &str,
     make_default: bool,
     pack: &PackInfo,
-) -> StoreResult<(Membership, u64)> {
+) -> StoreResult<(HeldMembership, u64)> {
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let mut touched = BTreeSet::new();
@@ -461,9 +462,7 @@ pub async fn add(
             if tenant.status != TenantStatus::Active {
                 return Err(Rejection::new(ErrorReason::TenantNotActive, "the tenant is suspended or archived").into());
             }
-            if !pack.owner_role.is_empty() && role == pack.owner_role {
-                return Err(owner_role_not_assignable().into());
-            }
+            ensure_grantable(role, &pack.owner_role)?;
             insert_direct(&mut write, user_id, tenant_id, role, now_micros()).await?;
             if tenant.kind == TenantKind::Admin {
                 on_admin_join(&mut write, user_id, role).await?;
@@ -481,7 +480,7 @@ pub async fn add(
         audit.after_json = json_object(&[("user_id", user_id), ("default_tenant_id", tenant_id)]);
         write.audit(audit);
     }
-    let membership = membership_proto(write.conn(), user_id, tenant_id, MembershipKind::Direct)
+    let membership = held_membership(write.conn(), user_id, tenant_id, MembershipKind::Direct)
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::MembershipNotFound, "no such membership"))?;
     let revision = write.commit_if_changed().await?;
@@ -505,16 +504,13 @@ pub async fn change_role(
     tenant_id: &str,
     role: &str,
     pack: &PackInfo,
-) -> StoreResult<(Membership, u64)> {
+) -> StoreResult<(HeldMembership, u64)> {
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let current = direct(write.conn(), user_id, tenant_id).await?.ok_or_else(membership_not_found)?;
-    let owner = ownership::get(write.conn()).await?;
-    if tenant.kind == TenantKind::Admin && owner.is_some_and(|o| o.owner_user_id == user_id) && current.role != role {
-        return Err(owner_not_removable().into());
-    }
-    if !pack.owner_role.is_empty() && role == pack.owner_role && current.role != role {
-        return Err(owner_role_not_assignable().into());
+    ensure_owner_kept(is_owner(write.conn(), user_id).await?, tenant.kind, &current.role, Some(role))?;
+    if current.role != role {
+        ensure_grantable(role, &pack.owner_role)?;
     }
     if current.role != role {
         keep_an_admin(write.conn(), &current, Some(role), pack).await?;
@@ -532,12 +528,12 @@ pub async fn change_role(
         }
         flush(&mut write, user_id, &BTreeSet::from([tenant_id.to_owned()])).await?;
         let mut audit = ctx.event("membership.role_change", "membership", &format!("{user_id}:{tenant_id}"), tenant_id);
-        audit.before_json = current.json();
+        audit.before_json = convert::membership_json(&current);
         audit.after_json =
             json_object(&[("user_id", user_id), ("tenant_id", tenant_id), ("kind", "direct"), ("role", role)]);
         write.audit(audit);
     }
-    let membership = membership_proto(write.conn(), user_id, tenant_id, MembershipKind::Direct)
+    let membership = held_membership(write.conn(), user_id, tenant_id, MembershipKind::Direct)
         .await?
         .ok_or_else(membership_not_found)?;
     let revision = write.commit_if_changed().await?;
@@ -554,10 +550,7 @@ pub async fn remove(
     let mut write = Write::begin(db).await?;
     let tenant = tenants::require(write.conn(), tenant_id).await?;
     let current = direct(write.conn(), user_id, tenant_id).await?.ok_or_else(membership_not_found)?;
-    let owner = ownership::get(write.conn()).await?;
-    if tenant.kind == TenantKind::Admin && owner.is_some_and(|o| o.owner_user_id == user_id) {
-        return Err(owner_not_removable().into());
-    }
+    ensure_owner_kept(is_owner(write.conn(), user_id).await?, tenant.kind, &current.role, None)?;
     keep_an_admin(write.conn(), &current, None, pack).await?;
     sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND tenant_id = $2 AND kind = 'direct'")
         .bind(user_id.to_owned())
@@ -572,7 +565,7 @@ pub async fn remove(
     touched.insert(tenant_id.to_owned());
     flush(&mut write, user_id, &touched).await?;
     let mut audit = ctx.event("membership.remove", "membership", &format!("{user_id}:{tenant_id}"), tenant_id);
-    audit.before_json = current.json();
+    audit.before_json = convert::membership_json(&current);
     write.audit(audit);
     Ok(write.commit_if_changed().await?)
 }
@@ -582,7 +575,7 @@ pub async fn set_default(
     ctx: &AuditContext,
     user_id: &str,
     tenant_id: &str,
-) -> StoreResult<(Membership, u64)> {
+) -> StoreResult<(HeldMembership, u64)> {
     let mut write = Write::begin(db).await?;
     let rows = in_tenant(write.conn(), user_id, tenant_id).await?;
     let Some(strongest) = rows.iter().map(|m| m.kind).min_by_key(|k| strongest_kind_rank(*k)) else {
@@ -595,7 +588,7 @@ pub async fn set_default(
         audit.after_json = json_object(&[("user_id", user_id), ("default_tenant_id", tenant_id)]);
         write.audit(audit);
     }
-    let membership = membership_proto(write.conn(), user_id, tenant_id, strongest)
+    let membership = held_membership(write.conn(), user_id, tenant_id, strongest)
         .await?
         .ok_or_else(|| Rejection::new(ErrorReason::NotAMember, "the user holds no membership in that tenant"))?;
     let revision = write.commit_if_changed().await?;
@@ -615,7 +608,7 @@ pub struct DirectoryQuery<'a> {
 
 /// A tenant's directory: its direct members by user id, `limit + 1` at most (the extra one
 /// says there is another page).
-pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec<Membership>> {
+pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec<HeldMembership>> {
     let DirectoryQuery { tenant_id, role, after, limit, hide_staff_except } = *q;
     // Only the columns the reply lacks (tenant and kind are known), the default flag as an
     // integer, decoded by position straight into the reply: each value of each row is copied
@@ -655,15 +648,17 @@ pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let is_default: i64 = row.try_get(4)?;
-        out.push(Membership {
-            user_id: row.try_get(0)?,
-            tenant_id: tenant_id.to_owned(),
-            role: row.try_get(1)?,
-            kind: super::kind_to_proto(MembershipKind::Direct) as i32,
+        out.push(HeldMembership {
+            row: MembershipRow {
+                user_id: row.try_get(0)?,
+                tenant_id: tenant_id.to_owned(),
+                kind: MembershipKind::Direct,
+                role: row.try_get(1)?,
+                created_at: row.try_get(2)?,
+                updated_at: row.try_get(3)?,
+            },
             // Direct is the strongest kind, so the default flag of this tenant is on this row.
             is_default: is_default != 0,
-            created_at: Some(super::timestamp(row.try_get(2)?)),
-            updated_at: Some(super::timestamp(row.try_get(3)?)),
         });
     }
     Ok(out)
@@ -671,7 +666,7 @@ pub async fn directory(db: &Database, q: &DirectoryQuery<'_>) -> StoreResult<Vec
 
 /// Every tenant a user holds a membership in, once, with the strongest membership: default
 /// first, then by name.
-pub async fn user_tenants(db: &Database, user_id: &str) -> StoreResult<Vec<(TenantRow, Membership)>> {
+pub async fn user_tenants(db: &Database, user_id: &str) -> StoreResult<Vec<(TenantRow, HeldMembership)>> {
     let mut conn = db.pool().acquire().await?;
     let default = default_of(&mut conn, user_id).await?;
     let cols: String = TENANT_COLS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
@@ -699,11 +694,11 @@ pub async fn user_tenants(db: &Database, user_id: &str) -> StoreResult<Vec<(Tena
             }
         }
     }
-    let mut out: Vec<(TenantRow, Membership)> = best
+    let mut out: Vec<(TenantRow, HeldMembership)> = best
         .into_values()
-        .map(|(t, m)| {
+        .map(|(t, row)| {
             let is_default = default.as_deref() == Some(t.id.as_str());
-            (t, m.to_proto(is_default))
+            (t, HeldMembership { row, is_default })
         })
         .collect();
     out.sort_by(|(a, am), (b, bm)| {
@@ -757,16 +752,16 @@ pub async fn direct_membership(
     conn: &mut AnyConnection,
     user_id: &str,
     tenant_id: &str,
-) -> StoreResult<Option<Membership>> {
-    membership_proto(conn, user_id, tenant_id, MembershipKind::Direct).await
+) -> StoreResult<Option<HeldMembership>> {
+    held_membership(conn, user_id, tenant_id, MembershipKind::Direct).await
 }
 
 /// The membership a user holds in a tenant, strongest kind, for SwitchTenant.
-pub async fn strongest_in(db: &Database, user_id: &str, tenant_id: &str) -> StoreResult<Option<Membership>> {
+pub async fn strongest_in(db: &Database, user_id: &str, tenant_id: &str) -> StoreResult<Option<HeldMembership>> {
     let mut conn = db.pool().acquire().await?;
     let rows = in_tenant(&mut conn, user_id, tenant_id).await?;
     let Some(kind) = rows.iter().map(|m| m.kind).min_by_key(|k| strongest_kind_rank(*k)) else {
         return Ok(None);
     };
-    membership_proto(&mut conn, user_id, tenant_id, kind).await
+    held_membership(&mut conn, user_id, tenant_id, kind).await
 }

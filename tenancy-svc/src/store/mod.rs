@@ -3,20 +3,20 @@
 //! Every write runs in one transaction: `begin_write` -> `next_revision` (which serialises
 //! writers, so the checks that follow read settled state) -> checks and SQL -> change-stream
 //! entries and audit events in the outbox -> commit.
+//!
+//! The records (`TenantRow`, `MembershipRow`, …) are `domain` types; this module decodes them
+//! from SQL. Imports point one way: `store` uses `domain` and `events` (to record change-stream
+//! messages and audit events inside the write); `events` never imports `store`. Within `store`,
+//! `ownership` uses `memberships`, which uses `tenants`; none imports back.
 
-use sqlx::{Row, any::AnyRow};
-use tether_proto::{
-    common::v1::{AuditEvent, MembershipKind as ProtoKind},
-    tenancy::v1::{
-        Membership, Ownership, TechnicianAssignment, TenancyChange, Tenant, TenantKind as ProtoTenantKind,
-        TenantStatus as ProtoStatus,
-    },
-};
+use sqlx::{AnyConnection, Row, any::AnyRow};
+use tether_proto::{common::v1::AuditEvent, tenancy::v1::TenancyChange};
 use tether_runtime::{
     db::{Database, EmbeddedMigration},
     events::OUTBOX_MIGRATION,
 };
 
+pub use crate::domain::{AssignmentRow, MembershipRow, OwnershipRow, TenantRow};
 use crate::domain::{MembershipKind, Rejection, TenantKind, TenantStatus};
 
 pub mod assignments;
@@ -53,8 +53,6 @@ impl From<Rejection> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-pub use tether_runtime::db::timestamp;
-
 /// A write of tenancy's data: the runtime's one write recipe over tenancy's change stream.
 pub type Write = tether_runtime::events::Write<TenancyChange>;
 
@@ -66,21 +64,6 @@ pub async fn record_audit_only(db: &Database, events: &[AuditEvent]) -> StoreRes
 // ---------- rows ----------
 
 pub const TENANT_COLS: &str = "id, name, slug, kind, status, parent_id, depth, client_id, path, created_at, updated_at";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantRow {
-    pub id: String,
-    pub name: String,
-    pub slug: String,
-    pub kind: TenantKind,
-    pub status: TenantStatus,
-    pub parent_id: Option<String>,
-    pub depth: usize,
-    pub client_id: Option<String>,
-    pub path: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
 
 impl TenantRow {
     pub fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -102,72 +85,9 @@ impl TenantRow {
             updated_at: row.try_get(10)?,
         })
     }
-
-    /// Ids from the root down to this tenant, itself included.
-    pub fn chain(&self) -> Vec<String> {
-        self.path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
-    }
-
-    pub fn to_proto(&self) -> Tenant {
-        Tenant {
-            tenant_id: self.id.clone(),
-            name: self.name.clone(),
-            slug: self.slug.clone(),
-            kind: match self.kind {
-                TenantKind::Admin => ProtoTenantKind::Admin,
-                TenantKind::Client => ProtoTenantKind::Client,
-                TenantKind::Department => ProtoTenantKind::Department,
-            } as i32,
-            status: status_to_proto(self.status) as i32,
-            parent_id: self.parent_id.clone().unwrap_or_default(),
-            depth: self.depth as i32,
-            client_id: self.client_id.clone().unwrap_or_default(),
-            created_at: Some(timestamp(self.created_at)),
-            updated_at: Some(timestamp(self.updated_at)),
-        }
-    }
-
-    /// The audit trail's view of the tenant.
-    pub fn json(&self) -> String {
-        crate::events::json_object(&[
-            ("tenant_id", &self.id),
-            ("name", &self.name),
-            ("slug", &self.slug),
-            ("kind", self.kind.as_str()),
-            ("status", self.status.as_str()),
-            ("parent_id", self.parent_id.as_deref().unwrap_or("")),
-            ("depth", &self.depth.to_string()),
-        ])
-    }
-}
-
-pub fn status_to_proto(status: TenantStatus) -> ProtoStatus {
-    match status {
-        TenantStatus::Active => ProtoStatus::Active,
-        TenantStatus::Suspended => ProtoStatus::Suspended,
-        TenantStatus::Archived => ProtoStatus::Archived,
-    }
-}
-
-pub fn kind_to_proto(kind: MembershipKind) -> ProtoKind {
-    match kind {
-        MembershipKind::Direct => ProtoKind::Direct,
-        MembershipKind::Shadow => ProtoKind::Shadow,
-        MembershipKind::Assigned => ProtoKind::Assigned,
-    }
 }
 
 pub const MEMBERSHIP_COLS: &str = "user_id, tenant_id, kind, role, created_at, updated_at";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MembershipRow {
-    pub user_id: String,
-    pub tenant_id: String,
-    pub kind: MembershipKind,
-    pub role: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
 
 impl MembershipRow {
     pub fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -181,35 +101,6 @@ impl MembershipRow {
             updated_at: row.try_get(5)?,
         })
     }
-
-    pub fn to_proto(&self, is_default: bool) -> Membership {
-        Membership {
-            user_id: self.user_id.clone(),
-            tenant_id: self.tenant_id.clone(),
-            role: self.role.clone(),
-            kind: kind_to_proto(self.kind) as i32,
-            is_default,
-            created_at: Some(timestamp(self.created_at)),
-            updated_at: Some(timestamp(self.updated_at)),
-        }
-    }
-
-    pub fn json(&self) -> String {
-        crate::events::json_object(&[
-            ("user_id", &self.user_id),
-            ("tenant_id", &self.tenant_id),
-            ("kind", self.kind.as_str()),
-            ("role", &self.role),
-        ])
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AssignmentRow {
-    pub technician_user_id: String,
-    pub tenant_id: String,
-    pub assigned_by_user_id: String,
-    pub created_at: i64,
 }
 
 impl AssignmentRow {
@@ -221,32 +112,22 @@ impl AssignmentRow {
             created_at: row.try_get(3)?,
         })
     }
-
-    pub fn to_proto(&self) -> TechnicianAssignment {
-        TechnicianAssignment {
-            technician_user_id: self.technician_user_id.clone(),
-            tenant_id: self.tenant_id.clone(),
-            assigned_by_user_id: self.assigned_by_user_id.clone(),
-            created_at: Some(timestamp(self.created_at)),
-        }
-    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnershipRow {
-    pub owner_user_id: String,
-    pub since: i64,
-    pub previous_owner_user_id: String,
-}
-
-impl OwnershipRow {
-    pub fn to_proto(&self) -> Ownership {
-        Ownership {
-            owner_user_id: self.owner_user_id.clone(),
-            since: Some(timestamp(self.since)),
-            previous_owner_user_id: self.previous_owner_user_id.clone(),
-        }
-    }
+/// The MSP's owner (a one-row table), if recorded.
+pub async fn owner(conn: &mut AnyConnection) -> StoreResult<Option<OwnershipRow>> {
+    let row = sqlx::query("SELECT owner_user_id, since, previous_owner_user_id FROM ownership WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row
+        .map(|r| -> Result<OwnershipRow, sqlx::Error> {
+            Ok(OwnershipRow {
+                owner_user_id: r.try_get(0)?,
+                since: r.try_get(1)?,
+                previous_owner_user_id: r.try_get(2)?,
+            })
+        })
+        .transpose()?)
 }
 
 /// `$from, $from+1, …` for an IN list of `count` values.

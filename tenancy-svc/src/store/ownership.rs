@@ -1,50 +1,24 @@
 //! The MSP's owner: exactly one, recorded at bootstrap, moved only by transfer.
 //!
-//! Rules:
-//!
-//! 1. Ownership is a one-row table.
-//! 2. A service caller's `TransferOwnership` is accepted only while there is no owner (identity's
-//!    bootstrap); the same owner again is a no-op. Afterwards only the owner transfers.
-//! 3. A transfer leaves the former owner with the pack's former-owner role.
+//! Ownership is a one-row table. Who may transfer to whom, and the roles that follow, are
+//! `domain::ownership`'s rules; this module reads the facts, asks them, and moves the roles
+//! through the same admin-tenancy hooks as any membership change.
 
-use sqlx::{AnyConnection, Row};
-use tether_proto::{
-    common::v1::ErrorReason,
-    tenancy::v1::{Membership, Ownership},
-};
 use tether_runtime::db::{Database, now_micros};
 
-use super::{OwnershipRow, StoreResult, Write, memberships, tenants};
+use super::{OwnershipRow, StoreResult, Write, memberships, owner, tenants};
 use crate::{
     deps::PackInfo,
-    domain::Rejection,
+    domain::{
+        HeldMembership, Transferor,
+        ownership::{TransferStep, new_owner_role, not_owner, plan_transfer},
+    },
     events::{self, AuditContext, json_object},
 };
 
-pub async fn get(conn: &mut AnyConnection) -> StoreResult<Option<OwnershipRow>> {
-    let row = sqlx::query("SELECT owner_user_id, since, previous_owner_user_id FROM ownership WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row
-        .map(|r| -> Result<OwnershipRow, sqlx::Error> {
-            Ok(OwnershipRow {
-                owner_user_id: r.try_get(0)?,
-                since: r.try_get(1)?,
-                previous_owner_user_id: r.try_get(2)?,
-            })
-        })
-        .transpose()?)
-}
-
 pub async fn current(db: &Database) -> StoreResult<Option<OwnershipRow>> {
     let mut conn = db.pool().acquire().await?;
-    get(&mut conn).await
-}
-
-/// Who may transfer: the owner, or (only while there is none) a Tether service bootstrapping.
-pub enum Transferor {
-    Owner(String),
-    Bootstrap,
+    owner(&mut conn).await
 }
 
 /// Moves ownership to `new_owner`: they get the owner role in the admin tenancy (a direct
@@ -55,39 +29,16 @@ pub async fn transfer(
     by: Transferor,
     new_owner: &str,
     pack: &PackInfo,
-) -> StoreResult<(Ownership, Option<Membership>, u64)> {
+) -> StoreResult<(OwnershipRow, Option<HeldMembership>, u64)> {
     let mut write = Write::begin(db).await?;
     let admin = tenants::admin(write.conn()).await?;
-    let current = get(write.conn()).await?;
-    let not_owner = || Rejection::new(ErrorReason::NotOwner, "only the owner may transfer ownership");
-    match (&by, &current) {
-        (Transferor::Bootstrap, Some(o)) if o.owner_user_id == new_owner => {
-            let revision = write.commit_if_changed().await?;
-            return Ok((o.to_proto(), None, revision));
-        }
-        (Transferor::Bootstrap, Some(_)) => return Err(not_owner().into()),
-        (Transferor::Owner(user), Some(o)) if &o.owner_user_id == user => {}
-        (Transferor::Owner(_), _) => return Err(not_owner().into()),
-        (Transferor::Bootstrap, None) => {}
-    }
-    let role = if pack.owner_role.is_empty() { None } else { Some(pack.owner_role.as_str()) };
+    let current = owner(write.conn()).await?;
     let target = memberships::direct(write.conn(), new_owner, &admin.id).await?;
-    let specs_owner_role = role.map(str::to_owned);
-    match (&by, &target) {
-        (Transferor::Owner(_), None) => {
-            return Err(Rejection::new(
-                ErrorReason::NotAMember,
-                "the new owner must be a direct member of the admin tenancy",
-            )
-            .on("new_owner_user_id")
-            .into());
-        }
-        (Transferor::Owner(user), Some(_)) if user == new_owner => {
-            let o = current.clone().ok_or_else(not_owner)?;
-            let revision = write.commit_if_changed().await?;
-            return Ok((o.to_proto(), None, revision));
-        }
-        _ => {}
+    let owner = current.as_ref().map(|o| o.owner_user_id.as_str());
+    if plan_transfer(&by, owner, new_owner, target.is_some())? == TransferStep::Unchanged {
+        let o = current.ok_or_else(not_owner)?;
+        let revision = write.commit_if_changed().await?;
+        return Ok((o, None, revision));
     }
     let now = now_micros();
     let previous = current.as_ref().map(|o| o.owner_user_id.clone()).unwrap_or_default();
@@ -103,16 +54,10 @@ pub async fn transfer(
         since: now,
         previous_owner_user_id: previous.clone(),
     };
-    write.change(events::ownership_transferred(row.to_proto()));
+    write.change(events::ownership_transferred(&row));
     // The roles move inside this transaction, through the same admin-tenancy hooks as any
     // membership change, so shadow memberships follow.
-    let owner_role = match (specs_owner_role, &target) {
-        (Some(role), _) => role,
-        (None, Some(m)) => m.role.clone(),
-        (None, None) => {
-            return Err(Rejection::new(ErrorReason::RoleNotFound, "the active role pack defines no owner role").into());
-        }
-    };
+    let owner_role = new_owner_role(&pack.owner_role, target.as_ref().map(|m| m.role.as_str()))?;
     memberships::set_admin_role(&mut write, &admin.id, new_owner, &owner_role).await?;
     let mut previous_membership = None;
     if !previous.is_empty() && !pack.former_owner_role.is_empty() {
@@ -124,5 +69,5 @@ pub async fn transfer(
     audit.after_json = json_object(&[("owner_user_id", new_owner)]);
     write.audit(audit);
     let revision = write.commit_if_changed().await?;
-    Ok((row.to_proto(), previous_membership, revision))
+    Ok((row, previous_membership, revision))
 }

@@ -4,7 +4,7 @@ use sqlx::Row;
 use tether_proto::tenancy::v1::TenancyChange;
 use tether_runtime::{db::Database, events::current_revision};
 
-use super::{AssignmentRow, MEMBERSHIP_COLS, MembershipRow, OwnershipRow, StoreResult, TENANT_COLS, TenantRow};
+use super::{AssignmentRow, MEMBERSHIP_COLS, MembershipRow, StoreResult, TENANT_COLS, TenantRow};
 use crate::events;
 
 /// Every tenant (parents before children), membership, assignment and the ownership, at one
@@ -15,7 +15,7 @@ pub async fn read(db: &Database) -> StoreResult<(u64, Vec<TenancyChange>)> {
     let mut out = Vec::new();
     let sql = format!("SELECT {TENANT_COLS} FROM tenants ORDER BY depth, id");
     for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await? {
-        out.push(events::tenant_upserted(TenantRow::decode(&row)?.to_proto()));
+        out.push(events::tenant_upserted(&TenantRow::decode(&row)?));
     }
     let sql = format!(
         "SELECT m.{}, d.tenant_id FROM memberships m LEFT JOIN default_tenants d \
@@ -30,7 +30,7 @@ pub async fn read(db: &Database) -> StoreResult<(u64, Vec<TenancyChange>)> {
         let default = group.first().filter(|_| is_default).map(|m| m.tenant_id.clone());
         let flags = super::memberships::flags(group, default.as_deref());
         for (m, f) in group.drain(..).zip(flags) {
-            out.push(events::membership_upserted(m.to_proto(f)));
+            out.push(events::membership_upserted(&m, f));
         }
     };
     for row in &rows {
@@ -50,15 +50,10 @@ pub async fn read(db: &Database) -> StoreResult<(u64, Vec<TenancyChange>)> {
     .fetch_all(&mut *tx)
     .await?;
     for row in &rows {
-        out.push(events::technician_assigned(AssignmentRow::decode(row)?.to_proto()));
+        out.push(events::technician_assigned(&AssignmentRow::decode(row)?));
     }
-    let owner = sqlx::query("SELECT owner_user_id, since, previous_owner_user_id FROM ownership WHERE id = 1")
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(r) = owner {
-        let o =
-            OwnershipRow { owner_user_id: r.try_get(0)?, since: r.try_get(1)?, previous_owner_user_id: r.try_get(2)? };
-        out.push(events::ownership_transferred(o.to_proto()));
+    if let Some(o) = super::owner(&mut tx).await? {
+        out.push(events::ownership_transferred(&o));
     }
     tx.commit().await?;
     Ok((revision, out))

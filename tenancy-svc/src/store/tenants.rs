@@ -24,7 +24,7 @@ use crate::{
         MembershipKind, Rejection, TenantKind, TenantName, TenantSlug, TenantStatus, child_kind, ensure_depth,
         ensure_movable, rules::MovePlan, slug_from_name,
     },
-    events::{self, AuditContext},
+    events::{self, AuditContext, convert},
 };
 
 pub fn not_found() -> Rejection {
@@ -70,9 +70,9 @@ pub async fn insert_admin_tenancy(db: &Database, name: &TenantName, slug: &Tenan
     .await?;
     let row = require(write.conn(), &id.to_string()).await?;
     let mut audit = AuditContext::system("bootstrap").event("tenant.create", "tenant", &row.id, &row.id);
-    audit.after_json = row.json();
+    audit.after_json = convert::tenant_json(&row);
     write.audit(audit);
-    write.change(events::tenant_upserted(row.to_proto()));
+    write.change(events::tenant_upserted(&row));
     write.commit_if_changed().await?;
     Ok(id)
 }
@@ -170,7 +170,7 @@ pub async fn create(
     .bind(new.request_id.clone())
     .execute(write.conn())
     .await?;
-    write.change(events::tenant_upserted(tenant.to_proto()));
+    write.change(events::tenant_upserted(&tenant));
     // Every MSP staff member (direct member of the admin tenancy) gets a shadow membership with
     // their admin-tenancy role: one INSERT … SELECT, whatever the number of staff.
     let admin_id = if parent.kind == TenantKind::Admin { parent.id.clone() } else { admin(write.conn()).await?.id };
@@ -194,10 +194,10 @@ pub async fn create(
             created_at: now,
             updated_at: now,
         };
-        write.change(events::membership_upserted(shadow.to_proto(false)));
+        write.change(events::membership_upserted(&shadow, false));
     }
     let mut audit = ctx.event("tenant.create", "tenant", &tenant.id, &tenant.id);
-    audit.after_json = tenant.json();
+    audit.after_json = convert::tenant_json(&tenant);
     audit.metadata_json = events::json_object(&[("shadow_memberships", &shadows.len().to_string())]);
     write.audit(audit);
     let revision = write.commit_if_changed().await?;
@@ -243,10 +243,10 @@ pub async fn rename(
         .await?;
     let after = require(write.conn(), id).await?;
     let mut audit = ctx.event("tenant.rename", "tenant", id, id);
-    audit.before_json = before.json();
-    audit.after_json = after.json();
+    audit.before_json = convert::tenant_json(&before);
+    audit.after_json = convert::tenant_json(&after);
     write.audit(audit);
-    write.change(events::tenant_upserted(after.to_proto()));
+    write.change(events::tenant_upserted(&after));
     let revision = write.commit_if_changed().await?;
     Ok((after, revision))
 }
@@ -288,13 +288,13 @@ pub async fn set_status(
         TenantStatus::Archived => "tenant.archive",
     };
     let mut audit = ctx.event(action, "tenant", id, id);
-    audit.before_json = before.json();
-    audit.after_json = after.json();
+    audit.before_json = convert::tenant_json(&before);
+    audit.after_json = convert::tenant_json(&after);
     if !note.is_empty() {
         audit.metadata_json = events::json_object(&[("reason", note)]);
     }
     write.audit(audit);
-    write.change(events::tenant_upserted(after.to_proto()));
+    write.change(events::tenant_upserted(&after));
     let revision = write.commit_if_changed().await?;
     Ok((after, revision))
 }
@@ -361,13 +361,13 @@ pub async fn move_tenant(
     let mut moved = subtree_rows(write.conn(), &after).await?;
     moved.sort_by_key(|t| t.depth);
     for tenant in &moved {
-        write.change(events::tenant_upserted(tenant.to_proto()));
+        write.change(events::tenant_upserted(tenant));
     }
     // Memberships are keyed by tenant id and stay. Technician coverage follows the client at the
     // top of the branch: the new client_id in the changes above is what authz-svc reads.
     let mut audit = ctx.event("tenant.move", "tenant", id, id);
-    audit.before_json = before.json();
-    audit.after_json = after.json();
+    audit.before_json = convert::tenant_json(&before);
+    audit.after_json = convert::tenant_json(&after);
     write.audit(audit);
     let revision = write.commit_if_changed().await?;
     Ok((after, revision))
