@@ -208,11 +208,11 @@ impl Identity {
         let sealed = self.config.totp_keys.seal(&a.id, &secret).map_err(ApiError::internal)?;
         let expires_at = now_micros() + ENROLLMENT_TTL_MICROS;
         store::begin(self.db.pool(), &a.id, &sealed, expires_at).await.map_err(convert::db)?;
-        Ok(pb::BeginTotpEnrollmentResponse {
-            otpauth_uri: totp::otpauth_uri(ISSUER, a.email.as_deref().unwrap_or_default(), &secret),
-            secret,
-            expires_at: convert::ts(expires_at),
-        })
+        // An account without an email is labelled by its id (the URI needs an account name).
+        let label = a.email.clone().unwrap_or_else(|| a.id.clone());
+        let otpauth_uri = totp::otpauth_uri(ISSUER, &label, &secret).map_err(ApiError::internal)?;
+        let qr_code_svg = totp::qr_svg(&otpauth_uri).map_err(ApiError::internal)?;
+        Ok(pb::BeginTotpEnrollmentResponse { otpauth_uri, qr_code_svg, secret, expires_at: convert::ts(expires_at) })
     }
 
     pub async fn confirm_totp_enrollment(
