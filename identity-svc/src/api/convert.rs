@@ -9,6 +9,7 @@ use tether_runtime::ApiError;
 use crate::{
     domain::{
         account::{InputError, Status},
+        login::LoginFailure,
         policy::{CharClass, PasswordPolicy, PasswordRule},
     },
     store::{accounts::AccountRow, sessions::SessionRow},
@@ -90,6 +91,27 @@ pub fn principal(a: &AccountRow, session_id: &str) -> pb::Principal {
     }
 }
 
+pub fn login_failure(f: LoginFailure) -> pb::LoginFailureReason {
+    use pb::LoginFailureReason as R;
+    match f {
+        LoginFailure::UnknownEmail => R::UnknownEmail,
+        LoginFailure::WrongPassword => R::WrongPassword,
+        LoginFailure::UserSuspended => R::UserSuspended,
+        LoginFailure::InvitationNotAccepted => R::InvitationNotAccepted,
+        LoginFailure::AccountLocked => R::AccountLocked,
+        LoginFailure::IpLocked => R::IpLocked,
+        LoginFailure::SecondFactorInvalid => R::SecondFactorInvalid,
+        LoginFailure::MembershipPending => R::MembershipPending,
+        LoginFailure::RolesUnavailable => R::RolesUnavailable,
+    }
+}
+
+/// The audit trail's reason for a failed login: the contract's value name without its prefix.
+pub fn login_failure_reason(f: LoginFailure) -> &'static str {
+    let name = login_failure(f).as_str_name();
+    name.strip_prefix("LOGIN_FAILURE_REASON_").unwrap_or(name)
+}
+
 pub fn token(revision: u64) -> Option<ConsistencyToken> {
     Some(ConsistencyToken { revisions: vec![Revision { source: RevisionSource::Identity as i32, value: revision }] })
 }
@@ -139,4 +161,30 @@ pub fn policy(p: &PasswordPolicy) -> pb::PasswordPolicy {
 
 pub fn db(e: sqlx::Error) -> ApiError {
     ApiError::internal(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_failures_are_audited_under_the_contracts_names() {
+        use LoginFailure::*;
+        let names = [
+            (UnknownEmail, "UNKNOWN_EMAIL"),
+            (WrongPassword, "WRONG_PASSWORD"),
+            (UserSuspended, "USER_SUSPENDED"),
+            (InvitationNotAccepted, "INVITATION_NOT_ACCEPTED"),
+            (AccountLocked, "ACCOUNT_LOCKED"),
+            (IpLocked, "IP_LOCKED"),
+            (SecondFactorInvalid, "SECOND_FACTOR_INVALID"),
+            (MembershipPending, "MEMBERSHIP_PENDING"),
+            (RolesUnavailable, "ROLES_UNAVAILABLE"),
+        ];
+        for (failure, name) in names {
+            assert_eq!(login_failure_reason(failure), name);
+            let value = login_failure(failure);
+            assert_eq!(pb::LoginFailureReason::from_str_name(value.as_str_name()), Some(value));
+        }
+    }
 }

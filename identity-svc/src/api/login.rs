@@ -20,6 +20,7 @@ use crate::{
     domain::{
         Email,
         account::{self, Status, parse_id, parse_password},
+        login::{self, Candidate, Locked, LoginFailure},
         password, tokens,
     },
     events::{Audit, anonymous},
@@ -68,23 +69,6 @@ fn parse_ip(field: &'static str, raw: &str) -> Result<String, ApiError> {
             .with_metadata("field", field));
     }
     Ok(trimmed)
-}
-
-/// Which brute-force limit stopped a credential check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Locked {
-    Ip,
-    Account,
-}
-
-impl Locked {
-    /// The login-failure reason on the audit trail.
-    pub(super) fn audit_reason(self) -> &'static str {
-        match self {
-            Locked::Ip => "IP_LOCKED",
-            Locked::Account => "ACCOUNT_LOCKED",
-        }
-    }
 }
 
 /// What [`Identity::credential_lockout`] found.
@@ -139,10 +123,9 @@ impl Identity {
         // An address over its limit is refused outright; a locked account still pays for a
         // verification below, so the answer time says nothing.
         if gate.locked == Some(Locked::Ip) {
-            self.audit_login_failure(&email_raw, &ip, None, "IP_LOCKED").await?;
+            self.audit_login_failure(&email_raw, &ip, None, LoginFailure::IpLocked).await?;
             return Err(address_locked());
         }
-        let reason = gate.locked.map(Locked::audit_reason);
         let had_failures = gate.account_had_failures && account.is_some();
         // Always pay for one verification (the dummy hash for unknown emails), so the answer
         // time says nothing about which emails exist.
@@ -150,19 +133,13 @@ impl Identity {
         let plain = if too_long { String::new() } else { r.password.clone() };
         let verified =
             self.hasher.verify(&plain, account.as_ref().and_then(|a| a.password_hash.as_deref())).await? && !too_long;
-        let reason = reason.or(match &account {
-            None => Some("UNKNOWN_EMAIL"),
-            // An invitee has no password yet: say so on the trail rather than "wrong password".
-            Some(a) if a.status == Status::Pending && a.password_hash.is_none() => Some("INVITATION_NOT_ACCEPTED"),
-            Some(_) if !verified => Some("WRONG_PASSWORD"),
-            Some(a) if a.status == Status::Pending => Some("INVITATION_NOT_ACCEPTED"),
-            Some(a) if a.status == Status::Suspended => Some("USER_SUSPENDED"),
-            // The membership is not yet in tenancy-svc (see ARCHITECTURE.md).
-            Some(a) if !a.provisioned => Some("MEMBERSHIP_PENDING"),
-            Some(_) => None,
+        let candidate = account.as_ref().map(|a| Candidate {
+            status: a.status,
+            has_password: a.password_hash.is_some(),
+            provisioned: a.provisioned,
         });
-        if let Some(reason) = reason {
-            if matches!(reason, "UNKNOWN_EMAIL" | "WRONG_PASSWORD" | "INVITATION_NOT_ACCEPTED") {
+        if let Err(reason) = login::password_verdict(gate.locked, candidate.as_ref(), verified) {
+            if reason.counts_as_guess() {
                 lockouts::record_failure(self.db.pool(), Kind::Ip, &ip, &self.config.ip_lockout, now)
                     .await
                     .map_err(convert::db)?;
@@ -200,7 +177,7 @@ impl Identity {
             };
             if !self.verify_second_factor(&account.id, totp_code, recovery).await? {
                 self.count_failure(&account.id, &ip).await?;
-                self.audit_login_failure(&email_raw, &ip, Some(&account), "SECOND_FACTOR_INVALID").await?;
+                self.audit_login_failure(&email_raw, &ip, Some(&account), LoginFailure::SecondFactorInvalid).await?;
                 return Err(login_failed());
             }
             second_factor_done = true;
@@ -210,7 +187,7 @@ impl Identity {
             Err(e) => {
                 // Failed closed (tenancy-svc could not tell the roles): on the trail too.
                 if e.code == tonic::Code::Unavailable {
-                    self.audit_login_failure(&email_raw, &ip, Some(&account), "ROLES_UNAVAILABLE").await?;
+                    self.audit_login_failure(&email_raw, &ip, Some(&account), LoginFailure::RolesUnavailable).await?;
                 }
                 return Err(e);
             }
@@ -223,8 +200,9 @@ impl Identity {
         email: &str,
         ip: &str,
         account: Option<&AccountRow>,
-        reason: &str,
+        reason: LoginFailure,
     ) -> Result<(), ApiError> {
+        let reason = convert::login_failure_reason(reason);
         let id = account.map(|a| a.id.as_str()).unwrap_or_default();
         let email: String = email.chars().take(256).collect();
         let event = Audit::new(anonymous(&email), ip, "auth.login", "user", id).failed(reason).build();

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     domain::{
         account::parse_id,
+        login::LoginFailure,
         tokens, totp,
         totp_keys::KeyError,
         two_factor::{HeldRole, RoleRequirement},
@@ -160,10 +161,10 @@ impl Identity {
         // allow unlimited guesses.
         let gate = self.credential_lockout(&step.account_id, &step.client_ip).await?;
         let failure = match gate.locked {
-            Some(locked) => Some(locked.audit_reason()),
+            Some(locked) => Some(LoginFailure::from(locked)),
             None if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? => {
                 self.count_failure(&step.account_id, &step.client_ip).await?;
-                Some("SECOND_FACTOR_INVALID")
+                Some(LoginFailure::SecondFactorInvalid)
             }
             None => None,
         };
