@@ -1,10 +1,11 @@
-//! Rows and domain values to protobuf messages, and domain errors to `ApiError`.
+//! Rows and domain values to protobuf messages (and change events), and domain errors to
+//! `ApiError`. Shared by the handler files, it imports none of them, so imports point one way.
 
 use tether_proto::{
     common::v1::{ConsistencyToken, ErrorReason, Revision, RevisionSource},
     identity::v1 as pb,
 };
-use tether_runtime::ApiError;
+use tether_runtime::{ApiError, db::now_micros};
 
 use crate::{
     domain::{
@@ -12,7 +13,7 @@ use crate::{
         login::LoginFailure,
         policy::{CharClass, PasswordPolicy, PasswordRule},
     },
-    store::{accounts::AccountRow, sessions::SessionRow},
+    store::{accounts::AccountRow, invitations::InvitationRow, sessions::SessionRow},
 };
 
 pub fn timestamp(micros: i64) -> prost_types::Timestamp {
@@ -61,6 +62,68 @@ pub fn user_json(a: &AccountRow) -> serde_json::Value {
         "notes": a.notes,
         "two_factor_enabled": a.totp_enabled,
         "must_change_password": a.must_change_password,
+    })
+}
+
+pub fn upserted(a: &AccountRow) -> pb::IdentityChange {
+    pb::IdentityChange {
+        change: Some(pb::identity_change::Change::UserUpserted(pb::UserUpserted { user: Some(user(a)) })),
+        ..Default::default()
+    }
+}
+
+pub fn session_revoked(session_id: &str, user_id: &str) -> pb::IdentityChange {
+    pb::IdentityChange {
+        change: Some(pb::identity_change::Change::SessionRevoked(pb::SessionRevoked {
+            session_id: session_id.to_owned(),
+            user_id: user_id.to_owned(),
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn invitation_status(row: &InvitationRow, now: i64) -> pb::InvitationStatus {
+    match row.status.as_str() {
+        "accepted" => pb::InvitationStatus::Accepted,
+        "revoked" => pb::InvitationStatus::Revoked,
+        _ if row.expires_at <= now => pb::InvitationStatus::Expired,
+        _ => pb::InvitationStatus::Pending,
+    }
+}
+
+pub fn invitation(row: &InvitationRow) -> pb::Invitation {
+    pb::Invitation {
+        invitation_id: row.id.clone(),
+        user_id: row.account_id.clone(),
+        email: row.email.clone(),
+        display_name: row.display_name.clone(),
+        tenant_id: row.tenant_id.clone(),
+        role: row.role.clone(),
+        is_msp_staff: row.is_msp_staff,
+        status: invitation_status(row, now_micros()) as i32,
+        invited_by_user_id: row.invited_by.clone(),
+        created_at: ts(row.created_at),
+        expires_at: ts(row.expires_at),
+        last_sent_at: ts(row.last_sent_at),
+        send_count: row.send_count as i32,
+        accepted_at: row.accepted_at.and_then(ts),
+    }
+}
+
+pub fn invitation_upserted(row: &InvitationRow) -> pb::IdentityChange {
+    pb::IdentityChange {
+        change: Some(pb::identity_change::Change::InvitationUpserted(pb::InvitationUpserted {
+            invitation: Some(invitation(row)),
+        })),
+        ..Default::default()
+    }
+}
+
+/// An invitation on the audit trail.
+pub fn invitation_json(row: &InvitationRow) -> serde_json::Value {
+    serde_json::json!({
+        "invitation_id": row.id, "user_id": row.account_id, "email": row.email, "tenant_id": row.tenant_id,
+        "role": row.role, "is_msp_staff": row.is_msp_staff, "status": row.status, "expires_at": row.expires_at,
     })
 }
 

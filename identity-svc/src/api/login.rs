@@ -12,8 +12,8 @@ use tether_runtime::{
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE, STEP_ENROLLMENT, STEP_SECOND_FACTOR,
+    convert::{self, session_revoked, upserted},
 };
 use crate::{
     auth::CachedSession,
@@ -227,11 +227,11 @@ impl Identity {
             return Err(login_failed());
         }
         let kind = if a.totp_enabled && !second_factor_done {
-            Some(super::two_factor::STEP_SECOND_FACTOR)
+            Some(STEP_SECOND_FACTOR)
         } else if a.must_change_password {
             Some(if second_factor_done { STEP_PASSWORD_CHANGE_2FA } else { STEP_PASSWORD_CHANGE })
         } else if !a.totp_enabled && self.requires_two_factor(a).await? {
-            Some(super::two_factor::STEP_ENROLLMENT)
+            Some(STEP_ENROLLMENT)
         } else {
             None
         };
@@ -251,11 +251,11 @@ impl Identity {
             let revision = current_revision(&mut *tx).await.map_err(convert::db)?;
             tx.commit().await.map_err(convert::db)?;
             let outcome = match kind {
-                super::two_factor::STEP_SECOND_FACTOR => Outcome::SecondFactorRequired(pb::SecondFactorRequired {
+                STEP_SECOND_FACTOR => Outcome::SecondFactorRequired(pb::SecondFactorRequired {
                     challenge_token: token,
                     expires_at: convert::ts(expires_at),
                 }),
-                super::two_factor::STEP_ENROLLMENT => Outcome::EnrollmentRequired(pb::EnrollmentRequired {
+                STEP_ENROLLMENT => Outcome::EnrollmentRequired(pb::EnrollmentRequired {
                     enrollment_token: token,
                     expires_at: convert::ts(expires_at),
                 }),

@@ -11,8 +11,8 @@ use tether_runtime::{
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, PERM_VIEW, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE, PERM_VIEW, STEP_ENROLLMENT, STEP_SECOND_FACTOR,
+    convert::{self, session_revoked, upserted},
 };
 use crate::{
     domain::{
@@ -30,8 +30,6 @@ use crate::{
     },
 };
 
-pub const STEP_SECOND_FACTOR: &str = "second_factor";
-pub const STEP_ENROLLMENT: &str = "enrollment";
 /// An unconfirmed enrollment lapses after this long.
 const ENROLLMENT_TTL_MICROS: i64 = 10 * 60 * 1_000_000;
 const ISSUER: &str = "Tether";
