@@ -1,15 +1,4 @@
 //! Invitations: a pending account and a single-use link, accepted by the invitee.
-//!
-//! Rules:
-//!
-//! 1. An invitation is a pending account, a membership intent and a link token (stored hashed). A
-//!    resend voids the previous link, which then answers `INVITATION_REVOKED`.
-//! 2. Accepting activates the account only if it is still pending: an invitee deactivated or
-//!    deleted meanwhile gets `INVITATION_REVOKED`.
-//! 3. Deleting an account revokes its pending invitations and purges its second factor, recovery
-//!    codes, reset links and login steps with the password.
-//! 4. Mail goes through `crate::mail`: SMTP with STARTTLS when `TETHER_IDENTITY_SMTP_HOST` is set,
-//!    else one `.eml` file per message in `TETHER_IDENTITY_MAIL_OUTBOX_DIR` (the dev stack).
 
 use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
 use tether_runtime::{
@@ -19,7 +8,11 @@ use tether_runtime::{
 };
 use tonic::Request;
 
-use super::{Identity, PERM_MANAGE, PERM_VIEW, convert, login::bounded, users::upserted};
+use super::{
+    Identity, PERM_MANAGE, PERM_VIEW,
+    convert::{self, invitation, invitation_json, invitation_status, invitation_upserted, upserted},
+    login::bounded,
+};
 use crate::{
     domain::{
         account::{self, Status, parse_email, parse_id, parse_name, parse_opt_id, parse_password, parse_role},
@@ -32,50 +25,6 @@ use crate::{
         sessions,
     },
 };
-
-fn status_of(row: &InvitationRow, now: i64) -> pb::InvitationStatus {
-    match row.status.as_str() {
-        "accepted" => pb::InvitationStatus::Accepted,
-        "revoked" => pb::InvitationStatus::Revoked,
-        _ if row.expires_at <= now => pb::InvitationStatus::Expired,
-        _ => pb::InvitationStatus::Pending,
-    }
-}
-
-pub fn invitation(row: &InvitationRow) -> pb::Invitation {
-    pb::Invitation {
-        invitation_id: row.id.clone(),
-        user_id: row.account_id.clone(),
-        email: row.email.clone(),
-        display_name: row.display_name.clone(),
-        tenant_id: row.tenant_id.clone(),
-        role: row.role.clone(),
-        is_msp_staff: row.is_msp_staff,
-        status: status_of(row, now_micros()) as i32,
-        invited_by_user_id: row.invited_by.clone(),
-        created_at: convert::ts(row.created_at),
-        expires_at: convert::ts(row.expires_at),
-        last_sent_at: convert::ts(row.last_sent_at),
-        send_count: row.send_count as i32,
-        accepted_at: row.accepted_at.and_then(convert::ts),
-    }
-}
-
-pub fn invitation_upserted(row: &InvitationRow) -> pb::IdentityChange {
-    pb::IdentityChange {
-        change: Some(pb::identity_change::Change::InvitationUpserted(pb::InvitationUpserted {
-            invitation: Some(invitation(row)),
-        })),
-        ..Default::default()
-    }
-}
-
-fn json(row: &InvitationRow) -> serde_json::Value {
-    serde_json::json!({
-        "invitation_id": row.id, "user_id": row.account_id, "email": row.email, "tenant_id": row.tenant_id,
-        "role": row.role, "is_msp_staff": row.is_msp_staff, "status": row.status, "expires_at": row.expires_at,
-    })
-}
 
 fn not_found() -> ApiError {
     ApiError::new(ErrorReason::InvitationNotFound, "no such invitation")
@@ -173,7 +122,7 @@ impl Identity {
         record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&row)]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.create", "invitation", &row.id)
             .tenant(&tenant)
-            .after(json(&row));
+            .after(invitation_json(&row));
         record_audit(&mut tx, &[audit.build()]).await?;
         tx.commit().await?;
         self.feed.notify();
@@ -280,8 +229,8 @@ impl Identity {
         record_changes(&mut tx, revision, vec![invitation_upserted(&after)]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.resend", "invitation", &id)
             .tenant(&after.tenant_id)
-            .before(json(&before))
-            .after(json(&after));
+            .before(invitation_json(&before))
+            .after(invitation_json(&after));
         record_audit(&mut tx, &[audit.build()]).await?;
         tx.commit().await?;
         self.feed.notify();
@@ -333,8 +282,8 @@ impl Identity {
         record_changes(&mut tx, revision, vec![invitation_upserted(&after), deleted]).await?;
         let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.revoke", "invitation", &id)
             .tenant(&after.tenant_id)
-            .before(json(&before))
-            .after(json(&after));
+            .before(invitation_json(&before))
+            .after(invitation_json(&after));
         record_audit(&mut tx, &[audit.build()]).await?;
         tx.commit().await?;
         self.feed.notify();
@@ -352,7 +301,7 @@ impl Identity {
         }
         let (id, voided) = store::by_token(self.db.pool(), &tokens::digest(raw)).await?.ok_or_else(not_found)?;
         let row = store::get(self.db.pool(), &id).await?.ok_or_else(not_found)?;
-        match status_of(&row, now_micros()) {
+        match invitation_status(&row, now_micros()) {
             pb::InvitationStatus::Accepted => {
                 Err(ApiError::new(ErrorReason::InvitationUsed, "this invitation was already accepted"))
             }
@@ -442,7 +391,7 @@ impl Identity {
         record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&after)]).await?;
         let audit = Audit::new(anonymous(&row.email), &ip, "invitation.accept", "invitation", &row.id)
             .tenant(&row.tenant_id)
-            .after(json(&after));
+            .after(invitation_json(&after));
         record_audit(&mut tx, &[audit.build()]).await?;
         tx.commit().await?;
         self.feed.notify();

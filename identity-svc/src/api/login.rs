@@ -1,18 +1,4 @@
 //! Login, sessions, Authenticate, passwords, brute-force protection.
-//!
-//! Rules:
-//!
-//! 1. Every failed login answers one generic `LOGIN_FAILED`; the real reason goes to the audit
-//!    event. Unknown emails are verified against a dummy hash, at the same cost.
-//! 2. Brute-force delays and lockouts: `domain::lockout`. ClearLockout's `client_ip` must parse as
-//!    an IP address.
-//! 3. The client address is the one a call names (`client_ip`, then `x-client-ip`) only when a
-//!    service presenting the service token makes it, as the edge does; anyone else is placed at
-//!    the connection's peer address (`tether_runtime::access::client_ip`), so a direct caller
-//!    cannot rotate claimed addresses around the per-address limits.
-//! 4. Step tokens (second factor, password change, 2FA enrolment) and session tokens are 256
-//!    random bits, stored as SHA-256 (`domain::tokens`).
-//! 5. A session's idle time is refreshed at most every min(idle timeout / 4, 60 s).
 
 use std::time::Duration;
 
@@ -26,14 +12,15 @@ use tether_runtime::{
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE, STEP_ENROLLMENT, STEP_SECOND_FACTOR,
+    convert::{self, session_revoked, upserted},
 };
 use crate::{
     auth::CachedSession,
     domain::{
         Email,
         account::{self, Status, parse_id, parse_password},
+        login::{self, Candidate, Locked, LoginFailure},
         password, tokens,
     },
     events::{Audit, anonymous},
@@ -86,23 +73,6 @@ fn parse_ip(field: &'static str, raw: &str) -> Result<String, ApiError> {
     Ok(trimmed)
 }
 
-/// Which brute-force limit stopped a credential check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Locked {
-    Ip,
-    Account,
-}
-
-impl Locked {
-    /// The login-failure reason on the audit trail.
-    pub(super) fn audit_reason(self) -> &'static str {
-        match self {
-            Locked::Ip => "IP_LOCKED",
-            Locked::Account => "ACCOUNT_LOCKED",
-        }
-    }
-}
-
 /// What [`Identity::credential_lockout`] found.
 pub(super) struct Gate {
     pub locked: Option<Locked>,
@@ -151,10 +121,9 @@ impl Identity {
         // An address over its limit is refused outright; a locked account still pays for a
         // verification below, so the answer time says nothing.
         if gate.locked == Some(Locked::Ip) {
-            self.audit_login_failure(&email_raw, &ip, None, "IP_LOCKED").await?;
+            self.audit_login_failure(&email_raw, &ip, None, LoginFailure::IpLocked).await?;
             return Err(address_locked());
         }
-        let reason = gate.locked.map(Locked::audit_reason);
         let had_failures = gate.account_had_failures && account.is_some();
         // Always pay for one verification (the dummy hash for unknown emails), so the answer
         // time says nothing about which emails exist.
@@ -162,19 +131,13 @@ impl Identity {
         let plain = if too_long { String::new() } else { r.password.clone() };
         let verified =
             self.hasher.verify(&plain, account.as_ref().and_then(|a| a.password_hash.as_deref())).await? && !too_long;
-        let reason = reason.or(match &account {
-            None => Some("UNKNOWN_EMAIL"),
-            // An invitee has no password yet: say so on the trail rather than "wrong password".
-            Some(a) if a.status == Status::Pending && a.password_hash.is_none() => Some("INVITATION_NOT_ACCEPTED"),
-            Some(_) if !verified => Some("WRONG_PASSWORD"),
-            Some(a) if a.status == Status::Pending => Some("INVITATION_NOT_ACCEPTED"),
-            Some(a) if a.status == Status::Suspended => Some("USER_SUSPENDED"),
-            // The membership is not yet in tenancy-svc: never a loginable user without one.
-            Some(a) if !a.provisioned => Some("MEMBERSHIP_PENDING"),
-            Some(_) => None,
+        let candidate = account.as_ref().map(|a| Candidate {
+            status: a.status,
+            has_password: a.password_hash.is_some(),
+            provisioned: a.provisioned,
         });
-        if let Some(reason) = reason {
-            if matches!(reason, "UNKNOWN_EMAIL" | "WRONG_PASSWORD" | "INVITATION_NOT_ACCEPTED") {
+        if let Err(reason) = login::password_verdict(gate.locked, candidate.as_ref(), verified) {
+            if reason.counts_as_guess() {
                 lockouts::record_failure(self.db.pool(), Kind::Ip, &ip, &self.config.ip_lockout, now).await?;
                 lockouts::record_failure(
                     self.db.pool(),
@@ -209,7 +172,7 @@ impl Identity {
             };
             if !self.verify_second_factor(&account.id, totp_code, recovery).await? {
                 self.count_failure(&account.id, &ip).await?;
-                self.audit_login_failure(&email_raw, &ip, Some(&account), "SECOND_FACTOR_INVALID").await?;
+                self.audit_login_failure(&email_raw, &ip, Some(&account), LoginFailure::SecondFactorInvalid).await?;
                 return Err(login_failed());
             }
             second_factor_done = true;
@@ -219,7 +182,7 @@ impl Identity {
             Err(e) => {
                 // Failed closed (tenancy-svc could not tell the roles): on the trail too.
                 if e.code() == tonic::Code::Unavailable {
-                    self.audit_login_failure(&email_raw, &ip, Some(&account), "ROLES_UNAVAILABLE").await?;
+                    self.audit_login_failure(&email_raw, &ip, Some(&account), LoginFailure::RolesUnavailable).await?;
                 }
                 return Err(e);
             }
@@ -232,8 +195,9 @@ impl Identity {
         email: &str,
         ip: &str,
         account: Option<&AccountRow>,
-        reason: &str,
+        reason: LoginFailure,
     ) -> Result<(), ApiError> {
+        let reason = convert::login_failure_reason(reason);
         let id = account.map(|a| a.id.as_str()).unwrap_or_default();
         let email: String = email.chars().take(256).collect();
         let event = Audit::new(anonymous(&email), ip, "auth.login", "user", id).failed(reason).build();
@@ -258,11 +222,11 @@ impl Identity {
             return Err(login_failed());
         }
         let kind = if a.totp_enabled && !second_factor_done {
-            Some(super::two_factor::STEP_SECOND_FACTOR)
+            Some(STEP_SECOND_FACTOR)
         } else if a.must_change_password {
             Some(if second_factor_done { STEP_PASSWORD_CHANGE_2FA } else { STEP_PASSWORD_CHANGE })
         } else if !a.totp_enabled && self.requires_two_factor(a).await? {
-            Some(super::two_factor::STEP_ENROLLMENT)
+            Some(STEP_ENROLLMENT)
         } else {
             None
         };
@@ -282,11 +246,11 @@ impl Identity {
             let revision = current_revision(&mut *tx).await?;
             tx.commit().await?;
             let outcome = match kind {
-                super::two_factor::STEP_SECOND_FACTOR => Outcome::SecondFactorRequired(pb::SecondFactorRequired {
+                STEP_SECOND_FACTOR => Outcome::SecondFactorRequired(pb::SecondFactorRequired {
                     challenge_token: token,
                     expires_at: convert::ts(expires_at),
                 }),
-                super::two_factor::STEP_ENROLLMENT => Outcome::EnrollmentRequired(pb::EnrollmentRequired {
+                STEP_ENROLLMENT => Outcome::EnrollmentRequired(pb::EnrollmentRequired {
                     enrollment_token: token,
                     expires_at: convert::ts(expires_at),
                 }),

@@ -260,6 +260,9 @@ pub type Homes = std::collections::HashMap<String, bool>;
 
 pub const PERM_VIEW: &str = "users.view";
 pub const PERM_MANAGE: &str = "users.manage";
+/// Login step kinds (stored with each step token): a second factor is due, or 2FA enrolment.
+pub const STEP_SECOND_FACTOR: &str = "second_factor";
+pub const STEP_ENROLLMENT: &str = "enrollment";
 
 /// For `access::caller`: recognises services only (people are authenticated locally).
 #[tonic::async_trait]

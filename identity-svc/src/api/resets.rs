@@ -21,8 +21,8 @@ use tether_runtime::{
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE,
+    convert::{self, session_revoked, upserted},
 };
 use crate::{
     domain::{

@@ -1,25 +1,5 @@
 //! TOTP second factor: enrollment, login challenge, recovery codes, disable, admin reset, and
 //! the policies that require it.
-//!
-//! Rules:
-//!
-//! 1. TOTP per RFC 6238 (HMAC-SHA1, ±1 step, a code accepted once); 10 recovery codes stored
-//!    hashed; the secret sealed at rest (`domain::totp_keys`).
-//! 2. Policies per platform (`require_all`, `require_msp_staff`, `required_roles`) and per tenant
-//!    (`require_all` for every direct member of the tenant or one of its departments, home or not;
-//!    shadow and assigned memberships do not count, and the admin tenancy's covers its staff, not
-//!    the clients' users; `required_roles`), with a grace period.
-//! 3. A policy records when it comes into force; an edit of a policy in force that still demands
-//!    at least as much keeps it in force (anything it adds applies at once), so re-saving never
-//!    reopens a grace period.
-//! 4. Roles live in tenancy-svc, so when a role or tenant policy is in force login asks it
-//!    (`ListUserTenants` as a service call, every membership kind, plus `GetTenant` for ancestors
-//!    not in the list) and matches (`domain::two_factor`): a platform policy covers the role in any
-//!    tenant, a tenant's covers it in that tenant and its departments. A match gives the enrolment
-//!    step, not a session.
-//! 5. If tenancy cannot answer within `TETHER_IDENTITY_TENANCY_TIMEOUT_MS`, login fails closed:
-//!    UNAVAILABLE / `UNAVAILABLE`, no session, MSP staff included. Without tenant or role policies
-//!    in force, login never calls tenancy.
 
 use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
 use tether_runtime::{
@@ -31,12 +11,13 @@ use tether_runtime::{
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, PERM_VIEW, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE, PERM_VIEW, STEP_ENROLLMENT, STEP_SECOND_FACTOR,
+    convert::{self, session_revoked, upserted},
 };
 use crate::{
     domain::{
         account::parse_id,
+        login::LoginFailure,
         tokens, totp,
         totp_keys::KeyError,
         two_factor::{HeldRole, RoleRequirement},
@@ -49,8 +30,6 @@ use crate::{
     },
 };
 
-pub const STEP_SECOND_FACTOR: &str = "second_factor";
-pub const STEP_ENROLLMENT: &str = "enrollment";
 /// An unconfirmed enrollment lapses after this long.
 const ENROLLMENT_TTL_MICROS: i64 = 10 * 60 * 1_000_000;
 const ISSUER: &str = "Tether";
@@ -176,10 +155,10 @@ impl Identity {
         // allow unlimited guesses.
         let gate = self.credential_lockout(&step.account_id, &step.client_ip).await?;
         let failure = match gate.locked {
-            Some(locked) => Some(locked.audit_reason()),
+            Some(locked) => Some(LoginFailure::from(locked)),
             None if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? => {
                 self.count_failure(&step.account_id, &step.client_ip).await?;
-                Some("SECOND_FACTOR_INVALID")
+                Some(LoginFailure::SecondFactorInvalid)
             }
             None => None,
         };
@@ -223,11 +202,11 @@ impl Identity {
         let sealed = self.config.totp_keys.seal(&a.id, &secret).map_err(ApiError::internal)?;
         let expires_at = now_micros() + ENROLLMENT_TTL_MICROS;
         store::begin(self.db.pool(), &a.id, &sealed, expires_at).await?;
-        Ok(pb::BeginTotpEnrollmentResponse {
-            otpauth_uri: totp::otpauth_uri(ISSUER, a.email.as_deref().unwrap_or_default(), &secret),
-            secret,
-            expires_at: convert::ts(expires_at),
-        })
+        // An account without an email is labelled by its id (the URI needs an account name).
+        let label = a.email.clone().unwrap_or_else(|| a.id.clone());
+        let otpauth_uri = totp::otpauth_uri(ISSUER, &label, &secret).map_err(ApiError::internal)?;
+        let qr_code_svg = totp::qr_svg(&otpauth_uri).map_err(ApiError::internal)?;
+        Ok(pb::BeginTotpEnrollmentResponse { otpauth_uri, qr_code_svg, secret, expires_at: convert::ts(expires_at) })
     }
 
     pub async fn confirm_totp_enrollment(

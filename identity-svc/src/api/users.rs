@@ -30,7 +30,10 @@ use tether_runtime::{
 };
 use tonic::Request;
 
-use super::{Identity, PERM_MANAGE, PERM_VIEW, convert};
+use super::{
+    Identity, PERM_MANAGE, PERM_VIEW,
+    convert::{self, session_revoked, upserted},
+};
 use crate::{
     domain::{
         account::{self, NewUser, Status, UserCursor, UserEdit, UserQuery, parse_id},
@@ -53,23 +56,6 @@ fn refused(decision: RoleGrantDecision) -> ApiError {
     ApiError::new(reason, decision.summary)
 }
 
-pub fn upserted(a: &AccountRow) -> pb::IdentityChange {
-    pb::IdentityChange {
-        change: Some(pb::identity_change::Change::UserUpserted(pb::UserUpserted { user: Some(convert::user(a)) })),
-        ..Default::default()
-    }
-}
-
-pub fn session_revoked(session_id: &str, user_id: &str) -> pb::IdentityChange {
-    pb::IdentityChange {
-        change: Some(pb::identity_change::Change::SessionRevoked(pb::SessionRevoked {
-            session_id: session_id.to_owned(),
-            user_id: user_id.to_owned(),
-        })),
-        ..Default::default()
-    }
-}
-
 /// The Watch snapshot: every live user, read with the revision in one consistent view.
 pub async fn snapshot(db: Database) -> Result<(u64, Vec<pb::IdentityChange>), ApiError> {
     let mut tx = db.begin_snapshot().await?;
@@ -78,7 +64,7 @@ pub async fn snapshot(db: Database) -> Result<(u64, Vec<pb::IdentityChange>), Ap
     let pending = crate::store::invitations::all_pending(&mut tx).await?;
     tx.commit().await?;
     let mut items: Vec<pb::IdentityChange> = rows.iter().map(upserted).collect();
-    items.extend(pending.iter().map(super::invitations::invitation_upserted));
+    items.extend(pending.iter().map(convert::invitation_upserted));
     Ok((revision, items))
 }
 
@@ -531,7 +517,7 @@ impl Identity {
         intents::insert(&mut tx, &id, intents::Op::Clear, "", "").await?;
         let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
         let mut changes: Vec<pb::IdentityChange> = ended.iter().map(|s| session_revoked(s, &id)).collect();
-        changes.extend(revoked.iter().map(super::invitations::invitation_upserted));
+        changes.extend(revoked.iter().map(convert::invitation_upserted));
         changes.push(pb::IdentityChange {
             change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
                 user_id: id.clone(),
