@@ -1,4 +1,15 @@
 //! Invitations: a pending account and a single-use link, accepted by the invitee.
+//!
+//! Rules:
+//!
+//! 1. An invitation is a pending account, a membership intent and a link token (stored hashed). A
+//!    resend voids the previous link, which then answers `INVITATION_REVOKED`.
+//! 2. Accepting activates the account only if it is still pending: an invitee deactivated or
+//!    deleted meanwhile gets `INVITATION_REVOKED`.
+//! 3. Deleting an account revokes its pending invitations and purges its second factor, recovery
+//!    codes, reset links and login steps with the password.
+//! 4. Mail goes through `crate::mail`: SMTP with STARTTLS when `TETHER_IDENTITY_SMTP_HOST` is set,
+//!    else one `.eml` file per message in `TETHER_IDENTITY_MAIL_OUTBOX_DIR` (the dev stack).
 
 use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
 use tether_runtime::{

@@ -1,4 +1,18 @@
 //! Login, sessions, Authenticate, passwords, brute-force protection.
+//!
+//! Rules:
+//!
+//! 1. Every failed login answers one generic `LOGIN_FAILED`; the real reason goes to the audit
+//!    event. Unknown emails are verified against a dummy hash, at the same cost.
+//! 2. Brute-force delays and lockouts: `domain::lockout`. ClearLockout's `client_ip` must parse as
+//!    an IP address.
+//! 3. The client address is the one a call names (`client_ip`, then `x-client-ip`) only when a
+//!    service presenting the service token makes it, as the edge does; anyone else is placed at
+//!    the connection's peer address (`tether_runtime::access::client_ip`), so a direct caller
+//!    cannot rotate claimed addresses around the per-address limits.
+//! 4. Step tokens (second factor, password change, 2FA enrolment) and session tokens are 256
+//!    random bits, stored as SHA-256 (`domain::tokens`).
+//! 5. A session's idle time is refreshed at most every min(idle timeout / 4, 60 s).
 
 use std::time::Duration;
 

@@ -1,5 +1,25 @@
 //! TOTP second factor: enrollment, login challenge, recovery codes, disable, admin reset, and
 //! the policies that require it.
+//!
+//! Rules:
+//!
+//! 1. TOTP per RFC 6238 (HMAC-SHA1, ±1 step, a code accepted once); 10 recovery codes stored
+//!    hashed; the secret sealed at rest (`domain::totp_keys`).
+//! 2. Policies per platform (`require_all`, `require_msp_staff`, `required_roles`) and per tenant
+//!    (`require_all` for every direct member of the tenant or one of its departments, home or not;
+//!    shadow and assigned memberships do not count, and the admin tenancy's covers its staff, not
+//!    the clients' users; `required_roles`), with a grace period.
+//! 3. A policy records when it comes into force; an edit of a policy in force that still demands
+//!    at least as much keeps it in force (anything it adds applies at once), so re-saving never
+//!    reopens a grace period.
+//! 4. Roles live in tenancy-svc, so when a role or tenant policy is in force login asks it
+//!    (`ListUserTenants` as a service call, every membership kind, plus `GetTenant` for ancestors
+//!    not in the list) and matches (`domain::two_factor`): a platform policy covers the role in any
+//!    tenant, a tenant's covers it in that tenant and its departments. A match gives the enrolment
+//!    step, not a session.
+//! 5. If tenancy cannot answer within `TETHER_IDENTITY_TENANCY_TIMEOUT_MS`, login fails closed:
+//!    UNAVAILABLE / `UNAVAILABLE`, no session, MSP staff included. Without tenant or role policies
+//!    in force, login never calls tenancy.
 
 use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
 use tether_runtime::{
