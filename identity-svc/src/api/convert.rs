@@ -178,6 +178,14 @@ pub fn input(e: InputError) -> ApiError {
     ApiError::new(e.reason, e.message).with_metadata("field", e.field)
 }
 
+/// `raw`, trimmed; INVALID_ARGUMENT (FIELD_TOO_LONG, naming the field) over `max` characters.
+pub fn bounded(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
+    if raw.chars().count() > max {
+        return Err(ApiError::field(ErrorReason::FieldTooLong, field, format!("{field} is too long")));
+    }
+    Ok(raw.trim().to_owned())
+}
+
 fn rule_reason(rule: &PasswordRule) -> ErrorReason {
     match rule {
         PasswordRule::TooShort { .. } => ErrorReason::PasswordTooShort,
@@ -244,5 +252,13 @@ mod tests {
             let value = login_failure(failure);
             assert_eq!(pb::LoginFailureReason::from_str_name(value.as_str_name()), Some(value));
         }
+    }
+
+    #[test]
+    fn bounded_fields_are_trimmed_and_counted_in_characters() {
+        assert_eq!(bounded("user_agent", "  curl/8  ", 10).ok().as_deref(), Some("curl/8"));
+        assert!(bounded("user_agent", &"é".repeat(10), 10).is_ok(), "characters, not bytes");
+        let e = bounded("client_ip", &"1".repeat(101), 100).unwrap_err();
+        assert_eq!((e.reason, e.field_name()), (ErrorReason::FieldTooLong, Some("client_ip")));
     }
 }

@@ -21,13 +21,13 @@ use tether_runtime::{
     ApiError,
     access::Caller,
     db::now_micros,
-    events::{current_revision, next_revision, record_audit, record_changes},
+    events::{current_revision, record_audit_only},
 };
 use tonic::Request;
 
 use super::{
     Identity, PERM_MANAGE, STEP_ENROLLMENT, STEP_SECOND_FACTOR,
-    convert::{self, session_revoked, upserted},
+    convert::{self, bounded, session_revoked, upserted},
 };
 use crate::{
     auth::CachedSession,
@@ -37,7 +37,7 @@ use crate::{
         login::{self, Candidate, Locked, LoginFailure},
         password, tokens,
     },
-    events::{Audit, anonymous},
+    events::{Write, anonymous, audit},
     store::{
         accounts::{self as accounts, AccountRow},
         lockouts::{self, Kind},
@@ -59,16 +59,6 @@ fn unauthenticated() -> ApiError {
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 4)
-}
-
-/// `raw`, trimmed; INVALID_ARGUMENT (FIELD_TOO_LONG, naming the field) over `max` characters.
-pub(super) fn bounded(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
-    if raw.chars().count() > max {
-        return Err(
-            ApiError::new(ErrorReason::FieldTooLong, format!("{field} is too long")).with_metadata("field", field)
-        );
-    }
-    Ok(raw.trim().to_owned())
 }
 
 /// An IP address (the subject of an IP lockout), trimmed: INVALID_ARGUMENT naming the field if
@@ -214,10 +204,9 @@ impl Identity {
         let reason = convert::login_failure_reason(reason);
         let id = account.map(|a| a.id.as_str()).unwrap_or_default();
         let email: String = email.chars().take(256).collect();
-        let event = Audit::new(anonymous(&email), ip, "auth.login", "user", id).failed(reason).build();
-        let mut tx = self.db.begin_write().await?;
-        record_audit(&mut tx, &[event]).await?;
-        tx.commit().await.map_err(ApiError::from)
+        let event = audit(anonymous(&email), ip, "auth.login", "user", id).failed(reason).build();
+        record_audit_only(&self.db, [event]).await?;
+        Ok(())
     }
 
     /// After the password, in order: the second factor (if on), a password change (if
@@ -255,6 +244,7 @@ impl Identity {
                 expires_at,
                 used: false,
             };
+            // A step token only: no streamed state, and the login is audited when it ends.
             let mut tx = self.db.begin_write().await?;
             sessions::insert_step(&mut tx, &tokens::digest(&token), &step).await?;
             let revision = current_revision(&mut *tx).await?;
@@ -297,6 +287,7 @@ impl Identity {
     }
 
     pub(super) async fn consume_step(&self, raw: &str) -> Result<(), ApiError> {
+        // Marks a step token used: no streamed state, and the step it completes is audited.
         let mut tx = self.db.begin_write().await?;
         sessions::use_step(&mut tx, &tokens::digest(raw)).await?;
         tx.commit().await.map_err(ApiError::from)
@@ -354,19 +345,15 @@ impl Identity {
             user_agent: ua.to_owned(),
             second_factor_verified,
         };
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut write = Write::begin(&self.db).await?;
         let ended = if self.config.sessions.single_session {
-            sessions::revoke_all(&mut tx, &a.id, None).await?
+            sessions::revoke_all(write.tx(), &a.id, None).await?
         } else {
             Vec::new()
         };
-        sessions::insert(&mut tx, &tokens::digest(&token), &row).await?;
-        accounts::record_login(&mut tx, &a.id, now).await?;
-        if !ended.is_empty() {
-            let changes = ended.iter().map(|s| session_revoked(s, &a.id)).collect();
-            record_changes(&mut tx, revision, changes).await?;
-        }
+        sessions::insert(write.tx(), &tokens::digest(&token), &row).await?;
+        accounts::record_login(write.tx(), &a.id, now).await?;
+        write.changes(ended.iter().map(|s| session_revoked(s, &a.id)));
         let actor = tether_proto::common::v1::Actor {
             kind: tether_proto::common::v1::ActorKind::User as i32,
             user_id: a.id.clone(),
@@ -376,12 +363,13 @@ impl Identity {
             session_id: row.id.clone(),
             system_name: String::new(),
         };
-        let audit = Audit::new(actor, ip, "auth.login", "session", &row.id)
-            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        // The revision is in the login's consistency token: followers hear of it at once.
-        self.feed.notify();
+        write.audit(
+            audit(actor, ip, "auth.login", "session", &row.id)
+                .metadata(serde_json::json!({ "sessions_ended": ended.len() }))
+                .build(),
+        );
+        // The revision is in the login's consistency token: the commit tells followers at once.
+        let revision = write.commit().await?;
         if !ended.is_empty() {
             self.sessions_changed().await;
         }
@@ -418,21 +406,18 @@ impl Identity {
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await?;
+        let mut write = Write::begin(&self.db).await?;
         // Used up first: a second call with the same token finds it used.
-        let still = sessions::find_step(&mut tx, &digest, kind).await?;
+        let still = sessions::find_step(write.tx(), &digest, kind).await?;
         if still.is_none_or(|s| s.used) {
             return Err(invalid());
         }
-        sessions::use_step(&mut tx, &digest).await?;
-        let revision = next_revision(&mut tx).await?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
-        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(invalid)?;
-        record_changes(&mut tx, revision, vec![upserted(&after)]).await?;
-        let audit = Audit::new(anonymous(&email), &step.client_ip, "user.password_change", "user", &a.id);
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        sessions::use_step(write.tx(), &digest).await?;
+        accounts::set_password(write.tx(), &a.id, &hash, false).await?;
+        let after = accounts::get(write.conn(), &a.id).await?.ok_or_else(invalid)?;
+        write.change(upserted(&after));
+        write.audit(audit(anonymous(&email), &step.client_ip, "user.password_change", "user", &a.id).build());
+        write.commit().await?;
         let (outcome, revision) =
             self.next_step(&after, &step.client_ip, &step.user_agent, kind == STEP_PASSWORD_CHANGE_2FA).await?;
         Ok(pb::CompletePasswordChangeResponse { outcome: Some(outcome), consistency_token: convert::token(revision) })
@@ -506,22 +491,20 @@ impl Identity {
         ids: &[String],
         action: &str,
     ) -> Result<u64, ApiError> {
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut write = Write::begin(&self.db).await?;
         let mut ended = Vec::new();
         for id in ids {
-            if sessions::revoke(&mut tx, id).await? {
+            if sessions::revoke(write.tx(), id).await? {
                 ended.push(id.clone());
             }
         }
-        let changes = ended.iter().map(|s| session_revoked(s, user_id)).collect::<Vec<_>>();
-        if !changes.is_empty() {
-            record_changes(&mut tx, revision, changes).await?;
-        }
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", user_id)
-            .metadata(serde_json::json!({ "session_ids": ended }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        write.changes(ended.iter().map(|s| session_revoked(s, user_id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, action, "user", user_id)
+                .metadata(serde_json::json!({ "session_ids": ended }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(revision)
     }
@@ -587,17 +570,15 @@ impl Identity {
         let r = request.get_ref();
         let user_id = self.session_subject(&caller, &r.user_id).await?;
         let keep = caller.user().filter(|_| r.keep_current).map(|p| p.session_id.clone());
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        let ended = sessions::revoke_all(&mut tx, &user_id, keep.as_deref()).await?;
-        if !ended.is_empty() {
-            let changes = ended.iter().map(|s| session_revoked(s, &user_id)).collect();
-            record_changes(&mut tx, revision, changes).await?;
-        }
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "session.revoke_all", "user", &user_id)
-            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        let ended = sessions::revoke_all(write.tx(), &user_id, keep.as_deref()).await?;
+        write.changes(ended.iter().map(|s| session_revoked(s, &user_id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "session.revoke_all", "user", &user_id)
+                .metadata(serde_json::json!({ "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(pb::RevokeUserSessionsResponse {
             sessions_ended: ended.len() as i32,
@@ -636,22 +617,22 @@ impl Identity {
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
+        let mut write = Write::begin(&self.db).await?;
+        accounts::set_password(write.tx(), &a.id, &hash, false).await?;
         let ended = if r.end_other_sessions {
-            sessions::revoke_all(&mut tx, &a.id, Some(&p.session_id)).await?
+            sessions::revoke_all(write.tx(), &a.id, Some(&p.session_id)).await?
         } else {
             Vec::new()
         };
-        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(unauthenticated)?;
-        let mut changes = vec![upserted(&after)];
-        changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
-        record_changes(&mut tx, revision, changes).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_change", "user", &a.id)
-            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let after = accounts::get(write.conn(), &a.id).await?.ok_or_else(unauthenticated)?;
+        write.change(upserted(&after));
+        write.changes(ended.iter().map(|s| session_revoked(s, &a.id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "user.password_change", "user", &a.id)
+                .metadata(serde_json::json!({ "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(pb::ChangePasswordResponse {
             sessions_ended: ended.len() as i32,
@@ -675,19 +656,19 @@ impl Identity {
         let email = before.email.clone().unwrap_or_default();
         self.check_password("temporary_password", &temporary, &email, &before.display_name, Some(&id)).await?;
         let hash = self.hasher.hash(&temporary).await?;
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        accounts::set_password(&mut tx, &id, &hash, true).await?;
-        let ended = sessions::revoke_all(&mut tx, &id, None).await?;
-        let after = accounts::get(&mut *tx, &id).await?.ok_or_else(unauthenticated)?;
-        let mut changes = vec![upserted(&after)];
-        changes.extend(ended.iter().map(|s| session_revoked(s, &id)));
-        record_changes(&mut tx, revision, changes).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_reset", "user", &id)
-            .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
-            .metadata(serde_json::json!({ "method": "temporary_password", "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        accounts::set_password(write.tx(), &id, &hash, true).await?;
+        let ended = sessions::revoke_all(write.tx(), &id, None).await?;
+        let after = accounts::get(write.conn(), &id).await?.ok_or_else(unauthenticated)?;
+        write.change(upserted(&after));
+        write.changes(ended.iter().map(|s| session_revoked(s, &id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "user.password_reset", "user", &id)
+                .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
+                .metadata(serde_json::json!({ "method": "temporary_password", "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(pb::SetTemporaryPasswordResponse {
             user: Some(convert::user(&after)),
@@ -772,12 +753,10 @@ impl Identity {
                 return Err(ApiError::new(ErrorReason::FieldRequired, "user_id or client_ip is required"));
             }
         };
-        let mut tx = self.db.begin_write().await?;
-        let cleared = lockouts::clear(&mut *tx, kind, &subject).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "lockout.clear", kind.as_str(), &subject);
-        record_audit(&mut tx, &[audit.build()]).await?;
-        let revision = current_revision(&mut *tx).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        let cleared = lockouts::clear(write.conn(), kind, &subject).await?;
+        write.audit(audit(caller.audit_actor(), &caller.client_ip, "lockout.clear", kind.as_str(), &subject).build());
+        let revision = write.commit().await?;
         Ok(pb::ClearLockoutResponse { cleared, consistency_token: convert::token(revision) })
     }
 }
