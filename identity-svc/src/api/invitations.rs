@@ -183,7 +183,8 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let size = account::page_size(r.page_size).map_err(convert::input)?;
-        let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
+        let filters = format!("invitations|{}|{:?}", r.status, r.tenant_id);
+        let offset = account::page_offset(&r.page_token, &filters).map_err(convert::input)?;
         let status = match pb::InvitationStatus::try_from(r.status) {
             Ok(pb::InvitationStatus::Unspecified | pb::InvitationStatus::Pending) => "pending",
             Ok(pb::InvitationStatus::Accepted) => "accepted",
@@ -212,7 +213,7 @@ impl Identity {
         rows.truncate(size);
         Ok(pb::ListInvitationsResponse {
             invitations: rows.iter().map(invitation).collect(),
-            next_page_token: if more { account::page_token(offset + size) } else { String::new() },
+            next_page_token: if more { account::offset_token(&filters, offset + size) } else { String::new() },
         })
     }
 

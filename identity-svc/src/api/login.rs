@@ -534,7 +534,8 @@ impl Identity {
         let r = request.get_ref();
         let user_id = self.session_subject(&caller, &r.user_id).await?;
         let size = account::page_size(r.page_size).map_err(convert::input)?;
-        let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
+        let filters = format!("sessions|{:?}", r.user_id);
+        let offset = account::page_offset(&r.page_token, &filters).map_err(convert::input)?;
         let mut rows = sessions::list_live(self.db.pool(), &user_id, now_micros(), size + 1, offset).await?;
         let more = rows.len() > size;
         rows.truncate(size);
@@ -542,7 +543,7 @@ impl Identity {
         let idle = micros(self.config.sessions.idle_timeout);
         Ok(pb::ListSessionsResponse {
             sessions: rows.iter().map(|s| convert::session(s, idle, s.id == current)).collect(),
-            next_page_token: if more { account::page_token(offset + size) } else { String::new() },
+            next_page_token: if more { account::offset_token(&filters, offset + size) } else { String::new() },
         })
     }
 
@@ -683,7 +684,8 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let size = account::page_size(r.page_size).map_err(convert::input)?;
-        let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
+        let filters = format!("lockouts|{}|{}", r.subject, r.locked_only);
+        let offset = account::page_offset(&r.page_token, &filters).map_err(convert::input)?;
         let mut kind = match pb::LockoutSubject::try_from(r.subject) {
             Ok(pb::LockoutSubject::Account) => Some(Kind::Account),
             Ok(pb::LockoutSubject::ClientIp) => Some(Kind::Ip),
@@ -726,7 +728,7 @@ impl Identity {
         }
         Ok(pb::ListLockoutsResponse {
             lockouts: out,
-            next_page_token: if more { account::page_token(offset + size) } else { String::new() },
+            next_page_token: if more { account::offset_token(&filters, offset + size) } else { String::new() },
         })
     }
 

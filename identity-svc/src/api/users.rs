@@ -329,7 +329,7 @@ impl Identity {
                 .last()
                 .filter(|_| more)
                 .and_then(|u| UserCursor::after(query.sort, &u.display_name, u.last_login_at, u.created_at, &u.id))
-                .map(|c| c.token())
+                .map(|c| account::page_token(&query.filters, &c.token()))
                 .unwrap_or_default(),
         })
     }
