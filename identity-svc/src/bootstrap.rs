@@ -5,8 +5,10 @@ use std::fmt;
 use tether_runtime::{StartError, config::Secret, db::Database};
 
 use crate::{
+    api::convert,
     config::BootstrapOwnerConfig,
     domain::password,
+    events::{Write, audit, system},
     store::{accounts, intents},
 };
 
@@ -43,16 +45,26 @@ pub async fn ensure_owner(db: &Database, config: &BootstrapOwnerConfig) -> Resul
         .await
         .map_err(|e| StartError::Other(e.to_string()))?
         .map_err(|e| StartError::Other(e.to_string()))?;
-    let mut tx = db.begin_write().await.map_err(fail)?;
-    let id =
-        accounts::insert_bootstrap_owner(&mut tx, &config.email, &config.display_name, &hash).await.map_err(fail)?;
+    let mut write = Write::begin(db).await.map_err(fail)?;
+    let id = accounts::insert_bootstrap_owner(write.tx(), &config.email, &config.display_name, &hash)
+        .await
+        .map_err(fail)?
+        .to_string();
     // tenancy-svc records the owner and their admin-tenancy membership when the relay
     // delivers this; until then the owner cannot log in.
-    intents::insert(&mut tx, &id.to_string(), intents::Op::Own, "", "").await.map_err(fail)?;
-    tx.commit().await.map_err(fail)?;
+    intents::insert(write.tx(), &id, intents::Op::Own, "", "").await.map_err(fail)?;
+    let row = accounts::get(write.conn(), &id)
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| StartError::Other("bootstrap owner: the new account is not readable".into()))?;
+    write.change(convert::upserted(&row));
+    write.audit(
+        audit(system("identity-svc/bootstrap"), "", "user.create", "user", &id).after(convert::user_json(&row)).build(),
+    );
+    write.commit().await.map_err(fail)?;
     tracing::info!(account_id = %id, email = %config.email, "bootstrap MSP owner created");
     Ok(Some(BootstrapOwner {
-        account_id: id.to_string(),
+        account_id: id,
         email: config.email.to_string(),
         generated_password: generated.then_some(password),
     }))

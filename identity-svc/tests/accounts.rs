@@ -352,6 +352,55 @@ async fn lists_filter_sort_and_page() {
     assert!(none_2fa.users.is_empty());
 }
 
+/// A page token belongs to the request it was issued for: reused with another filter it is
+/// INVALID_PAGE_TOKEN rather than a page of some other list, and paging through with the same
+/// filters returns every user exactly once.
+#[tokio::test]
+async fn a_page_token_works_only_with_the_filters_it_was_issued_for() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let tenant = if i % 2 == 0 { TENANT_A } else { TENANT_B };
+        let user = env
+            .create(&owner, &format!("pager{i}@x.example"), &format!("Pager {i}"), tenant, "client_user", false)
+            .await;
+        created.push(user.user_id);
+    }
+    let request = pb::ListUsersRequest { page_size: 3, is_msp_staff: Some(false), ..Default::default() };
+    let first = env.client().list_users(auth(&owner, request.clone())).await.unwrap().into_inner();
+    assert_eq!(first.users.len(), 3);
+    assert!(!first.next_page_token.is_empty());
+
+    let reused = [
+        pb::ListUsersRequest { tenant_id: TENANT_A.into(), ..request.clone() },
+        pb::ListUsersRequest { query: "pager".into(), ..request.clone() },
+        pb::ListUsersRequest { is_msp_staff: None, ..request.clone() },
+        pb::ListUsersRequest { status: pb::UserStatus::Active as i32, ..request.clone() },
+    ];
+    for other in reused {
+        let other = pb::ListUsersRequest { page_token: first.next_page_token.clone(), ..other };
+        let answer = env.client().list_users(auth(&owner, other)).await;
+        assert_err(answer, Code::InvalidArgument, "INVALID_PAGE_TOKEN");
+    }
+
+    let mut seen: Vec<String> = first.users.iter().map(|u| u.user_id.clone()).collect();
+    let mut token = first.next_page_token;
+    while !token.is_empty() {
+        // The page size is not a filter: it may change from page to page.
+        let next = pb::ListUsersRequest { page_size: 2, page_token: token, ..request.clone() };
+        let page = env.client().list_users(auth(&owner, next)).await.unwrap().into_inner();
+        seen.extend(page.users.iter().map(|u| u.user_id.clone()));
+        token = page.next_page_token;
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no user twice: {seen:?}");
+    created.sort();
+    assert_eq!(unique, created, "every user once");
+}
+
 #[tokio::test]
 async fn deletion_leaves_a_tombstone_ends_sessions_and_frees_the_email() {
     let env = Env::start().await;

@@ -32,7 +32,8 @@ async fn totp_is_enabled_by_a_valid_code_and_then_asked_at_login() {
         .await
         .unwrap()
         .into_inner();
-    assert!(begun.otpauth_uri.starts_with("otpauth://totp/Tether:vic@a.example?secret="), "{}", begun.otpauth_uri);
+    assert!(begun.otpauth_uri.starts_with("otpauth://totp/Tether:vic%40a.example?secret="), "{}", begun.otpauth_uri);
+    assert!(begun.qr_code_svg.contains("<svg"), "the enrolment carries the QR code as SVG");
     // Taken together, so a step boundary during the test cannot shift them.
     let (previous, current) = (totp_code(&begun.secret, -1), totp_code(&begun.secret, 0));
     let confirm = |c: String| pb::ConfirmTotpEnrollmentRequest { enrollment_token: String::new(), totp_code: c };

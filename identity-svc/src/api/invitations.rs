@@ -15,67 +15,26 @@ use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
 use tether_runtime::{
     ApiError,
     db::now_micros,
-    events::{consistency::merge, current_revision, next_revision, record_audit, record_changes},
+    events::{consistency::merge, current_revision},
 };
 use tonic::Request;
 
-use super::{Identity, PERM_MANAGE, PERM_VIEW, convert, login::bounded, users::upserted};
+use super::{
+    Identity, PERM_MANAGE, PERM_VIEW,
+    convert::{self, bounded, invitation, invitation_json, invitation_status, invitation_upserted, upserted},
+};
 use crate::{
     domain::{
         account::{self, Status, parse_email, parse_id, parse_name, parse_opt_id, parse_password, parse_role},
         tokens,
     },
-    events::{Audit, anonymous},
+    events::{Write, anonymous, audit},
     store::{
         accounts, intents,
         invitations::{self as store, InvitationRow},
         sessions,
     },
 };
-
-fn status_of(row: &InvitationRow, now: i64) -> pb::InvitationStatus {
-    match row.status.as_str() {
-        "accepted" => pb::InvitationStatus::Accepted,
-        "revoked" => pb::InvitationStatus::Revoked,
-        _ if row.expires_at <= now => pb::InvitationStatus::Expired,
-        _ => pb::InvitationStatus::Pending,
-    }
-}
-
-pub fn invitation(row: &InvitationRow) -> pb::Invitation {
-    pb::Invitation {
-        invitation_id: row.id.clone(),
-        user_id: row.account_id.clone(),
-        email: row.email.clone(),
-        display_name: row.display_name.clone(),
-        tenant_id: row.tenant_id.clone(),
-        role: row.role.clone(),
-        is_msp_staff: row.is_msp_staff,
-        status: status_of(row, now_micros()) as i32,
-        invited_by_user_id: row.invited_by.clone(),
-        created_at: convert::ts(row.created_at),
-        expires_at: convert::ts(row.expires_at),
-        last_sent_at: convert::ts(row.last_sent_at),
-        send_count: row.send_count as i32,
-        accepted_at: row.accepted_at.and_then(convert::ts),
-    }
-}
-
-pub fn invitation_upserted(row: &InvitationRow) -> pb::IdentityChange {
-    pb::IdentityChange {
-        change: Some(pb::identity_change::Change::InvitationUpserted(pb::InvitationUpserted {
-            invitation: Some(invitation(row)),
-        })),
-        ..Default::default()
-    }
-}
-
-fn json(row: &InvitationRow) -> serde_json::Value {
-    serde_json::json!({
-        "invitation_id": row.id, "user_id": row.account_id, "email": row.email, "tenant_id": row.tenant_id,
-        "role": row.role, "is_msp_staff": row.is_msp_staff, "status": row.status, "expires_at": row.expires_at,
-    })
-}
 
 fn not_found() -> ApiError {
     ApiError::new(ErrorReason::InvitationNotFound, "no such invitation")
@@ -141,17 +100,16 @@ impl Identity {
         let inviter = caller.user().map(|p| p.user_id.clone()).unwrap_or_default();
         let now = now_micros();
 
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut write = Write::begin(&self.db).await?;
         let primary = (!r.is_msp_staff).then_some(tenant.as_str());
-        let account_id = match accounts::insert_pending(&mut tx, &email, &name, r.is_msp_staff, primary).await {
+        let account_id = match accounts::insert_pending(write.tx(), &email, &name, r.is_msp_staff, primary).await {
             Ok(id) => id,
             Err(e) if accounts::is_unique_violation(&e) => {
                 return Err(ApiError::new(ErrorReason::EmailTaken, "the email is taken"));
             }
             Err(e) => return Err(convert::db(e)),
         };
-        intents::insert(&mut tx, &account_id, intents::Op::Add, &tenant, &role).await?;
+        intents::insert(write.tx(), &account_id, intents::Op::Add, &tenant, &role).await?;
         let row = InvitationRow {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: account_id.clone(),
@@ -168,15 +126,16 @@ impl Identity {
             send_count: 1,
             accepted_at: None,
         };
-        store::insert(&mut tx, &row, &tokens::digest(&token), request_id).await?;
-        let account = accounts::get(&mut *tx, &account_id).await?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&row)]).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.create", "invitation", &row.id)
-            .tenant(&tenant)
-            .after(json(&row));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        store::insert(write.tx(), &row, &tokens::digest(&token), request_id).await?;
+        let account = accounts::get(write.conn(), &account_id).await?.ok_or_else(not_found)?;
+        write.changes([upserted(&account), invitation_upserted(&row)]);
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "invitation.create", "invitation", &row.id)
+                .tenant(&tenant)
+                .after(invitation_json(&row))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.relay.poke();
         // As CreateUser: the pending membership in place before the link goes out, so an
         // invitee who accepts at once can log in (and a refusal is answered, not mailed).
@@ -224,7 +183,8 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let size = account::page_size(r.page_size).map_err(convert::input)?;
-        let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
+        let filters = format!("invitations|{}|{:?}", r.status, r.tenant_id);
+        let offset = account::page_offset(&r.page_token, &filters).map_err(convert::input)?;
         let status = match pb::InvitationStatus::try_from(r.status) {
             Ok(pb::InvitationStatus::Unspecified | pb::InvitationStatus::Pending) => "pending",
             Ok(pb::InvitationStatus::Accepted) => "accepted",
@@ -253,7 +213,7 @@ impl Identity {
         rows.truncate(size);
         Ok(pb::ListInvitationsResponse {
             invitations: rows.iter().map(invitation).collect(),
-            next_page_token: if more { account::page_token(offset + size) } else { String::new() },
+            next_page_token: if more { account::offset_token(&filters, offset + size) } else { String::new() },
         })
     }
 
@@ -273,18 +233,18 @@ impl Identity {
         }
         let token = tokens::generate().map_err(ApiError::internal)?;
         let expires_at = now_micros() + self.config.invitations.ttl.as_micros() as i64;
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        store::reissue(&mut tx, &id, Some(&tokens::digest(&token)), expires_at).await?;
-        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![invitation_upserted(&after)]).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.resend", "invitation", &id)
-            .tenant(&after.tenant_id)
-            .before(json(&before))
-            .after(json(&after));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        let mut write = Write::begin(&self.db).await?;
+        store::reissue(write.tx(), &id, Some(&tokens::digest(&token)), expires_at).await?;
+        let after = store::get(write.conn(), &id).await?.ok_or_else(not_found)?;
+        write.change(invitation_upserted(&after));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "invitation.resend", "invitation", &id)
+                .tenant(&after.tenant_id)
+                .before(invitation_json(&before))
+                .after(invitation_json(&after))
+                .build(),
+        );
+        let revision = write.commit().await?;
         if !r.skip_email {
             self.mail_invitation(&after, &token).await;
         }
@@ -315,14 +275,13 @@ impl Identity {
             }
             _ => {}
         }
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        store::reissue(&mut tx, &id, None, 0).await?;
-        store::set_status(&mut tx, &id, "revoked").await?;
+        let mut write = Write::begin(&self.db).await?;
+        store::reissue(write.tx(), &id, None, 0).await?;
+        store::set_status(write.tx(), &id, "revoked").await?;
         // The pending user goes too, and its membership with it.
-        accounts::tombstone(&mut tx, &before.account_id).await?;
-        intents::insert(&mut tx, &before.account_id, intents::Op::Clear, "", "").await?;
-        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
+        accounts::tombstone(write.tx(), &before.account_id).await?;
+        intents::insert(write.tx(), &before.account_id, intents::Op::Clear, "", "").await?;
+        let after = store::get(write.conn(), &id).await?.ok_or_else(not_found)?;
         let deleted = pb::IdentityChange {
             change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
                 user_id: before.account_id.clone(),
@@ -330,14 +289,15 @@ impl Identity {
             })),
             ..Default::default()
         };
-        record_changes(&mut tx, revision, vec![invitation_upserted(&after), deleted]).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "invitation.revoke", "invitation", &id)
-            .tenant(&after.tenant_id)
-            .before(json(&before))
-            .after(json(&after));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        write.changes([invitation_upserted(&after), deleted]);
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "invitation.revoke", "invitation", &id)
+                .tenant(&after.tenant_id)
+                .before(invitation_json(&before))
+                .after(invitation_json(&after))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.relay.poke();
         Ok(pb::RevokeInvitationResponse {
             invitation: Some(invitation(&after)),
@@ -352,7 +312,7 @@ impl Identity {
         }
         let (id, voided) = store::by_token(self.db.pool(), &tokens::digest(raw)).await?.ok_or_else(not_found)?;
         let row = store::get(self.db.pool(), &id).await?.ok_or_else(not_found)?;
-        match status_of(&row, now_micros()) {
+        match invitation_status(&row, now_micros()) {
             pb::InvitationStatus::Accepted => {
                 Err(ApiError::new(ErrorReason::InvitationUsed, "this invitation was already accepted"))
             }
@@ -419,33 +379,33 @@ impl Identity {
         self.check_password("password", &password, &row.email, &name, None).await?;
         let hash = self.hasher.hash(&password).await?;
 
-        let mut tx = self.db.begin_write().await?;
+        let mut write = Write::begin(&self.db).await?;
         // Re-checked under the write lock: two accepts of one link cannot both win.
-        let current = store::get(&mut *tx, &row.id).await?.ok_or_else(not_found)?;
+        let current = store::get(write.conn(), &row.id).await?.ok_or_else(not_found)?;
         if current.status != "pending" {
             return Err(ApiError::new(ErrorReason::InvitationUsed, "this invitation was already accepted"));
         }
-        let revision = next_revision(&mut tx).await?;
         // An administrator may have deactivated or deleted the invitee meanwhile: the link
         // must not bring the account back.
-        if !accounts::activate_invited(&mut tx, &row.account_id, &name, &hash).await? {
+        if !accounts::activate_invited(write.tx(), &row.account_id, &name, &hash).await? {
             return Err(ApiError::new(
                 ErrorReason::InvitationRevoked,
                 "this invitation is no longer valid; ask for a new one",
             ));
         }
-        store::set_status(&mut tx, &row.id, "accepted").await?;
-        store::reissue(&mut tx, &row.id, None, 0).await?;
-        sessions::bump_generation(&mut tx).await?;
-        let account = accounts::get(&mut *tx, &row.account_id).await?.ok_or_else(not_found)?;
-        let after = store::get(&mut *tx, &row.id).await?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&account), invitation_upserted(&after)]).await?;
-        let audit = Audit::new(anonymous(&row.email), &ip, "invitation.accept", "invitation", &row.id)
-            .tenant(&row.tenant_id)
-            .after(json(&after));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        store::set_status(write.tx(), &row.id, "accepted").await?;
+        store::reissue(write.tx(), &row.id, None, 0).await?;
+        sessions::bump_generation(write.tx()).await?;
+        let account = accounts::get(write.conn(), &row.account_id).await?.ok_or_else(not_found)?;
+        let after = store::get(write.conn(), &row.id).await?.ok_or_else(not_found)?;
+        write.changes([upserted(&account), invitation_upserted(&after)]);
+        write.audit(
+            audit(anonymous(&row.email), &ip, "invitation.accept", "invitation", &row.id)
+                .tenant(&row.tenant_id)
+                .after(invitation_json(&after))
+                .build(),
+        );
+        let revision = write.commit().await?;
         // Login refuses an account whose membership has not reached tenancy-svc yet. The
         // invitation's delivery normally landed long ago, but one accepted right after it was
         // made (or while tenancy was down) must not answer "accepted" and then refuse the login

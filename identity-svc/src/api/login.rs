@@ -21,22 +21,23 @@ use tether_runtime::{
     ApiError,
     access::Caller,
     db::now_micros,
-    events::{current_revision, next_revision, record_audit, record_changes},
+    events::{current_revision, record_audit_only},
 };
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE, STEP_ENROLLMENT, STEP_SECOND_FACTOR,
+    convert::{self, bounded, session_revoked, upserted},
 };
 use crate::{
     auth::CachedSession,
     domain::{
         Email,
         account::{self, Status, parse_id, parse_password},
+        login::{self, Candidate, Locked, LoginFailure},
         password, tokens,
     },
-    events::{Audit, anonymous},
+    events::{Write, anonymous, audit},
     store::{
         accounts::{self as accounts, AccountRow},
         lockouts::{self, Kind},
@@ -60,16 +61,6 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 4)
 }
 
-/// `raw`, trimmed; INVALID_ARGUMENT (FIELD_TOO_LONG, naming the field) over `max` characters.
-pub(super) fn bounded(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
-    if raw.chars().count() > max {
-        return Err(
-            ApiError::new(ErrorReason::FieldTooLong, format!("{field} is too long")).with_metadata("field", field)
-        );
-    }
-    Ok(raw.trim().to_owned())
-}
-
 /// An IP address (the subject of an IP lockout), trimmed: INVALID_ARGUMENT naming the field if
 /// it is missing or not an address.
 fn parse_ip(field: &'static str, raw: &str) -> Result<String, ApiError> {
@@ -84,23 +75,6 @@ fn parse_ip(field: &'static str, raw: &str) -> Result<String, ApiError> {
             .with_metadata("field", field));
     }
     Ok(trimmed)
-}
-
-/// Which brute-force limit stopped a credential check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Locked {
-    Ip,
-    Account,
-}
-
-impl Locked {
-    /// The login-failure reason on the audit trail.
-    pub(super) fn audit_reason(self) -> &'static str {
-        match self {
-            Locked::Ip => "IP_LOCKED",
-            Locked::Account => "ACCOUNT_LOCKED",
-        }
-    }
 }
 
 /// What [`Identity::credential_lockout`] found.
@@ -151,10 +125,9 @@ impl Identity {
         // An address over its limit is refused outright; a locked account still pays for a
         // verification below, so the answer time says nothing.
         if gate.locked == Some(Locked::Ip) {
-            self.audit_login_failure(&email_raw, &ip, None, "IP_LOCKED").await?;
+            self.audit_login_failure(&email_raw, &ip, None, LoginFailure::IpLocked).await?;
             return Err(address_locked());
         }
-        let reason = gate.locked.map(Locked::audit_reason);
         let had_failures = gate.account_had_failures && account.is_some();
         // Always pay for one verification (the dummy hash for unknown emails), so the answer
         // time says nothing about which emails exist.
@@ -162,19 +135,13 @@ impl Identity {
         let plain = if too_long { String::new() } else { r.password.clone() };
         let verified =
             self.hasher.verify(&plain, account.as_ref().and_then(|a| a.password_hash.as_deref())).await? && !too_long;
-        let reason = reason.or(match &account {
-            None => Some("UNKNOWN_EMAIL"),
-            // An invitee has no password yet: say so on the trail rather than "wrong password".
-            Some(a) if a.status == Status::Pending && a.password_hash.is_none() => Some("INVITATION_NOT_ACCEPTED"),
-            Some(_) if !verified => Some("WRONG_PASSWORD"),
-            Some(a) if a.status == Status::Pending => Some("INVITATION_NOT_ACCEPTED"),
-            Some(a) if a.status == Status::Suspended => Some("USER_SUSPENDED"),
-            // The membership is not yet in tenancy-svc: never a loginable user without one.
-            Some(a) if !a.provisioned => Some("MEMBERSHIP_PENDING"),
-            Some(_) => None,
+        let candidate = account.as_ref().map(|a| Candidate {
+            status: a.status,
+            has_password: a.password_hash.is_some(),
+            provisioned: a.provisioned,
         });
-        if let Some(reason) = reason {
-            if matches!(reason, "UNKNOWN_EMAIL" | "WRONG_PASSWORD" | "INVITATION_NOT_ACCEPTED") {
+        if let Err(reason) = login::password_verdict(gate.locked, candidate.as_ref(), verified) {
+            if reason.counts_as_guess() {
                 lockouts::record_failure(self.db.pool(), Kind::Ip, &ip, &self.config.ip_lockout, now).await?;
                 lockouts::record_failure(
                     self.db.pool(),
@@ -209,7 +176,7 @@ impl Identity {
             };
             if !self.verify_second_factor(&account.id, totp_code, recovery).await? {
                 self.count_failure(&account.id, &ip).await?;
-                self.audit_login_failure(&email_raw, &ip, Some(&account), "SECOND_FACTOR_INVALID").await?;
+                self.audit_login_failure(&email_raw, &ip, Some(&account), LoginFailure::SecondFactorInvalid).await?;
                 return Err(login_failed());
             }
             second_factor_done = true;
@@ -219,7 +186,7 @@ impl Identity {
             Err(e) => {
                 // Failed closed (tenancy-svc could not tell the roles): on the trail too.
                 if e.code() == tonic::Code::Unavailable {
-                    self.audit_login_failure(&email_raw, &ip, Some(&account), "ROLES_UNAVAILABLE").await?;
+                    self.audit_login_failure(&email_raw, &ip, Some(&account), LoginFailure::RolesUnavailable).await?;
                 }
                 return Err(e);
             }
@@ -232,14 +199,14 @@ impl Identity {
         email: &str,
         ip: &str,
         account: Option<&AccountRow>,
-        reason: &str,
+        reason: LoginFailure,
     ) -> Result<(), ApiError> {
+        let reason = convert::login_failure_reason(reason);
         let id = account.map(|a| a.id.as_str()).unwrap_or_default();
         let email: String = email.chars().take(256).collect();
-        let event = Audit::new(anonymous(&email), ip, "auth.login", "user", id).failed(reason).build();
-        let mut tx = self.db.begin_write().await?;
-        record_audit(&mut tx, &[event]).await?;
-        tx.commit().await.map_err(ApiError::from)
+        let event = audit(anonymous(&email), ip, "auth.login", "user", id).failed(reason).build();
+        record_audit_only(&self.db, [event]).await?;
+        Ok(())
     }
 
     /// After the password, in order: the second factor (if on), a password change (if
@@ -258,11 +225,11 @@ impl Identity {
             return Err(login_failed());
         }
         let kind = if a.totp_enabled && !second_factor_done {
-            Some(super::two_factor::STEP_SECOND_FACTOR)
+            Some(STEP_SECOND_FACTOR)
         } else if a.must_change_password {
             Some(if second_factor_done { STEP_PASSWORD_CHANGE_2FA } else { STEP_PASSWORD_CHANGE })
         } else if !a.totp_enabled && self.requires_two_factor(a).await? {
-            Some(super::two_factor::STEP_ENROLLMENT)
+            Some(STEP_ENROLLMENT)
         } else {
             None
         };
@@ -277,16 +244,17 @@ impl Identity {
                 expires_at,
                 used: false,
             };
+            // A step token only: no streamed state, and the login is audited when it ends.
             let mut tx = self.db.begin_write().await?;
             sessions::insert_step(&mut tx, &tokens::digest(&token), &step).await?;
             let revision = current_revision(&mut *tx).await?;
             tx.commit().await?;
             let outcome = match kind {
-                super::two_factor::STEP_SECOND_FACTOR => Outcome::SecondFactorRequired(pb::SecondFactorRequired {
+                STEP_SECOND_FACTOR => Outcome::SecondFactorRequired(pb::SecondFactorRequired {
                     challenge_token: token,
                     expires_at: convert::ts(expires_at),
                 }),
-                super::two_factor::STEP_ENROLLMENT => Outcome::EnrollmentRequired(pb::EnrollmentRequired {
+                STEP_ENROLLMENT => Outcome::EnrollmentRequired(pb::EnrollmentRequired {
                     enrollment_token: token,
                     expires_at: convert::ts(expires_at),
                 }),
@@ -319,6 +287,7 @@ impl Identity {
     }
 
     pub(super) async fn consume_step(&self, raw: &str) -> Result<(), ApiError> {
+        // Marks a step token used: no streamed state, and the step it completes is audited.
         let mut tx = self.db.begin_write().await?;
         sessions::use_step(&mut tx, &tokens::digest(raw)).await?;
         tx.commit().await.map_err(ApiError::from)
@@ -376,19 +345,15 @@ impl Identity {
             user_agent: ua.to_owned(),
             second_factor_verified,
         };
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut write = Write::begin(&self.db).await?;
         let ended = if self.config.sessions.single_session {
-            sessions::revoke_all(&mut tx, &a.id, None).await?
+            sessions::revoke_all(write.tx(), &a.id, None).await?
         } else {
             Vec::new()
         };
-        sessions::insert(&mut tx, &tokens::digest(&token), &row).await?;
-        accounts::record_login(&mut tx, &a.id, now).await?;
-        if !ended.is_empty() {
-            let changes = ended.iter().map(|s| session_revoked(s, &a.id)).collect();
-            record_changes(&mut tx, revision, changes).await?;
-        }
+        sessions::insert(write.tx(), &tokens::digest(&token), &row).await?;
+        accounts::record_login(write.tx(), &a.id, now).await?;
+        write.changes(ended.iter().map(|s| session_revoked(s, &a.id)));
         let actor = tether_proto::common::v1::Actor {
             kind: tether_proto::common::v1::ActorKind::User as i32,
             user_id: a.id.clone(),
@@ -398,12 +363,13 @@ impl Identity {
             session_id: row.id.clone(),
             system_name: String::new(),
         };
-        let audit = Audit::new(actor, ip, "auth.login", "session", &row.id)
-            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        // The revision is in the login's consistency token: followers hear of it at once.
-        self.feed.notify();
+        write.audit(
+            audit(actor, ip, "auth.login", "session", &row.id)
+                .metadata(serde_json::json!({ "sessions_ended": ended.len() }))
+                .build(),
+        );
+        // The revision is in the login's consistency token: the commit tells followers at once.
+        let revision = write.commit().await?;
         if !ended.is_empty() {
             self.sessions_changed().await;
         }
@@ -440,21 +406,18 @@ impl Identity {
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await?;
+        let mut write = Write::begin(&self.db).await?;
         // Used up first: a second call with the same token finds it used.
-        let still = sessions::find_step(&mut tx, &digest, kind).await?;
+        let still = sessions::find_step(write.tx(), &digest, kind).await?;
         if still.is_none_or(|s| s.used) {
             return Err(invalid());
         }
-        sessions::use_step(&mut tx, &digest).await?;
-        let revision = next_revision(&mut tx).await?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
-        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(invalid)?;
-        record_changes(&mut tx, revision, vec![upserted(&after)]).await?;
-        let audit = Audit::new(anonymous(&email), &step.client_ip, "user.password_change", "user", &a.id);
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        sessions::use_step(write.tx(), &digest).await?;
+        accounts::set_password(write.tx(), &a.id, &hash, false).await?;
+        let after = accounts::get(write.conn(), &a.id).await?.ok_or_else(invalid)?;
+        write.change(upserted(&after));
+        write.audit(audit(anonymous(&email), &step.client_ip, "user.password_change", "user", &a.id).build());
+        write.commit().await?;
         let (outcome, revision) =
             self.next_step(&after, &step.client_ip, &step.user_agent, kind == STEP_PASSWORD_CHANGE_2FA).await?;
         Ok(pb::CompletePasswordChangeResponse { outcome: Some(outcome), consistency_token: convert::token(revision) })
@@ -528,22 +491,20 @@ impl Identity {
         ids: &[String],
         action: &str,
     ) -> Result<u64, ApiError> {
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut write = Write::begin(&self.db).await?;
         let mut ended = Vec::new();
         for id in ids {
-            if sessions::revoke(&mut tx, id).await? {
+            if sessions::revoke(write.tx(), id).await? {
                 ended.push(id.clone());
             }
         }
-        let changes = ended.iter().map(|s| session_revoked(s, user_id)).collect::<Vec<_>>();
-        if !changes.is_empty() {
-            record_changes(&mut tx, revision, changes).await?;
-        }
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", user_id)
-            .metadata(serde_json::json!({ "session_ids": ended }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        write.changes(ended.iter().map(|s| session_revoked(s, user_id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, action, "user", user_id)
+                .metadata(serde_json::json!({ "session_ids": ended }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(revision)
     }
@@ -573,7 +534,8 @@ impl Identity {
         let r = request.get_ref();
         let user_id = self.session_subject(&caller, &r.user_id).await?;
         let size = account::page_size(r.page_size).map_err(convert::input)?;
-        let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
+        let filters = format!("sessions|{:?}", r.user_id);
+        let offset = account::page_offset(&r.page_token, &filters).map_err(convert::input)?;
         let mut rows = sessions::list_live(self.db.pool(), &user_id, now_micros(), size + 1, offset).await?;
         let more = rows.len() > size;
         rows.truncate(size);
@@ -581,7 +543,7 @@ impl Identity {
         let idle = micros(self.config.sessions.idle_timeout);
         Ok(pb::ListSessionsResponse {
             sessions: rows.iter().map(|s| convert::session(s, idle, s.id == current)).collect(),
-            next_page_token: if more { account::page_token(offset + size) } else { String::new() },
+            next_page_token: if more { account::offset_token(&filters, offset + size) } else { String::new() },
         })
     }
 
@@ -609,17 +571,15 @@ impl Identity {
         let r = request.get_ref();
         let user_id = self.session_subject(&caller, &r.user_id).await?;
         let keep = caller.user().filter(|_| r.keep_current).map(|p| p.session_id.clone());
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        let ended = sessions::revoke_all(&mut tx, &user_id, keep.as_deref()).await?;
-        if !ended.is_empty() {
-            let changes = ended.iter().map(|s| session_revoked(s, &user_id)).collect();
-            record_changes(&mut tx, revision, changes).await?;
-        }
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "session.revoke_all", "user", &user_id)
-            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        let ended = sessions::revoke_all(write.tx(), &user_id, keep.as_deref()).await?;
+        write.changes(ended.iter().map(|s| session_revoked(s, &user_id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "session.revoke_all", "user", &user_id)
+                .metadata(serde_json::json!({ "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(pb::RevokeUserSessionsResponse {
             sessions_ended: ended.len() as i32,
@@ -658,22 +618,22 @@ impl Identity {
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
+        let mut write = Write::begin(&self.db).await?;
+        accounts::set_password(write.tx(), &a.id, &hash, false).await?;
         let ended = if r.end_other_sessions {
-            sessions::revoke_all(&mut tx, &a.id, Some(&p.session_id)).await?
+            sessions::revoke_all(write.tx(), &a.id, Some(&p.session_id)).await?
         } else {
             Vec::new()
         };
-        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(unauthenticated)?;
-        let mut changes = vec![upserted(&after)];
-        changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
-        record_changes(&mut tx, revision, changes).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_change", "user", &a.id)
-            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let after = accounts::get(write.conn(), &a.id).await?.ok_or_else(unauthenticated)?;
+        write.change(upserted(&after));
+        write.changes(ended.iter().map(|s| session_revoked(s, &a.id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "user.password_change", "user", &a.id)
+                .metadata(serde_json::json!({ "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(pb::ChangePasswordResponse {
             sessions_ended: ended.len() as i32,
@@ -697,19 +657,19 @@ impl Identity {
         let email = before.email.clone().unwrap_or_default();
         self.check_password("temporary_password", &temporary, &email, &before.display_name, Some(&id)).await?;
         let hash = self.hasher.hash(&temporary).await?;
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        accounts::set_password(&mut tx, &id, &hash, true).await?;
-        let ended = sessions::revoke_all(&mut tx, &id, None).await?;
-        let after = accounts::get(&mut *tx, &id).await?.ok_or_else(unauthenticated)?;
-        let mut changes = vec![upserted(&after)];
-        changes.extend(ended.iter().map(|s| session_revoked(s, &id)));
-        record_changes(&mut tx, revision, changes).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.password_reset", "user", &id)
-            .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
-            .metadata(serde_json::json!({ "method": "temporary_password", "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        accounts::set_password(write.tx(), &id, &hash, true).await?;
+        let ended = sessions::revoke_all(write.tx(), &id, None).await?;
+        let after = accounts::get(write.conn(), &id).await?.ok_or_else(unauthenticated)?;
+        write.change(upserted(&after));
+        write.changes(ended.iter().map(|s| session_revoked(s, &id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "user.password_reset", "user", &id)
+                .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
+                .metadata(serde_json::json!({ "method": "temporary_password", "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(pb::SetTemporaryPasswordResponse {
             user: Some(convert::user(&after)),
@@ -724,7 +684,8 @@ impl Identity {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let size = account::page_size(r.page_size).map_err(convert::input)?;
-        let offset = account::page_offset(&r.page_token).map_err(convert::input)?;
+        let filters = format!("lockouts|{}|{}", r.subject, r.locked_only);
+        let offset = account::page_offset(&r.page_token, &filters).map_err(convert::input)?;
         let mut kind = match pb::LockoutSubject::try_from(r.subject) {
             Ok(pb::LockoutSubject::Account) => Some(Kind::Account),
             Ok(pb::LockoutSubject::ClientIp) => Some(Kind::Ip),
@@ -767,7 +728,7 @@ impl Identity {
         }
         Ok(pb::ListLockoutsResponse {
             lockouts: out,
-            next_page_token: if more { account::page_token(offset + size) } else { String::new() },
+            next_page_token: if more { account::offset_token(&filters, offset + size) } else { String::new() },
         })
     }
 
@@ -794,12 +755,10 @@ impl Identity {
                 return Err(ApiError::new(ErrorReason::FieldRequired, "user_id or client_ip is required"));
             }
         };
-        let mut tx = self.db.begin_write().await?;
-        let cleared = lockouts::clear(&mut *tx, kind, &subject).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "lockout.clear", kind.as_str(), &subject);
-        record_audit(&mut tx, &[audit.build()]).await?;
-        let revision = current_revision(&mut *tx).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        let cleared = lockouts::clear(write.conn(), kind, &subject).await?;
+        write.audit(audit(caller.audit_actor(), &caller.client_ip, "lockout.clear", kind.as_str(), &subject).build());
+        let revision = write.commit().await?;
         Ok(pb::ClearLockoutResponse { cleared, consistency_token: convert::token(revision) })
     }
 }

@@ -22,7 +22,7 @@
 
 mod call_classes;
 pub use call_classes::SERVED;
-mod convert;
+pub(crate) mod convert;
 mod invitations;
 mod login;
 mod resets;
@@ -98,11 +98,11 @@ impl Identity {
         tether_runtime::access::require_service(request.metadata(), self, &self.service_token).await
     }
 
-    /// After a committed change that bumped the revocation generation: tells change-stream
-    /// followers, drops this replica's cached answers, then waits out the generation lease, so
-    /// that once the caller has the answer no replica's next Authenticate can miss the change.
+    /// After a committed change that bumped the revocation generation (its commit already told
+    /// change-stream followers): drops this replica's cached answers, then waits out the
+    /// generation lease, so that once the caller has the answer no replica's next Authenticate
+    /// can miss the change.
     pub async fn sessions_changed(&self) {
-        self.feed.notify();
         self.cache.clear();
         self.generation.wait_out_lease().await;
     }
@@ -260,6 +260,9 @@ pub type Homes = std::collections::HashMap<String, bool>;
 
 pub const PERM_VIEW: &str = "users.view";
 pub const PERM_MANAGE: &str = "users.manage";
+/// Login step kinds (stored with each step token): a second factor is due, or 2FA enrolment.
+pub const STEP_SECOND_FACTOR: &str = "second_factor";
+pub const STEP_ENROLLMENT: &str = "enrollment";
 
 /// For `access::caller`: recognises services only (people are authenticated locally).
 #[tonic::async_trait]

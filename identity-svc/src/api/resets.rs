@@ -12,17 +12,12 @@
 use std::time::Duration;
 
 use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
-use tether_runtime::{
-    ApiError,
-    access::Caller,
-    db::now_micros,
-    events::{current_revision, next_revision, record_audit, record_changes},
-};
+use tether_runtime::{ApiError, access::Caller, db::now_micros};
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE,
+    convert::{self, session_revoked, upserted},
 };
 use crate::{
     domain::{
@@ -30,7 +25,7 @@ use crate::{
         account::{Status, parse_id, parse_password},
         tokens,
     },
-    events::{Audit, anonymous},
+    events::{Write, anonymous, audit},
     store::{
         accounts::{self, AccountRow},
         lockouts, rate_limits, resets, sessions,
@@ -46,14 +41,15 @@ impl Identity {
         let token = tokens::generate().map_err(ApiError::internal)?;
         let expires_at = now_micros() + self.config.invitations.reset_ttl.as_micros() as i64;
         let email = a.email.clone().unwrap_or_default();
-        let mut tx = self.db.begin_write().await?;
-        resets::issue(&mut tx, &a.id, &tokens::digest(&token), expires_at).await?;
+        let mut write = Write::begin(&self.db).await?;
+        resets::issue(write.tx(), &a.id, &tokens::digest(&token), expires_at).await?;
         let actor = caller.map(|c| c.audit_actor()).unwrap_or_else(|| anonymous(&email));
-        let audit = Audit::new(actor, ip, "user.password_reset_link", "user", &a.id)
-            .tenant(a.primary_tenant_id.as_deref().unwrap_or_default());
-        record_audit(&mut tx, &[audit.build()]).await?;
-        let revision = current_revision(&mut *tx).await?;
-        tx.commit().await?;
+        write.audit(
+            audit(actor, ip, "user.password_reset_link", "user", &a.id)
+                .tenant(a.primary_tenant_id.as_deref().unwrap_or_default())
+                .build(),
+        );
+        let revision = write.commit().await?;
         let body = format!(
             "Hello {},\n\nOpen this link to choose a new password (it expires in {} minutes and works once):\n\n{}{}\n",
             a.display_name,
@@ -156,21 +152,21 @@ impl Identity {
         let email = a.email.clone().unwrap_or_default();
         self.check_password("new_password", &new_password, &email, &a.display_name, Some(&a.id)).await?;
         let hash = self.hasher.hash(&new_password).await?;
-        let mut tx = self.db.begin_write().await?;
-        if !resets::use_up(&mut tx, &digest).await? {
+        let mut write = Write::begin(&self.db).await?;
+        if !resets::use_up(write.tx(), &digest).await? {
             return Err(ApiError::new(ErrorReason::PasswordResetUsed, "the reset link was already used"));
         }
-        let revision = next_revision(&mut tx).await?;
-        accounts::set_password(&mut tx, &a.id, &hash, false).await?;
-        let ended = sessions::revoke_all(&mut tx, &a.id, None).await?;
-        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(malformed)?;
-        let mut changes = vec![upserted(&after)];
-        changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
-        record_changes(&mut tx, revision, changes).await?;
-        let audit = Audit::new(anonymous(&email), &ip, "user.password_reset", "user", &a.id)
-            .metadata(serde_json::json!({ "method": "link", "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        accounts::set_password(write.tx(), &a.id, &hash, false).await?;
+        let ended = sessions::revoke_all(write.tx(), &a.id, None).await?;
+        let after = accounts::get(write.conn(), &a.id).await?.ok_or_else(malformed)?;
+        write.change(upserted(&after));
+        write.changes(ended.iter().map(|s| session_revoked(s, &a.id)));
+        write.audit(
+            audit(anonymous(&email), &ip, "user.password_reset", "user", &a.id)
+                .metadata(serde_json::json!({ "method": "link", "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         lockouts::clear(self.db.pool(), lockouts::Kind::Account, &a.id).await?;
         self.sessions_changed().await;
         Ok(pb::ResetPasswordResponse { user_id: a.id, consistency_token: convert::token(revision) })

@@ -22,26 +22,22 @@
 //!    in force, login never calls tenancy.
 
 use tether_proto::{common::v1::ErrorReason, identity::v1 as pb};
-use tether_runtime::{
-    ApiError,
-    access::Caller,
-    db::now_micros,
-    events::{current_revision, next_revision, record_audit, record_changes},
-};
+use tether_runtime::{ApiError, access::Caller, db::now_micros};
 use tonic::Request;
 
 use super::{
-    Identity, PERM_MANAGE, PERM_VIEW, convert,
-    users::{session_revoked, upserted},
+    Identity, PERM_MANAGE, PERM_VIEW, STEP_ENROLLMENT, STEP_SECOND_FACTOR,
+    convert::{self, session_revoked, upserted},
 };
 use crate::{
     domain::{
         account::parse_id,
+        login::LoginFailure,
         tokens, totp,
         totp_keys::KeyError,
         two_factor::{HeldRole, RoleRequirement},
     },
-    events::Audit,
+    events::{Write, audit},
     store::{
         accounts::{self, AccountRow},
         lockouts, sessions,
@@ -49,8 +45,6 @@ use crate::{
     },
 };
 
-pub const STEP_SECOND_FACTOR: &str = "second_factor";
-pub const STEP_ENROLLMENT: &str = "enrollment";
 /// An unconfirmed enrollment lapses after this long.
 const ENROLLMENT_TTL_MICROS: i64 = 10 * 60 * 1_000_000;
 const ISSUER: &str = "Tether";
@@ -147,12 +141,14 @@ impl Identity {
             let Some(step) = totp::verify(&secret, code, unix_seconds(), row.last_used_step) else {
                 return Ok(false);
             };
+            // Replay bookkeeping: no streamed state, nothing to audit (the caller audits the outcome).
             let mut tx = self.db.begin_write().await?;
             let fresh = store::use_step(&mut tx, account_id, step).await?;
             tx.commit().await?;
             return Ok(fresh);
         }
         if let Some(code) = recovery_code {
+            // As above: the code is used up; the caller audits the outcome.
             let mut tx = self.db.begin_write().await?;
             let used = store::use_recovery(&mut tx, account_id, &recovery_hash(code)).await?;
             tx.commit().await?;
@@ -176,10 +172,10 @@ impl Identity {
         // allow unlimited guesses.
         let gate = self.credential_lockout(&step.account_id, &step.client_ip).await?;
         let failure = match gate.locked {
-            Some(locked) => Some(locked.audit_reason()),
+            Some(locked) => Some(LoginFailure::from(locked)),
             None if !self.verify_second_factor(&step.account_id, totp_code, recovery).await? => {
                 self.count_failure(&step.account_id, &step.client_ip).await?;
-                Some("SECOND_FACTOR_INVALID")
+                Some(LoginFailure::SecondFactorInvalid)
             }
             None => None,
         };
@@ -223,11 +219,11 @@ impl Identity {
         let sealed = self.config.totp_keys.seal(&a.id, &secret).map_err(ApiError::internal)?;
         let expires_at = now_micros() + ENROLLMENT_TTL_MICROS;
         store::begin(self.db.pool(), &a.id, &sealed, expires_at).await?;
-        Ok(pb::BeginTotpEnrollmentResponse {
-            otpauth_uri: totp::otpauth_uri(ISSUER, a.email.as_deref().unwrap_or_default(), &secret),
-            secret,
-            expires_at: convert::ts(expires_at),
-        })
+        // An account without an email is labelled by its id (the URI needs an account name).
+        let label = a.email.clone().unwrap_or_else(|| a.id.clone());
+        let otpauth_uri = totp::otpauth_uri(ISSUER, &label, &secret).map_err(ApiError::internal)?;
+        let qr_code_svg = totp::qr_svg(&otpauth_uri).map_err(ApiError::internal)?;
+        Ok(pb::BeginTotpEnrollmentResponse { otpauth_uri, qr_code_svg, secret, expires_at: convert::ts(expires_at) })
     }
 
     pub async fn confirm_totp_enrollment(
@@ -247,24 +243,23 @@ impl Identity {
         };
         let codes = totp::recovery_codes().map_err(ApiError::internal)?;
         let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(c)).collect();
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        store::confirm(&mut tx, &a.id, &hashes).await?;
-        store::use_step(&mut tx, &a.id, used_step).await?;
+        let mut write = Write::begin(&self.db).await?;
+        store::confirm(write.tx(), &a.id, &hashes).await?;
+        store::use_step(write.tx(), &a.id, used_step).await?;
         // Principals carry the 2FA state.
-        sessions::bump_generation(&mut tx).await?;
-        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(|| ApiError::internal("account vanished"))?;
-        record_changes(&mut tx, revision, vec![upserted(&after)]).await?;
+        sessions::bump_generation(write.tx()).await?;
+        let after = accounts::get(write.conn(), &a.id).await?.ok_or_else(|| ApiError::internal("account vanished"))?;
+        write.change(upserted(&after));
         let ip = step.as_ref().map(|s| s.client_ip.clone()).unwrap_or_default();
-        let audit = Audit::new(
+        let mut event = audit(
             crate::events::anonymous(after.email.as_deref().unwrap_or_default()),
             &ip,
             "user.2fa_enable",
             "user",
             &a.id,
-        );
-        let mut audit = audit.build();
-        audit.actor = Some(tether_proto::common::v1::Actor {
+        )
+        .build();
+        event.actor = Some(tether_proto::common::v1::Actor {
             kind: tether_proto::common::v1::ActorKind::User as i32,
             user_id: a.id.clone(),
             display_name: a.display_name.clone(),
@@ -272,9 +267,8 @@ impl Identity {
             is_msp_staff: a.is_msp_staff,
             ..Default::default()
         });
-        record_audit(&mut tx, &[audit]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        write.audit(event);
+        let revision = write.commit().await?;
         let mut outcome = None;
         let mut last = revision;
         if let Some(step) = step {
@@ -345,23 +339,23 @@ impl Identity {
         action: &str,
         end_sessions: bool,
     ) -> Result<u64, ApiError> {
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        store::remove(&mut tx, &a.id).await?;
+        let mut write = Write::begin(&self.db).await?;
+        store::remove(write.tx(), &a.id).await?;
         let ended = if end_sessions {
-            sessions::revoke_all(&mut tx, &a.id, None).await?
+            sessions::revoke_all(write.tx(), &a.id, None).await?
         } else {
-            sessions::bump_generation(&mut tx).await?;
+            sessions::bump_generation(write.tx()).await?;
             Vec::new()
         };
-        let after = accounts::get(&mut *tx, &a.id).await?.ok_or_else(|| ApiError::internal("account vanished"))?;
-        let mut changes = vec![upserted(&after)];
-        changes.extend(ended.iter().map(|s| session_revoked(s, &a.id)));
-        record_changes(&mut tx, revision, changes).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", &a.id)
-            .metadata(serde_json::json!({ "sessions_ended": ended.len() }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let after = accounts::get(write.conn(), &a.id).await?.ok_or_else(|| ApiError::internal("account vanished"))?;
+        write.change(upserted(&after));
+        write.changes(ended.iter().map(|s| session_revoked(s, &a.id)));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, action, "user", &a.id)
+                .metadata(serde_json::json!({ "sessions_ended": ended.len() }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(revision)
     }
@@ -390,12 +384,10 @@ impl Identity {
         }
         let codes = totp::recovery_codes().map_err(ApiError::internal)?;
         let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(c)).collect();
-        let mut tx = self.db.begin_write().await?;
-        store::replace_codes(&mut tx, &a.id, &hashes).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.2fa_recovery_codes", "user", &a.id);
-        record_audit(&mut tx, &[audit.build()]).await?;
-        let revision = current_revision(&mut *tx).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        store::replace_codes(write.tx(), &a.id, &hashes).await?;
+        write.audit(audit(caller.audit_actor(), &caller.client_ip, "user.2fa_recovery_codes", "user", &a.id).build());
+        let revision = write.commit().await?;
         Ok(pb::RegenerateRecoveryCodesResponse { recovery_codes: codes, consistency_token: convert::token(revision) })
     }
 
@@ -477,14 +469,21 @@ impl Identity {
         {
             policy.in_force_from = previous.in_force_from;
         }
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        store::set_policy(&mut tx, &policy).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "settings.2fa_policy", "policy", if scope.is_empty() { "platform" } else { &scope })
-            .tenant(&scope)
-            .after(serde_json::json!({ "require_all": policy.require_all, "required_roles": policy.required_roles, "require_msp_staff": policy.require_msp_staff, "grace_ms": grace_ms }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        let mut write = Write::begin(&self.db).await?;
+        store::set_policy(write.tx(), &policy).await?;
+        let resource = if scope.is_empty() { "platform" } else { &scope };
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "settings.2fa_policy", "policy", resource)
+                .tenant(&scope)
+                .after(serde_json::json!({
+                    "require_all": policy.require_all,
+                    "required_roles": policy.required_roles,
+                    "require_msp_staff": policy.require_msp_staff,
+                    "grace_ms": grace_ms,
+                }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         Ok(pb::SetTwoFactorPolicyResponse {
             policy: Some(Self::policy_proto(&policy)),
             consistency_token: convert::token(revision),

@@ -25,18 +25,21 @@ use tether_runtime::{
     db::Database,
     events::{
         consistency::{self, merge},
-        current_revision, next_revision, record_audit, record_changes,
+        current_revision,
     },
 };
 use tonic::Request;
 
-use super::{Identity, PERM_MANAGE, PERM_VIEW, convert};
+use super::{
+    Identity, PERM_MANAGE, PERM_VIEW,
+    convert::{self, session_revoked, upserted},
+};
 use crate::{
     domain::{
         account::{self, NewUser, Status, UserCursor, UserEdit, UserQuery, parse_id},
         policy::PersonalInfo,
     },
-    events::Audit,
+    events::{Write, audit},
     store::{
         accounts::{self as store, AccountRow},
         intents, sessions,
@@ -53,23 +56,6 @@ fn refused(decision: RoleGrantDecision) -> ApiError {
     ApiError::new(reason, decision.summary)
 }
 
-pub fn upserted(a: &AccountRow) -> pb::IdentityChange {
-    pb::IdentityChange {
-        change: Some(pb::identity_change::Change::UserUpserted(pb::UserUpserted { user: Some(convert::user(a)) })),
-        ..Default::default()
-    }
-}
-
-pub fn session_revoked(session_id: &str, user_id: &str) -> pb::IdentityChange {
-    pb::IdentityChange {
-        change: Some(pb::identity_change::Change::SessionRevoked(pb::SessionRevoked {
-            session_id: session_id.to_owned(),
-            user_id: user_id.to_owned(),
-        })),
-        ..Default::default()
-    }
-}
-
 /// The Watch snapshot: every live user, read with the revision in one consistent view.
 pub async fn snapshot(db: Database) -> Result<(u64, Vec<pb::IdentityChange>), ApiError> {
     let mut tx = db.begin_snapshot().await?;
@@ -78,7 +64,7 @@ pub async fn snapshot(db: Database) -> Result<(u64, Vec<pb::IdentityChange>), Ap
     let pending = crate::store::invitations::all_pending(&mut tx).await?;
     tx.commit().await?;
     let mut items: Vec<pb::IdentityChange> = rows.iter().map(upserted).collect();
-    items.extend(pending.iter().map(super::invitations::invitation_upserted));
+    items.extend(pending.iter().map(convert::invitation_upserted));
     Ok((revision, items))
 }
 
@@ -130,13 +116,12 @@ impl Identity {
         self.ensure_email_free(&new.email.normalized(), None).await?;
         let hash = self.hasher.hash(&new.password).await?;
 
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut write = Write::begin(&self.db).await?;
         let primary = (!new.is_msp_staff).then_some(tenant.as_str());
-        let id = match store::insert_new(&mut tx, &new, primary, &hash).await {
+        let id = match store::insert_new(write.tx(), &new, primary, &hash).await {
             Ok(id) => id,
             Err(e) if store::is_unique_violation(&e) => {
-                drop(tx);
+                drop(write);
                 // A concurrent call with the same request_id won the race: answer as its retry.
                 if let Some(done) = self.created_before(&caller, new.request_id).await? {
                     return Ok(done);
@@ -145,16 +130,17 @@ impl Identity {
             }
             Err(e) => return Err(convert::db(e)),
         };
-        intents::insert(&mut tx, &id, intents::Op::Add, &tenant, &new.role).await?;
-        let row = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&row)]).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.create", "user", &id)
-            .tenant(&tenant)
-            .after(convert::user_json(&row))
-            .metadata(serde_json::json!({ "role": new.role, "tenant_id": tenant }));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
-        self.feed.notify();
+        intents::insert(write.tx(), &id, intents::Op::Add, &tenant, &new.role).await?;
+        let row = store::get(write.conn(), &id).await?.ok_or_else(not_found)?;
+        write.change(upserted(&row));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "user.create", "user", &id)
+                .tenant(&tenant)
+                .after(convert::user_json(&row))
+                .metadata(serde_json::json!({ "role": new.role, "tenant_id": tenant }))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.relay.poke();
         let membership = self.membership_in_place(&id).await?;
         Ok(pb::CreateUserResponse {
@@ -343,7 +329,7 @@ impl Identity {
                 .last()
                 .filter(|_| more)
                 .and_then(|u| UserCursor::after(query.sort, &u.display_name, u.last_login_at, u.created_at, &u.id))
-                .map(|c| c.token())
+                .map(|c| account::page_token(&query.filters, &c.token()))
                 .unwrap_or_default(),
         })
     }
@@ -366,9 +352,8 @@ impl Identity {
         if let Some(email) = &edit.email {
             self.ensure_email_free(&email.normalized(), Some(&id)).await?;
         }
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        match store::apply_edit(&mut tx, &id, &edit).await {
+        let mut write = Write::begin(&self.db).await?;
+        match store::apply_edit(write.tx(), &id, &edit).await {
             Ok(()) => {}
             Err(e) if store::is_unique_violation(&e) => {
                 return Err(ApiError::new(ErrorReason::EmailTaken, "the email is taken"));
@@ -377,18 +362,20 @@ impl Identity {
         }
         if edit.email.is_some() {
             // Links sent to the old address must not work any more.
-            crate::store::resets::void_all(&mut tx, &id).await?;
+            crate::store::resets::void_all(write.tx(), &id).await?;
         }
         // Name and email travel in cached principals.
-        sessions::bump_generation(&mut tx).await?;
-        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
-        record_changes(&mut tx, revision, vec![upserted(&after)]).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.update", "user", &id)
-            .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
-            .before(convert::user_json(&before))
-            .after(convert::user_json(&after));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        sessions::bump_generation(write.tx()).await?;
+        let after = store::get(write.conn(), &id).await?.ok_or_else(not_found)?;
+        write.change(upserted(&after));
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "user.update", "user", &id)
+                .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
+                .before(convert::user_json(&before))
+                .after(convert::user_json(&after))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok(pb::UpdateUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })
     }
@@ -465,23 +452,21 @@ impl Identity {
             let revision = current_revision(self.db.pool()).await?;
             return Ok((before, revision));
         }
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        store::set_status(&mut tx, id, to).await?;
-        let ended = sessions::revoke_all(&mut tx, id, None).await?;
-        let after = store::get(&mut *tx, id).await?.ok_or_else(not_found)?;
-        let mut changes = vec![upserted(&after)];
-        changes.extend(ended.iter().map(|s| session_revoked(s, id)));
-        record_changes(&mut tx, revision, changes).await?;
-        let mut audit = Audit::new(caller.audit_actor(), &caller.client_ip, action, "user", id)
+        let mut write = Write::begin(&self.db).await?;
+        store::set_status(write.tx(), id, to).await?;
+        let ended = sessions::revoke_all(write.tx(), id, None).await?;
+        let after = store::get(write.conn(), id).await?.ok_or_else(not_found)?;
+        write.change(upserted(&after));
+        write.changes(ended.iter().map(|s| session_revoked(s, id)));
+        let mut event = audit(caller.audit_actor(), &caller.client_ip, action, "user", id)
             .tenant(after.primary_tenant_id.as_deref().unwrap_or_default())
             .before(convert::user_json(&before))
             .after(convert::user_json(&after));
         if !note.is_empty() {
-            audit = audit.metadata(serde_json::json!({ "reason": note, "sessions_ended": ended.len() }));
+            event = event.metadata(serde_json::json!({ "reason": note, "sessions_ended": ended.len() }));
         }
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        write.audit(event.build());
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         Ok((after, revision))
     }
@@ -523,28 +508,28 @@ impl Identity {
         if !before.is_msp_staff {
             self.check_roles_removable(&caller, &before).await?;
         }
-        let mut tx = self.db.begin_write().await?;
-        let revision = next_revision(&mut tx).await?;
-        let ended = sessions::revoke_all(&mut tx, &id, None).await?;
-        let revoked = crate::store::invitations::revoke_pending_of(&mut tx, &id).await?;
-        store::tombstone(&mut tx, &id).await?;
-        intents::insert(&mut tx, &id, intents::Op::Clear, "", "").await?;
-        let after = store::get(&mut *tx, &id).await?.ok_or_else(not_found)?;
-        let mut changes: Vec<pb::IdentityChange> = ended.iter().map(|s| session_revoked(s, &id)).collect();
-        changes.extend(revoked.iter().map(super::invitations::invitation_upserted));
-        changes.push(pb::IdentityChange {
+        let mut write = Write::begin(&self.db).await?;
+        let ended = sessions::revoke_all(write.tx(), &id, None).await?;
+        let revoked = crate::store::invitations::revoke_pending_of(write.tx(), &id).await?;
+        store::tombstone(write.tx(), &id).await?;
+        intents::insert(write.tx(), &id, intents::Op::Clear, "", "").await?;
+        let after = store::get(write.conn(), &id).await?.ok_or_else(not_found)?;
+        write.changes(ended.iter().map(|s| session_revoked(s, &id)));
+        write.changes(revoked.iter().map(convert::invitation_upserted));
+        write.change(pb::IdentityChange {
             change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
                 user_id: id.clone(),
                 display_name: after.display_name.clone(),
             })),
             ..Default::default()
         });
-        record_changes(&mut tx, revision, changes).await?;
-        let audit = Audit::new(caller.audit_actor(), &caller.client_ip, "user.delete", "user", &id)
-            .tenant(before.primary_tenant_id.as_deref().unwrap_or_default())
-            .before(convert::user_json(&before));
-        record_audit(&mut tx, &[audit.build()]).await?;
-        tx.commit().await?;
+        write.audit(
+            audit(caller.audit_actor(), &caller.client_ip, "user.delete", "user", &id)
+                .tenant(before.primary_tenant_id.as_deref().unwrap_or_default())
+                .before(convert::user_json(&before))
+                .build(),
+        );
+        let revision = write.commit().await?;
         self.sessions_changed().await;
         self.relay.poke();
         Ok(pb::DeleteUserResponse { user: Some(convert::user(&after)), consistency_token: convert::token(revision) })

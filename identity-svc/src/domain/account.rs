@@ -219,6 +219,8 @@ pub struct UserQuery {
     pub text: Option<String>,
     pub sort: Sort,
     pub include_deleted: bool,
+    /// The request's fields a page token is bound to.
+    pub filters: String,
 }
 
 pub fn page_size(raw: i32) -> Result<usize, InputError> {
@@ -227,19 +229,33 @@ pub fn page_size(raw: i32) -> Result<usize, InputError> {
         .map_err(|e| InputError::new(e.reason, "page_size", e.message))
 }
 
-/// Page tokens are `o<offset>`; anything else is INVALID_PAGE_TOKEN.
-pub fn page_offset(raw: &str) -> Result<usize, InputError> {
-    if raw.is_empty() {
-        return Ok(0);
-    }
-    raw.strip_prefix('o')
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n <= 10_000_000)
-        .ok_or_else(|| InputError::new(ErrorReason::InvalidPageToken, "page_token", "the page token is not valid"))
+fn invalid_page_token() -> InputError {
+    InputError::new(ErrorReason::InvalidPageToken, "page_token", "the page token is not valid for this request")
 }
 
-pub fn page_token(offset: usize) -> String {
-    format!("o{offset}")
+/// The cursor in a page token (the contract's opaque token, bound to the request's other
+/// fields, `filters`): `None` for the first page; a token issued for other filters, or garbled,
+/// is INVALID_PAGE_TOKEN.
+pub fn page_cursor(raw: &str, filters: &str) -> Result<Option<String>, InputError> {
+    values::PageToken::decode("page_token", raw, filters).map_err(|_| invalid_page_token())
+}
+
+/// The token of the page after `cursor`, for a request whose other fields are `filters`.
+pub fn page_token(filters: &str, cursor: &str) -> String {
+    values::PageToken::encode(filters, cursor)
+}
+
+/// The offset a page token of an offset-paged list starts at (0 for the first page).
+pub fn page_offset(raw: &str, filters: &str) -> Result<usize, InputError> {
+    match page_cursor(raw, filters)? {
+        None => Ok(0),
+        Some(n) => n.parse::<usize>().ok().filter(|n| *n <= 10_000_000).ok_or_else(invalid_page_token),
+    }
+}
+
+/// The token of an offset-paged list's page starting at `offset`.
+pub fn offset_token(filters: &str, offset: usize) -> String {
+    page_token(filters, &offset.to_string())
 }
 
 /// The sort key of a name: what name ordering and name search compare, computed here (not by
@@ -335,9 +351,18 @@ impl TryFrom<&pb::ListUsersRequest> for UserQuery {
             Err(_) => return Err(InputError::new(ErrorReason::ValueOutOfRange, "sort", "unknown sort order")),
         };
         let text = parse_text("query", &r.query, 200)?.map(|t| t.to_lowercase());
+        let filters = format!(
+            "users|{:?}|{}|{:?}|{:?}|{:?}|{}|{}",
+            r.tenant_id, r.status, r.two_factor_enabled, r.is_msp_staff, r.query, r.sort, r.include_deleted
+        );
+        let page_size = page_size(r.page_size)?;
+        let after = match page_cursor(&r.page_token, &filters)? {
+            Some(cursor) => UserCursor::parse(&cursor, sort)?,
+            None => None,
+        };
         Ok(Self {
-            page_size: page_size(r.page_size)?,
-            after: UserCursor::parse(&r.page_token, sort)?,
+            page_size,
+            after,
             tenant_id: parse_opt_id("tenant_id", &r.tenant_id)?,
             status,
             two_factor_enabled: r.two_factor_enabled,
@@ -345,6 +370,7 @@ impl TryFrom<&pb::ListUsersRequest> for UserQuery {
             text,
             sort,
             include_deleted: r.include_deleted,
+            filters,
         })
     }
 }
@@ -404,11 +430,30 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
-        assert_eq!(page_offset(&page_token(150)), Ok(150));
-        assert_eq!(page_offset("").unwrap(), 0);
-        assert_eq!(page_offset("zzz").unwrap_err().reason, ErrorReason::InvalidPageToken);
+        assert_eq!(page_offset(&offset_token("f", 150), "f"), Ok(150));
+        assert_eq!(page_offset("", "f").unwrap(), 0);
+        assert_eq!(page_offset("zzz", "f").unwrap_err().reason, ErrorReason::InvalidPageToken);
+        assert_eq!(page_offset("o150", "f").unwrap_err().reason, ErrorReason::InvalidPageToken);
+        assert_eq!(page_offset(&page_token("f", "x"), "f").unwrap_err().reason, ErrorReason::InvalidPageToken);
         assert_eq!(page_size(501), Ok(500), "coerced to the maximum");
         assert_eq!(page_size(-1).unwrap_err().reason, ErrorReason::ValueOutOfRange);
         assert_eq!(page_size(0).unwrap(), 50);
+    }
+
+    #[test]
+    fn a_page_token_is_bound_to_the_filters_it_was_issued_for() {
+        let token = offset_token("sessions|a", 50);
+        assert_eq!(page_offset(&token, "sessions|a"), Ok(50));
+        let e = page_offset(&token, "sessions|b").unwrap_err();
+        assert_eq!((e.reason, e.field), (ErrorReason::InvalidPageToken, "page_token"));
+
+        let request = pb::ListUsersRequest { query: "ann".into(), ..Default::default() };
+        let query = UserQuery::try_from(&request).unwrap();
+        let cursor = UserCursor::after(query.sort, "Ann", None, 0, "3f2b8c1e-9d4a-4b6f-8e2d-1a2b3c4d5e6f").unwrap();
+        let token = page_token(&query.filters, &cursor.token());
+        let next = pb::ListUsersRequest { page_token: token.clone(), ..request.clone() };
+        assert_eq!(UserQuery::try_from(&next).unwrap().after, Some(cursor));
+        let other = pb::ListUsersRequest { page_token: token, query: "bob".into(), ..request };
+        assert_eq!(UserQuery::try_from(&other).unwrap_err().reason, ErrorReason::InvalidPageToken);
     }
 }

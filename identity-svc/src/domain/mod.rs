@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod lockout;
+pub mod login;
 mod names;
 pub mod password;
 pub mod policy;

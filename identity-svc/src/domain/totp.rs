@@ -1,7 +1,6 @@
 //! TOTP (RFC 6238: HMAC-SHA1, 30-second steps, 6 digits) and one-time recovery codes.
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha1::Sha1;
+use totp_rs::{Algorithm, Builder, Secret, Totp, TotpError};
 
 use super::password::HashError;
 
@@ -11,39 +10,25 @@ pub const DIGITS: u32 = 6;
 pub const WINDOW: i64 = 1;
 pub const RECOVERY_CODES: usize = 10;
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// Our parameters with `secret` (raw bytes); `None` for a secret shorter than RFC 4226's 128 bits.
+fn totp(secret: &[u8]) -> Option<Totp> {
+    Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(DIGITS as u8)
+        .with_skew(WINDOW as u16)
+        .with_step_duration(STEP_SECONDS as u64)
+        .with_secret(secret)
+        .build()
+        .ok()
+}
 
 /// RFC 4648 base32 without padding (what authenticator apps expect).
 pub fn base32(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            out.push(BASE32[((buffer >> (bits - 5)) & 31) as usize] as char);
-            bits -= 5;
-        }
-    }
-    if bits > 0 {
-        out.push(BASE32[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    Secret::from(bytes).to_base32()
 }
 
 pub fn base32_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in s.trim_end_matches('=').bytes() {
-        let v = BASE32.iter().position(|&x| x == c.to_ascii_uppercase())? as u32;
-        buffer = (buffer << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            out.push((buffer >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    Some(out)
+    Secret::try_from_base32(s.trim_end_matches('=').to_ascii_uppercase()).ok().map(|s| s.as_bytes().to_vec())
 }
 
 /// A fresh 160-bit secret, base32.
@@ -53,50 +38,43 @@ pub fn new_secret() -> Result<String, HashError> {
     Ok(base32(&bytes))
 }
 
-/// The code of one time step.
+/// The code of one time step (empty for a secret too short to be one).
 pub fn code_at(secret: &[u8], step: i64) -> String {
-    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret) else { return String::new() };
-    mac.update(&step.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = (digest[19] & 0x0f) as usize;
-    let value = u32::from_be_bytes([digest[offset] & 0x7f, digest[offset + 1], digest[offset + 2], digest[offset + 3]]);
-    format!("{:06}", value % 10u32.pow(DIGITS))
+    match (totp(secret), u64::try_from(step)) {
+        (Some(t), Ok(step)) => t.generate(step * STEP_SECONDS as u64).to_string(),
+        _ => String::new(),
+    }
 }
 
 /// The step a code matches around `unix_seconds`, if any and if newer than `last_used` (a
-/// code is accepted once).
+/// code is accepted once). Codes are compared in constant time.
 pub fn verify(secret_b32: &str, code: &str, unix_seconds: i64, last_used: Option<i64>) -> Option<i64> {
     let code = code.trim().replace(' ', "");
-    if code.len() != DIGITS as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let secret = base32_decode(secret_b32)?;
-    let now = unix_seconds.div_euclid(STEP_SECONDS);
-    (now - WINDOW..=now + WINDOW)
-        .filter(|step| last_used.is_none_or(|l| *step > l))
-        .find(|step| constant_eq(code_at(&secret, *step).as_bytes(), code.as_bytes()))
+    let t = totp(&base32_decode(secret_b32)?)?;
+    let step = i64::try_from(t.check(&code, u64::try_from(unix_seconds).ok()?)?).ok()?;
+    last_used.is_none_or(|l| step > l).then_some(step)
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The Key URI Format's `otpauth://totp/{issuer}:{account}?secret=...&issuer=...` (digits,
+/// period and algorithm are the format's defaults, so left out).
+pub fn otpauth_uri(issuer: &str, account: &str, secret_b32: &str) -> Result<String, TotpError> {
+    let secret = Secret::try_from_base32(secret_b32).map_err(|_| TotpError::InvalidSecret)?;
+    Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(DIGITS as u8)
+        .with_step_duration(STEP_SECONDS as u64)
+        .with_secret(secret)
+        .with_issuer(Some(issuer))
+        // A colon would end the issuer part of the label (emails may hold one); apps only show it.
+        .with_account_name(account.replace(':', "."))
+        .build()?
+        .to_url()
 }
 
-/// `otpauth://totp/{issuer}:{account}?secret=...&issuer=...&digits=6&period=30`.
-pub fn otpauth_uri(issuer: &str, account: &str, secret: &str) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    format!(
-        "otpauth://totp/{}:{}?secret={secret}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECONDS}",
-        enc(issuer),
-        enc(account),
-        enc(issuer)
-    )
+/// The enrolment QR code of `uri` as an SVG document.
+pub fn qr_svg(uri: &str) -> Result<String, qrcode::types::QrError> {
+    let code = qrcode::QrCode::new(uri.as_bytes())?;
+    Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
 }
 
 /// Ten recovery codes like `k7pq-m3xz`, shown once.
@@ -158,8 +136,37 @@ mod tests {
         let codes = recovery_codes().unwrap();
         assert_eq!(codes.len(), 10);
         assert_eq!(normalize_recovery(&codes[0].to_uppercase()), codes[0].replace('-', ""));
-        assert!(
-            otpauth_uri("Tether", "a@b.c", "ABC").starts_with("otpauth://totp/Tether:a@b.c?secret=ABC&issuer=Tether")
-        );
+    }
+
+    #[test]
+    fn secrets_round_trip_through_base32() {
+        assert_eq!(base32(b"12345678901234567890"), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        let decoded = base32_decode("gezdgnbvgy3tqojqgezdgnbvgy3tqojq").unwrap();
+        assert_eq!(decoded, b"12345678901234567890", "lower case is accepted");
+        assert_eq!(base32_decode("not base32!"), None);
+    }
+
+    #[test]
+    fn short_secrets_and_bad_codes_never_verify() {
+        let short = base32(b"0123456789");
+        assert_eq!(code_at(b"0123456789", 1), "");
+        assert_eq!(verify(&short, "000000", 1_800_000_000, None), None);
+        let secret = new_secret().unwrap();
+        let code = code_at(&base32_decode(&secret).unwrap(), 1_800_000_000 / 30);
+        assert_eq!(verify(&secret, &format!("{} {}", &code[..3], &code[3..]), 1_800_000_000, None), Some(60_000_000));
+        assert_eq!(verify(&secret, &format!("+{}", &code[1..]), 1_800_000_000, None), None);
+        assert_eq!(verify(&secret, &code, -1, None), None);
+    }
+
+    #[test]
+    fn the_enrolment_uri_and_its_qr_code() {
+        let secret = base32(b"12345678901234567890");
+        let uri = otpauth_uri("Tether", "a@b.c", &secret).unwrap();
+        assert_eq!(uri, format!("otpauth://totp/Tether:a%40b.c?secret={secret}&issuer=Tether"));
+        let colon = otpauth_uri("Tether", "a:b@c.d", &secret).unwrap();
+        assert!(colon.starts_with("otpauth://totp/Tether:a.b%40c.d?"), "{colon}");
+        assert!(otpauth_uri("Tether", "", &secret).is_err(), "the label needs an account");
+        let svg = qr_svg(&uri).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{svg}");
     }
 }

@@ -3,24 +3,22 @@
 
 pub mod relay;
 
-use tether_proto::common::v1 as common;
+use tether_proto::{common::v1 as common, identity::v1 as pb};
 
 pub const SOURCE: &str = "identity-svc";
 
 pub use tether_runtime::events::audit::{anonymous_actor as anonymous, system_actor as system};
 
-/// An audit event of identity-svc (the runtime's one builder, with identity as its source).
-pub struct Audit;
+/// A write of identity-svc: the runtime's one write recipe over identity's change stream.
+pub type Write = tether_runtime::events::Write<pb::IdentityChange>;
 
-impl Audit {
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new(
-        actor: common::Actor,
-        client_ip: &str,
-        action: &str,
-        resource_type: &str,
-        resource_id: &str,
-    ) -> tether_runtime::events::Audit {
-        tether_runtime::events::Audit::new(SOURCE, actor, client_ip, action, resource_type, resource_id)
-    }
+/// An audit event of identity-svc (the runtime's one builder, with identity as its source).
+pub fn audit(
+    actor: common::Actor,
+    client_ip: &str,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> tether_runtime::events::Audit {
+    tether_runtime::events::Audit::new(SOURCE, actor, client_ip, action, resource_type, resource_id)
 }

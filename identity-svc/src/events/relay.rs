@@ -348,11 +348,10 @@ fn is_permanent(e: &ApiError) -> bool {
 async fn compensate(db: &Database, intent: &intents::Intent, error: &ApiError) -> Result<(), sqlx::Error> {
     use tether_proto::identity::v1 as pb;
     let reason = tether_runtime::error::reason_name(error.reason);
-    let mut tx = db.begin_write().await?;
-    let revision = tether_runtime::events::next_revision(&mut tx).await?;
-    let account = accounts::get(&mut *tx, &intent.account_id).await?;
-    accounts::tombstone(&mut tx, &intent.account_id).await?;
-    intents::mark_refused(&mut tx, &intent.id, reason).await?;
+    let mut write = super::Write::begin(db).await?;
+    let account = accounts::get(write.conn(), &intent.account_id).await?;
+    accounts::tombstone(write.tx(), &intent.account_id).await?;
+    intents::mark_refused(write.tx(), &intent.id, reason).await?;
     let name = account.as_ref().map(|a| a.display_name.clone()).unwrap_or_default();
     let change = pb::IdentityChange {
         change: Some(pb::identity_change::Change::UserDeleted(pb::UserDeleted {
@@ -361,15 +360,15 @@ async fn compensate(db: &Database, intent: &intents::Intent, error: &ApiError) -
         })),
         ..Default::default()
     };
-    tether_runtime::events::record_changes(&mut tx, revision, vec![change]).await?;
-    let audit =
-        super::Audit::new(super::system("identity-svc/relay"), "", "user.provision_failed", "user", &intent.account_id)
+    write.change(change);
+    write.audit(
+        super::audit(super::system("identity-svc/relay"), "", "user.provision_failed", "user", &intent.account_id)
             .tenant(&intent.tenant_id)
             .failed(reason)
             .metadata(serde_json::json!({ "role": intent.role, "detail": error.message }))
-            .build();
-    tether_runtime::events::record_audit(&mut tx, &[audit]).await?;
-    tx.commit().await?;
+            .build(),
+    );
+    write.commit().await?;
     tracing::warn!(account_id = %intent.account_id, %reason, "tenancy-svc refused the membership; account removed");
     Ok(())
 }
@@ -403,6 +402,7 @@ async fn deliver_due(
         });
         match outcome {
             Ok(tenancy_revision) => {
+                // Delivery bookkeeping: `provisioned` is not streamed; the write that queued it was audited.
                 let mut tx = db.begin_write().await?;
                 intents::mark_delivered(&mut tx, &intent.id, tenancy_revision).await?;
                 if intent.op != intents::Op::Clear {
