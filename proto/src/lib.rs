@@ -1,7 +1,8 @@
 //! The v1 contracts of Tether's four services, generated from `proto/tether/**.proto`.
 //!
 //! Services depend on this crate, never on each other. Beside the generated code, [`values`]
-//! holds the value rules the contracts' conventions promise (ids, role names, page sizes, text).
+//! holds the value rules the contracts' conventions promise (ids, role names, page sizes, text),
+//! and [`stream`] the shape every `Watch` change stream shares.
 
 // The packages below are generated. Doc comments are the .proto comments verbatim (written for
 // buf, not rustdoc), and a few oneofs hold one large message beside small ones; boxing those
@@ -15,6 +16,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub const ERROR_DOMAIN: &str = "tether";
 
 pub mod codec;
+pub mod stream;
 pub mod values;
 
 /// A package's messages and server (the first pass of `build.rs`), then its client.

@@ -8,9 +8,8 @@ use std::{
 use opentelemetry::global;
 use tonic::transport::{Channel, Endpoint};
 use tower::{Layer, Service};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::telemetry::HeaderInjector;
+use crate::telemetry::{HeaderInjector, current_context};
 
 /// A channel to another service; every call it makes carries `traceparent` of the current span.
 pub type TracedChannel = InjectTraceContext<Channel>;
@@ -54,7 +53,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let context = tracing::Span::current().context();
+        let context = current_context();
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });

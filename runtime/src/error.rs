@@ -183,6 +183,7 @@ impl From<tether_proto::values::FieldError> for ApiError {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::internal(e)

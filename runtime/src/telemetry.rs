@@ -3,136 +3,46 @@
 //! Log lines go to stderr, pretty or JSON (`TETHER_LOG_FORMAT`), filtered by `TETHER_LOG`
 //! (default `info`). Spans are exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! The W3C trace-context propagator is installed globally so the server and client layers in
-//! [`crate::server`] and [`crate::client`] read and write `traceparent`.
+//! `server` and [`crate::client`] read and write `traceparent`.
+//!
+//! Installing all this needs the `server` feature. The client part ([`current_trace_id`] and the
+//! header injection of [`crate::client`]) needs only the OpenTelemetry API: without `server`
+//! there is no bridge from `tracing` spans, so the context is OpenTelemetry's current one (what
+//! a client that attaches contexts itself has set; empty otherwise).
 
-use opentelemetry::{
-    propagation::{Extractor, Injector},
-    trace::{TraceContextExt, TracerProvider as _},
-};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{
-    EnvFilter, Layer, Registry, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
-};
+use opentelemetry::{Context, propagation::Injector, trace::TraceContextExt};
 
-use crate::config::{ConfigError, ConfigSource, invalid};
+#[cfg(feature = "server")]
+mod install;
+#[cfg(feature = "server")]
+pub use install::{LogFormat, TelemetryError, TelemetryGuard, TelemetrySettings, init, install_propagator, otel_layer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
-#[derive(Debug, Clone)]
-pub struct TelemetrySettings {
-    /// `service.name` on exported spans.
-    pub service_name: String,
-    pub log_format: LogFormat,
-    /// An `EnvFilter` directive such as `info,tether=debug`.
-    pub log_filter: String,
-    pub otlp_endpoint: Option<String>,
-}
-
-impl TelemetrySettings {
-    pub fn load(source: &ConfigSource, service_name: &str) -> Result<Self, ConfigError> {
-        let log_format = match source.get("TETHER_LOG_FORMAT") {
-            None | Some("pretty") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(invalid("TETHER_LOG_FORMAT", other, "pretty or json")),
-        };
-        let log_filter = source.get("TETHER_LOG").unwrap_or("info").to_owned();
-        EnvFilter::try_new(&log_filter)
-            .map_err(|_| invalid("TETHER_LOG", &log_filter, "a tracing filter such as info or tether=debug"))?;
-        let otlp_endpoint = source.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned);
-        if let Some(endpoint) = &otlp_endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(invalid("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, "an http:// or https:// URL"));
-        }
-        let service_name = source.get("OTEL_SERVICE_NAME").unwrap_or(service_name).to_owned();
-        Ok(Self { service_name, log_format, log_filter, otlp_endpoint })
+/// The OpenTelemetry context of the current `tracing` span (with `server`, which bridges spans
+/// to OpenTelemetry), else OpenTelemetry's current context.
+pub(crate) fn current_context() -> Context {
+    #[cfg(feature = "server")]
+    {
+        tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current())
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    #[error("OTLP exporter: {0}")]
-    Exporter(String),
-    #[error("a global tracing subscriber is already installed")]
-    AlreadyInstalled,
-}
-
-/// Flushes and stops span export when dropped (at the end of `main`).
-pub struct TelemetryGuard {
-    provider: SdkTracerProvider,
-}
-
-impl Drop for TelemetryGuard {
-    fn drop(&mut self) {
-        let _ = self.provider.shutdown();
+    #[cfg(not(feature = "server"))]
+    {
+        Context::current()
     }
-}
-
-/// Installs the global subscriber, tracer provider and W3C propagator.
-pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(settings.service_name.clone()).build());
-    if let Some(endpoint) = &settings.otlp_endpoint {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        builder = builder.with_batch_exporter(exporter);
-    }
-    let provider = builder.build();
-    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt_layer = match settings.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .boxed(),
-    };
-    // The log filter applies to log lines only: a quiet log level must not stop spans from
-    // reaching the collector.
-    Registry::default()
-        .with(fmt_layer.with_filter(filter))
-        .with(otel_layer(&provider).with_filter(LevelFilter::INFO))
-        .try_init()
-        .map_err(|_| TelemetryError::AlreadyInstalled)?;
-    Ok(TelemetryGuard { provider })
-}
-
-/// The tracing layer that turns spans into OpenTelemetry spans of `provider`; also installs the
-/// W3C propagator. Tests use it with an in-memory exporter.
-pub fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + 'static
-where
-    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
-{
-    install_propagator();
-    opentelemetry::global::set_tracer_provider(provider.clone());
-    tracing_opentelemetry::layer().with_tracer(provider.tracer("tether"))
-}
-
-pub fn install_propagator() {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 }
 
 /// The W3C trace id (32 hex digits) of the current span, if it belongs to a trace.
 pub fn current_trace_id() -> Option<String> {
-    let cx = tracing::Span::current().context();
+    let cx = current_context();
     let span_context = cx.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
 /// Reads propagation headers out of an HTTP/2 header map.
+#[cfg(feature = "server")]
 pub(crate) struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
 
-impl Extractor for HeaderExtractor<'_> {
+#[cfg(feature = "server")]
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
     }
@@ -149,5 +59,37 @@ impl Injector for HeaderInjector<'_> {
         if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
             self.0.insert(name, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_trace_there_is_no_trace_id() {
+        assert_eq!(current_trace_id(), None);
+    }
+
+    #[test]
+    fn the_injector_keeps_only_valid_headers() {
+        let mut headers = http::HeaderMap::new();
+        let mut injector = HeaderInjector(&mut headers);
+        injector.set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned());
+        injector.set("bad header", "x".to_owned());
+        injector.set("tracestate", "a\nb".to_owned());
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("traceparent"));
+    }
+
+    #[cfg(not(feature = "server"))]
+    #[test]
+    fn a_client_reads_the_context_it_attached() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let trace_id = TraceId::from_bytes([7; 16]);
+        let span =
+            SpanContext::new(trace_id, SpanId::from_bytes([9; 8]), TraceFlags::SAMPLED, true, TraceState::default());
+        let _attached = Context::new().with_remote_span_context(span).attach();
+        assert_eq!(current_trace_id(), Some(trace_id.to_string()));
     }
 }

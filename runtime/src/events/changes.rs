@@ -10,11 +10,7 @@ use crate::db::{Database, EmbeddedMigration, now_micros, timestamp};
 pub const OUTBOX_MIGRATION: EmbeddedMigration =
     EmbeddedMigration { version: 1000, description: "outbox", sql: include_str!("outbox.sql") };
 
-/// A change-stream message: the service's `…Change` type. The outbox stamps it with its
-/// revision, commit time and whether it closes its revision.
-pub trait ChangeMessage: Message + Default + Clone + Send + Sync + 'static {
-    fn stamp(&mut self, revision: u64, committed_at: prost_types::Timestamp, end_of_revision: bool);
-}
+pub use tether_proto::stream::ChangeMessage;
 
 /// Takes the next revision. Call it first in a write transaction: the counter's row lock is
 /// held until commit, which is what makes revisions visible in order.

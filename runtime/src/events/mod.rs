@@ -18,8 +18,6 @@
 pub mod audit;
 mod changes;
 pub mod consistency;
-mod identity;
-mod tenancy;
 mod watch;
 mod write;
 

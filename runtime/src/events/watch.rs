@@ -25,16 +25,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::changes::{ChangeFeed, ChangeMessage};
+use super::changes::{ChangeFeed, ChangeMessage as _};
 use crate::{db::now_micros, error::ApiError};
 
-/// A service's `WatchResponse`, built from its parts.
-pub trait WatchMessage: Send + 'static {
-    type Change: ChangeMessage;
-    fn change(change: Self::Change) -> Self;
-    fn snapshot_end(revision: u64) -> Self;
-    fn heartbeat(revision: u64, sent_at: prost_types::Timestamp) -> Self;
-}
+pub use tether_proto::stream::WatchMessage;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WatchOptions {

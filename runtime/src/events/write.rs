@@ -1,6 +1,5 @@
 //! The one write recipe every service follows.
 
-use prost_types::Timestamp;
 use sqlx::{Any, AnyConnection, Transaction};
 use tether_proto::common::v1::AuditEvent;
 
@@ -8,9 +7,6 @@ use super::changes::{ChangeMessage, current_revision, next_revision, record_audi
 use crate::db::Database;
 
 /// A service without a change stream (authz-svc) writes `Write<NoChanges>`.
-impl ChangeMessage for () {
-    fn stamp(&mut self, _revision: u64, _committed_at: Timestamp, _end_of_revision: bool) {}
-}
 pub type NoChanges = ();
 
 /// A write in progress. [`Write::begin`] opens the write transaction and takes the next
