@@ -172,7 +172,17 @@ async fn a_role_only_msp_staff_may_hold_is_the_same_refusal_from_identity_and_te
         role: "msp_admin".into(),
         ..Default::default()
     };
-    let got = s.identity.clone().create_user(as_user(&s.owner, request.clone())).await;
+    // authz follows tenancy's stream: until it knows the new client, the tenant is unknown.
+    let got = eventually("authz knows the client", || {
+        let (mut identity, owner, request) = (s.identity.clone(), s.owner.clone(), request.clone());
+        async move {
+            match identity.create_user(as_user(&owner, request)).await {
+                Err(e) if e.code() == Code::NotFound => Err(e),
+                other => Ok(other),
+            }
+        }
+    })
+    .await;
     let (code, reason, _) = refusal(got);
     assert_eq!((code, reason.as_str()), (Code::FailedPrecondition, "MSP_STAFF_ONLY_ROLE"), "identity");
 
