@@ -271,21 +271,6 @@ pub struct Env {
     pub mail_dir: std::path::PathBuf,
 }
 
-fn uuid_v4() -> String {
-    let mut bytes = [0u8; 16];
-    for b in &mut bytes {
-        *b = rand_byte();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    h.finish() as u8
-}
-
 pub fn config(db: &TestDatabase, extra: &[(String, String)]) -> ConfigSource {
     let mut source = db
         .config()
@@ -337,7 +322,7 @@ impl Env {
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
         let db = TestDatabase::fresh().await;
         let mut extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mail_dir = std::env::temp_dir().join(format!("tether-mail-{}", uuid_v4()));
+        let mail_dir = std::env::temp_dir().join(format!("tether-mail-{}", uuid::Uuid::new_v4()));
         extra.push(("TETHER_IDENTITY_MAIL_OUTBOX_DIR".into(), mail_dir.display().to_string()));
         let authz = Arc::new(FakeAuthz::default());
         let tenancy = Arc::new(FakeTenancy::default());
@@ -498,25 +483,8 @@ pub fn assert_err<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Co
     );
 }
 
-/// google.rpc.Status and ErrorInfo, as much as `field_of` reads.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ErrorInfo {
-    #[prost(map = "string, string", tag = "3")]
-    metadata: HashMap<String, String>,
-}
-
 /// The `field` an error names (its ErrorInfo metadata), if any.
 pub fn field_of(status: &tonic::Status) -> Option<String> {
-    use prost::Message;
-    let rpc = RpcStatus::decode(status.details()).ok()?;
-    rpc.details
-        .iter()
-        .filter(|any| any.type_url.ends_with("google.rpc.ErrorInfo"))
-        .find_map(|any| ErrorInfo::decode(any.value.as_slice()).ok()?.metadata.get("field").cloned())
+    use tonic_types::StatusExt;
+    status.get_details_error_info()?.metadata.get("field").cloned()
 }
