@@ -4,9 +4,10 @@
 use std::collections::HashSet;
 
 use tether_proto::{
-    common::v1::{ErrorReason, MembershipKind as ProtoKind},
+    common::v1::{ConsistencyToken, ErrorReason, MembershipKind as ProtoKind},
     tenancy::v1 as pb,
 };
+use tether_runtime::access::Caller;
 use tonic::{Request, Response, Status};
 
 use super::{Tenancy, guard, id, next_token, reject, store_error, token};
@@ -225,6 +226,35 @@ impl Tenancy {
         }))
     }
 
+    /// A person may give `user_id` the role `role` in `tenant_id`: they see the tenant, hold
+    /// `users.manage` there, see the user, and authz allows the change from the user's current
+    /// direct role (`must_hold`: there must be one). A role the user already holds needs no grant.
+    async fn require_role_change(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        tenant_id: &str,
+        role: &str,
+        fresh: Option<&ConsistencyToken>,
+        must_hold: bool,
+    ) -> Result<(), Status> {
+        self.see(caller, tenant_id).await?;
+        self.require_at(caller, "users.manage", tenant_id, fresh).await?;
+        let target = self.user_info(caller, user_id).await?;
+        let current = memberships::get_direct(&self.database, user_id, tenant_id).await.map_err(store_error)?;
+        if must_hold && current.is_none() {
+            return Err(reject(Rejection::new(
+                ErrorReason::MembershipNotFound,
+                "the user holds no direct membership there",
+            )));
+        }
+        let previous = current.map(|m| m.role);
+        if previous.as_deref() != Some(role) {
+            self.check_grant(caller, &target, tenant_id, role, previous.as_deref().unwrap_or(""), fresh).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn add_membership(
         &self,
         request: Request<pb::AddMembershipRequest>,
@@ -238,14 +268,7 @@ impl Tenancy {
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
             let fresh = req.at_least_as_fresh.as_ref();
-            self.see(&caller, &tenant_id).await?;
-            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
-            let target = self.user_info(&caller, &user_id).await?;
-            let previous = memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?;
-            if previous.as_ref().is_none_or(|m| m.role != role.as_str()) {
-                let previous_role = previous.map(|m| m.role).unwrap_or_default();
-                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &previous_role, fresh).await?;
-            }
+            self.require_role_change(&caller, &user_id, &tenant_id, role.as_str(), fresh, false).await?;
         }
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
@@ -271,18 +294,7 @@ impl Tenancy {
         self.check_role(role.as_str(), &pack, "role").await?;
         if caller.user().is_some() {
             let fresh = req.at_least_as_fresh.as_ref();
-            self.see(&caller, &tenant_id).await?;
-            self.require_at(&caller, "users.manage", &tenant_id, fresh).await?;
-            let target = self.user_info(&caller, &user_id).await?;
-            let current = memberships::get_direct(&self.database, &user_id, &tenant_id)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| {
-                    reject(Rejection::new(ErrorReason::MembershipNotFound, "the user holds no direct membership there"))
-                })?;
-            if current.role != role.as_str() {
-                self.check_grant(&caller, &target, &tenant_id, role.as_str(), &current.role, fresh).await?;
-            }
+            self.require_role_change(&caller, &user_id, &tenant_id, role.as_str(), fresh, true).await?;
         }
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
