@@ -248,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn every_reason_has_the_code_its_contract_comment_names() {
+    fn reasons_whose_code_differs_from_their_section_keep_their_own() {
         // Spot checks of reasons whose code differs from their section's.
         assert_eq!(code_of(ErrorReason::InvitationTokenMalformed), Code::InvalidArgument);
         assert_eq!(code_of(ErrorReason::LastAdmin), Code::FailedPrecondition);

@@ -144,7 +144,7 @@ async fn the_services_refuse_the_same_bad_values_the_same_way() {
 }
 
 #[tokio::test]
-async fn a_page_size_above_the_maximum_is_coerced_everywhere() {
+async fn a_page_size_above_the_maximum_is_served_not_refused_everywhere() {
     let db = TestDatabase::fresh().await;
     let s = Stack::start(&db).await;
     let big = 100_000;

@@ -55,6 +55,11 @@ pub fn permission_name(field: &str, raw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+pub fn resource_id(field: &str, raw: &str) -> Result<String, ApiError> {
+    optional_resource(field, raw)?
+        .ok_or_else(|| ApiError::field(ErrorReason::FieldRequired, field, format!("{field} is required")))
+}
+
 pub fn optional_resource(field: &str, raw: &str) -> Result<Option<String>, ApiError> {
     if raw.is_empty() {
         return Ok(None);

@@ -27,9 +27,7 @@ impl Authz {
         let r = request.into_inner();
         let user = cv::uuid("user_id", &r.user_id)?;
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
-        let id = cv::optional_resource("resource_id", &r.resource_id)?.ok_or_else(|| {
-            ApiError::new(ErrorReason::FieldRequired, "resource_id is required").with_metadata("field", "resource_id")
-        })?;
+        let id = cv::resource_id("resource_id", &r.resource_id)?;
         let access = match r.access {
             Some(pb::grant_resource_access_request::Access::Role(role)) if !role.is_empty() => GrantAccess::Role(role),
             Some(pb::grant_resource_access_request::Access::Permission(p)) if !p.is_empty() => {

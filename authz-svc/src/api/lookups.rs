@@ -19,11 +19,7 @@ impl Authz {
         let size = page::size(r.page_size)?;
         let binding = format!("lt|{}|{}", r.subject_user_id, r.permission);
         let after = page::cursor(&r.page_token, &binding)?;
-        if after.is_none() {
-            self.fresh(r.at_least_as_fresh.as_ref()).await?;
-        } else {
-            self.state.ready()?;
-        }
+        self.fresh_for_page(after.is_none(), r.at_least_as_fresh.as_ref()).await?;
         let index = self.state.read();
         let bit = index.policy.permission_bit(&r.permission).ok_or_else(|| cv::unresolved(Unresolved::Permission))?;
         let slot = index.known_user_slot(&user).ok_or_else(|| cv::unresolved(Unresolved::User))?;
@@ -53,11 +49,7 @@ impl Authz {
         let size = page::size(r.page_size)?;
         let binding = format!("ls|{}|{}|{}", r.permission, r.tenant_id, r.resource_id);
         let after = page::cursor(&r.page_token, &binding)?;
-        if after.is_none() {
-            self.fresh(r.at_least_as_fresh.as_ref()).await?;
-        } else {
-            self.state.ready()?;
-        }
+        self.fresh_for_page(after.is_none(), r.at_least_as_fresh.as_ref()).await?;
         let index = self.state.read();
         let bit = index.policy.permission_bit(&r.permission).ok_or_else(|| cv::unresolved(Unresolved::Permission))?;
         // Resolve the tenant and resource through any known user: only their ids matter here.

@@ -122,6 +122,16 @@ impl Authz {
         Ok(())
     }
 
+    /// The first page of a lookup honours `at_least_as_fresh`; a later page only needs the index
+    /// ready (its cursor already fixes where the list goes on).
+    async fn fresh_for_page(
+        &self,
+        first_page: bool,
+        token: Option<&tether_proto::common::v1::ConsistencyToken>,
+    ) -> Result<(), ApiError> {
+        if first_page { self.fresh(token).await } else { self.state.ready() }
+    }
+
     /// Who asks a decision question: a service (by the service token) or a person (by session).
     /// A call without any credentials is refused, unless the deployment answers such calls
     /// (`TETHER_AUTHZ_OPEN_DECISIONS`, for networks that authenticate callers themselves).

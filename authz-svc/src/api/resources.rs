@@ -33,9 +33,7 @@ impl Authz {
         let metadata = request.metadata().clone();
         let r = request.into_inner();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
-        let id = cv::optional_resource("resource_id", &r.resource_id)?.ok_or_else(|| {
-            ApiError::new(ErrorReason::FieldRequired, "resource_id is required").with_metadata("field", "resource_id")
-        })?;
+        let id = cv::resource_id("resource_id", &r.resource_id)?;
         if !valid_lower_name(&r.resource_type) {
             return Err(ApiError::new(
                 ErrorReason::InvalidFormat,
@@ -103,9 +101,7 @@ impl Authz {
         let metadata = request.metadata().clone();
         let r = request.into_inner();
         let tenant = cv::uuid("tenant_id", &r.tenant_id)?;
-        let id = cv::optional_resource("resource_id", &r.resource_id)?.ok_or_else(|| {
-            ApiError::new(ErrorReason::FieldRequired, "resource_id is required").with_metadata("field", "resource_id")
-        })?;
+        let id = cv::resource_id("resource_id", &r.resource_id)?;
         let who = self.manager(&metadata, "settings.manage", Some(tenant)).await?;
         let removed: Vec<String> = {
             let index = self.state.read();

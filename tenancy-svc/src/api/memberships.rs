@@ -8,6 +8,8 @@ use tether_proto::{
     tenancy::v1 as pb,
 };
 use tether_runtime::access::Caller;
+
+use crate::deps::PackInfo;
 use tonic::{Request, Response, Status};
 
 use super::{Tenancy, guard, id, next_token, reject, store_error, token};
@@ -226,22 +228,32 @@ impl Tenancy {
         }))
     }
 
-    /// A person may give `user_id` the role `role` in `tenant_id`: they see the tenant, hold
-    /// `users.manage` there, see the user, and authz allows the change from the user's current
-    /// direct role (`must_hold`: there must be one). A role the user already holds needs no grant.
-    async fn require_role_change(
+    /// What AddMembership and ChangeMembershipRole share: the user, tenant and role parsed, the
+    /// role checked against the catalog, and for a person their right to the change: they see
+    /// the tenant, hold `users.manage` there, see the user, and authz allows the change from the
+    /// user's current direct role (`must_hold`: there must be one). A role the user already holds
+    /// needs no grant; services are trusted.
+    async fn role_change(
         &self,
         caller: &Caller,
-        user_id: &str,
-        tenant_id: &str,
-        role: &str,
+        raw_user_id: &str,
+        raw_tenant_id: &str,
+        raw_role: &str,
         fresh: Option<&ConsistencyToken>,
         must_hold: bool,
-    ) -> Result<(), Status> {
-        self.see(caller, tenant_id).await?;
-        self.require_at(caller, "users.manage", tenant_id, fresh).await?;
-        let target = self.user_info(caller, user_id).await?;
-        let current = memberships::get_direct(&self.database, user_id, tenant_id).await.map_err(store_error)?;
+    ) -> Result<(String, String, RoleName, PackInfo), Status> {
+        let user_id = id("user_id", raw_user_id)?;
+        let tenant_id = id("tenant_id", raw_tenant_id)?;
+        let role = RoleName::parse("role", raw_role).map_err(reject)?;
+        let pack = self.pack().await?;
+        self.check_role(role.as_str(), &pack, "role").await?;
+        if caller.user().is_none() {
+            return Ok((user_id, tenant_id, role, pack));
+        }
+        self.see(caller, &tenant_id).await?;
+        self.require_at(caller, "users.manage", &tenant_id, fresh).await?;
+        let target = self.user_info(caller, &user_id).await?;
+        let current = memberships::get_direct(&self.database, &user_id, &tenant_id).await.map_err(store_error)?;
         if must_hold && current.is_none() {
             return Err(reject(Rejection::new(
                 ErrorReason::MembershipNotFound,
@@ -249,10 +261,11 @@ impl Tenancy {
             )));
         }
         let previous = current.map(|m| m.role);
-        if previous.as_deref() != Some(role) {
-            self.check_grant(caller, &target, tenant_id, role, previous.as_deref().unwrap_or(""), fresh).await?;
+        if previous.as_deref() != Some(role.as_str()) {
+            let previous = previous.as_deref().unwrap_or("");
+            self.check_grant(caller, &target, &tenant_id, role.as_str(), previous, fresh).await?;
         }
-        Ok(())
+        Ok((user_id, tenant_id, role, pack))
     }
 
     pub(super) async fn add_membership(
@@ -261,15 +274,9 @@ impl Tenancy {
     ) -> Result<Response<pb::AddMembershipResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let user_id = id("user_id", &req.user_id)?;
-        let tenant_id = id("tenant_id", &req.tenant_id)?;
-        let role = RoleName::parse("role", &req.role).map_err(reject)?;
-        let pack = self.pack().await?;
-        self.check_role(role.as_str(), &pack, "role").await?;
-        if caller.user().is_some() {
-            let fresh = req.at_least_as_fresh.as_ref();
-            self.require_role_change(&caller, &user_id, &tenant_id, role.as_str(), fresh, false).await?;
-        }
+        let fresh = req.at_least_as_fresh.as_ref();
+        let (user_id, tenant_id, role, pack) =
+            self.role_change(&caller, &req.user_id, &req.tenant_id, &req.role, fresh, false).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
             memberships::add(&self.database, &ctx, &user_id, &tenant_id, role.as_str(), req.make_default, &pack)
@@ -287,15 +294,9 @@ impl Tenancy {
     ) -> Result<Response<pb::ChangeMembershipRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let user_id = id("user_id", &req.user_id)?;
-        let tenant_id = id("tenant_id", &req.tenant_id)?;
-        let role = RoleName::parse("role", &req.role).map_err(reject)?;
-        let pack = self.pack().await?;
-        self.check_role(role.as_str(), &pack, "role").await?;
-        if caller.user().is_some() {
-            let fresh = req.at_least_as_fresh.as_ref();
-            self.require_role_change(&caller, &user_id, &tenant_id, role.as_str(), fresh, true).await?;
-        }
+        let fresh = req.at_least_as_fresh.as_ref();
+        let (user_id, tenant_id, role, pack) =
+            self.role_change(&caller, &req.user_id, &req.tenant_id, &req.role, fresh, true).await?;
         let ctx = AuditContext::from_caller(&caller);
         let (membership, revision) =
             memberships::change_role(&self.database, &ctx, &user_id, &tenant_id, role.as_str(), &pack)
