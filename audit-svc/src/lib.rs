@@ -1,10 +1,16 @@
-//! audit-svc: the audit trail's ingestion, search, statistics, export and integrity.
+//! audit-svc: the audit trail's ingestion, search, statistics, export, tail and integrity.
 //!
-//! `api` decodes gRPC calls; `store` holds the SQL for audit's own schema. [`prepare`] opens the
-//! database, applies migrations and returns a [`ServiceHost`].
+//! `api` decodes gRPC calls and decides visibility; `domain` holds the rules (valid events, the
+//! hash chain, signed checkpoints, filters); `store` the SQL for audit's own schema; `events`
+//! audit's own audit events and the checkpoint publisher; `deps` the calls to authz-svc and
+//! tenancy-svc. [`prepare`] opens the database, applies migrations and returns a
+//! [`ServiceHost`].
 
 mod api;
 pub mod config;
+pub mod deps;
+pub mod domain;
+mod events;
 mod store;
 
 use std::sync::Arc;
@@ -13,39 +19,67 @@ pub use config::Config;
 use tether_proto::audit::v1::audit_service_server::AuditServiceServer;
 use tether_runtime::{
     ServiceHost, StartError,
-    access::{Authenticator, GrpcAuthenticator},
+    access::{Authenticator, Authorizer, GrpcAuthenticator, GrpcAuthorizer},
     client::connect_lazy,
     db::Database,
     server::HealthReporter,
 };
+use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
 /// What audit-svc needs from other services, as trait objects so tests can use doubles.
 pub struct Deps {
     /// Resolves the bearer token of callers (identity-svc).
     pub authenticator: Arc<dyn Authenticator>,
+    /// `audit.view` in the admin tenancy (authz-svc).
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Where a user holds `audit.view`, and a tenant's departments (authz-svc, tenancy-svc).
+    pub directory: Arc<dyn deps::Directory>,
 }
 
 /// Wires the real gRPC clients from the configured addresses.
 pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
-    let identity = connect_lazy(&config.identity_addr)
-        .map_err(|e| StartError::Other(format!("upstream {}: {e}", config.identity_addr)))?;
-    let authenticator = GrpcAuthenticator::new(identity, config.service_token.clone(), config::SERVICE);
-    prepare_with(config, Deps { authenticator }).await
+    let channel = |addr: &str| connect_lazy(addr).map_err(|e| StartError::Other(format!("upstream {addr}: {e}")));
+    let identity = channel(&config.identity_addr)?;
+    let authz = channel(&config.authz_addr)?;
+    let tenancy = channel(&config.tenancy_addr)?;
+    let token = config.service_token.clone();
+    let deps = Deps {
+        authenticator: GrpcAuthenticator::new(identity, token.clone(), config::SERVICE),
+        authorizer: GrpcAuthorizer::new(authz.clone(), token.clone(), config::SERVICE),
+        directory: Arc::new(deps::GrpcDirectory::new(authz, tenancy, token)),
+    };
+    prepare_with(config, deps).await
 }
 
 pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, StartError> {
     let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
-    let api = api::AuditApi::new(database.clone(), deps.authenticator, config.service_token.clone());
+    let stopping = CancellationToken::new();
+    match &config.checkpoint_key {
+        Some(key) => {
+            tracing::info!(verifier_key = %key.verifier_key(), "audit checkpoints are signed");
+            events::checkpoints::spawn(database.clone(), key.clone(), config.checkpoint_interval, stopping.clone());
+        }
+        None => tracing::warn!(
+            key = config::SIGNING_KEY,
+            "no audit signing key is configured: checkpoints are not published"
+        ),
+    }
+    let audit = Arc::new(api::Audit {
+        database: database.clone(),
+        authenticator: deps.authenticator,
+        authorizer: deps.authorizer,
+        directory: deps.directory,
+        service_token: config.service_token.clone(),
+        limits: config.limits,
+        checkpoint_key: config.checkpoint_key.clone(),
+        tail_poll: config.tail_poll,
+        tail_heartbeat: config.tail_heartbeat,
+        stopping: stopping.clone(),
+    });
+    let api = api::AuditApi::new(audit);
     let health = HealthReporter::new(&[<AuditServiceServer<api::AuditApi> as NamedService>::NAME]);
     health.set_serving(true);
     let routes = Routes::new(AuditServiceServer::new(api));
-    Ok(ServiceHost {
-        settings: config.server,
-        api: api::SERVED,
-        routes,
-        health,
-        database,
-        stopping: Default::default(),
-    })
+    Ok(ServiceHost { settings: config.server, api: api::SERVED, routes, health, database, stopping })
 }

@@ -19,11 +19,11 @@ impl FieldError {
         Self { reason, field: field.to_owned(), message: message.into() }
     }
 
-    fn required(field: &str) -> Self {
+    pub fn required(field: &str) -> Self {
         Self::new(ErrorReason::FieldRequired, field, format!("{field} is required"))
     }
 
-    fn too_long(field: &str, max: usize) -> Self {
+    pub fn too_long(field: &str, max: usize) -> Self {
         Self::new(ErrorReason::FieldTooLong, field, format!("{field} is longer than {max} characters"))
     }
 }

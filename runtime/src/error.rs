@@ -40,6 +40,7 @@ pub const fn code_of(reason: ErrorReason) -> Code {
         | R::DuplicateEntry
         | R::InvalidTimeRange
         | R::InvalidConsistencyToken
+        | R::CheckpointInvalid
         | R::InvitationTokenMalformed
         | R::PasswordResetTokenMalformed
         | R::CurrentPasswordIncorrect => Code::InvalidArgument,

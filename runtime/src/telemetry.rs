@@ -37,6 +37,13 @@ pub fn current_trace_id() -> Option<String> {
     span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
+/// The W3C span id of the current span, if it is part of a trace.
+pub fn current_span_id() -> Option<String> {
+    let cx = current_context();
+    let span_context = cx.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.span_id().to_string())
+}
+
 /// Reads propagation headers out of an HTTP/2 header map.
 #[cfg(feature = "server")]
 pub(crate) struct HeaderExtractor<'a>(pub &'a http::HeaderMap);

@@ -1,69 +1,98 @@
-//! gRPC handlers: decode the request, call the domain, encode the reply. No SQL, no rules.
-//!
-//! None of the audit RPCs is built yet: each answers UNIMPLEMENTED / NOT_IMPLEMENTED, as the
-//! contract says an RPC of v1 not implemented yet does. Ingest, being internal, first refuses
-//! anyone but a Tether service.
+//! gRPC handlers: decode the request, resolve the caller and what they may see, call the store,
+//! encode the reply. One file per family: `ingest`, `read` (search, one event, stats),
+//! `export`, `tail`, `integrity` (verification, checkpoints); `guard` decides visibility and
+//! `convert` writes records as files.
 
 mod call_classes;
+mod convert;
+mod export;
+mod guard;
+mod ingest;
+mod integrity;
+mod read;
+mod tail;
+
 pub use call_classes::SERVED;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use tether_proto::{
-    audit::v1::{self as pb, audit_service_server::AuditService},
-    common::v1::ErrorReason,
-};
+use tether_proto::audit::v1::{self as pb, audit_service_server::AuditService};
 use tether_runtime::{
     ApiError,
-    access::{Authenticator, ServiceToken, require_service},
+    access::{Authenticator, Authorizer, ServiceToken},
     db::Database,
 };
-use tonic::{Request, Response, Status};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, codegen::BoxStream};
 
+use crate::{
+    deps::Directory,
+    domain::{checkpoint::CheckpointKey, event::EventLimits},
+};
+
+/// What every handler shares.
+pub struct Audit {
+    pub database: Database,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub directory: Arc<dyn Directory>,
+    pub service_token: ServiceToken,
+    pub limits: EventLimits,
+    pub checkpoint_key: Option<CheckpointKey>,
+    pub tail_poll: Duration,
+    pub tail_heartbeat: Duration,
+    /// Cancelled at shutdown: long streams (tail, export) end.
+    pub stopping: CancellationToken,
+}
+
+#[derive(Clone)]
 pub struct AuditApi {
-    #[allow(dead_code)] // used as the audit RPCs land
-    database: Database,
-    authenticator: Arc<dyn Authenticator>,
-    service_token: ServiceToken,
+    inner: Arc<Audit>,
 }
 
 impl AuditApi {
-    pub fn new(database: Database, authenticator: Arc<dyn Authenticator>, service_token: ServiceToken) -> Self {
-        Self { database, authenticator, service_token }
+    pub fn new(inner: Arc<Audit>) -> Self {
+        Self { inner }
     }
 }
 
-type Reply<T> = Result<Response<T>, Status>;
-
-fn not_implemented<T>(rpc: &str) -> Reply<T> {
-    Err(ApiError::new(ErrorReason::NotImplemented, format!("{rpc} is not implemented yet")).into())
-}
+/// What a handler returns; the trait impl turns the error into a status.
+type Reply<T> = Result<Response<T>, ApiError>;
+type Answer<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
-    async fn ingest(&self, request: Request<pb::IngestRequest>) -> Reply<pb::IngestResponse> {
-        require_service(request.metadata(), self.authenticator.as_ref(), &self.service_token).await?;
-        not_implemented("Ingest")
+    async fn ingest(&self, request: Request<pb::IngestRequest>) -> Answer<pb::IngestResponse> {
+        self.inner.ingest(request).await.map_err(Status::from)
     }
-    async fn search_events(&self, _request: Request<pb::SearchEventsRequest>) -> Reply<pb::SearchEventsResponse> {
-        not_implemented("SearchEvents")
+    async fn search_events(&self, request: Request<pb::SearchEventsRequest>) -> Answer<pb::SearchEventsResponse> {
+        self.inner.search_events(request).await.map_err(Status::from)
     }
-    async fn get_event(&self, _request: Request<pb::GetEventRequest>) -> Reply<pb::GetEventResponse> {
-        not_implemented("GetEvent")
+    async fn get_event(&self, request: Request<pb::GetEventRequest>) -> Answer<pb::GetEventResponse> {
+        self.inner.get_event(request).await.map_err(Status::from)
     }
-    async fn get_stats(&self, _request: Request<pb::GetStatsRequest>) -> Reply<pb::GetStatsResponse> {
-        not_implemented("GetStats")
+    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Answer<pb::GetStatsResponse> {
+        self.inner.get_stats(request).await.map_err(Status::from)
     }
     async fn export_events(
         &self,
-        _request: Request<pb::ExportEventsRequest>,
-    ) -> Reply<tonic::codegen::BoxStream<pb::ExportEventsResponse>> {
-        not_implemented("ExportEvents")
+        request: Request<pb::ExportEventsRequest>,
+    ) -> Answer<BoxStream<pb::ExportEventsResponse>> {
+        self.inner.clone().export_events(request).await.map_err(Status::from)
     }
     async fn verify_integrity(
         &self,
-        _request: Request<pb::VerifyIntegrityRequest>,
-    ) -> Reply<pb::VerifyIntegrityResponse> {
-        not_implemented("VerifyIntegrity")
+        request: Request<pb::VerifyIntegrityRequest>,
+    ) -> Answer<pb::VerifyIntegrityResponse> {
+        self.inner.verify_integrity(request).await.map_err(Status::from)
+    }
+    async fn tail_events(&self, request: Request<pb::TailEventsRequest>) -> Answer<BoxStream<pb::TailEventsResponse>> {
+        self.inner.clone().tail_events(request).await.map_err(Status::from)
+    }
+    async fn list_checkpoints(
+        &self,
+        request: Request<pb::ListCheckpointsRequest>,
+    ) -> Answer<pb::ListCheckpointsResponse> {
+        self.inner.list_checkpoints(request).await.map_err(Status::from)
     }
 }

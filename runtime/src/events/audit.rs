@@ -29,6 +29,7 @@ impl Audit {
             client_ip: client_ip.to_owned(),
             outcome: AuditOutcome::Success as i32,
             trace_id: crate::telemetry::current_trace_id().unwrap_or_default(),
+            span_id: crate::telemetry::current_span_id().unwrap_or_default(),
             ..Default::default()
         })
     }
