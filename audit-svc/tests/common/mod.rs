@@ -1,7 +1,7 @@
 //! audit-svc against a fresh database, with doubles for the three services it asks: who a
 //! session belongs to, who holds `audit.view` where, and which tenants lie below one.
 
-#![allow(dead_code)] // each test file uses a part of this kit
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part of this kit
 
 use std::{
     collections::{BTreeSet, HashMap},
