@@ -293,27 +293,6 @@ async fn stats_count_the_window_as_the_audit_page_shows_them() {
     assert_eq!(reason(&status), "VALUE_OUT_OF_RANGE");
 }
 
-async fn export(
-    audit: &Audit,
-    who: &str,
-    format: ExportFormat,
-    filter: EventFilter,
-) -> (Vec<u8>, ExportSummary, usize) {
-    let request = ExportEventsRequest { filter: Some(filter), format: format as i32 };
-    let mut stream = audit.client.clone().export_events(as_user(who, request)).await.unwrap().into_inner();
-    let (mut file, mut summary, mut chunks) = (Vec::new(), None, 0);
-    while let Some(message) = stream.next().await {
-        let message = message.unwrap();
-        assert!(message.data.len() <= 64 * 1024, "chunks of at most 64 KiB");
-        file.extend(message.data);
-        chunks += 1;
-        if message.summary.is_some() {
-            summary = message.summary;
-        }
-    }
-    (file, summary.expect("the last message carries the summary"), chunks)
-}
-
 #[tokio::test]
 async fn exports_stream_csv_and_json_lines_with_a_summary() {
     let audit = Audit::start().await;

@@ -19,6 +19,7 @@ use tether_runtime::{
     access::{Authenticator, Authorizer, Principal, RoleGrant, RoleGrantDecision},
 };
 use tether_tests::{RunningService, SERVICE_TOKEN, TestDatabase};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 pub const SIGNING_SEED: [u8; 32] = [7; 32];
@@ -182,6 +183,28 @@ impl Audit {
     pub async fn tables(&self) -> sqlx::AnyPool {
         self.db.inspect("audit").await
     }
+}
+
+/// An export as `who`: the file, its summary, and how many messages carried it.
+pub async fn export(
+    audit: &Audit,
+    who: &str,
+    format: ExportFormat,
+    filter: EventFilter,
+) -> (Vec<u8>, ExportSummary, usize) {
+    let request = ExportEventsRequest { filter: Some(filter), format: format as i32 };
+    let mut stream = audit.client.clone().export_events(as_user(who, request)).await.unwrap().into_inner();
+    let (mut file, mut summary, mut chunks) = (Vec::new(), None, 0);
+    while let Some(message) = stream.next().await {
+        let message = message.unwrap();
+        assert!(message.data.len() <= 64 * 1024, "chunks of at most 64 KiB");
+        file.extend(message.data);
+        chunks += 1;
+        if message.summary.is_some() {
+            summary = message.summary;
+        }
+    }
+    (file, summary.expect("the last message carries the summary"), chunks)
 }
 
 pub fn as_service<T>(message: T) -> tonic::Request<T> {
