@@ -43,6 +43,10 @@ pub struct Config {
     pub tail_poll: Duration,
     /// `TETHER_AUDIT_TAIL_HEARTBEAT_MS`, default 15000.
     pub tail_heartbeat: Duration,
+    /// `TETHER_AUDIT_RETENTION_DAYS`, default 400: how long events are kept (legal holds aside).
+    pub retention: Duration,
+    /// `TETHER_AUDIT_PURGE_INTERVAL_MS`, default 3600000: how often expired events are purged.
+    pub purge_interval: Duration,
 }
 
 pub const SIGNING_KEY: &str = "TETHER_AUDIT_SIGNING_KEY";
@@ -81,6 +85,14 @@ impl Config {
                 50..=86_400_000,
             )?,
             tail_poll: source.millis_or("TETHER_AUDIT_TAIL_POLL_MS", Duration::from_millis(500), 10..=60_000)?,
+            retention: Duration::from_secs(
+                86_400 * source.count_or("TETHER_AUDIT_RETENTION_DAYS", 400, 1..=36_500)? as u64,
+            ),
+            purge_interval: source.millis_or(
+                "TETHER_AUDIT_PURGE_INTERVAL_MS",
+                Duration::from_secs(3600),
+                1000..=86_400_000,
+            )?,
             tail_heartbeat: source.millis_or(
                 "TETHER_AUDIT_TAIL_HEARTBEAT_MS",
                 Duration::from_secs(15),

@@ -65,6 +65,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
             "no audit signing key is configured: checkpoints are not published"
         ),
     }
+    events::retention::spawn(database.clone(), config.retention, config.purge_interval, stopping.clone());
     let audit = Arc::new(api::Audit {
         database: database.clone(),
         authenticator: deps.authenticator,
@@ -75,6 +76,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
         checkpoint_key: config.checkpoint_key.clone(),
         tail_poll: config.tail_poll,
         tail_heartbeat: config.tail_heartbeat,
+        retention: config.retention,
         stopping: stopping.clone(),
     });
     let api = api::AuditApi::new(audit);

@@ -157,3 +157,70 @@ async fn two_replicas_ingesting_at_once_keep_one_chain() {
     assert!(reply.ok, "{}", reply.detail);
     assert_eq!(reply.events_checked, 2 * 20 * 50 + 50, "gap-free, nothing lost, nothing doubled");
 }
+
+#[tokio::test]
+async fn expired_events_are_purged_except_held_ones_and_the_rest_still_verifies() {
+    let audit = Audit::start().await;
+    let reader = audit.doubles.person(true, ADMIN_TENANCY, &[ADMIN_TENANCY]);
+    let [held, other] = [(); 2].map(|_| uuid::Uuid::new_v4().to_string());
+    let old: Vec<AuditEvent> =
+        (0..100).map(|i| event("user.update", if i % 5 < 3 { &held } else { &other }, "")).collect();
+    audit.ingest(old).await;
+    let checkpoint = eventually(|| async {
+        let reply = audit.client.clone().list_checkpoints(as_service(ListCheckpointsRequest::default())).await.unwrap();
+        reply.into_inner().checkpoints.into_iter().find(|c| c.sequence == 100)
+    })
+    .await;
+    audit.ingest((0..50).map(|_| event("user.update", &other, "")).collect()).await;
+    let hold = SetLegalHoldRequest { tenant_id: held.clone(), reason: "case 2026-114".into() };
+    audit.client.clone().set_legal_hold(as_user(&reader, hold)).await.unwrap();
+    // The first hundred were received long ago.
+    let pool = audit.tables().await;
+    sqlx::query("UPDATE audit_events SET received_at = received_at - 43200000000000 WHERE seq <= 100")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let purged =
+        audit.client.clone().purge_expired(as_user(&reader, PurgeExpiredRequest {})).await.unwrap().into_inner();
+    assert_eq!((purged.purged_count, purged.held_count, purged.purged_through_sequence), (40, 60, 100));
+    let of = |tenant: &str| EventFilter { tenant_id: tenant.to_owned(), ..Default::default() };
+    assert_eq!(audit.search_all(&reader, of(&held)).await.len(), 60, "held events stay");
+    assert_eq!(audit.search_all(&reader, of(&other)).await.len(), 50, "expired ones go, recent ones stay");
+    let kept = audit.verify(VerifyIntegrityRequest::default()).await;
+    assert!(kept.ok, "{}", kept.detail);
+    assert_eq!(kept.from_sequence, 101, "the kept chain verifies from the purge boundary");
+    let from_checkpoint =
+        audit.verify(VerifyIntegrityRequest { checkpoint: checkpoint.note, ..Default::default() }).await;
+    assert!(from_checkpoint.ok, "{}", from_checkpoint.detail);
+    let again = audit.client.clone().purge_expired(as_service(PurgeExpiredRequest {})).await.unwrap().into_inner();
+    assert_eq!(again.purged_count, 0, "nothing more has expired");
+
+    let holds =
+        audit.client.clone().list_legal_holds(as_user(&reader, ListLegalHoldsRequest {})).await.unwrap().into_inner();
+    assert_eq!(holds.holds.len(), 1);
+    assert_eq!((holds.holds[0].tenant_id.as_str(), holds.holds[0].reason.as_str()), (held.as_str(), "case 2026-114"));
+    assert_eq!(holds.holds[0].set_by, reader);
+    assert_eq!(holds.retention.unwrap().seconds, 400 * 86_400);
+    assert_eq!(holds.purged_through_sequence, 100);
+
+    // The purge and the hold are audited.
+    let outbox: Vec<String> = sqlx::query_scalar("SELECT payload FROM audit_outbox").fetch_all(&pool).await.unwrap();
+    let actions: Vec<String> = outbox
+        .iter()
+        .map(|p| <AuditEvent as prost::Message>::decode(hex::decode(p).unwrap().as_slice()).unwrap().action)
+        .collect();
+    assert!(actions.contains(&"audit.purge".to_owned()), "{actions:?}");
+    assert!(actions.contains(&"audit.legal_hold_set".to_owned()), "{actions:?}");
+
+    let client_admin = audit.doubles.person(false, &other, &[&other]);
+    let status = audit.client.clone().purge_expired(as_user(&client_admin, PurgeExpiredRequest {})).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let status = audit
+        .client
+        .clone()
+        .remove_legal_hold(as_service(RemoveLegalHoldRequest { tenant_id: other.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "TENANT_NOT_FOUND");
+}

@@ -24,7 +24,7 @@ impl Audit {
         request: Request<pb::VerifyIntegrityRequest>,
     ) -> Reply<pb::VerifyIntegrityResponse> {
         let (metadata, _, r) = request.into_parts();
-        let caller = self.auditor(&metadata).await?;
+        let caller = &self.auditor(&metadata).await?;
         let (head, _) = store::chain::head(self.database.pool()).await.map_err(ApiError::from)?;
         let micros = |t: &prost_types::Timestamp| t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000);
 
@@ -36,14 +36,23 @@ impl Audit {
             let state = key
                 .open(&r.checkpoint)
                 .map_err(|e| ApiError::field(ErrorReason::CheckpointInvalid, "checkpoint", e.to_string()))?;
-            let stored = store::chain::hash_at(&self.database, state.sequence).await.map_err(ApiError::from)?;
+            let (purged, purge_anchor) = store::retention::purged_through(&self.database).await?;
+            if state.sequence < purged {
+                // Its record was purged: the kept chain is checked from the purge boundary instead.
+                let to = if r.to_sequence == 0 { head } else { r.to_sequence.min(head) };
+                return self.check_chain(caller, purged + 1, to, chain::parse_hash(&purge_anchor)).await;
+            }
+            let stored = match state.sequence == purged {
+                true => Some(purge_anchor),
+                false => store::chain::hash_at(&self.database, state.sequence).await.map_err(ApiError::from)?,
+            };
             if stored.as_deref() != Some(hex::encode(state.chain_hash).as_str()) {
                 let detail = match stored {
                     None => format!("sequence {} of the checkpoint is missing", state.sequence),
                     Some(_) => format!("record {} differs from the checkpoint", state.sequence),
                 };
                 let reply = broken(state.sequence, state.sequence, state.sequence, String::new(), detail, 0, "");
-                return self.verified(&caller, reply).await;
+                return self.verified(caller, reply).await;
             }
             let to = if r.to_sequence == 0 { head } else { r.to_sequence.min(head) };
             (state.sequence + 1, to, Some(state.chain_hash))
@@ -66,8 +75,27 @@ impl Audit {
         } else {
             (1, head, None)
         };
+        self.check_chain(caller, from, to, anchor).await
+    }
+
+    /// Recomputes `from..=to`, the record before `from` hashing to `anchor` (read from the store
+    /// when not given), and answers with the first break.
+    async fn check_chain(
+        &self,
+        caller: &tether_runtime::access::Caller,
+        from: u64,
+        to: u64,
+        anchor: Option<[u8; 32]>,
+    ) -> Reply<pb::VerifyIntegrityResponse> {
+        // Purged records are gone on purpose: the kept chain starts after the purge boundary,
+        // from its hash.
+        let (purged, purge_anchor) = store::retention::purged_through(&self.database).await?;
+        let (from, anchor) = match (anchor, chain::parse_hash(&purge_anchor)) {
+            (None, Some(hash)) if purged > 0 && from <= purged + 1 => (from.max(purged + 1), Some(hash)),
+            (anchor, _) => (from, anchor),
+        };
         if from > to {
-            return self.verified(&caller, ok_reply(from, to, 0, String::new())).await;
+            return self.verified(caller, ok_reply(from, to, 0, String::new())).await;
         }
         let mut previous = match anchor {
             Some(hash) => hash,
@@ -79,7 +107,7 @@ impl Audit {
                     None => {
                         let detail = format!("sequence {} missing", from - 1);
                         let reply = broken(from, to, from - 1, String::new(), detail, 0, "");
-                        return self.verified(&caller, reply).await;
+                        return self.verified(caller, reply).await;
                     }
                 }
             }
@@ -97,19 +125,19 @@ impl Audit {
                 if record.sequence != expected {
                     let detail = format!("sequence {expected} missing");
                     return self
-                        .verified(&caller, broken(from, to, expected, String::new(), detail, checked, &last))
+                        .verified(caller, broken(from, to, expected, String::new(), detail, checked, &last))
                         .await;
                 }
                 let recomputed = chain::link(&previous, record.sequence, record.received_at, &record.event);
                 if record.prev_hash != last {
                     let detail = format!("link to the previous record broken at sequence {expected}");
                     let reply = broken(from, to, expected, record.event.event_id, detail, checked, &last);
-                    return self.verified(&caller, reply).await;
+                    return self.verified(caller, reply).await;
                 }
                 if record.hash != hex::encode(recomputed) {
                     let detail = format!("hash mismatch at sequence {expected}");
                     let reply = broken(from, to, expected, record.event.event_id, detail, checked, &last);
-                    return self.verified(&caller, reply).await;
+                    return self.verified(caller, reply).await;
                 }
                 previous = recomputed;
                 expected += 1;
@@ -119,9 +147,9 @@ impl Audit {
         if expected <= to {
             let detail = format!("sequence {expected} missing");
             let last = hex::encode(previous);
-            return self.verified(&caller, broken(from, to, expected, String::new(), detail, checked, &last)).await;
+            return self.verified(caller, broken(from, to, expected, String::new(), detail, checked, &last)).await;
         }
-        self.verified(&caller, ok_reply(from, to, checked, hex::encode(previous))).await
+        self.verified(caller, ok_reply(from, to, checked, hex::encode(previous))).await
     }
 
     /// Records the verification in the trail, then answers it.

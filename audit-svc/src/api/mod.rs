@@ -1,6 +1,7 @@
 //! gRPC handlers: decode the request, resolve the caller and what they may see, call the store,
 //! encode the reply. One file per family: `ingest`, `read` (search, one event, stats),
-//! `export`, `tail`, `integrity` (verification, checkpoints); `guard` decides visibility and
+//! `export`, `tail`, `integrity` (verification, checkpoints), `retention` (legal holds, purges);
+//! `guard` decides visibility and
 //! `convert` writes records as files.
 
 mod call_classes;
@@ -10,6 +11,7 @@ mod guard;
 mod ingest;
 mod integrity;
 mod read;
+mod retention;
 mod tail;
 
 pub use call_classes::SERVED;
@@ -41,6 +43,7 @@ pub struct Audit {
     pub checkpoint_key: Option<CheckpointKey>,
     pub tail_poll: Duration,
     pub tail_heartbeat: Duration,
+    pub retention: Duration,
     /// Cancelled at shutdown: long streams (tail, export) end.
     pub stopping: CancellationToken,
 }
@@ -94,5 +97,23 @@ impl AuditService for AuditApi {
         request: Request<pb::ListCheckpointsRequest>,
     ) -> Answer<pb::ListCheckpointsResponse> {
         self.inner.list_checkpoints(request).await.map_err(Status::from)
+    }
+    async fn set_legal_hold(&self, request: Request<pb::SetLegalHoldRequest>) -> Answer<pb::SetLegalHoldResponse> {
+        self.inner.set_legal_hold(request).await.map_err(Status::from)
+    }
+    async fn remove_legal_hold(
+        &self,
+        request: Request<pb::RemoveLegalHoldRequest>,
+    ) -> Answer<pb::RemoveLegalHoldResponse> {
+        self.inner.remove_legal_hold(request).await.map_err(Status::from)
+    }
+    async fn list_legal_holds(
+        &self,
+        request: Request<pb::ListLegalHoldsRequest>,
+    ) -> Answer<pb::ListLegalHoldsResponse> {
+        self.inner.list_legal_holds(request).await.map_err(Status::from)
+    }
+    async fn purge_expired(&self, request: Request<pb::PurgeExpiredRequest>) -> Answer<pb::PurgeExpiredResponse> {
+        self.inner.purge_expired(request).await.map_err(Status::from)
     }
 }

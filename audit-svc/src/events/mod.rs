@@ -1,10 +1,12 @@
-//! audit's own events: what it records about itself (exports, verifications) and the signed
-//! checkpoints it publishes ([`checkpoints`]).
+//! audit's own events: what it records about itself (exports, verifications, legal holds,
+//! purges), the signed checkpoints it publishes ([`checkpoints`]) and the purge job
+//! ([`retention`]).
 //!
 //! Its own events take the same road as every other service's: written to its own outbox in
 //! a transaction, then delivered to its own chain by the runtime's relay.
 
 pub mod checkpoints;
+pub mod retention;
 
 use serde_json::json;
 use tether_proto::{audit::v1 as pb, common::v1::AuditEvent};
@@ -55,4 +57,15 @@ pub fn verification(caller: &Caller, reply: &pb::VerifyIntegrityResponse) -> Aud
             "detail": reply.detail,
         }));
     if reply.ok { event.build() } else { event.failed("CHAIN_BROKEN").build() }
+}
+
+/// A legal hold set (`reason` given) or removed.
+pub fn legal_hold(caller: &Caller, tenant_id: &str, reason: Option<&str>) -> AuditEvent {
+    let action = if reason.is_some() { "audit.legal_hold_set" } else { "audit.legal_hold_remove" };
+    let event =
+        Audit::new(SOURCE, caller.audit_actor(), &caller.client_ip, action, "legal_hold", tenant_id).tenant(tenant_id);
+    match reason {
+        Some(reason) => event.after(json!({ "tenant_id": tenant_id, "reason": reason })).build(),
+        None => event.before(json!({ "tenant_id": tenant_id })).build(),
+    }
 }

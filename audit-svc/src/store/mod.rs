@@ -1,5 +1,5 @@
 //! audit-svc's own schema and SQL: appending to the chain ([`chain`]), reading it back
-//! ([`search`]), and checkpoints ([`checkpoints`]).
+//! ([`search`]), checkpoints ([`checkpoints`]) and retention ([`retention`]).
 //!
 //! Rules:
 //!
@@ -13,6 +13,7 @@
 pub mod chain;
 pub mod checkpoints;
 mod records;
+pub mod retention;
 pub mod search;
 
 pub use records::StoredRecord;
@@ -22,5 +23,6 @@ use tether_runtime::{db::EmbeddedMigration, events::OUTBOX_MIGRATION};
 pub const MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "events", sql: include_str!("migrations/0001_events.sql") },
     EmbeddedMigration { version: 2, description: "chain", sql: include_str!("migrations/0002_chain.sql") },
+    EmbeddedMigration { version: 3, description: "retention", sql: include_str!("migrations/0003_retention.sql") },
     OUTBOX_MIGRATION,
 ];
