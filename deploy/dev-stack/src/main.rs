@@ -9,6 +9,8 @@
 
 use std::{future::Future, process::ExitCode};
 
+use base64::Engine;
+
 use tether_runtime::{
     ConfigSource, ServiceHost, ServiceSettings, StartError,
     access::ServiceToken,
@@ -46,7 +48,7 @@ async fn run() -> Result<(), StartError> {
     let _telemetry = telemetry::init(&TelemetrySettings::load(&source, "tether-dev")?)
         .map_err(|e| StartError::Other(e.to_string()))?;
 
-    let source = totp_keys(wire_addresses(source)?)?;
+    let source = dev_secrets(wire_addresses(source)?)?;
     let identity_config = identity_svc::Config::load(&source)?;
     let owner_email = identity_config.bootstrap_owner.email.to_string();
     let tenancy_config = tenancy_svc::Config::load(&source)?;
@@ -112,35 +114,52 @@ async fn run() -> Result<(), StartError> {
     result
 }
 
-/// identity-svc requires `TETHER_IDENTITY_TOTP_KEYS` (it encrypts TOTP secrets). Unless it is
-/// set, the dev stack generates a key on the first start and keeps it in the data dir
-/// (`identity-totp-keys`, readable by its owner only), so secrets enrolled before a restart
-/// still decrypt after it.
-fn totp_keys(source: ConfigSource) -> Result<ConfigSource, StartError> {
-    if source.get(identity_svc::config::TOTP_KEYS).is_some() {
+/// identity-svc requires `TETHER_IDENTITY_TOTP_KEYS` (it encrypts TOTP secrets), and audit-svc
+/// signs its checkpoints with `TETHER_AUDIT_SIGNING_KEY`. Unless they are set, the dev stack
+/// generates each on the first start and keeps it in the data dir (`identity-totp-keys`,
+/// `audit-signing-key`, readable by their owner only), so secrets enrolled and checkpoints signed
+/// before a restart still verify after it.
+fn dev_secrets(source: ConfigSource) -> Result<ConfigSource, StartError> {
+    let source = kept_secret(source, identity_svc::config::TOTP_KEYS, "identity-totp-keys", |bytes| {
+        format!("dev-1:{}", hex::encode(bytes))
+    })?;
+    kept_secret(source, audit_svc::config::SIGNING_KEY, "audit-signing-key", |bytes| {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    })
+}
+
+/// `key` from the environment, else from `file` in the data dir, else 32 random bytes spelled
+/// by `spell` and written there.
+fn kept_secret(
+    source: ConfigSource,
+    key: &str,
+    file: &str,
+    spell: impl FnOnce([u8; 32]) -> String,
+) -> Result<ConfigSource, StartError> {
+    if source.get(key).is_some() {
         return Ok(source);
     }
     let dir = std::path::PathBuf::from(source.get("TETHER_DATA_DIR").unwrap_or(".tether-data"));
-    let path = dir.join("identity-totp-keys");
+    let path = dir.join(file);
     let failed = |e: std::io::Error| StartError::Other(format!("{}: {e}", path.display()));
-    let keys = match std::fs::read_to_string(&path) {
-        Ok(keys) => keys.trim().to_owned(),
+    let value = match std::fs::read_to_string(&path) {
+        Ok(value) => value.trim().to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|e| StartError::Other(format!("random source: {e}")))?;
-            let keys = format!("dev-1:{}", hex::encode(bytes));
+            let value = spell(bytes);
             std::fs::create_dir_all(&dir).map_err(failed)?;
             let mut file = std::fs::OpenOptions::new();
             file.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-            std::io::Write::write_all(&mut file.open(&path).map_err(failed)?, format!("{keys}\n").as_bytes())
+            std::io::Write::write_all(&mut file.open(&path).map_err(failed)?, format!("{value}\n").as_bytes())
                 .map_err(failed)?;
-            keys
+            value
         }
         Err(e) => return Err(failed(e)),
     };
-    Ok(source.with(identity_svc::config::TOTP_KEYS, keys))
+    Ok(source.with(key, value))
 }
 
 /// Tells each service where the others listen (unless the environment already says), so moving
