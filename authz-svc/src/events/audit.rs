@@ -197,6 +197,8 @@ pub fn decision_event(r: DecisionRecord) -> AuditEvent {
         before_json: String::new(),
         after_json: String::new(),
         metadata_json: metadata,
+        span_id: String::new(),
+        user_agent: String::new(),
     }
 }
 
