@@ -55,6 +55,16 @@ async fn denied_checks_become_audit_events_with_the_trace_id() {
     assert_eq!(e.trace_id, trace);
     assert_eq!(e.tenant_id, w.a.to_string());
     assert!(e.metadata_json.contains(&reply.decision_id));
+    let metadata: serde_json::Value = serde_json::from_str(&e.metadata_json).unwrap();
+    assert_eq!(
+        metadata["summary"],
+        format!("denied: a membership of user {} reaches tenant {} but its role lacks assets.delete", w.viewer, w.a),
+        "the SRE reads why without asking Explain"
+    );
+    assert_eq!(
+        (metadata["permission"].as_str(), metadata["subject_user_id"].as_str()),
+        (Some("assets.delete"), Some(w.viewer.to_string().as_str()))
+    );
 
     // Every denied item of a batch is recorded, as `{batch id}/{item}`.
     let item = tether_proto::authz::v1::BatchCheckItem {

@@ -171,6 +171,41 @@ struct DecisionMetadata<'a> {
     subject_user_id: &'a str,
     permission: &'a str,
     resource_id: &'a str,
+    /// Explain's one line, without the role and membership names (those need the index, which
+    /// the writer does not hold; `Explain` with the same inputs gives them).
+    summary: String,
+}
+
+/// The one-line reason of a decision, in Explain's words.
+fn summary(r: &DecisionRecord) -> String {
+    let (user, permission, tenant) = (&r.user_id, &r.permission, &r.tenant_id);
+    match r.reason.strip_prefix("DECISION_REASON_").unwrap_or(r.reason) {
+        "GRANTED_BY_MEMBERSHIP" => {
+            format!("allowed: a membership of user {user} grants {permission} in tenant {tenant}")
+        }
+        "GRANTED_BY_OVERRIDE" => format!("allowed: a grant override of {permission} for user {user}"),
+        "GRANTED_BY_RESOURCE_GRANT" => format!("allowed: a resource grant covers resource {}", r.resource_id),
+        "DENIED_NO_MEMBERSHIP" => {
+            format!("denied: user {user} has no membership in tenant {tenant} or its ancestors granting {permission}")
+        }
+        "DENIED_BY_OVERRIDE" => format!("denied: a deny override of {permission} for user {user} (deny wins)"),
+        "DENIED_USER_SUSPENDED" => format!("denied: user {user} is suspended"),
+        "DENIED_USER_PENDING" => format!("denied: user {user} has not accepted their invitation"),
+        "DENIED_USER_DELETED" => format!("denied: user {user} is deleted"),
+        "DENIED_USER_UNKNOWN" => format!("denied: no user {user} is known"),
+        "DENIED_TENANT_SUSPENDED" => format!("denied: tenant {tenant} (or an ancestor) is suspended"),
+        "DENIED_TENANT_ARCHIVED" => format!("denied: tenant {tenant} (or an ancestor) is archived"),
+        "DENIED_TENANT_UNKNOWN" => format!("denied: no tenant {tenant} is known"),
+        "DENIED_OUTSIDE_ASSIGNED_TENANTS" => format!(
+            "denied: the role of user {user} is scoped to assigned tenants and tenant {tenant} is not under one"
+        ),
+        "DENIED_UNKNOWN_PERMISSION" => format!("denied: {permission} is not in the catalog"),
+        "DENIED_PERMISSION_NOT_IN_ROLE" => {
+            format!("denied: a membership of user {user} reaches tenant {tenant} but its role lacks {permission}")
+        }
+        "DENIED_RESOURCE_UNKNOWN" => format!("denied: no resource {} in tenant {tenant}", r.resource_id),
+        other => format!("{}: {other}", if r.allowed { "allowed" } else { "denied" }),
+    }
 }
 
 pub fn decision_event(r: DecisionRecord) -> AuditEvent {
@@ -179,6 +214,7 @@ pub fn decision_event(r: DecisionRecord) -> AuditEvent {
         subject_user_id: &r.user_id,
         permission: &r.permission,
         resource_id: &r.resource_id,
+        summary: summary(&r),
     })
     .unwrap_or_default();
     AuditEvent {
