@@ -5,7 +5,8 @@
 //! `TETHER_DATA_DIR` (default `./.tether-data`), and stops them all on Ctrl-C. The services are
 //! in one process for convenience only: they reach each other through their configured
 //! addresses, exactly as separate deployments do. Every setting a service binary reads from the
-//! environment is read here the same way.
+//! environment is read here the same way. `TETHER_DEV_SERVICES=audit` (a comma-separated list)
+//! runs only those services, so each can have a process of its own.
 
 use std::{future::Future, process::ExitCode};
 
@@ -49,19 +50,23 @@ async fn run() -> Result<(), StartError> {
         .map_err(|e| StartError::Other(e.to_string()))?;
 
     let source = dev_secrets(wire_addresses(source)?)?;
-    let identity_config = identity_svc::Config::load(&source)?;
-    let owner_email = identity_config.bootstrap_owner.email.to_string();
-    let tenancy_config = tenancy_svc::Config::load(&source)?;
-    let authz_config = authz_svc::Config::load(&source)?;
-    let audit_config = audit_svc::Config::load(&source)?;
-
-    let identity = identity_svc::prepare(identity_config).await?;
-    let hosts = [
-        ("identity", identity.host),
-        ("tenancy", tenancy_svc::prepare(tenancy_config).await?),
-        ("authz", authz_svc::prepare(authz_config).await?),
-        ("audit", audit_svc::prepare(audit_config).await?),
-    ];
+    let only = selected(&source)?;
+    let owner_email = identity_svc::Config::load(&source)?.bootstrap_owner.email.to_string();
+    let mut owner = None;
+    let mut hosts = Vec::new();
+    for name in only {
+        let host = match name {
+            "identity" => {
+                let identity = identity_svc::prepare(identity_svc::Config::load(&source)?).await?;
+                owner = identity.bootstrap_owner;
+                identity.host
+            }
+            "tenancy" => tenancy_svc::prepare(tenancy_svc::Config::load(&source)?).await?,
+            "authz" => authz_svc::prepare(authz_svc::Config::load(&source)?).await?,
+            _ => audit_svc::prepare(audit_svc::Config::load(&source)?).await?,
+        };
+        hosts.push((name, host));
+    }
 
     // Bind every port before serving any, so a busy port fails the whole start cleanly.
     let mut bound = Vec::new();
@@ -81,6 +86,7 @@ async fn run() -> Result<(), StartError> {
 
     println!();
     println!("Tether dev stack");
+    let bound_names: Vec<&str> = bound.iter().map(|(name, _, _)| *name).collect();
     let mut tasks: Vec<(&str, JoinHandle<Result<(), StartError>>)> = Vec::new();
     for (name, host, listener) in bound {
         let addr = listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
@@ -91,11 +97,12 @@ async fn run() -> Result<(), StartError> {
         println!("  {name:<9} http://{addr}   ({database})");
         tasks.push((name, spawn(host, listener, stopped())));
     }
-    match &identity.bootstrap_owner {
-        Some(owner) => println!("  {owner}"),
-        None => println!("  MSP owner: {owner_email}  (password as set or shown at first start)"),
+    match (&owner, bound_names.contains(&"identity")) {
+        (Some(owner), _) => println!("  {owner}"),
+        (None, true) => println!("  MSP owner: {owner_email}  (password as set or shown at first start)"),
+        (None, false) => {}
     }
-    println!("  Ctrl-C stops all four.");
+    println!("  Ctrl-C stops {}.", if bound_names.len() == 4 { "all four" } else { "them" });
     println!();
 
     tether_runtime::shutdown::signal().await;
@@ -160,6 +167,27 @@ fn kept_secret(
         Err(e) => return Err(failed(e)),
     };
     Ok(source.with(key, value))
+}
+
+/// `TETHER_DEV_SERVICES`: which services this process runs (comma separated, default all four),
+/// so each can run in its own process, e.g. to stop or kill one while the others go on.
+fn selected(source: &ConfigSource) -> Result<Vec<&'static str>, StartError> {
+    const KEY: &str = "TETHER_DEV_SERVICES";
+    const ALL: [&str; 4] = ["identity", "tenancy", "authz", "audit"];
+    let Some(raw) = source.get(KEY) else { return Ok(ALL.to_vec()) };
+    let mut out = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = ALL.iter().find(|n| **n == part).ok_or_else(|| {
+            tether_runtime::config::invalid(KEY, raw, "a comma-separated list of identity, tenancy, authz, audit")
+        })?;
+        if !out.contains(name) {
+            out.push(*name);
+        }
+    }
+    if out.is_empty() {
+        return Err(tether_runtime::config::invalid(KEY, raw, "at least one service").into());
+    }
+    Ok(out)
 }
 
 /// Tells each service where the others listen (unless the environment already says), so moving
