@@ -203,3 +203,32 @@ impl RunningService {
         self.task.await.expect("service task panicked")
     }
 }
+
+/// audit-svc's `Ingest` as a service's audit relay sees it, accepting every event; the events
+/// it received, in order, for tests that look.
+#[derive(Default)]
+pub struct AcceptingAuditSink {
+    received: std::sync::Mutex<Vec<tether_proto::common::v1::AuditEvent>>,
+}
+
+impl AcceptingAuditSink {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::default()
+    }
+
+    pub fn received(&self) -> Vec<tether_proto::common::v1::AuditEvent> {
+        self.received.lock().expect("sink lock").clone()
+    }
+}
+
+#[tonic::async_trait]
+impl tether_runtime::events::AuditSink for AcceptingAuditSink {
+    async fn ingest(
+        &self,
+        events: Vec<tether_proto::common::v1::AuditEvent>,
+    ) -> Result<tether_proto::audit::v1::IngestResponse, tether_runtime::ApiError> {
+        let accepted = i32::try_from(events.len()).unwrap_or(i32::MAX);
+        self.received.lock().expect("sink lock").extend(events);
+        Ok(tether_proto::audit::v1::IngestResponse { accepted, duplicates: 0, rejected: Vec::new() })
+    }
+}
