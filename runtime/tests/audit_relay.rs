@@ -293,6 +293,33 @@ async fn batches_hold_at_most_batch_size_events() {
 }
 
 #[tokio::test]
+async fn batches_stay_within_4_mib_and_an_event_larger_than_that_is_parked() {
+    let db = open_database().await;
+    let large = |n: usize, mib: usize| {
+        let mut e = event(n);
+        e.metadata_json = format!("\"{}\"", "x".repeat(mib * 1024 * 1024));
+        e
+    };
+    let expected = write(&db, (0..5).map(|n| large(n, 1)).collect()).await;
+    let huge = write(&db, vec![large(5, 5)]).await.remove(0);
+    let sink = Arc::new(Sink::default());
+    let stopping = CancellationToken::new();
+    let relay = spawn_audit_relay(db.clone(), sink.clone(), settings(), stopping.clone());
+    drained(&relay).await;
+    // Four events of 1 MiB and their framing are more than 4 MiB.
+    assert_eq!(sink.batch_sizes(), [3, 2]);
+    assert_eq!(sink.received_ids(), expected);
+    let reason: Option<String> = sqlx::query_scalar("SELECT parked_reason FROM audit_outbox WHERE event_id = $1")
+        .bind(huge)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(reason.unwrap_or_default().contains("more than an Ingest batch"));
+    assert_eq!(backlog(&db).await, OutboxBacklog { pending: 0, parked: 1, delivered: 5 });
+    stopping.cancel();
+}
+
+#[tokio::test]
 async fn delivered_rows_past_retention_are_purged_and_pending_and_parked_rows_are_kept() {
     let db = open_database().await;
     let sink = Arc::new(Sink::default());
