@@ -6,7 +6,7 @@
 //! 1. One relay task per service process ([`spawn_audit_relay`]), started by the service's
 //!    `prepare` with its `stopping` token. It wakes when a local write commits
 //!    ([`Database::committed`]) and at least every `poll_interval` (writes of other replicas of
-//!    the same service); after a full batch it goes on at once.
+//!    the same service); after a batch it looks again at once.
 //! 2. A batch is the oldest pending rows (not delivered, not parked, `next_attempt_at` due),
 //!    oldest first (by `created_at`, then `event_id`: time-ordered UUIDs), at most `batch_size`
 //!    (at most 500) events and at most 4 MiB of encoded request, what `Ingest` accepts. The
