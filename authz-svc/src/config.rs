@@ -6,6 +6,7 @@ use tether_runtime::{
     ConfigError, ConfigSource, ServiceSettings,
     access::ServiceToken,
     config::{invalid, service_key, upstream_addr},
+    events::AuditRelaySettings,
 };
 
 use crate::{domain::policy::SHIPPED_PACKS, store::Limits};
@@ -36,6 +37,12 @@ pub struct Config {
     pub identity_addr: String,
     /// `TETHER_AUTHZ_TENANCY_ADDR`: whose Watch stream feeds the tree and memberships.
     pub tenancy_addr: String,
+    /// `TETHER_AUTHZ_AUDIT_ADDR`, default `http://127.0.0.1:50054`: where the audit relay
+    /// delivers the audit outbox.
+    pub audit_addr: String,
+    /// `TETHER_AUTHZ_AUDIT_RELAY_*`, `TETHER_AUTHZ_AUDIT_OUTBOX_*` (see
+    /// [`AuditRelaySettings::load`]).
+    pub audit_relay: AuditRelaySettings,
     /// `TETHER_AUTHZ_MAX_LAG_MS`, default 15000: the replica fails closed (INDEX_STALE, health
     /// NOT_SERVING) when a stream is silent for longer (no change, no heartbeat), when a known
     /// revision waits unapplied for longer without progress (e.g. its end marker never comes),
@@ -107,6 +114,8 @@ impl Config {
             policy,
             identity_addr: upstream_addr(source, SERVICE, "identity", 50051)?,
             tenancy_addr: upstream_addr(source, SERVICE, "tenancy", 50052)?,
+            audit_addr: upstream_addr(source, SERVICE, "audit", 50054)?,
+            audit_relay: AuditRelaySettings::load(source, SERVICE)?,
             max_lag,
             consistency_wait: source.millis_or(
                 &service_key(SERVICE, "CONSISTENCY_WAIT_MS"),

@@ -25,6 +25,7 @@ use tether_runtime::{
     access::{Authenticator, GrpcAuthenticator},
     client::connect_lazy,
     db::{Database, now_micros},
+    events::{GrpcAuditSink, spawn_audit_relay},
     server::HealthReporter,
 };
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,8 @@ use crate::domain::{
 pub struct Deps {
     /// Resolves the bearer token of user callers of management RPCs (identity-svc).
     pub authenticator: Arc<dyn Authenticator>,
+    /// audit-svc's `Ingest`, where the audit relay delivers authz's audit events.
+    pub audit: Arc<dyn tether_runtime::events::AuditSink>,
 }
 
 /// Loads and validates the configured policy; the error names the line.
@@ -56,7 +59,11 @@ pub fn load_policy(config: &Config) -> Result<Policy, StartError> {
 
 pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
     let identity = connect_lazy(&config.identity_addr).map_err(|e| StartError::Other(e.to_string()))?;
-    let deps = Deps { authenticator: GrpcAuthenticator::new(identity, config.service_token.clone(), config::SERVICE) };
+    let audit = connect_lazy(&config.audit_addr).map_err(|e| StartError::Other(e.to_string()))?;
+    let deps = Deps {
+        authenticator: GrpcAuthenticator::new(identity, config.service_token.clone(), config::SERVICE),
+        audit: GrpcAuditSink::new(audit, config.service_token.clone(), config::SERVICE),
+    };
     prepare_with(config, deps).await
 }
 
@@ -67,6 +74,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
     state.reload_own().await.map_err(|e| StartError::Other(format!("cannot load authz data: {}", e.message)))?;
 
     let stopping = CancellationToken::new();
+    spawn_audit_relay(database.clone(), deps.audit, config.audit_relay.clone(), stopping.clone());
     let identity = connect_lazy(&config.identity_addr).map_err(|e| StartError::Other(e.to_string()))?;
     let tenancy = connect_lazy(&config.tenancy_addr).map_err(|e| StartError::Other(e.to_string()))?;
     tokio::spawn(events::follow(

@@ -100,6 +100,8 @@ async fn denied_checks_become_audit_events_with_the_trace_id() {
         })
         .expect("the batch's last item is recorded");
     assert!(!last.is_empty());
+    // The relay delivers all 151 to audit-svc (in batches) and marks them delivered.
+    assert_eq!(tether_tests::wait_audit_delivered(&pool).await, 151);
     authz.service.stop().await.unwrap();
 }
 

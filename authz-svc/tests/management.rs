@@ -384,7 +384,10 @@ async fn a_policy_file_with_errors_stops_start_up_naming_the_line() {
         authz_svc::Config::load(&config(&db, &up, &[("TETHER_AUTHZ_POLICY_FILE", path.to_str().unwrap())])).unwrap();
     let error = match authz_svc::prepare_with(
         loaded,
-        authz_svc::Deps { authenticator: std::sync::Arc::new(Sessions::default()) },
+        authz_svc::Deps {
+            authenticator: std::sync::Arc::new(Sessions::default()),
+            audit: tether_tests::AcceptingAuditSink::new(),
+        },
     )
     .await
     {

@@ -258,10 +258,12 @@ async fn main() {
         config.sessions.revocation_lease.as_millis()
     );
     let service_token = config.service_token.clone();
-    let prepared =
-        identity_svc::prepare_with(config, Deps { authorizer: Arc::new(AllowAll), tenancy: Arc::new(AcceptAll) })
-            .await
-            .expect("prepare");
+    let deps = Deps {
+        authorizer: Arc::new(AllowAll),
+        tenancy: Arc::new(AcceptAll),
+        audit: tether_tests::AcceptingAuditSink::new(),
+    };
+    let prepared = identity_svc::prepare_with(config, deps).await.expect("prepare");
     let in_process = prepared.authenticator.clone();
     let service = RunningService::spawn("identity", prepared.host).await;
     let channel = service.channel().await;

@@ -6,6 +6,7 @@ use tether_runtime::{
     ConfigError, ConfigSource, ServiceSettings,
     access::ServiceToken,
     config::{Secret, invalid, service_key, upstream_addr},
+    events::AuditRelaySettings,
 };
 
 use crate::domain::{
@@ -43,6 +44,12 @@ pub struct Config {
     pub tenancy_addr: String,
     /// `TETHER_IDENTITY_AUTHZ_ADDR`, default `http://127.0.0.1:50053`.
     pub authz_addr: String,
+    /// `TETHER_IDENTITY_AUDIT_ADDR`, default `http://127.0.0.1:50054`: where the audit relay
+    /// delivers the audit outbox.
+    pub audit_addr: String,
+    /// `TETHER_IDENTITY_AUDIT_RELAY_*`, `TETHER_IDENTITY_AUDIT_OUTBOX_*` (see
+    /// [`AuditRelaySettings::load`]).
+    pub audit_relay: AuditRelaySettings,
     /// `TETHER_IDENTITY_TENANCY_TIMEOUT_MS`, default 2000: how long a request waits for
     /// tenancy-svc when it must ask (roles for 2FA policies at login, the owner before a
     /// deactivation) before failing closed with UNAVAILABLE.
@@ -248,6 +255,8 @@ impl Config {
             },
             tenancy_addr: upstream_addr(source, SERVICE, "tenancy", 50052)?,
             authz_addr: upstream_addr(source, SERVICE, "authz", 50053)?,
+            audit_addr: upstream_addr(source, SERVICE, "audit", 50054)?,
+            audit_relay: AuditRelaySettings::load(source, SERVICE)?,
             tenancy_timeout: source.millis_or(&key("TENANCY_TIMEOUT_MS"), Duration::from_secs(2), 10..=60_000)?,
             reset_rate: RateLimit {
                 max: source.count_or(&key("RESET_REQUESTS_PER_IP"), 5, 1..=1_000_000)? as u32,

@@ -25,7 +25,7 @@ use tether_runtime::{
     access::{Authenticator, Authorizer, GrpcAuthorizer},
     client::connect_lazy,
     db::Database,
-    events::ChangeFeed,
+    events::{AuditSink, ChangeFeed, GrpcAuditSink, spawn_audit_relay},
     server::HealthReporter,
 };
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,8 @@ pub struct Prepared {
 pub struct Deps {
     pub authorizer: Arc<dyn Authorizer>,
     pub tenancy: Arc<dyn Tenancy>,
+    /// Where the audit relay delivers identity's audit events (audit-svc's `Ingest`).
+    pub audit: Arc<dyn AuditSink>,
 }
 
 /// Wires the real gRPC clients from the configured addresses.
@@ -52,6 +54,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let deps = Deps {
         authorizer: GrpcAuthorizer::new(channel(&config.authz_addr)?, config.service_token.clone(), config::SERVICE),
         tenancy: events::relay::GrpcTenancy::new(channel(&config.tenancy_addr)?, config.service_token.clone()),
+        audit: GrpcAuditSink::new(channel(&config.audit_addr)?, config.service_token.clone(), config::SERVICE),
     };
     prepare_with(config, deps).await
 }
@@ -92,6 +95,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<Prepared, StartE
     let relay =
         events::relay::spawn(database.clone(), deps.tenancy.clone(), admin.clone(), config.relay, stopping.clone());
     store::purge::spawn(database.pool().clone(), config.purge_interval, stopping.clone());
+    spawn_audit_relay(database.clone(), deps.audit, config.audit_relay.clone(), stopping.clone());
     let mailer = mail::from_config(&config.mail).map_err(StartError::Other)?;
     let hasher = auth::Hasher::new(config.hash_concurrency, config.hash_priority)
         .await

@@ -784,3 +784,14 @@ async fn a_retried_create_returns_the_user_only_to_callers_who_may_see_it() {
     assert!(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.is_err(), "request_id is unique");
     pool.close().await;
 }
+
+#[tokio::test]
+async fn the_audit_events_of_a_write_are_delivered_to_audit_svc() {
+    let env = Env::start().await;
+    let owner = env.owner_token().await;
+    env.create(&owner, "gus@client-a.example", "Gus Grant", TENANT_A, "client_user", false).await;
+    let pool = env.db.inspect("identity").await;
+    // Every event in the outbox (the creation's among them) reaches audit-svc and is marked so.
+    tether_tests::wait_audit_delivered(&pool).await;
+    assert!(env.audit().await.iter().any(|e| e.action == "user.create"));
+}

@@ -192,6 +192,7 @@ async fn main() {
         authorizer: doubles.clone(),
         users: doubles.clone(),
         roles: doubles,
+        audit: tether_tests::AcceptingAuditSink::new(),
         service_token: ServiceToken::new(TOKEN),
     };
     let host = tenancy_svc::prepare_with(config, deps).await.expect("prepare");

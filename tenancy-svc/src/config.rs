@@ -4,6 +4,7 @@ use tether_runtime::{
     ConfigError, ConfigSource, ServiceSettings,
     access::ServiceToken,
     config::{service_key, upstream_addr},
+    events::AuditRelaySettings,
 };
 
 use crate::domain::{TenantName, TenantSlug};
@@ -22,6 +23,12 @@ pub struct Config {
     pub identity_addr: String,
     /// `TETHER_TENANCY_AUTHZ_ADDR`, default `http://127.0.0.1:50053`.
     pub authz_addr: String,
+    /// `TETHER_TENANCY_AUDIT_ADDR`, default `http://127.0.0.1:50054`: where the audit relay
+    /// delivers the audit outbox.
+    pub audit_addr: String,
+    /// `TETHER_TENANCY_AUDIT_RELAY_*`, `TETHER_TENANCY_AUDIT_OUTBOX_*` (see
+    /// [`AuditRelaySettings::load`]).
+    pub audit_relay: AuditRelaySettings,
     /// `TETHER_SERVICE_TOKEN`: how tenancy recognises (and calls) other Tether services.
     pub service_token: ServiceToken,
 }
@@ -51,6 +58,8 @@ impl Config {
             max_depth: source.count_or(&key("MAX_DEPTH"), 6, 2..=32)?,
             identity_addr: upstream_addr(source, SERVICE, "identity", 50051)?,
             authz_addr: upstream_addr(source, SERVICE, "authz", 50053)?,
+            audit_addr: upstream_addr(source, SERVICE, "audit", 50054)?,
+            audit_relay: AuditRelaySettings::load(source, SERVICE)?,
             service_token: ServiceToken::load(source)?,
         })
     }

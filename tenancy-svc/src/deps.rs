@@ -3,7 +3,8 @@
 //! identity-svc: does a user exist, is it active, is it MSP staff (`UserDirectory`, asked only
 //! for calls made by people: service callers are trusted about user existence). authz-svc: the
 //! active role pack and its roles (`RoleCatalog`), and the decisions (`Authorizer`, from the
-//! runtime).
+//! runtime). audit-svc: where the audit relay delivers tenancy's audit events (`AuditSink`, from
+//! the runtime).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -16,6 +17,7 @@ use tether_runtime::{
     ApiError,
     access::{Authenticator, Authorizer, ServiceToken},
     client::TracedChannel,
+    events::AuditSink,
 };
 use tonic::Code;
 
@@ -74,6 +76,8 @@ pub struct Deps {
     pub authorizer: Arc<dyn Authorizer>,
     pub users: Arc<dyn UserDirectory>,
     pub roles: Arc<dyn RoleCatalog>,
+    /// audit-svc's `Ingest`, for the audit relay.
+    pub audit: Arc<dyn AuditSink>,
     pub service_token: ServiceToken,
 }
 

@@ -21,6 +21,7 @@ use tether_runtime::{
     access::{GrpcAuthenticator, GrpcAuthorizer},
     client::connect_lazy,
     db::Database,
+    events::{GrpcAuditSink, spawn_audit_relay},
     server::HealthReporter,
 };
 use tonic::{server::NamedService, service::Routes};
@@ -30,12 +31,14 @@ pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
     let channel = |addr: &str| connect_lazy(addr).map_err(|e| StartError::Other(format!("upstream {addr}: {e}")));
     let identity = channel(&config.identity_addr)?;
     let authz = channel(&config.authz_addr)?;
+    let audit = channel(&config.audit_addr)?;
     let token = config.service_token.clone();
     let deps = Deps {
         authenticator: GrpcAuthenticator::new(identity.clone(), token.clone(), config::SERVICE),
         authorizer: GrpcAuthorizer::new(authz.clone(), token.clone(), config::SERVICE),
         users: deps::GrpcUserDirectory::new(identity, token.clone()),
         roles: deps::GrpcRoleCatalog::new(authz, token.clone()),
+        audit: GrpcAuditSink::new(audit, token.clone(), config::SERVICE),
         service_token: token,
     };
     prepare_with(config, deps).await
@@ -45,6 +48,7 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
     let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
     ensure_admin_tenancy(&database, &config).await?;
     let stopping = tokio_util::sync::CancellationToken::new();
+    spawn_audit_relay(database.clone(), deps.audit.clone(), config.audit_relay.clone(), stopping.clone());
     let api = api::TenancyApi::new(database.clone(), deps, config.max_depth, stopping.clone());
     let health = HealthReporter::new(&[<TenancyServiceServer<api::TenancyApi> as NamedService>::NAME]);
     health.set_serving(true);

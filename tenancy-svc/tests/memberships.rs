@@ -382,6 +382,8 @@ async fn every_write_is_on_the_watch_stream_and_in_the_audit_outbox() {
     assert!(create.after_json.contains("\"name\":\"Live\""));
     assert!(events.iter().any(|e| e.action == "ownership.transfer"));
     assert!(events.iter().any(|e| e.action == "membership.add"));
+    // The relay delivers every one of them to audit-svc and marks it delivered.
+    tether_tests::wait_audit_delivered(&pool).await;
 }
 
 /// Every page of a tenant's directory as `actor`: the members, and the size of each page.

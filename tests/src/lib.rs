@@ -203,3 +203,50 @@ impl RunningService {
         self.task.await.expect("service task panicked")
     }
 }
+
+/// audit-svc's `Ingest` as a service's audit relay sees it, accepting every event; the events
+/// it received, in order, for tests that look.
+#[derive(Default)]
+pub struct AcceptingAuditSink {
+    received: std::sync::Mutex<Vec<tether_proto::common::v1::AuditEvent>>,
+}
+
+impl AcceptingAuditSink {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::default()
+    }
+
+    pub fn received(&self) -> Vec<tether_proto::common::v1::AuditEvent> {
+        self.received.lock().expect("sink lock").clone()
+    }
+}
+
+#[tonic::async_trait]
+impl tether_runtime::events::AuditSink for AcceptingAuditSink {
+    async fn ingest(
+        &self,
+        events: Vec<tether_proto::common::v1::AuditEvent>,
+    ) -> Result<tether_proto::audit::v1::IngestResponse, tether_runtime::ApiError> {
+        let accepted = i32::try_from(events.len()).unwrap_or(i32::MAX);
+        self.received.lock().expect("sink lock").extend(events);
+        Ok(tether_proto::audit::v1::IngestResponse { accepted, duplicates: 0, rejected: Vec::new() })
+    }
+}
+
+/// Waits until a service's audit outbox (`pool` from [`TestDatabase::inspect`]) holds events and
+/// its relay has delivered every one of them (or panics after 10 s); answers how many.
+pub async fn wait_audit_delivered(pool: &AnyPool) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (total, pending): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(CASE WHEN delivered_at IS NULL THEN 1 END) FROM audit_outbox")
+                .fetch_one(pool)
+                .await
+                .expect("read the audit outbox");
+        if total > 0 && pending == 0 {
+            return total;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "audit events still undelivered: {pending} of {total}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -15,7 +15,7 @@ use sqlx::Row;
 use tether_proto::common::v1::AuditEvent;
 use tether_runtime::{
     db::{Database, EmbeddedMigration},
-    events::{OUTBOX_MIGRATION, current_revision},
+    events::{OUTBOX_MIGRATION, OUTBOX_PARKING_MIGRATION, current_revision},
 };
 use uuid::Uuid;
 
@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 2, description: "resources", sql: include_str!("migrations/0002_resources.sql") },
     EmbeddedMigration { version: 3, description: "limits", sql: include_str!("migrations/0003_limits.sql") },
     OUTBOX_MIGRATION,
+    OUTBOX_PARKING_MIGRATION,
 ];
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;

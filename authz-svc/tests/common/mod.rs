@@ -466,8 +466,8 @@ pub fn config(db: &TestDatabase, up: &Upstreams, extra: &[(&str, &str)]) -> Conf
 pub async fn start(source: ConfigSource) -> Authz {
     let config = Config::load(&source).expect("config");
     let sessions = Sessions::default();
-    let host =
-        authz_svc::prepare_with(config, Deps { authenticator: Arc::new(sessions.clone()) }).await.expect("prepare");
+    let deps = Deps { authenticator: Arc::new(sessions.clone()), audit: tether_tests::AcceptingAuditSink::new() };
+    let host = authz_svc::prepare_with(config, deps).await.expect("prepare");
     let service = RunningService::spawn("authz", host).await;
     let channel = service.channel().await;
     let client = AuthzServiceClient::with_interceptor(channel.clone(), AsServiceUnlessUser);

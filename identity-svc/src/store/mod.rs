@@ -1,6 +1,9 @@
 //! identity-svc's own schema and the SQL that reads and writes it.
 
-use tether_runtime::{db::EmbeddedMigration, events::OUTBOX_MIGRATION};
+use tether_runtime::{
+    db::EmbeddedMigration,
+    events::{OUTBOX_MIGRATION, OUTBOX_PARKING_MIGRATION},
+};
 
 pub mod accounts;
 pub mod intents;
@@ -54,4 +57,5 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("migrations/0011_intent_tenancy_revision.sql"),
     },
     OUTBOX_MIGRATION,
+    OUTBOX_PARKING_MIGRATION,
 ];

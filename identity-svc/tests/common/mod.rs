@@ -291,7 +291,12 @@ pub async fn serve(
     tenancy: Arc<FakeTenancy>,
 ) -> (RunningService, Option<String>) {
     let config = identity_svc::Config::load(&config(db, extra)).unwrap();
-    let prepared = identity_svc::prepare_with(config, Deps { authorizer: authz, tenancy }).await.unwrap();
+    let prepared = identity_svc::prepare_with(
+        config,
+        Deps { authorizer: authz, tenancy, audit: tether_tests::AcceptingAuditSink::new() },
+    )
+    .await
+    .unwrap();
     let owner = prepared.bootstrap_owner.as_ref().map(|o| o.account_id.clone());
     let service = RunningService::spawn("identity", prepared.host).await;
     (service, owner)

@@ -11,13 +11,16 @@
 //!
 //! Guarantees: nothing is published that did not commit, and nothing that committed is lost.
 //! identity, tenancy and authz number their changes this way; identity and tenancy serve them on
-//! `Watch`. Audit events wait, committed, in each service's `audit_outbox`: the relay that will
-//! send them to audit-svc's `Ingest` (at least once, retrying until acknowledged; audit-svc
-//! storing each `event_id` once and chaining rows by hash) is not built yet.
+//! `Watch`. Audit events wait, committed, in each service's `audit_outbox` until the audit relay
+//! ([`relay`], started by each service with [`spawn_audit_relay`]) has delivered them to
+//! audit-svc's `Ingest`: at least once, retrying with backoff until acknowledged (audit-svc
+//! stores each `event_id` once), parking the events audit-svc rejects as invalid. Services
+//! include [`OUTBOX_PARKING_MIGRATION`] after [`OUTBOX_MIGRATION`].
 
 pub mod audit;
 mod changes;
 pub mod consistency;
+pub mod relay;
 mod watch;
 mod write;
 
@@ -25,6 +28,10 @@ pub use audit::Audit;
 pub use changes::{
     ChangeFeed, ChangeMessage, OUTBOX_MIGRATION, StoredChange, current_revision, next_revision, record_audit,
     record_changes,
+};
+pub use relay::{
+    AuditRelay, AuditRelaySettings, AuditSink, GrpcAuditSink, OUTBOX_PARKING_MIGRATION, OutboxBacklog, RelayStats,
+    audit_outbox_backlog, spawn_audit_relay,
 };
 pub use watch::{WatchMessage, WatchOptions, watch_stream};
 pub use write::{NoChanges, Write, record_audit_only};

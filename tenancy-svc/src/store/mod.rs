@@ -13,7 +13,7 @@ use sqlx::{AnyConnection, Row, any::AnyRow};
 use tether_proto::{common::v1::AuditEvent, tenancy::v1::TenancyChange};
 use tether_runtime::{
     db::{Database, EmbeddedMigration},
-    events::OUTBOX_MIGRATION,
+    events::{OUTBOX_MIGRATION, OUTBOX_PARKING_MIGRATION},
 };
 
 pub use crate::domain::{AssignmentRow, MembershipRow, OwnershipRow, TenantRow};
@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
         sql: include_str!("migrations/0003_directory_indexes.sql"),
     },
     OUTBOX_MIGRATION,
+    OUTBOX_PARKING_MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]

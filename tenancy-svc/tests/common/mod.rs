@@ -255,6 +255,7 @@ impl Harness {
             authorizer: doubles.clone(),
             users: doubles.clone(),
             roles: doubles,
+            audit: tether_tests::AcceptingAuditSink::new(),
             service_token: ServiceToken::new(SERVICE_TOKEN),
         };
         let host = tenancy_svc::prepare_with(config, deps).await.expect("prepare");
