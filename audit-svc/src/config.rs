@@ -7,6 +7,7 @@ use tether_runtime::{
     ConfigError, ConfigSource, ServiceSettings,
     access::ServiceToken,
     config::{invalid, upstream_addr},
+    events::AuditRelaySettings,
 };
 
 use crate::domain::{checkpoint::CheckpointKey, event::EventLimits};
@@ -47,6 +48,10 @@ pub struct Config {
     pub retention: Duration,
     /// `TETHER_AUDIT_PURGE_INTERVAL_MS`, default 3600000: how often expired events are purged.
     pub purge_interval: Duration,
+    /// audit's own events (exports, verifications, holds, purges) reach its chain through the
+    /// same relay as every service's (`TETHER_AUDIT_AUDIT_RELAY_*`, see
+    /// [`AuditRelaySettings::load`]).
+    pub audit_relay: AuditRelaySettings,
 }
 
 pub const SIGNING_KEY: &str = "TETHER_AUDIT_SIGNING_KEY";
@@ -85,6 +90,7 @@ impl Config {
                 50..=86_400_000,
             )?,
             tail_poll: source.millis_or("TETHER_AUDIT_TAIL_POLL_MS", Duration::from_millis(500), 10..=60_000)?,
+            audit_relay: AuditRelaySettings::load(source, SERVICE)?,
             retention: Duration::from_secs(
                 86_400 * source.count_or("TETHER_AUDIT_RETENTION_DAYS", 400, 1..=36_500)? as u64,
             ),

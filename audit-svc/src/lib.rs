@@ -22,6 +22,7 @@ use tether_runtime::{
     access::{Authenticator, Authorizer, GrpcAuthenticator, GrpcAuthorizer},
     client::connect_lazy,
     db::Database,
+    events::spawn_audit_relay,
     server::HealthReporter,
 };
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,8 @@ pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, Sta
         ),
     }
     events::retention::spawn(database.clone(), config.retention, config.purge_interval, stopping.clone());
+    let own_events = Arc::new(api::ingest::LocalSink { database: database.clone(), limits: config.limits });
+    spawn_audit_relay(database.clone(), own_events, config.audit_relay.clone(), stopping.clone());
     let audit = Arc::new(api::Audit {
         database: database.clone(),
         authenticator: deps.authenticator,

@@ -184,7 +184,8 @@ async fn expired_events_are_purged_except_held_ones_and_the_rest_still_verifies(
     let purged =
         audit.client.clone().purge_expired(as_user(&reader, PurgeExpiredRequest {})).await.unwrap().into_inner();
     assert_eq!((purged.purged_count, purged.held_count, purged.purged_through_sequence), (40, 60, 100));
-    let of = |tenant: &str| EventFilter { tenant_id: tenant.to_owned(), ..Default::default() };
+    let of =
+        |tenant: &str| EventFilter { tenant_id: tenant.to_owned(), action: "user.update".into(), ..Default::default() };
     assert_eq!(audit.search_all(&reader, of(&held)).await.len(), 60, "held events stay");
     assert_eq!(audit.search_all(&reader, of(&other)).await.len(), 50, "expired ones go, recent ones stay");
     let kept = audit.verify(VerifyIntegrityRequest::default()).await;
@@ -212,6 +213,15 @@ async fn expired_events_are_purged_except_held_ones_and_the_rest_still_verifies(
         .collect();
     assert!(actions.contains(&"audit.purge".to_owned()), "{actions:?}");
     assert!(actions.contains(&"audit.legal_hold_set".to_owned()), "{actions:?}");
+    // ... and reach audit's own chain through its relay, like every service's events.
+    let purge_filter = EventFilter { action: "audit.purge".into(), ..Default::default() };
+    let recorded = eventually(|| async {
+        let found = audit.search_all(&reader, purge_filter.clone()).await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    let purge_event = recorded[0].event.as_ref().unwrap();
+    assert_eq!(purge_event.actor.as_ref().unwrap().user_id, reader, "the person who purged");
 
     let client_admin = audit.doubles.person(false, &other, &[&other]);
     let status = audit.client.clone().purge_expired(as_user(&client_admin, PurgeExpiredRequest {})).await.unwrap_err();

@@ -8,7 +8,7 @@ mod call_classes;
 mod convert;
 mod export;
 mod guard;
-mod ingest;
+pub(crate) mod ingest;
 mod integrity;
 mod read;
 mod retention;

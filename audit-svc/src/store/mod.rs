@@ -17,7 +17,10 @@ pub mod retention;
 pub mod search;
 
 pub use records::StoredRecord;
-use tether_runtime::{db::EmbeddedMigration, events::OUTBOX_MIGRATION};
+use tether_runtime::{
+    db::EmbeddedMigration,
+    events::{OUTBOX_MIGRATION, OUTBOX_PARKING_MIGRATION},
+};
 
 /// Applied in order at start-up; a migration, once released, is never edited.
 pub const MIGRATIONS: &[EmbeddedMigration] = &[
@@ -25,4 +28,5 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 2, description: "chain", sql: include_str!("migrations/0002_chain.sql") },
     EmbeddedMigration { version: 3, description: "retention", sql: include_str!("migrations/0003_retention.sql") },
     OUTBOX_MIGRATION,
+    OUTBOX_PARKING_MIGRATION,
 ];
