@@ -1,12 +1,13 @@
 //! What audit asks other services at request time, behind traits so tests can use doubles:
 //! where a user holds a permission (authz-svc `LookupTenants`) and which tenants lie below one
-//! (tenancy-svc `GetSubtree`). Both calls are made on audit's own account (service token).
+//! (tenancy-svc `GetSubtree`), and the admin tenancy's id (tenancy-svc `GetAdminTenancy`). Every
+//! call is made on audit's own account (service token).
 
 use std::collections::BTreeSet;
 
 use tether_proto::{
     authz::v1::{LookupTenantsRequest, authz_service_client::AuthzServiceClient},
-    tenancy::v1::{GetSubtreeRequest, tenancy_service_client::TenancyServiceClient},
+    tenancy::v1::{GetAdminTenancyRequest, GetSubtreeRequest, tenancy_service_client::TenancyServiceClient},
 };
 use tether_runtime::{ApiError, access::ServiceToken, client::TracedChannel};
 
@@ -21,17 +22,26 @@ pub trait Directory: Send + Sync + 'static {
     async fn tenants_with(&self, user_id: &str, permission: &str) -> Result<BTreeSet<String>, ApiError>;
     /// `tenant_id` and every tenant below it; empty for an unknown tenant.
     async fn subtree(&self, tenant_id: &str) -> Result<BTreeSet<String>, ApiError>;
+    /// The admin tenancy's id: the home of MSP staff, where their `audit.view` counts.
+    async fn admin_tenancy(&self) -> Result<String, ApiError>;
 }
 
 pub struct GrpcDirectory {
     authz: AuthzServiceClient<TracedChannel>,
     tenancy: TenancyServiceClient<TracedChannel>,
     service_token: ServiceToken,
+    /// Created once by tenancy and never changed, so asked once.
+    admin_tenancy: tokio::sync::OnceCell<String>,
 }
 
 impl GrpcDirectory {
     pub fn new(authz: TracedChannel, tenancy: TracedChannel, service_token: ServiceToken) -> Self {
-        Self { authz: AuthzServiceClient::new(authz), tenancy: TenancyServiceClient::new(tenancy), service_token }
+        Self {
+            authz: AuthzServiceClient::new(authz),
+            tenancy: TenancyServiceClient::new(tenancy),
+            service_token,
+            admin_tenancy: tokio::sync::OnceCell::new(),
+        }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -92,5 +102,21 @@ impl Directory for GrpcDirectory {
             page_token = reply.next_page_token;
         }
         Ok(out)
+    }
+
+    async fn admin_tenancy(&self) -> Result<String, ApiError> {
+        let id = self
+            .admin_tenancy
+            .get_or_try_init(|| async {
+                let reply = self
+                    .tenancy
+                    .clone()
+                    .get_admin_tenancy(self.request(GetAdminTenancyRequest {}))
+                    .await
+                    .map_err(|status| ApiError::from_downstream("tenancy-svc", &status))?;
+                Ok::<_, ApiError>(reply.into_inner().tenant.map(|t| t.tenant_id).unwrap_or_default())
+            })
+            .await?;
+        Ok(id.clone())
     }
 }

@@ -24,7 +24,12 @@ impl Audit {
         let scope = match &caller.actor {
             Actor::Service(_) => Scope::Everything,
             Actor::User(p) => {
-                if p.is_msp_staff && self.authorizer.check(&p.user_id, AUDIT_VIEW, &p.primary_tenant_id, None).await? {
+                if p.is_msp_staff
+                    && self
+                        .authorizer
+                        .check(&p.user_id, AUDIT_VIEW, &self.directory.admin_tenancy().await?, None)
+                        .await?
+                {
                     Scope::Everything
                 } else {
                     let ids = self.directory.tenants_with(&p.user_id, AUDIT_VIEW).await?;

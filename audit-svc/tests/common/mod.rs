@@ -48,7 +48,8 @@ impl Doubles {
             Principal {
                 user_id: id.clone(),
                 is_msp_staff,
-                primary_tenant_id: home.to_owned(),
+                // As identity-svc says it: empty for MSP staff, whose home is the admin tenancy.
+                primary_tenant_id: if is_msp_staff { String::new() } else { home.to_owned() },
                 session_id: uuid::Uuid::new_v4().to_string(),
                 display_name: format!("Person {}", &id[..4]),
                 email: format!("{}@example.test", &id[..8]),
@@ -117,6 +118,9 @@ impl audit_svc::deps::Directory for Doubles {
             }
         }
         Ok(out)
+    }
+    async fn admin_tenancy(&self) -> Result<String, ApiError> {
+        Ok(ADMIN_TENANCY.to_owned())
     }
 }
 
