@@ -345,6 +345,29 @@ async fn exports_stream_csv_and_json_lines_with_a_summary() {
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_stops_its_export_and_the_cut_export_is_audited() {
+    let audit = Audit::start().await;
+    let reader = audit.doubles.person(true, ADMIN_TENANCY, &[ADMIN_TENANCY]);
+    for _ in 0..10 {
+        audit.ingest((0..500).map(|_| event("user.update", "", "")).collect()).await;
+    }
+    let request = ExportEventsRequest { filter: None, format: ExportFormat::JsonLines as i32 };
+    let mut stream = audit.client.clone().export_events(as_user(&reader, request)).await.unwrap().into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.summary.is_none() && !first.data.is_empty());
+    drop(stream);
+    let exports = EventFilter { action: "audit.export".into(), ..Default::default() };
+    let cut = eventually(|| async {
+        let found = audit.search_all(&reader, exports.clone()).await;
+        found.into_iter().next()
+    })
+    .await;
+    let event = cut.event.unwrap();
+    assert_eq!((event.outcome, event.reason.as_str()), (AuditOutcome::Failure as i32, "CANCELLED"));
+    assert_eq!(event.actor.unwrap().user_id, reader);
+}
+
+#[tokio::test]
 async fn a_tail_delivers_new_matching_events_and_resumes_from_its_position() {
     let audit = Audit::start().await;
     let reader = audit.doubles.person(true, ADMIN_TENANCY, &[ADMIN_TENANCY]);

@@ -1,8 +1,8 @@
 //! Nothing lost, nothing doubled, with real processes: each service runs in its own `tether-dev`
 //! process (`TETHER_DEV_SERVICES`), audit-svc is killed with SIGKILL and restarted while tenancy
 //! produces events, and tenancy itself is killed between committing changes and delivering their
-//! events. Afterwards every acknowledged change has exactly one audit record and tenancy's outbox
-//! is empty. On SQLite by default, on PostgreSQL with `TETHER_TEST_DATABASE_URL`.
+//! events. Afterwards every acknowledged change has exactly one audit record and every service's
+//! outbox is empty. On SQLite by default, on PostgreSQL with `TETHER_TEST_DATABASE_URL`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
@@ -188,19 +188,22 @@ async fn killed_processes_lose_and_double_no_audit_event() {
     distinct.dedup();
     assert_eq!(distinct.len(), created.len(), "no record twice (the admin tenancy's own is the one extra)");
 
-    let pool = d.db.inspect("tenancy").await;
-    // Marked delivered once audit-svc's acknowledgement is back, a moment after it stored them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_outbox WHERE delivered_at IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if pending == 0 {
-            break;
+    // Every outbox drains: marked delivered once audit-svc's acknowledgement is back, a moment
+    // after it stored the events.
+    for service in ["identity", "tenancy", "authz"] {
+        let pool = d.db.inspect(service).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_outbox WHERE delivered_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            if pending == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{service}'s outbox still holds {pending} undelivered events");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "tenancy's outbox still holds {pending} undelivered events");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let verified =
         audit.verify_integrity(bearer(&session, VerifyIntegrityRequest::default())).await.unwrap().into_inner();
