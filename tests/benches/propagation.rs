@@ -1,8 +1,12 @@
 //! Propagation end to end: from a deactivation committed in identity-svc to the first denial
-//! from authz-svc, through the real services (identity's Watch stream, authz's index), all four
-//! running in this process on SQLite (or PostgreSQL with `TETHER_TEST_DATABASE_URL`).
+//! from authz-svc, through the real services (identity's Watch stream, authz's index), and to
+//! its audit event being searchable in audit-svc (identity's outbox, its relay, audit's Ingest);
+//! then the relay's throughput: a burst of denials (each an event in authz's outbox) until all are
+//! in audit-svc. All four services run in this process on SQLite (or PostgreSQL with
+//! `TETHER_TEST_DATABASE_URL`).
 //!
-//! `cargo bench -p tether-tests --bench propagation` (`-- --rounds N`, default 100).
+//! `cargo bench -p tether-tests --bench propagation` (`-- --rounds N`, default 100;
+//! `BENCH_RELAY_EVENTS`, default 20000, for the burst of denials).
 //!
 //! Each round deactivates a client user through identity, timing from the request (the commit
 //! happens inside it; the answer waits out identity's revocation lease), and polls authz's Check
@@ -17,6 +21,7 @@ mod stack;
 use std::time::{Duration, Instant};
 
 use tether_proto::{
+    audit::v1::{EventFilter, SearchEventsRequest, audit_service_client::AuditServiceClient},
     authz::v1::{CheckRequest, authz_service_client::AuthzServiceClient},
     identity::v1::{self as idp, identity_service_client::IdentityServiceClient},
     tenancy::v1::{self as tnp, tenancy_service_client::TenancyServiceClient},
@@ -52,11 +57,13 @@ fn rounds() -> usize {
 #[tokio::main]
 async fn main() {
     let db = TestDatabase::fresh().await;
-    let services = stack::start_all::<fn() -> std::future::Ready<()>, _>(&db, None).await;
+    // Every denial audited one by one (no per-second budget), for the relay burst below.
+    let services = stack::start_all_with(&db, &[("TETHER_AUTHZ_AUDIT_MAX_PER_SECOND", "0")]).await;
     let channel = |name: &str| services.iter().find(|s| s.name == name).unwrap().channel();
     let mut identity = IdentityServiceClient::new(channel("identity").await);
     let mut tenancy = TenancyServiceClient::new(channel("tenancy").await);
     let mut authz = AuthzServiceClient::new(channel("authz").await);
+    let audit = AuditServiceClient::new(channel("audit").await);
 
     // One client with one client user, created as a service would.
     let client = tenancy
@@ -93,12 +100,24 @@ async fn main() {
     }
 
     let rounds = rounds();
-    let (mut deny, mut allow, mut fresh) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut deny, mut allow, mut fresh, mut audited) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // The clock starts with the request, and authz is polled while it runs: the commit
         // happens inside the call, but the answer waits out identity's revocation lease (20 ms),
         // so timing from the answer would measure the lease, not the propagation.
         let started = Instant::now();
+        // Searchable in audit-svc: the round's deactivation is the user's (round + 1)th.
+        let searchable = tokio::spawn({
+            let (audit, user_id) = (audit.clone(), user.user_id.clone());
+            async move {
+                let filter =
+                    EventFilter { action: "user.deactivate".into(), resource_id: user_id, ..Default::default() };
+                while audit_count(&audit, filter.clone()).await <= round {
+                    assert!(started.elapsed() < Duration::from_secs(10), "the deactivation never reached audit");
+                }
+                started.elapsed().as_secs_f64() * 1000.0
+            }
+        });
         let deactivation = tokio::spawn({
             let mut identity = identity.clone();
             let user_id = user.user_id.clone();
@@ -123,6 +142,7 @@ async fn main() {
             deny.push(started.elapsed().as_secs_f64() * 1000.0);
             deactivation.await.unwrap().unwrap();
         }
+        audited.push(searchable.await.unwrap());
         let started = Instant::now();
         let reactivation = tokio::spawn({
             let mut identity = identity.clone();
@@ -139,6 +159,7 @@ async fn main() {
         ("deactivation requested -> first denied Check (polling, no token)", &mut deny),
         ("deactivation answered -> Check with its consistency token answered (denied)", &mut fresh),
         ("reactivation requested -> first allowed Check", &mut allow),
+        ("deactivation requested -> its audit event searchable in audit-svc", &mut audited),
     ] {
         samples.sort_by(f64::total_cmp);
         println!(
@@ -149,7 +170,54 @@ async fn main() {
             samples.last().copied().unwrap_or_default()
         );
     }
+
+    // The relay's throughput: a burst of denials, each one an audit event in authz's outbox
+    // (no per-second budget here), delivered by authz's relay.
+    let burst = relay_events().div_ceil(1000) * 1000;
+    let denied = "authz.check_denied";
+    let before = audit_total(&audit, denied).await;
+    let items: Vec<_> = (0..1000)
+        .map(|_| tether_proto::authz::v1::BatchCheckItem {
+            subject_user_id: user.user_id.clone(),
+            permission: "assets.delete".into(),
+            tenant_id: client.tenant_id.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let started = Instant::now();
+    for _ in 0..burst / 1000 {
+        let request = tether_proto::authz::v1::BatchCheckRequest { items: items.clone(), ..Default::default() };
+        authz.batch_check(as_service(request)).await.unwrap();
+    }
+    let decided = started.elapsed();
+    while audit_total(&audit, denied).await < before + burst {
+        assert!(started.elapsed() < Duration::from_secs(600), "the burst never reached audit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = started.elapsed();
+    println!(
+        "relay: {burst} denials decided in {:.0} ms, all in audit-svc after {:.0} ms: {:.0} events/s outbox to trail",
+        decided.as_secs_f64() * 1000.0,
+        delivered.as_secs_f64() * 1000.0,
+        burst as f64 / delivered.as_secs_f64()
+    );
     for service in services {
         service.stop().await.unwrap();
     }
+}
+
+async fn audit_count(audit: &AuditServiceClient<Channel>, filter: EventFilter) -> usize {
+    let request = SearchEventsRequest { page_size: 500, filter: Some(filter), ..Default::default() };
+    audit.clone().search_events(as_service(request)).await.map(|r| r.into_inner().records.len()).unwrap_or(0)
+}
+
+/// How many events of `action` audit-svc holds from the last day (its stats).
+async fn audit_total(audit: &AuditServiceClient<Channel>, action: &str) -> usize {
+    let request = tether_proto::audit::v1::GetStatsRequest { top_actions_limit: 100, ..Default::default() };
+    let stats = audit.clone().get_stats(as_service(request)).await.unwrap().into_inner();
+    stats.action_counts.iter().find(|c| c.action == action).map_or(0, |c| c.count as usize)
+}
+
+fn relay_events() -> usize {
+    std::env::var("BENCH_RELAY_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
 }
