@@ -6,7 +6,7 @@
 //!    valid events, until the store holds `BENCH_EVENTS` (default 5,000,000): events/s over the
 //!    whole fill and over its first and last tenth (goal >= 20,000 events/s). Then as many
 //!    senders ingest `BENCH_EVENTS / 20` (at most 100,000) more in batches of 50, for
-//!    comparison.
+//!    comparison (spread over the same 30 days).
 //! 2. The events are realistic: `occurred_at` spread over the last 30 days in order, with more
 //!    in working hours and fewer at weekends; 200 actions (`user.update`, `tenant.create`, …),
 //!    50 tenants and 1,000 actors with names and emails, each drawn from a Zipf distribution
@@ -251,11 +251,12 @@ impl World {
             actions.swap(i, rng.below(i + 1));
         }
         let tenants: Vec<String> = (0..50).map(|_| rng.uuid()).collect();
+        let tenant_draw = Zipf::new(50, 0.9);
         let people: Vec<Person> = (0..1000)
             .map(|i| {
                 let (first, last) = (FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()]);
                 let msp = i % 20 == 7;
-                let home = rng.below(tenants.len());
+                let home = tenant_draw.draw(&mut rng);
                 let domain = if msp { "msp.example".to_owned() } else { format!("client{home:02}.example") };
                 Person {
                     user_id: rng.uuid(),
@@ -289,7 +290,7 @@ impl World {
             actions,
             action_draw: Zipf::new(200, 1.1),
             tenants,
-            tenant_draw: Zipf::new(50, 0.9),
+            tenant_draw,
             people,
             people_draw: Zipf::new(1000, 1.0),
             hours,
@@ -355,7 +356,8 @@ impl World {
             )
         };
         AuditEvent {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            // As the producers' outbox names them: UUIDv7, in time order.
+            event_id: uuid::Uuid::now_v7().to_string(),
             occurred_at: Some(tether_runtime::db::timestamp(occurred_at)),
             source_service: (*source).to_owned(),
             actor: Some(actor),
@@ -575,7 +577,10 @@ async fn main() {
         ingest(&service, &world, senders, events, FILL_BATCH, 0, Arc::new(move |i| timeline.occurred_at(i, events)))
             .await;
     println!("filled in {:.1} s; then {small} events in batches of {SMALL_BATCH}", fill.elapsed.as_secs_f64());
-    let small_run = ingest(&service, &world, senders, small, SMALL_BATCH, events, Arc::new(|_| now_micros())).await;
+    // Spread over the 30 days as the fill was, so the windows read below keep their shape.
+    let timeline = world.clone();
+    let spread = Arc::new(move |i: usize| timeline.occurred_at(i - events, small));
+    let small_run = ingest(&service, &world, senders, small, SMALL_BATCH, events, spread).await;
     let stored = events + small;
 
     let tables = db.inspect("audit").await;

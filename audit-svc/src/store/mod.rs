@@ -22,5 +22,6 @@ use tether_runtime::{db::EmbeddedMigration, events::OUTBOX_MIGRATION};
 pub const MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "events", sql: include_str!("migrations/0001_events.sql") },
     EmbeddedMigration { version: 2, description: "chain", sql: include_str!("migrations/0002_chain.sql") },
+    EmbeddedMigration { version: 3, description: "stats", sql: include_str!("migrations/0003_stats.sql") },
     OUTBOX_MIGRATION,
 ];
