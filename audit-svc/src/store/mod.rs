@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "events", sql: include_str!("migrations/0001_events.sql") },
     EmbeddedMigration { version: 2, description: "chain", sql: include_str!("migrations/0002_chain.sql") },
     EmbeddedMigration { version: 3, description: "retention", sql: include_str!("migrations/0003_retention.sql") },
+    EmbeddedMigration { version: 4, description: "stats", sql: include_str!("migrations/0004_stats.sql") },
     OUTBOX_MIGRATION,
     OUTBOX_PARKING_MIGRATION,
 ];

@@ -136,7 +136,22 @@ pub async fn list(
     if reach.is_empty() {
         return Ok(Vec::new());
     }
-    let mut c = Conditions::filtered(filter, reach);
+    // The cursor's time also narrows the time range, so each page's index range starts at the
+    // cursor: the OR below is not an index bound, and without this every page of an export
+    // would scan again from the filter's start.
+    let mut narrowed = filter.clone();
+    if let Some(cursor) = after {
+        match order {
+            Order::OldestFirst => {
+                narrowed.start = Some(narrowed.start.map_or(cursor.occurred_at, |s| s.max(cursor.occurred_at)));
+            }
+            Order::NewestFirst => {
+                let end = cursor.occurred_at.saturating_add(1);
+                narrowed.end = Some(narrowed.end.map_or(end, |e| e.min(end)));
+            }
+        }
+    }
+    let mut c = Conditions::filtered(&narrowed, reach);
     let (cmp, dir) = match order {
         Order::NewestFirst => ("<", "DESC"),
         Order::OldestFirst => (">", "ASC"),
