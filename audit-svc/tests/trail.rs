@@ -30,6 +30,46 @@ async fn only_services_may_ingest() {
 }
 
 #[tokio::test]
+async fn every_read_needs_a_caller_and_the_whole_trail_rpcs_refuse_client_admins() {
+    let audit = Audit::start().await;
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let client_admin = audit.doubles.person(false, &tenant, &[&tenant]);
+    let hold = || SetLegalHoldRequest { tenant_id: tenant.clone(), reason: "case".into() };
+    let remove = || RemoveLegalHoldRequest { tenant_id: tenant.clone() };
+    let mut c = audit.client.clone();
+    let anonymous = [
+        c.search_events(SearchEventsRequest::default()).await.map(|_| ()),
+        c.get_event(GetEventRequest { event_id: uuid::Uuid::new_v4().to_string() }).await.map(|_| ()),
+        c.get_stats(GetStatsRequest::default()).await.map(|_| ()),
+        c.export_events(ExportEventsRequest { filter: None, format: ExportFormat::Csv as i32 }).await.map(|_| ()),
+        c.tail_events(TailEventsRequest::default()).await.map(|_| ()),
+        c.verify_integrity(VerifyIntegrityRequest::default()).await.map(|_| ()),
+        c.list_checkpoints(ListCheckpointsRequest::default()).await.map(|_| ()),
+        c.set_legal_hold(hold()).await.map(|_| ()),
+        c.remove_legal_hold(remove()).await.map(|_| ()),
+        c.list_legal_holds(ListLegalHoldsRequest {}).await.map(|_| ()),
+        c.purge_expired(PurgeExpiredRequest {}).await.map(|_| ()),
+    ];
+    for (i, result) in anonymous.into_iter().enumerate() {
+        assert_eq!(result.unwrap_err().code(), tonic::Code::Unauthenticated, "call {i} without credentials");
+    }
+    let client = [
+        c.verify_integrity(as_user(&client_admin, VerifyIntegrityRequest::default())).await.map(|_| ()),
+        c.list_checkpoints(as_user(&client_admin, ListCheckpointsRequest::default())).await.map(|_| ()),
+        c.set_legal_hold(as_user(&client_admin, hold())).await.map(|_| ()),
+        c.remove_legal_hold(as_user(&client_admin, remove())).await.map(|_| ()),
+        c.list_legal_holds(as_user(&client_admin, ListLegalHoldsRequest {})).await.map(|_| ()),
+        c.purge_expired(as_user(&client_admin, PurgeExpiredRequest {})).await.map(|_| ()),
+    ];
+    for (i, result) in client.into_iter().enumerate() {
+        assert_eq!(result.unwrap_err().code(), tonic::Code::PermissionDenied, "call {i} by a client admin");
+    }
+    // A client admin reads their own tenant, tail included.
+    c.search_events(as_user(&client_admin, SearchEventsRequest::default())).await.unwrap();
+    c.tail_events(as_user(&client_admin, TailEventsRequest::default())).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_redelivered_event_is_stored_once() {
     let audit = Audit::start().await;
     let reader = audit.doubles.person(true, ADMIN_TENANCY, &[ADMIN_TENANCY]);
