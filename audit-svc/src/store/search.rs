@@ -228,33 +228,35 @@ pub async fn stats(
     if reach.is_empty() {
         return Ok(Stats::default());
     }
+    // Two passes over the window's covering index (migration 4): counts per action and
+    // outcome, folded here (a window holds a few hundred such groups at most), and the distinct
+    // actors as a grouped subquery, which hashes where COUNT(DISTINCT ..) sorted and spilled.
     let c = Conditions::filtered(filter, reach);
-    let sql = format!(
-        "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN actor_user_id <> '' THEN actor_user_id END), \
-         COALESCE(SUM(CASE WHEN outcome = 1 THEN 1 ELSE 0 END), 0), \
-         COALESCE(SUM(CASE WHEN outcome = 2 THEN 1 ELSE 0 END), 0), \
-         COALESCE(SUM(CASE WHEN outcome = 3 THEN 1 ELSE 0 END), 0) FROM audit_events WHERE {}",
-        c.where_sql()
-    );
-    let row = c.query(sql).fetch_one(database.pool()).await?;
-    let mut stats = Stats {
-        events: row.try_get(0)?,
-        active_users: row.try_get(1)?,
-        success: row.try_get(2)?,
-        failure: row.try_get(3)?,
-        denied: row.try_get(4)?,
-        actions: Vec::new(),
-    };
-    let mut c = Conditions::filtered(filter, reach);
-    let p = c.args.len() + 1;
-    let sql = format!(
-        "SELECT action, COUNT(*) AS n FROM audit_events WHERE {} GROUP BY action ORDER BY n DESC, action ASC \
-         LIMIT ${p}",
-        c.where_sql()
-    );
-    c.args.push(Arg::Int(top_actions as i64));
+    let sql =
+        format!("SELECT action, outcome, COUNT(*) FROM audit_events WHERE {} GROUP BY action, outcome", c.where_sql());
+    let mut stats = Stats::default();
+    let mut per_action: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for row in c.query(sql).fetch_all(database.pool()).await? {
-        stats.actions.push((row.try_get(0)?, row.try_get(1)?));
+        let (action, outcome, n): (String, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        stats.events += n;
+        match outcome {
+            1 => stats.success += n,
+            2 => stats.failure += n,
+            3 => stats.denied += n,
+            _ => {}
+        }
+        *per_action.entry(action).or_default() += n;
     }
+    let mut actions: Vec<(String, i64)> = per_action.into_iter().collect();
+    actions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    actions.truncate(top_actions);
+    stats.actions = actions;
+    let mut c = Conditions::filtered(filter, reach);
+    c.sql.push("actor_user_id <> ''".to_owned());
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT actor_user_id FROM audit_events WHERE {} GROUP BY actor_user_id) AS actors",
+        c.where_sql()
+    );
+    stats.active_users = c.query(sql).fetch_one(database.pool()).await?.try_get(0)?;
     Ok(stats)
 }
