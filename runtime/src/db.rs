@@ -192,6 +192,12 @@ pub fn timestamp(micros: i64) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf timestamp as stored: unix microseconds (the inverse of [`timestamp`]; nanoseconds
+/// below a microsecond are dropped, out-of-range ones clamped).
+pub fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1000))
+}
+
 /// Now, as stored: unix time in microseconds.
 pub fn now_micros() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

@@ -5,7 +5,10 @@ use tether_proto::{
     common::v1::ErrorReason,
     values::{PageSize, PageToken},
 };
-use tether_runtime::{ApiError, db::timestamp};
+use tether_runtime::{
+    ApiError,
+    db::{micros, timestamp},
+};
 use tonic::{Request, Response};
 
 use super::{Audit, Reply};
@@ -26,7 +29,6 @@ impl Audit {
         let (metadata, _, r) = request.into_parts();
         let caller = &self.auditor(&metadata).await?;
         let (head, _) = store::chain::head(self.database.pool()).await.map_err(ApiError::from)?;
-        let micros = |t: &prost_types::Timestamp| t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000);
 
         // Where to start and what the record before the start must hash to.
         let (from, to, anchor) = if !r.checkpoint.is_empty() {

@@ -7,7 +7,7 @@ use tether_proto::{
 };
 use tether_runtime::{
     ApiError,
-    db::{now_micros, timestamp},
+    db::{micros, now_micros, timestamp},
 };
 use tonic::{Request, Response};
 
@@ -85,12 +85,7 @@ impl Audit {
                 micros
             }
         };
-        let end = r
-            .end_time
-            .map(|t| {
-                t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1000))
-            })
-            .unwrap_or_else(now_micros);
+        let end = r.end_time.as_ref().map(micros).unwrap_or_else(now_micros);
         let top = match r.top_actions_limit {
             n if n < 0 => {
                 return Err(ApiError::field(ErrorReason::ValueOutOfRange, "top_actions_limit", "must not be negative"));

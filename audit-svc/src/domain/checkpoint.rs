@@ -131,8 +131,7 @@ fn parse_text(origin: &str, text: &str) -> Result<ChainState, CheckpointError> {
     let chain_hash: [u8; 32] = hash.try_into().map_err(|_| CheckpointError::Malformed)?;
     let time = lines.next().and_then(|l| l.strip_prefix("time ")).ok_or(CheckpointError::Malformed)?;
     let signed_at: prost_types::Timestamp = time.parse().map_err(|_| CheckpointError::Malformed)?;
-    let signed_at = signed_at.seconds.saturating_mul(1_000_000).saturating_add(i64::from(signed_at.nanos / 1000));
-    Ok(ChainState { sequence, chain_hash, signed_at })
+    Ok(ChainState { sequence, chain_hash, signed_at: tether_runtime::db::micros(&signed_at) })
 }
 
 fn key_id(origin: &str, public: &[u8; 32]) -> [u8; 4] {

@@ -48,7 +48,7 @@ pub fn validate(mut event: AuditEvent, limits: &EventLimits, now: i64) -> Result
     }
     values::id("event_id", &event.event_id)?;
     let occurred = event.occurred_at.ok_or_else(|| FieldError::required("occurred_at"))?;
-    let micros = occurred.seconds.saturating_mul(1_000_000).saturating_add(i64::from(occurred.nanos / 1000));
+    let micros = tether_runtime::db::micros(&occurred);
     if !(0..1_000_000_000).contains(&occurred.nanos) || micros < EARLIEST || micros > now + limits.max_skew_micros {
         return Err(FieldError::new(
             ErrorReason::ValueOutOfRange,

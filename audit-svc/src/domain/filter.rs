@@ -21,6 +21,7 @@ use tether_proto::{
     common::v1::{AuditOutcome, ErrorReason},
     values::{self, FieldError},
 };
+use tether_runtime::db::micros;
 
 const MAX_QUERY: usize = 200;
 const MAX_NAME: usize = 256;
@@ -46,10 +47,6 @@ pub struct Filter {
 
 fn some(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
-}
-
-fn micros(t: &prost_types::Timestamp) -> i64 {
-    t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos.clamp(0, 999_999_999) / 1000))
 }
 
 impl Filter {

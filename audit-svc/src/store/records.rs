@@ -28,7 +28,7 @@ pub struct StoredRecord {
 }
 
 fn micros(t: Option<&prost_types::Timestamp>) -> i64 {
-    t.map(|t| t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos / 1000))).unwrap_or_default()
+    t.map(tether_runtime::db::micros).unwrap_or_default()
 }
 
 impl StoredRecord {

@@ -95,11 +95,9 @@ pub async fn purge(database: &Database, cutoff: i64) -> Result<Purged, sqlx::Err
             .bind(last_expired)
             .fetch_optional(&mut *tx)
             .await?;
-    let has_checkpoints: bool =
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_checkpoints").fetch_one(&mut *tx).await? > 0;
     let (boundary, anchor): (i64, String) = match checkpoint {
         Some(row) => (row.try_get(0)?, row.try_get(1)?),
-        None if !has_checkpoints && last_expired > done => {
+        None if last_expired > done && !has_checkpoints(&mut tx).await? => {
             let hash: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
                 .bind(last_expired)
                 .fetch_optional(&mut *tx)
@@ -139,4 +137,10 @@ pub async fn purge(database: &Database, cutoff: i64) -> Result<Purged, sqlx::Err
         held: u64::try_from(held).unwrap_or_default(),
         through: u64::try_from(boundary).unwrap_or_default(),
     })
+}
+
+/// Whether any checkpoint was ever published (then purges wait for one to cover the boundary).
+async fn has_checkpoints(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<bool, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints").fetch_one(&mut **tx).await?;
+    Ok(count > 0)
 }
