@@ -10,7 +10,10 @@ use tether_runtime::{
     events::AuditRelaySettings,
 };
 
-use crate::domain::{checkpoint::CheckpointKey, event::EventLimits};
+use crate::domain::{
+    checkpoint::CheckpointKey,
+    event::{EventLimits, MAX_CLOCK_SKEW_MICROS},
+};
 
 pub const SERVICE: &str = "audit";
 pub const DEFAULT_PORT: u16 = 50054;
@@ -59,7 +62,11 @@ pub const SIGNING_KEY: &str = "TETHER_AUDIT_SIGNING_KEY";
 impl Config {
     pub fn load(source: &ConfigSource) -> Result<Self, ConfigError> {
         let max_json_bytes = source.count_or("TETHER_AUDIT_MAX_JSON_BYTES", 64 * 1024, 1024..=1024 * 1024)?;
-        let skew = source.millis_or("TETHER_AUDIT_MAX_CLOCK_SKEW_MS", Duration::from_secs(300), 0..=86_400_000)?;
+        let skew = source.millis_or(
+            "TETHER_AUDIT_MAX_CLOCK_SKEW_MS",
+            Duration::from_secs(300),
+            0..=MAX_CLOCK_SKEW_MICROS as u64 / 1000,
+        )?;
         let origin_key = "TETHER_AUDIT_CHECKPOINT_ORIGIN";
         let origin = source.get(origin_key).unwrap_or("tether-audit").trim().to_owned();
         if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control()) {

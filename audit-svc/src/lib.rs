@@ -55,6 +55,10 @@ pub async fn prepare(config: Config) -> Result<ServiceHost, StartError> {
 
 pub async fn prepare_with(config: Config, deps: Deps) -> Result<ServiceHost, StartError> {
     let database = Database::open(&config.server.database, config::SERVICE, store::MIGRATIONS).await?;
+    // Before the first record arrives, its month must exist (store::partitions, rule 1).
+    store::partitions::ensure(&database, tether_runtime::db::now_micros())
+        .await
+        .map_err(|e| StartError::Other(format!("audit partitions: {e}")))?;
     let stopping = CancellationToken::new();
     match &config.checkpoint_key {
         Some(key) => {

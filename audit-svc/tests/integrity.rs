@@ -234,3 +234,63 @@ async fn expired_events_are_purged_except_held_ones_and_the_rest_still_verifies(
         .unwrap_err();
     assert_eq!(reason(&status), "TENANT_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_month_of_expired_records_goes_whole_and_its_ids_with_it() {
+    let audit = Audit::start().await;
+    let reader = audit.doubles.person(true, ADMIN_TENANCY, &[ADMIN_TENANCY]);
+    let tenant = uuid::Uuid::new_v4().to_string();
+    audit.ingest((0..30).map(|_| event("user.update", &tenant, "")).collect()).await;
+    eventually(|| async {
+        let reply = audit.client.clone().list_checkpoints(as_service(ListCheckpointsRequest::default())).await.unwrap();
+        reply.into_inner().checkpoints.into_iter().find(|c| c.sequence == 30)
+    })
+    .await;
+    audit.ingest((0..10).map(|_| event("user.update", &tenant, "")).collect()).await;
+    let pool = audit.tables().await;
+    // The first thirty were received 500 days ago.
+    sqlx::query("UPDATE audit_events SET received_at = received_at - 43200000000000 WHERE seq <= 30")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let postgres = audit.db.backend == tether_tests::Backend::Postgres;
+    let months = || async {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'audit_events'::regclass ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        tables
+    };
+    if postgres {
+        let this_month: String =
+            sqlx::query_scalar("SELECT 'audit_events_' || to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM')")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let before = months().await;
+        assert_eq!(before.len(), 4, "this month, the next two and the default: {before:?}");
+        assert!(before.contains(&this_month), "{before:?}");
+    }
+
+    let purged =
+        audit.client.clone().purge_expired(as_user(&reader, PurgeExpiredRequest {})).await.unwrap().into_inner();
+    assert_eq!((purged.purged_count, purged.held_count, purged.purged_through_sequence), (30, 0, 30));
+    let filter = EventFilter { tenant_id: tenant.clone(), ..Default::default() };
+    assert_eq!(audit.search_all(&reader, filter.clone()).await.len(), 10);
+    let kept = audit.verify(VerifyIntegrityRequest::default()).await;
+    assert!(kept.ok, "{}", kept.detail);
+    assert_eq!(kept.from_sequence, 31);
+    if postgres {
+        // The old month was made for the moved records, then dropped as a whole.
+        assert_eq!(months().await.len(), 4, "{:?}", months().await);
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_events_default").fetch_one(&pool).await.unwrap();
+        assert_eq!(waiting, 0);
+    }
+    let known: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_event_ids WHERE seq <= 30").fetch_one(&pool).await.unwrap();
+    assert_eq!(known, 0, "the ids of purged records are forgotten");
+}

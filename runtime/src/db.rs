@@ -24,12 +24,39 @@ pub enum Backend {
     Postgres,
 }
 
-/// One migration compiled into the service (`include_str!` of its SQL file).
+/// One migration compiled into the service (`include_str!` of its SQL file). Most are one
+/// portable text; a migration that needs what only PostgreSQL has (partitions, extensions)
+/// carries a second text for it, and each database applies its own under the same version.
 #[derive(Debug, Clone, Copy)]
 pub struct EmbeddedMigration {
     pub version: i64,
     pub description: &'static str,
     pub sql: &'static str,
+    pub postgres_sql: Option<&'static str>,
+}
+
+impl EmbeddedMigration {
+    /// One SQL text for both backends.
+    pub const fn portable(version: i64, description: &'static str, sql: &'static str) -> Self {
+        Self { version, description, sql, postgres_sql: None }
+    }
+
+    /// `sqlite_sql` on SQLite, `postgres_sql` on PostgreSQL.
+    pub const fn per_backend(
+        version: i64,
+        description: &'static str,
+        sqlite_sql: &'static str,
+        postgres_sql: &'static str,
+    ) -> Self {
+        Self { version, description, sql: sqlite_sql, postgres_sql: Some(postgres_sql) }
+    }
+
+    fn sql_for(&self, backend: Backend) -> &'static str {
+        match (backend, self.postgres_sql) {
+            (Backend::Postgres, Some(sql)) => sql,
+            _ => self.sql,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +157,7 @@ impl Database {
                     m.version,
                     Cow::Borrowed(m.description),
                     MigrationType::Simple,
-                    m.sql.into_sql_str(),
+                    m.sql_for(self.backend).into_sql_str(),
                     false,
                 )
             })

@@ -26,6 +26,7 @@ use tether_proto::{
 pub struct EventLimits {
     pub max_json_bytes: usize,
     /// How far in the future `occurred_at` may be (producers' clocks drift).
+    /// At most [`MAX_CLOCK_SKEW_MICROS`].
     pub max_skew_micros: i64,
 }
 
@@ -34,6 +35,10 @@ impl Default for EventLimits {
         Self { max_json_bytes: 64 * 1024, max_skew_micros: 5 * 60 * 1_000_000 }
     }
 }
+
+/// The most `TETHER_AUDIT_MAX_CLOCK_SKEW_MS` may allow (a day). Searches rely on it: no stored
+/// event was received more than this before it occurred.
+pub const MAX_CLOCK_SKEW_MICROS: i64 = 86_400 * 1_000_000;
 
 const MAX_NAME: usize = 256;
 const MAX_USER_AGENT: usize = 512;

@@ -1,5 +1,6 @@
-//! The purge job: every `TETHER_AUDIT_PURGE_INTERVAL_MS`, expired records go
-//! (`store::retention`), and each purge that removed something is audited as `audit.purge`.
+//! The purge job: every `TETHER_AUDIT_PURGE_INTERVAL_MS`, the coming months' partitions are
+//! made (`store::partitions`, PostgreSQL), expired records go (`store::retention`), and each
+//! purge that removed something is audited as `audit.purge`.
 
 use std::time::Duration;
 
@@ -12,7 +13,10 @@ use tether_runtime::{
 use tokio_util::sync::CancellationToken;
 
 use super::{SOURCE, record};
-use crate::store::retention::{self, Purged};
+use crate::store::{
+    partitions,
+    retention::{self, Purged},
+};
 
 pub fn spawn(database: Database, retention: Duration, interval: Duration, stopping: CancellationToken) {
     tokio::spawn(async move {
@@ -35,7 +39,10 @@ pub async fn purge(
     actor: Actor,
     client_ip: &str,
 ) -> Result<(i64, Purged), sqlx::Error> {
-    let cutoff = now_micros().saturating_sub(retention.as_micros() as i64);
+    let now = now_micros();
+    // Next months first, and any month whose records wait in the default partition.
+    partitions::ensure(database, now).await?;
+    let cutoff = now.saturating_sub(retention.as_micros() as i64);
     let purged = retention::purge(database, cutoff).await?;
     if purged.removed > 0 || purged.held > 0 {
         tracing::info!(

@@ -41,7 +41,7 @@ pub async fn append(database: &Database, events: Vec<AuditEvent>, received_at: i
     let mut known = HashSet::new();
     for chunk in events.chunks(500) {
         let sql = format!(
-            "SELECT event_id FROM audit_events WHERE event_id IN ({})",
+            "SELECT event_id FROM audit_event_ids WHERE event_id IN ({})",
             (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -85,6 +85,13 @@ pub async fn append(database: &Database, events: Vec<AuditEvent>, received_at: i
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for record in chunk {
             query = record.bind(query);
+        }
+        query.execute(&mut *tx).await?;
+        let values = (0..chunk.len()).map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2)).collect::<Vec<_>>();
+        let sql = format!("INSERT INTO audit_event_ids (event_id, seq) VALUES {}", values.join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for record in chunk {
+            query = query.bind(record.event.event_id.clone()).bind(record.sequence as i64);
         }
         query.execute(&mut *tx).await?;
     }

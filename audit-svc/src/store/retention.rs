@@ -6,12 +6,15 @@
 //! 2. A purge removes records up to a boundary: the newest checkpoint at or below the last
 //!    sequence before the first unexpired record (or, without checkpoints, that sequence itself),
 //!    so everything after the boundary is kept and verifies from the boundary's hash.
-//! 3. Records of tenants under a legal hold are never removed, whatever their age.
+//! 3. Records of tenants under a legal hold are never removed, whatever their age; once the
+//!    hold is lifted, a later purge removes those that expired.
 //! 4. The boundary and its hash are kept (`audit_retention`); verification of the kept chain
 //!    starts after it. Checkpoints are never purged.
 
 use sqlx::Row;
-use tether_runtime::db::Database;
+use tether_runtime::db::{Backend, Database};
+
+use super::partitions;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
@@ -112,17 +115,33 @@ pub async fn purge(database: &Database, cutoff: i64) -> Result<Purged, sqlx::Err
     if boundary <= done {
         return Ok(Purged { through: u64::try_from(done).unwrap_or_default(), ..Purged::default() });
     }
-    let removed = sqlx::query(
-        "DELETE FROM audit_events WHERE seq > $1 AND seq <= $2 \
-         AND tenant_id NOT IN (SELECT tenant_id FROM audit_legal_holds)",
+    // Whole months first where the database has them (store::partitions, rule 4), then the
+    // rest row by row. Records below the last boundary are still there only while held; once
+    // a hold is lifted they go with the next purge.
+    let mut removed = 0;
+    if database.backend() == Backend::Postgres {
+        for month in partitions::months(&mut tx).await? {
+            if partitions::droppable(&mut tx, &month, cutoff, boundary).await? {
+                removed += partitions::drop_month(&mut tx, &month).await?;
+            }
+        }
+    }
+    removed += sqlx::query(
+        "DELETE FROM audit_events WHERE seq <= $1 AND tenant_id NOT IN (SELECT tenant_id FROM audit_legal_holds)",
     )
-    .bind(done)
     .bind(boundary)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE seq > $1 AND seq <= $2")
-        .bind(done)
+    // The ids of removed records are forgotten with them (held ones stay known).
+    sqlx::query(
+        "DELETE FROM audit_event_ids WHERE seq <= $1 \
+         AND NOT EXISTS (SELECT 1 FROM audit_events WHERE audit_events.seq = audit_event_ids.seq)",
+    )
+    .bind(boundary)
+    .execute(&mut *tx)
+    .await?;
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE seq <= $1")
         .bind(boundary)
         .fetch_one(&mut *tx)
         .await?;

@@ -1,10 +1,13 @@
 //! Reading the trail by filter: search pages, one event, stats, export and tail batches.
 
 use sqlx::Row;
-use tether_runtime::db::Database;
+use tether_runtime::db::{Backend, Database};
 
 use super::records::{COLUMNS, StoredRecord};
-use crate::domain::filter::{Filter, Reach};
+use crate::domain::{
+    event::MAX_CLOCK_SKEW_MICROS,
+    filter::{Filter, Reach},
+};
 
 /// A bound value of a built query.
 enum Arg {
@@ -41,8 +44,8 @@ impl Conditions {
         self.args.extend(args);
     }
 
-    /// The filter and the caller's reach.
-    fn filtered(filter: &Filter, reach: &Reach) -> Self {
+    /// The filter and the caller's reach, on `backend`.
+    fn filtered(filter: &Filter, reach: &Reach, backend: Backend) -> Self {
         let mut c = Self::default();
         if let Some(q) = &filter.query {
             let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
@@ -66,6 +69,11 @@ impl Conditions {
         }
         if let Some(s) = filter.start {
             c.int("occurred_at", ">=", s);
+            // An event is received at most the clock skew before it occurred (Ingest refuses the
+            // rest), so PostgreSQL may skip the months received before that (store::partitions).
+            if backend == Backend::Postgres {
+                c.int("received_at", ">=", s.saturating_sub(MAX_CLOCK_SKEW_MICROS));
+            }
         }
         if let Some(e) = filter.end {
             c.int("occurred_at", "<", e);
@@ -151,7 +159,7 @@ pub async fn list(
             }
         }
     }
-    let mut c = Conditions::filtered(&narrowed, reach);
+    let mut c = Conditions::filtered(&narrowed, reach, database.backend());
     let (cmp, dir) = match order {
         Order::NewestFirst => ("<", "DESC"),
         Order::OldestFirst => (">", "ASC"),
@@ -178,8 +186,12 @@ pub async fn get(database: &Database, event_id: &str, reach: &Reach) -> Result<O
     if reach.is_empty() {
         return Ok(None);
     }
-    let mut c = Conditions::filtered(&Filter::default(), reach);
-    c.text("event_id", "=", event_id.to_owned());
+    let mut c = Conditions::filtered(&Filter::default(), reach, database.backend());
+    let p = c.next();
+    c.raw(
+        format!("seq = (SELECT seq FROM audit_event_ids WHERE event_id = {p})"),
+        vec![Arg::Text(event_id.to_owned())],
+    );
     let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE {}", c.where_sql());
     let row = c.query(sql).fetch_optional(database.pool()).await?;
     row.as_ref().map(StoredRecord::from_row).transpose()
@@ -197,7 +209,7 @@ pub async fn after_sequence(
     if reach.is_empty() || after >= up_to {
         return Ok(Vec::new());
     }
-    let mut c = Conditions::filtered(filter, reach);
+    let mut c = Conditions::filtered(filter, reach, database.backend());
     c.int("seq", ">", after as i64);
     c.int("seq", "<=", up_to as i64);
     let p = c.args.len() + 1;
@@ -231,7 +243,7 @@ pub async fn stats(
     // Two passes over the window's covering index (migration 4): counts per action and
     // outcome, folded here (a window holds a few hundred such groups at most), and the distinct
     // actors as a grouped subquery, which hashes where COUNT(DISTINCT ..) sorted and spilled.
-    let c = Conditions::filtered(filter, reach);
+    let c = Conditions::filtered(filter, reach, database.backend());
     let sql =
         format!("SELECT action, outcome, COUNT(*) FROM audit_events WHERE {} GROUP BY action, outcome", c.where_sql());
     let mut stats = Stats::default();
@@ -251,7 +263,7 @@ pub async fn stats(
     actions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     actions.truncate(top_actions);
     stats.actions = actions;
-    let mut c = Conditions::filtered(filter, reach);
+    let mut c = Conditions::filtered(filter, reach, database.backend());
     c.sql.push("actor_user_id <> ''".to_owned());
     let sql = format!(
         "SELECT COUNT(*) FROM (SELECT actor_user_id FROM audit_events WHERE {} GROUP BY actor_user_id) AS actors",

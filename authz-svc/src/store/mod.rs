@@ -27,9 +27,9 @@ use crate::domain::{
 
 /// Applied in order at start-up; a migration, once released, is never edited.
 pub const MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration { version: 1, description: "policy", sql: include_str!("migrations/0001_policy.sql") },
-    EmbeddedMigration { version: 2, description: "resources", sql: include_str!("migrations/0002_resources.sql") },
-    EmbeddedMigration { version: 3, description: "limits", sql: include_str!("migrations/0003_limits.sql") },
+    EmbeddedMigration::portable(1, "policy", include_str!("migrations/0001_policy.sql")),
+    EmbeddedMigration::portable(2, "resources", include_str!("migrations/0002_resources.sql")),
+    EmbeddedMigration::portable(3, "limits", include_str!("migrations/0003_limits.sql")),
     OUTBOX_MIGRATION,
     OUTBOX_PARKING_MIGRATION,
 ];

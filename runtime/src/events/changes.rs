@@ -7,8 +7,7 @@ use tether_proto::common::v1::AuditEvent;
 use crate::db::{Database, EmbeddedMigration, now_micros, timestamp};
 
 /// The outbox tables, applied by each publishing service in its own schema.
-pub const OUTBOX_MIGRATION: EmbeddedMigration =
-    EmbeddedMigration { version: 1000, description: "outbox", sql: include_str!("outbox.sql") };
+pub const OUTBOX_MIGRATION: EmbeddedMigration = EmbeddedMigration::portable(1000, "outbox", include_str!("outbox.sql"));
 
 pub use tether_proto::stream::ChangeMessage;
 

@@ -65,7 +65,7 @@ use crate::{
 /// Adds the parking columns and the relay's queue index to `audit_outbox`; every service that
 /// includes [`super::OUTBOX_MIGRATION`] includes this one after it.
 pub const OUTBOX_PARKING_MIGRATION: EmbeddedMigration =
-    EmbeddedMigration { version: 1001, description: "outbox parking", sql: include_str!("outbox_parking.sql") };
+    EmbeddedMigration::portable(1001, "outbox parking", include_str!("outbox_parking.sql"));
 
 /// Most events in one `Ingest` call (audit-svc's limit).
 pub const MAX_BATCH_SIZE: usize = 500;

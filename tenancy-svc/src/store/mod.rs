@@ -27,13 +27,9 @@ pub mod tenants;
 
 /// Applied in order at start-up; a migration, once released, is never edited.
 pub const MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration { version: 1, description: "tenants", sql: include_str!("migrations/0001_tenants.sql") },
-    EmbeddedMigration { version: 2, description: "memberships", sql: include_str!("migrations/0002_memberships.sql") },
-    EmbeddedMigration {
-        version: 3,
-        description: "directory indexes",
-        sql: include_str!("migrations/0003_directory_indexes.sql"),
-    },
+    EmbeddedMigration::portable(1, "tenants", include_str!("migrations/0001_tenants.sql")),
+    EmbeddedMigration::portable(2, "memberships", include_str!("migrations/0002_memberships.sql")),
+    EmbeddedMigration::portable(3, "directory indexes", include_str!("migrations/0003_directory_indexes.sql")),
     OUTBOX_MIGRATION,
     OUTBOX_PARKING_MIGRATION,
 ];
