@@ -593,7 +593,7 @@ async fn main() {
             let started = Instant::now();
             tables.execute("VACUUM ANALYZE audit_events").await.expect("vacuum");
             println!("VACUUM ANALYZE took {:.1} s", started.elapsed().as_secs_f64());
-            let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('audit_events')")
+            let bytes: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(pg_total_relation_size(inhrelid)), 0)::bigint FROM pg_inherits WHERE inhparent = 'audit_events'::regclass")
                 .fetch_one(&tables)
                 .await
                 .expect("size");
